@@ -1,0 +1,1 @@
+//! Golden-file regression tests of everything edgec emits; the harness lives in `tests/`.

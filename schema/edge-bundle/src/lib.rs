@@ -1,0 +1,1 @@
+//! The edgec deployment bundle format.

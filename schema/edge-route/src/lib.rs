@@ -1,0 +1,1 @@
+//! The IoT Edge routing language: parsing, type checking and evaluation.
