@@ -1,0 +1,9 @@
+//! The surface syntax: tree, parser, and the lexical rules they share.
+
+pub mod ast;
+mod lexical;
+mod literal;
+mod parser;
+
+pub use literal::{DURATION_UNITS, SIZE_UNITS};
+pub use parser::{MAXIMUM_NESTING, parse};
