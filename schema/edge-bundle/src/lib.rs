@@ -1,1 +1,39 @@
-//! The edgec deployment bundle format.
+//! The edgec deployment bundle format: a signed, reproducible tar that
+//! carries an IoT Edge deployment, its route table, module images as OCI
+//! layouts and optionally an operating system image.
+//!
+//! The compiler builds, verifies and inspects bundles with this crate; the
+//! device runtime verifies them with the same code. See `schema/BUNDLE.md`
+//! for the format itself.
+
+pub mod canonical_json;
+pub mod error;
+pub mod manifest;
+pub mod pkcs11;
+
+mod builder;
+mod digest;
+mod image;
+mod keys;
+mod layer;
+mod payload;
+mod signature;
+mod signer;
+mod verify;
+
+pub use builder::{BuiltBundle, BundleBuilder, BundleHeader, OsImage};
+pub use digest::Sha256Digest;
+pub use ed25519_dalek::{Signature, VerifyingKey};
+pub use error::{BundleError, SignerError};
+pub use image::ImageConfig;
+pub use keys::{KeyPair, generate_keypair, key_id, load_public_key_pem, public_key_pem};
+pub use manifest::{
+    Architecture, BundleManifest, OsPayload, PackagedImage, PayloadFile, RegistryImage,
+};
+pub use payload::LayerCompression;
+pub use pkcs11::{Pkcs11Signer, Pkcs11Uri};
+pub use signature::{SignatureEntry, SignatureFile};
+pub use signer::{FileSigner, Signer};
+pub use verify::{
+    BundleInspection, VerifiedBundle, inspect_bundle, verify_bundle, verify_bundle_with,
+};

@@ -1,0 +1,172 @@
+//! The bundle manifest (`bundle.json`): what the signatures cover.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::canonical_json::to_canonical_bytes;
+use crate::digest::Sha256Digest;
+use crate::error::BundleError;
+
+/// The format version this library writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+/// The first tar entry: the canonical manifest.
+pub const MANIFEST_PATH: &str = "bundle.json";
+/// The second tar entry: the detached signatures.
+pub const SIGNATURES_PATH: &str = "bundle.sig.json";
+/// Every other entry lives under this prefix.
+pub const PAYLOAD_PREFIX: &str = "payload/";
+
+/// The CPU architectures IoT Edge runs on, named as Docker names them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// x86-64.
+    Amd64,
+    /// 64-bit ARM.
+    Arm64,
+    /// 32-bit ARMv7 with hard float.
+    Arm32v7,
+}
+
+impl Architecture {
+    /// The name used in bundle manifests and by IoT Edge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+            Self::Arm32v7 => "arm32v7",
+        }
+    }
+
+    /// The OCI platform `architecture` and `variant` for image configs.
+    pub fn oci_platform(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Amd64 => ("amd64", None),
+            Self::Arm64 => ("arm64", Some("v8")),
+            Self::Arm32v7 => ("arm", Some("v7")),
+        }
+    }
+}
+
+/// One file inside the bundle, as the signatures pin it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadFile {
+    /// Path inside the tar, always under `payload/`.
+    pub path: String,
+    /// Lower-case hex SHA-256 of the content.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A module image packaged into the bundle as an OCI image layout that
+/// `docker load` also accepts.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackagedImage {
+    /// The IoT Edge module that runs this image.
+    pub module: String,
+    /// The `name:tag` the image is loaded under (docker `RepoTags`).
+    pub reference: String,
+    /// The layout directory inside the bundle, e.g. `payload/images/sensor`.
+    pub path: String,
+    /// The digest of the image manifest blob (`sha256:...`).
+    pub manifest_digest: String,
+}
+
+/// A module image pulled from a registry by digest rather than carried.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryImage {
+    /// The IoT Edge module that runs this image.
+    pub module: String,
+    /// A digest reference, `registry/repository@sha256:...`.
+    pub reference: String,
+}
+
+/// An optional operating system image carried next to the deployment, so a
+/// single signed artifact can update both.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsPayload {
+    /// The root filesystem image.
+    pub rootfs: PayloadFile,
+    /// The dm-verity hash tree for `rootfs`.
+    pub verity: PayloadFile,
+    /// The dm-verity root hash (hex).
+    pub root_hash: String,
+    /// A signature over the root hash for the kernel keyring, if any
+    /// (base64 PKCS#7, as `veritysetup --root-hash-signature` takes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash_signature: Option<String>,
+}
+
+/// The signed description of a bundle.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    /// Always [`FORMAT_VERSION`] for bundles this library writes.
+    pub format_version: u64,
+    /// The deployment name, also the bundle file name.
+    pub deployment: String,
+    /// The device `compatible` string the bundle is meant for.
+    pub compatible: String,
+    /// The device CPU architecture.
+    pub architecture: Architecture,
+    /// The monotonic deployment version; devices refuse to go back.
+    pub version: u64,
+    /// Creation time in RFC 3339 UTC, derived from `SOURCE_DATE_EPOCH`.
+    pub created: String,
+    /// The IoT Edge deployment manifest, as the compiler produced it.
+    pub iot_edge_manifest: Value,
+    /// The compiled route table, as the compiler produced it.
+    pub route_table: Value,
+    /// Module images carried in the bundle, sorted by module.
+    pub images: Vec<PackagedImage>,
+    /// Module images referenced by registry digest, sorted by module.
+    pub registry_images: Vec<RegistryImage>,
+    /// The operating system image, if the bundle carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsPayload>,
+    /// Every payload file, sorted by path.
+    pub payload: Vec<PayloadFile>,
+}
+
+impl BundleManifest {
+    /// Returns the canonical bytes that are stored as `bundle.json` and signed.
+    pub fn to_canonical_bytes(&self) -> Result<Vec<u8>, BundleError> {
+        let value = serde_json::to_value(self)
+            .map_err(|error| BundleError::MalformedManifest(error.to_string()))?;
+        Ok(to_canonical_bytes(&value))
+    }
+
+    /// Parses `bundle.json` bytes, insisting that they are canonical so that
+    /// exactly one byte string can carry a given signed meaning.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, BundleError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|error| BundleError::MalformedManifest(error.to_string()))?;
+        let version = value.get("format_version").and_then(Value::as_u64);
+        if let Some(version) = version.filter(|version| *version != FORMAT_VERSION) {
+            return Err(BundleError::UnsupportedFormatVersion(version));
+        }
+        if to_canonical_bytes(&value) != bytes {
+            return Err(BundleError::NonCanonicalManifest);
+        }
+        serde_json::from_value(value)
+            .map_err(|error| BundleError::MalformedManifest(error.to_string()))
+    }
+
+    /// Finds the listing of a payload path.
+    pub fn payload_file(&self, path: &str) -> Option<&PayloadFile> {
+        self.payload
+            .binary_search_by(|file| file.path.as_str().cmp(path))
+            .ok()
+            .map(|index| &self.payload[index])
+    }
+
+    /// Returns the digest of the canonical manifest, a handy bundle identity.
+    pub fn digest(&self) -> Result<Sha256Digest, BundleError> {
+        Ok(Sha256Digest::of(&self.to_canonical_bytes()?))
+    }
+}

@@ -1,0 +1,283 @@
+//! Signing with an ed25519 key that never leaves a PKCS#11 token (HSM,
+//! smart card, SoftHSM in tests).
+
+use std::path::Path;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CryptokiError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::error::SignerError;
+use crate::signer::Signer;
+
+/// The parts of an RFC 7512 `pkcs11:` URI this signer uses.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Pkcs11Uri {
+    /// The token label (`token=`); tokens are found by label because slot
+    /// ids change between module loads.
+    pub token: String,
+    /// The key label (`object=`), shared by the private and public key.
+    pub object: String,
+}
+
+impl Pkcs11Uri {
+    /// Parses `pkcs11:token=LABEL;object=LABEL`, with percent-encoding and
+    /// optional other path attributes (`type=private`, `id=...`) ignored.
+    /// Query attributes such as `pin-value` are refused: the PIN is given
+    /// separately so it never ends up in configuration files.
+    pub fn parse(uri: &str) -> Result<Self, SignerError> {
+        let invalid = |reason| SignerError::InvalidPkcs11Uri {
+            uri: uri.to_owned(),
+            reason,
+        };
+        let rest = uri
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| invalid("must start with \"pkcs11:\""))?;
+        if rest.contains('?') {
+            return Err(invalid(
+                "query attributes are not supported; pass the PIN separately",
+            ));
+        }
+        let mut token = None;
+        let mut object = None;
+        for attribute in rest.split(';').filter(|attribute| !attribute.is_empty()) {
+            let (name, value) = attribute
+                .split_once('=')
+                .ok_or_else(|| invalid("attribute without \"=\""))?;
+            let value = percent_decode(value).ok_or_else(|| invalid("bad percent-encoding"))?;
+            match name {
+                "token" => token = Some(value),
+                "object" => object = Some(value),
+                _ => {}
+            }
+        }
+        Ok(Self {
+            token: token.ok_or_else(|| invalid("missing token=LABEL"))?,
+            object: object.ok_or_else(|| invalid("missing object=LABEL"))?,
+        })
+    }
+}
+
+/// Decodes `%XX` escapes; `None` if an escape is malformed or the result is
+/// not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let pair = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(pair, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A logged-in session on a token holding the signing key.
+pub struct Pkcs11Signer {
+    session: Session,
+    private_key: ObjectHandle,
+    public_key: VerifyingKey,
+}
+
+impl Pkcs11Signer {
+    /// Loads `module`, finds the token by label, logs in with `pin`, and
+    /// finds the ed25519 private and public key objects labelled as the
+    /// URI says.
+    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &str) -> Result<Self, SignerError> {
+        let module_error = |reason: String| SignerError::Pkcs11Module {
+            module: module.to_owned(),
+            reason,
+        };
+        let context = Pkcs11::new(module).map_err(|error| module_error(error.to_string()))?;
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(error) => return Err(module_error(error.to_string())),
+        }
+        let slot = find_token(&context, &uri.token)?;
+        let session = context
+            .open_ro_session(slot)
+            .map_err(|error| other("C_OpenSession", &error))?;
+        let auth = AuthPin::from(pin);
+        match session.login(UserType::User, Some(&auth)) {
+            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CryptokiError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+                return Err(SignerError::WrongPin {
+                    token: uri.token.clone(),
+                });
+            }
+            Err(CryptokiError::Pkcs11(RvError::PinLocked, _)) => {
+                return Err(SignerError::PinLocked {
+                    token: uri.token.clone(),
+                });
+            }
+            Err(error) => return Err(other("C_Login", &error)),
+        }
+        let private_key = find_key(&session, uri, ObjectClass::PRIVATE_KEY, "private")?;
+        let public_handle = find_key(&session, uri, ObjectClass::PUBLIC_KEY, "public")?;
+        let public_key = read_public_key(&session, public_handle, &uri.object)?;
+        Ok(Self {
+            session,
+            private_key,
+            public_key,
+        })
+    }
+}
+
+impl Signer for Pkcs11Signer {
+    fn public_key(&self) -> VerifyingKey {
+        self.public_key
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Signature, SignerError> {
+        let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+        let bytes = self
+            .session
+            .sign(&mechanism, self.private_key, message)
+            .map_err(|error| other("C_Sign", &error))?;
+        let bytes: [u8; 64] = bytes
+            .try_into()
+            .map_err(|bytes: Vec<u8>| SignerError::Pkcs11 {
+                operation: "C_Sign",
+                reason: format!(
+                    "returned {} bytes instead of a 64-byte ed25519 signature",
+                    bytes.len()
+                ),
+            })?;
+        Ok(Signature::from_bytes(&bytes))
+    }
+}
+
+/// Wraps an unexpected PKCS#11 failure with the function that failed.
+fn other(operation: &'static str, error: &CryptokiError) -> SignerError {
+    SignerError::Pkcs11 {
+        operation,
+        reason: error.to_string(),
+    }
+}
+
+/// Finds the slot whose token carries `label` (padding trimmed).
+fn find_token(context: &Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, SignerError> {
+    let slots = context
+        .get_slots_with_token()
+        .map_err(|error| other("C_GetSlotList", &error))?;
+    let mut present = Vec::new();
+    for slot in slots {
+        let info = context
+            .get_token_info(slot)
+            .map_err(|error| other("C_GetTokenInfo", &error))?;
+        let found = info.label().trim_end();
+        if found == label {
+            return Ok(slot);
+        }
+        present.push(format!("{found:?}"));
+    }
+    Err(SignerError::TokenNotFound {
+        label: label.to_owned(),
+        present: if present.is_empty() {
+            "none".to_owned()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+/// Finds exactly one ed25519 key of `class` labelled as the URI's object.
+fn find_key(
+    session: &Session,
+    uri: &Pkcs11Uri,
+    class: ObjectClass,
+    class_name: &'static str,
+) -> Result<ObjectHandle, SignerError> {
+    let template = [
+        Attribute::Class(class),
+        Attribute::KeyType(KeyType::EC_EDWARDS),
+        Attribute::Label(uri.object.as_bytes().to_vec()),
+    ];
+    let handles = session
+        .find_objects(&template)
+        .map_err(|error| other("C_FindObjects", &error))?;
+    match handles.as_slice() {
+        [handle] => Ok(*handle),
+        [] => Err(SignerError::KeyNotFound {
+            token: uri.token.clone(),
+            object: uri.object.clone(),
+            class: class_name,
+        }),
+        _ => Err(SignerError::AmbiguousKey {
+            token: uri.token.clone(),
+            object: uri.object.clone(),
+            class: class_name,
+        }),
+    }
+}
+
+/// Reads CKA_EC_POINT, a DER OCTET STRING (`04 20` + 32 bytes); some
+/// modules return the raw 32 bytes, which is accepted too.
+fn read_public_key(
+    session: &Session,
+    handle: ObjectHandle,
+    object: &str,
+) -> Result<VerifyingKey, SignerError> {
+    let malformed = || SignerError::MalformedTokenPublicKey {
+        object: object.to_owned(),
+    };
+    let attributes = session
+        .get_attributes(handle, &[AttributeType::EcPoint])
+        .map_err(|error| other("C_GetAttributeValue", &error))?;
+    let point = attributes
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            Attribute::EcPoint(point) => Some(point),
+            _ => None,
+        })
+        .ok_or_else(malformed)?;
+    let raw = match point.as_slice() {
+        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+        raw if raw.len() == 32 => raw,
+        _ => return Err(malformed()),
+    };
+    let bytes: [u8; 32] = raw.try_into().map_err(|_| malformed())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| malformed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_name_token_and_object() {
+        let uri = Pkcs11Uri::parse("pkcs11:token=edge%20fleet;object=bundle-signing;type=private")
+            .unwrap();
+        assert_eq!(
+            uri,
+            Pkcs11Uri {
+                token: "edge fleet".to_owned(),
+                object: "bundle-signing".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_uris_say_what_is_wrong() {
+        for (uri, expected) in [
+            ("token=a;object=b", "must start"),
+            ("pkcs11:object=b", "missing token"),
+            ("pkcs11:token=a", "missing object"),
+            ("pkcs11:token=a;object=b?pin-value=1", "query"),
+            ("pkcs11:token=%zz;object=b", "percent"),
+        ] {
+            let error = Pkcs11Uri::parse(uri).unwrap_err();
+            assert!(error.to_string().contains(expected), "{uri}: {error}");
+        }
+    }
+}
