@@ -1,6 +1,7 @@
 //! The surface syntax: tree, parser, and the lexical rules they share.
 
 pub mod ast;
+pub mod format;
 mod lexical;
 mod literal;
 mod parser;
