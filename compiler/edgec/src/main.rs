@@ -1,1 +1,75 @@
-fn main() {}
+//! `edgec`: the command-line face of the edgec compiler. It parses arguments, reads and writes
+//! files, and prints; everything else happens in `edgec-core`.
+
+mod commands;
+mod load;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "edgec",
+    version,
+    about = "Compile `.edge` fleet descriptions into IoT Edge deployments"
+)]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DiagnosticFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check `.edge` files (or directories of them) and report every problem.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value = "human")]
+        format: DiagnosticFormat,
+        /// Override a parameter: `--set name=value`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Format `.edge` files in the one canonical style.
+    Fmt {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Report files that are not formatted instead of rewriting them.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Explain a diagnostic code, with an example.
+    Explain { code: String },
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let status = match arguments.command {
+        Command::Check {
+            paths,
+            format,
+            overrides,
+        } => commands::check::run(&paths, format, &overrides),
+        Command::Fmt { paths, check } => commands::fmt::run(&paths, check),
+        Command::Explain { code } => commands::explain::run(&code),
+    };
+    ExitCode::from(status as u8)
+}
+
+/// Exit statuses: 0 clean (warnings allowed), 1 errors found, 2 usage or I/O failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Clean = 0,
+    Errors = 1,
+    Failure = 2,
+}

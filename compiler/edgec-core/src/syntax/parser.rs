@@ -131,8 +131,8 @@ impl<'s> Parser<'s> {
             let start = offset(&input);
             let comment_length = if fragment.starts_with("//") {
                 fragment.find('\n').unwrap_or(fragment.len())
-            } else if fragment.starts_with("/*") {
-                match fragment[2..].find("*/") {
+            } else if let Some(body) = fragment.strip_prefix("/*") {
+                match body.find("*/") {
                     Some(end) => end + 4,
                     None => {
                         self.error(
@@ -232,12 +232,12 @@ impl<'s> Parser<'s> {
 
         let mut label = None;
         let (probe, crossed_newline) = self.trivia(input);
-        if !crossed_newline {
-            if let Ok((rest, parsed)) = self.key(probe) {
-                end = parsed.span.end as usize;
-                label = Some(parsed);
-                input = rest;
-            }
+        // A label must be on the key's line, so that `status` alone on a line followed by
+        // `restart = always` is not read as `status restart = always`.
+        if !crossed_newline && let Ok((rest, parsed)) = self.key(probe) {
+            end = parsed.span.end as usize;
+            label = Some(parsed);
+            input = rest;
         }
 
         let mut type_annotation = None;

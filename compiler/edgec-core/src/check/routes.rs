@@ -1,0 +1,270 @@
+//! Routes inside a deployment: the route language's own checks, then the names a route uses
+//! against the deployment's modules, outputs and inputs, and outputs or inputs no route touches.
+//!
+//! Route texts are parsed by `edge-route`, the same library the device runtime evaluates them
+//! with, so a route means the same thing at compile time and on the device. Its spans are offsets
+//! into the route text; [`route_text_span`] maps them back into the `.edge` file, through escapes.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use edge_route::{ParsedRoute, Sink, SourceKind};
+
+use super::Definition;
+use super::context::Checker;
+use super::model::{Module, Route};
+use crate::diagnostic::DiagnosticKind;
+use crate::span::{Location, Span};
+use crate::suggest::closest;
+use crate::syntax::ast::{Entry, ValueKind};
+
+/// What a deployment's routes are checked against.
+pub struct RouteScope<'s> {
+    pub deployment: &'s str,
+    /// The models of the deployment's modules (those whose definitions checked).
+    pub deployed: &'s [&'s Module],
+    /// The names in the deployment's `modules` list.
+    pub deployment_modules: &'s [String],
+    pub known_modules: &'s BTreeMap<String, Definition<'s>>,
+}
+
+pub fn check_routes(
+    checker: &mut Checker<'_>,
+    scope: &RouteScope<'_>,
+    routes: &[(&Entry, &Route)],
+) {
+    let mut parsed_routes = Vec::new();
+    for (entry, route) in routes {
+        let file = route.location.file;
+        let map = |range: Range<usize>| Location::new(file, route_text_span(entry, range));
+        match edge_route::parse_route(&route.text) {
+            Ok(parsed) => {
+                check_source(checker, scope, &parsed, &map);
+                check_sink(checker, scope, &parsed, &route.text, &map);
+                parsed_routes.push(parsed);
+            }
+            Err(error) => {
+                let location = map(error.span.clone());
+                checker.report(
+                    DiagnosticKind::RouteSyntax {
+                        message: edge_route::describe::message(&error),
+                    },
+                    location.file,
+                    location.span,
+                );
+            }
+        }
+    }
+    check_coverage(checker, scope, &parsed_routes);
+}
+
+/// The `.edge` span of `range` within the route text of `entry`'s string literal.
+fn route_text_span(entry: &Entry, range: Range<usize>) -> Span {
+    let Some(value) = &entry.value else {
+        return entry.span;
+    };
+    match &value.kind {
+        ValueKind::String(literal) => match literal.plain_part() {
+            Some(part) => {
+                let start = part.source_offset(range.start);
+                let end = part.source_offset(range.end).max(start);
+                Span { start, end }
+            }
+            None => value.span,
+        },
+        _ => value.span,
+    }
+}
+
+fn find_module<'m>(
+    deployed: &[&'m Module],
+    name: &str,
+    case_sensitive: bool,
+) -> Option<&'m Module> {
+    deployed.iter().copied().find(|module| {
+        if case_sensitive {
+            module.name == name
+        } else {
+            module.name.eq_ignore_ascii_case(name)
+        }
+    })
+}
+
+/// Reports a module name that is unknown, or known but not in this deployment.
+fn check_module_name(
+    checker: &mut Checker<'_>,
+    scope: &RouteScope<'_>,
+    name: &str,
+    location: Location,
+) {
+    // A deployed module whose own definition had errors has no model; it was reported already.
+    if scope
+        .deployment_modules
+        .iter()
+        .any(|deployed| deployed.eq_ignore_ascii_case(name))
+    {
+        return;
+    }
+    let known = scope
+        .known_modules
+        .keys()
+        .any(|known| known.eq_ignore_ascii_case(name));
+    let kind = if known {
+        DiagnosticKind::RouteModuleNotDeployed {
+            module: name.to_owned(),
+            deployment: scope.deployment.to_owned(),
+        }
+    } else {
+        let suggestion = closest(
+            name,
+            scope.deployed.iter().map(|module| module.name.as_str()),
+        );
+        DiagnosticKind::RouteUnknownModule {
+            module: name.to_owned(),
+            suggestion,
+        }
+    };
+    checker.report(kind, location.file, location.span);
+}
+
+fn check_source(
+    checker: &mut Checker<'_>,
+    scope: &RouteScope<'_>,
+    parsed: &ParsedRoute,
+    map: &dyn Fn(Range<usize>) -> Location,
+) {
+    let SourceKind::ModuleOutput {
+        module: Some(module_name),
+        output,
+    } = &parsed.source.path.kind
+    else {
+        return;
+    };
+    let path_start = parsed.source.span.start;
+    let written = &parsed.source.path.written;
+    let segment = |index: usize| {
+        segment_range(written, index).map(|range| range.start + path_start..range.end + path_start)
+    };
+    let module_location = map(segment(3).unwrap_or(parsed.source.span.clone()));
+    // Sources match case-insensitively on the hub, so module and output names do too.
+    let Some(module) = find_module(scope.deployed, module_name, false) else {
+        check_module_name(checker, scope, module_name, module_location);
+        return;
+    };
+    if let Some(output) = output
+        && !module
+            .outputs
+            .keys()
+            .any(|declared| declared.eq_ignore_ascii_case(output))
+    {
+        let location = map(segment(5).unwrap_or(parsed.source.span.clone()));
+        let suggestion = closest(output, module.outputs.keys().map(String::as_str));
+        checker.report(
+            DiagnosticKind::RouteUnknownOutput {
+                module: module.name.clone(),
+                output: output.clone(),
+                suggestion,
+            },
+            location.file,
+            location.span,
+        );
+    }
+}
+
+fn check_sink(
+    checker: &mut Checker<'_>,
+    scope: &RouteScope<'_>,
+    parsed: &ParsedRoute,
+    text: &str,
+    map: &dyn Fn(Range<usize>) -> Location,
+) {
+    let Sink::ModuleInput {
+        module: module_name,
+        input,
+    } = &parsed.sink.sink
+    else {
+        return;
+    };
+    let address = parsed
+        .sink
+        .address_span
+        .clone()
+        .unwrap_or(parsed.sink.span.clone());
+    // The address span includes its quotes; segments are counted inside them.
+    let inner = address.start + 1..address.end.saturating_sub(1).max(address.start + 1);
+    let address_text = text.get(inner.clone()).unwrap_or_default();
+    let segment = |index: usize| {
+        segment_range(address_text, index)
+            .map(|range| range.start + inner.start..range.end + inner.start)
+            .unwrap_or(address.clone())
+    };
+    let Some(module) = find_module(scope.deployed, module_name, true) else {
+        check_module_name(checker, scope, module_name, map(segment(2)));
+        return;
+    };
+    if !module.inputs.contains_key(input) {
+        let location = map(segment(4));
+        let suggestion = closest(input, module.inputs.keys().map(String::as_str));
+        checker.report(
+            DiagnosticKind::RouteUnknownInput {
+                module: module.name.clone(),
+                input: input.clone(),
+                suggestion,
+            },
+            location.file,
+            location.span,
+        );
+    }
+}
+
+/// The byte range of the `index`-th `/`-separated segment of `path` (`/a/b`: segment 1 is `a`).
+fn segment_range(path: &str, index: usize) -> Option<Range<usize>> {
+    let mut start = 0;
+    for (position, segment) in path.split('/').enumerate() {
+        if position == index {
+            return Some(start..start + segment.len());
+        }
+        start += segment.len() + 1;
+    }
+    None
+}
+
+fn check_coverage(checker: &mut Checker<'_>, scope: &RouteScope<'_>, routes: &[ParsedRoute]) {
+    let deployment = scope.deployment;
+    for module in scope.deployed {
+        for (output, declared) in &module.outputs {
+            let source = format!("/messages/modules/{}/outputs/{output}", module.name);
+            if !routes
+                .iter()
+                .any(|route| route.source.path.matches(&source))
+            {
+                checker.report(
+                    DiagnosticKind::OutputNeverRouted {
+                        module: module.name.clone(),
+                        output: output.clone(),
+                        deployment: deployment.to_owned(),
+                    },
+                    declared.location.file,
+                    declared.location.span,
+                );
+            }
+        }
+        for (input, declared) in &module.inputs {
+            let fed = routes.iter().any(|route| {
+                matches!(&route.sink.sink, Sink::ModuleInput { module: target, input: target_input }
+                    if *target == module.name && target_input == input)
+            });
+            if !fed {
+                checker.report(
+                    DiagnosticKind::InputNeverFed {
+                        module: module.name.clone(),
+                        input: input.clone(),
+                        deployment: deployment.to_owned(),
+                    },
+                    declared.file,
+                    declared.span,
+                );
+            }
+        }
+    }
+}

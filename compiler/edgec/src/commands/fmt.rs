@@ -1,0 +1,112 @@
+//! `edgec fmt [--check]`.
+
+use std::path::{Path, PathBuf};
+
+use edgec_core::source::{SourceFile, SourceSet, decode_source};
+
+use crate::Status;
+use crate::load::expand_paths;
+use crate::output::{colour_on_stderr, usage_error};
+
+pub fn run(paths: &[PathBuf], check_only: bool) -> Status {
+    let files = match expand_paths(paths) {
+        Ok(files) => files,
+        Err(error) => {
+            usage_error(&error.0);
+            return Status::Failure;
+        }
+    };
+    let mut status = Status::Clean;
+    for path in files {
+        let outcome = format_file(&path, check_only);
+        status = match (status, outcome) {
+            (Status::Failure, _) | (_, Status::Failure) => Status::Failure,
+            (Status::Errors, _) | (_, Status::Errors) => Status::Errors,
+            _ => Status::Clean,
+        };
+    }
+    status
+}
+
+fn format_file(path: &Path, check_only: bool) -> Status {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            usage_error(&format!("cannot read `{}`: {error}", path.display()));
+            return Status::Failure;
+        }
+    };
+    let mut sources = SourceSet::default();
+    let text = match decode_source(&bytes) {
+        Ok(text) => text,
+        Err(rejection) => {
+            let id = sources.add(SourceFile::new(path.display().to_string(), String::new()));
+            let diagnostic = edgec_core::check::source_rejection(id, &rejection);
+            eprint!(
+                "{}",
+                edgec_core::render::render_human(&[diagnostic], &sources, colour_on_stderr())
+            );
+            return Status::Errors;
+        }
+    };
+    let id = sources.add(SourceFile::new(path.display().to_string(), text.clone()));
+    let formatted = match edgec_core::format_source(&text, id) {
+        Ok(formatted) => formatted,
+        Err(diagnostics) => {
+            eprint!(
+                "{}",
+                edgec_core::render::render_human(&diagnostics, &sources, colour_on_stderr())
+            );
+            eprintln!(
+                "not formatting `{}`: fix its syntax errors first",
+                path.display()
+            );
+            return Status::Errors;
+        }
+    };
+    if formatted == text {
+        return Status::Clean;
+    }
+    if check_only {
+        println!("would reformat {}", path.display());
+        return Status::Errors;
+    }
+    match write_atomically(path, formatted.as_bytes()) {
+        Ok(()) => {
+            println!("formatted {}", path.display());
+            Status::Clean
+        }
+        Err(error) => {
+            usage_error(&format!("cannot write `{}`: {error}", path.display()));
+            Status::Failure
+        }
+    }
+}
+
+/// Writes through a temporary file in the same directory and renames it over the original, so
+/// an interrupted run never leaves a half-written source.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = directory.join(format!(".{file_name}.edgec-tmp"));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            std::fs::set_permissions(&temporary, metadata.permissions())?;
+        }
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}

@@ -1,0 +1,146 @@
+//! Reading sources from disk and following imports: the only place the compiler touches files
+//! it compiles.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use edgec_core::check::source_rejection;
+use edgec_core::diagnostic::{Diagnostic, DiagnosticKind};
+use edgec_core::source::{SourceFile, SourceSet, decode_source};
+use edgec_core::span::{FileId, Location};
+use edgec_core::syntax::ast::SyntaxTree;
+
+/// Every file of one compilation: the roots named on the command line and what they import.
+pub struct LoadedProgram {
+    pub sources: SourceSet,
+    pub trees: Vec<(FileId, SyntaxTree)>,
+    /// Problems found while loading: unreadable imports, non-UTF-8 files, self-imports.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A problem with the command line itself (exit status 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+/// Expands directories into the `.edge` files below them, sorted, so runs are reproducible.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path)
+            .map_err(|error| UsageError(format!("cannot read `{}`: {error}", path.display())))?;
+        if metadata.is_dir() {
+            let mut found = Vec::new();
+            collect_edge_files(path, &mut found).map_err(|error| {
+                UsageError(format!("cannot list `{}`: {error}", path.display()))
+            })?;
+            found.sort();
+            if found.is_empty() {
+                return Err(UsageError(format!(
+                    "`{}` contains no `.edge` files",
+                    path.display()
+                )));
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn collect_edge_files(directory: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(directory)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_edge_files(&path, found)?;
+        } else if path
+            .extension()
+            .is_some_and(|extension| extension == "edge")
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the root files and, transitively, everything they import. Each file is loaded once
+/// however many files import it.
+pub fn load(roots: &[PathBuf]) -> Result<LoadedProgram, UsageError> {
+    let mut loaded = LoadedProgram {
+        sources: SourceSet::default(),
+        trees: Vec::new(),
+        diagnostics: Vec::new(),
+    };
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut queue: Vec<PathBuf> = Vec::new();
+    for root in expand_paths(roots)? {
+        let bytes = std::fs::read(&root)
+            .map_err(|error| UsageError(format!("cannot read `{}`: {error}", root.display())))?;
+        let canonical = root.canonicalize().unwrap_or_else(|_| root.clone());
+        if seen.insert(canonical) {
+            add_file(&mut loaded, &root, &bytes, &mut queue, &mut seen);
+        }
+    }
+    while let Some(path) = queue.pop() {
+        if let Ok(bytes) = std::fs::read(&path) {
+            add_file(&mut loaded, &path, &bytes, &mut queue, &mut seen);
+        }
+    }
+    Ok(loaded)
+}
+
+fn add_file(
+    loaded: &mut LoadedProgram,
+    path: &Path,
+    bytes: &[u8],
+    queue: &mut Vec<PathBuf>,
+    seen: &mut BTreeSet<PathBuf>,
+) {
+    let name = path.display().to_string();
+    let text = match decode_source(bytes) {
+        Ok(text) => text,
+        Err(rejection) => {
+            let id = loaded.sources.add(SourceFile::new(name, String::new()));
+            loaded.diagnostics.push(source_rejection(id, &rejection));
+            return;
+        }
+    };
+    let tree = edgec_core::syntax::parse(&text);
+    let id = loaded.sources.add(SourceFile::new(name, text));
+    let own_path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let directory = path.parent().unwrap_or(Path::new(""));
+    for (import, span) in edgec_core::imports(&tree) {
+        let target = directory.join(&import);
+        let location = Location::new(id, span);
+        match target.canonicalize() {
+            Ok(canonical) if canonical == own_path => {
+                loaded.diagnostics.push(Diagnostic::new(
+                    DiagnosticKind::SelfImport { path: import },
+                    location,
+                ));
+            }
+            Ok(canonical) => match std::fs::metadata(&canonical) {
+                Ok(metadata) if metadata.is_file() => {
+                    if seen.insert(canonical) {
+                        queue.push(target);
+                    }
+                }
+                _ => loaded.diagnostics.push(Diagnostic::new(
+                    DiagnosticKind::ImportNotFound {
+                        path: import,
+                        reason: "it is not a file".into(),
+                    },
+                    location,
+                )),
+            },
+            Err(error) => loaded.diagnostics.push(Diagnostic::new(
+                DiagnosticKind::ImportNotFound {
+                    path: import,
+                    reason: error.kind().to_string(),
+                },
+                location,
+            )),
+        }
+    }
+    loaded.trees.push((id, tree));
+}
