@@ -49,7 +49,7 @@ fn property_message() -> Message {
 
 fn body_message() -> Message {
     let mut padding = String::new();
-    while padding.len() < 780 {
+    while padding.len() < 880 {
         padding.push_str("lorem ipsum dolor sit amet ");
     }
     let body = format!(
@@ -89,12 +89,21 @@ fn measure(label: &str, router: &Router, message: &Message) {
 }
 
 fn main() {
-    let property_router = Router::new(&property_routes()).expect("property routes compile");
-    let body_router = Router::new(&body_routes()).expect("body routes compile");
-    measure(
-        "property-only conditions",
-        &property_router,
-        &property_message(),
-    );
-    measure("1 KB JSON body conditions", &body_router, &body_message());
+    // `cargo bench -p edge-route -- body` runs only the benchmarks whose label contains "body".
+    let filter = std::env::args()
+        .skip(1)
+        .find(|argument| !argument.starts_with('-'));
+    let selected = |label: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|filter| label.contains(filter))
+    };
+    if selected("property-only conditions") {
+        let router = Router::new(&property_routes()).expect("property routes compile");
+        measure("property-only conditions", &router, &property_message());
+    }
+    if selected("1 KB JSON body conditions") {
+        let router = Router::new(&body_routes()).expect("body routes compile");
+        measure("1 KB JSON body conditions", &router, &body_message());
+    }
 }

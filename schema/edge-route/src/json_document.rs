@@ -48,7 +48,7 @@ impl JsonNode<'_> {
             Self::Object(members) => members
                 .iter()
                 .rev()
-                .find(|(member, _)| member == name)
+                .find(|(member, _)| names_equal(member, name))
                 .map(|(_, value)| value),
             _ => None,
         }
@@ -61,6 +61,13 @@ impl JsonNode<'_> {
             _ => None,
         }
     }
+}
+
+/// Compares names by length and first byte before the full comparison, because most members
+/// differ in one of those and a library `memcmp` call costs more than the short names it compares.
+pub(crate) fn names_equal(left: &str, right: &str) -> bool {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    left.len() == right.len() && left.first() == right.first() && left == right
 }
 
 impl<'de> Deserialize<'de> for JsonNode<'de> {

@@ -2,7 +2,7 @@
 
 use std::cell::OnceCell;
 
-use crate::json_document::JsonNode;
+use crate::json_document::{JsonNode, names_equal};
 
 /// Bodies larger than this are not parsed, so `$body` is undefined for them; IoT Hub messages are
 /// limited to 256 KiB, so larger ones are not legitimate telemetry.
@@ -127,7 +127,7 @@ fn set_property(properties: &mut Vec<Property>, name: &str, value: Option<String
 fn find_property<'m>(properties: &'m [Property], lowered_name: &str) -> Option<Option<&'m str>> {
     properties
         .iter()
-        .find(|property| &*property.lowered_name == lowered_name)
+        .find(|property| names_equal(&property.lowered_name, lowered_name))
         .map(|property| property.value.as_deref())
 }
 

@@ -218,13 +218,7 @@ impl Node {
                     right.evaluate(context)
                 }
             }
-            Self::Call { builtin, arguments } => {
-                let mut values: ArgumentValues<'c> = ArgumentValues::new();
-                for argument in arguments.iter() {
-                    values.push(argument.evaluate(context));
-                }
-                builtin.apply(values.as_mut_slice())
-            }
+            Self::Call { builtin, arguments } => evaluate_call(*builtin, arguments, context),
             Self::TwinChangeIncludes(path) => match context.body() {
                 None => Value::Undefined,
                 Some(document) => Value::Bool(path.select(document).is_some()),
@@ -269,6 +263,21 @@ impl<'a> ArgumentValues<'a> {
             &mut self.spilled
         }
     }
+}
+
+/// Kept out of [`Node::evaluate`] so that the argument buffer does not enlarge the stack frame of
+/// every node evaluation, which dominates the cost of simple conditions.
+#[inline(never)]
+fn evaluate_call<'c>(
+    builtin: Builtin,
+    arguments: &'c [Node],
+    context: &'c MessageContext<'_>,
+) -> Value<'c> {
+    let mut values: ArgumentValues<'c> = ArgumentValues::new();
+    for argument in arguments {
+        values.push(argument.evaluate(context));
+    }
+    builtin.apply(values.as_mut_slice())
 }
 
 fn property_value(found: Option<Option<&str>>) -> Value<'_> {

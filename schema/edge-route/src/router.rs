@@ -6,7 +6,7 @@ use crate::error::{RouteError, RouteErrorKind};
 use crate::message::{Message, MessageContext};
 use crate::program::CompiledCondition;
 use crate::route_syntax::{Sink, parse_route};
-use crate::source_path::SourcePath;
+use crate::source_path::{SourcePath, source_prefix_matches};
 use crate::type_checker::compile_condition;
 use crate::value::Truth;
 
@@ -109,10 +109,19 @@ pub struct RouteTableError {
 }
 
 /// Applies a route table to messages.
+///
+/// Routes usually share a handful of source paths, so the router matches each distinct source
+/// prefix once per message and lets the routes look the result up by index.
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
+    distinct_sources: Vec<String>,
+    source_index_of_route: Vec<usize>,
 }
+
+/// How many distinct source prefixes are remembered per message without allocating; routes with
+/// further prefixes are matched directly.
+const CACHED_SOURCE_COUNT: usize = 64;
 
 impl Router {
     /// Compiles every entry, reporting all failing entries; routes are kept in priority order,
@@ -154,7 +163,25 @@ impl Router {
         }
         routes
             .sort_by(|left, right| (left.priority, &left.name).cmp(&(right.priority, &right.name)));
-        Ok(Self { routes })
+        let mut distinct_sources: Vec<String> = Vec::new();
+        let source_index_of_route = routes
+            .iter()
+            .map(|route| {
+                let prefix = route.source.prefix.to_ascii_lowercase();
+                match distinct_sources.iter().position(|known| *known == prefix) {
+                    Some(index) => index,
+                    None => {
+                        distinct_sources.push(prefix);
+                        distinct_sources.len() - 1
+                    }
+                }
+            })
+            .collect();
+        Ok(Self {
+            routes,
+            distinct_sources,
+            source_index_of_route,
+        })
     }
 
     /// The compiled routes in evaluation order.
@@ -166,17 +193,28 @@ impl Router {
     /// vector between messages avoids allocating per message.
     pub fn route_into<'r>(&'r self, message: &Message, matches: &mut Vec<RouteMatch<'r>>) {
         let context = MessageContext::new(message);
-        matches.extend(
-            self.routes
-                .iter()
-                .filter(|route| route.matches(&context))
-                .map(|route| RouteMatch {
+        let mut source_matches: [Option<bool>; CACHED_SOURCE_COUNT] = [None; CACHED_SOURCE_COUNT];
+        for (route, &source_index) in self.routes.iter().zip(&self.source_index_of_route) {
+            let source_matches = match source_matches.get_mut(source_index) {
+                Some(cached) => *cached.get_or_insert_with(|| {
+                    source_prefix_matches(&self.distinct_sources[source_index], &message.source)
+                }),
+                None => route.source.matches(&message.source),
+            };
+            let selected = source_matches
+                && route
+                    .condition
+                    .as_ref()
+                    .is_none_or(|condition| condition.evaluate_in(&context) == Truth::True);
+            if selected {
+                matches.push(RouteMatch {
                     name: &route.name,
                     sink: &route.sink,
                     priority: route.priority,
                     time_to_live_secs: route.time_to_live_secs,
-                }),
-        );
+                });
+            }
+        }
     }
 
     /// Returns the routes matching `message`, in priority order.
