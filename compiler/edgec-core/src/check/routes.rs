@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use edge_route::{ParsedRoute, Sink, SourceKind};
+use edge_route::{BodySchema, ParsedRoute, RouteError, Sink, SourceKind, SourceSchema};
 
 use super::Definition;
 use super::context::Checker;
 use super::model::{Module, Route};
-use crate::diagnostic::DiagnosticKind;
+use super::types::Type;
+use crate::diagnostic::{Diagnostic, DiagnosticKind, LabelRole};
 use crate::span::{Location, Span};
 use crate::suggest::closest;
 use crate::syntax::ast::{Entry, ValueKind};
@@ -37,25 +38,88 @@ pub fn check_routes(
     for (entry, route) in routes {
         let file = route.location.file;
         let map = |range: Range<usize>| Location::new(file, route_text_span(entry, range));
-        match edge_route::parse_route(&route.text) {
-            Ok(parsed) => {
-                check_source(checker, scope, &parsed, &map);
-                check_sink(checker, scope, &parsed, &route.text, &map);
-                parsed_routes.push(parsed);
+        let report = |checker: &mut Checker<'_>, error: RouteError| {
+            let mut diagnostic = Diagnostic::new(
+                DiagnosticKind::Route(error.clone()),
+                map(error.span.clone()),
+            );
+            if let Some(related) = error.secondary_span.clone() {
+                diagnostic = diagnostic.with_label(map(related), LabelRole::RouteRelated);
             }
+            checker.diagnostics.push(diagnostic);
+        };
+        let parsed = match edge_route::parse_route(&route.text) {
+            Ok(parsed) => parsed,
             Err(error) => {
-                let location = map(error.span.clone());
-                checker.report(
-                    DiagnosticKind::RouteSyntax {
-                        message: edge_route::describe::message(&error),
-                    },
-                    location.file,
-                    location.span,
-                );
+                report(checker, error);
+                continue;
             }
+        };
+        if let Some(condition) = &parsed.condition
+            && let Err(errors) = edge_route::compile_condition(condition, &parsed.source.path.kind)
+        {
+            errors.into_iter().for_each(|error| report(checker, error));
         }
+        let source_schema = source_schema(scope, &parsed);
+        for error in edge_route::check_route(&parsed, source_schema.as_ref()) {
+            report(checker, error);
+        }
+        check_source(checker, scope, &parsed, &map);
+        check_sink(checker, scope, &parsed, &route.text, &map);
+        parsed_routes.push(parsed);
     }
     check_coverage(checker, scope, &parsed_routes);
+}
+
+/// What is declared about the messages a route reads: known only when the route names one output
+/// of one module and that output declares a schema.
+fn source_schema(scope: &RouteScope<'_>, parsed: &ParsedRoute) -> Option<SourceSchema> {
+    let SourceKind::ModuleOutput {
+        module: Some(module),
+        output: Some(output),
+    } = &parsed.source.path.kind
+    else {
+        return None;
+    };
+    let module = find_module(scope.deployed, module, false)?;
+    let (_, declared) = module
+        .outputs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(output))?;
+    match declared.schema.as_ref()? {
+        Type::Binary => Some(SourceSchema {
+            is_json: false,
+            body: None,
+        }),
+        schema => Some(SourceSchema {
+            is_json: true,
+            body: Some(body_schema(schema)),
+        }),
+    }
+}
+
+/// The route library's view of a declared type: only the shape matters for `$body` paths.
+fn body_schema(declared: &Type) -> BodySchema {
+    match declared {
+        Type::String { .. } => BodySchema::String,
+        Type::Integer(_) | Type::Float(_) | Type::Size(_) | Type::Duration(_) => BodySchema::Number,
+        Type::Bool => BodySchema::Bool,
+        Type::List(element) => BodySchema::Array(Box::new(body_schema(element))),
+        Type::Object(fields) => BodySchema::Object(
+            fields
+                .iter()
+                .map(|field| (field.name.clone(), body_schema(&field.field_type)))
+                .collect(),
+        ),
+        Type::OneOf(options) if options.iter().all(serde_json::Value::is_string) => {
+            BodySchema::String
+        }
+        Type::OneOf(options) if options.iter().all(serde_json::Value::is_number) => {
+            BodySchema::Number
+        }
+        Type::Optional(inner) => body_schema(inner),
+        Type::OneOf(_) | Type::Any | Type::Binary => BodySchema::Any,
+    }
 }
 
 /// The `.edge` span of `range` within the route text of `entry`'s string literal.

@@ -130,9 +130,8 @@ pub enum DiagnosticKind {
         reference: String,
     },
 
-    RouteSyntax {
-        message: String,
-    },
+    /// A diagnostic of the route language itself (syntax, types, schema), from `edge-route`.
+    Route(edge_route::RouteError),
     RouteUnknownModule {
         module: String,
         suggestion: Option<String>,
@@ -168,12 +167,18 @@ pub enum DiagnosticKind {
 pub enum LabelRole {
     FirstDefinition,
     DeclaredHere,
-    CycleStep { from: String, to: String },
+    CycleStep {
+        from: String,
+        to: String,
+    },
     HardwareArchitecture,
     HardwareMemory,
-    MemoryLimit { module: String, bytes: u64 },
-    ConstraintDeclared,
-    DeploymentTarget,
+    MemoryLimit {
+        module: String,
+        bytes: u64,
+    },
+    /// The other place a route diagnostic involves.
+    RouteRelated,
 }
 
 impl DiagnosticKind {
@@ -222,7 +227,7 @@ impl DiagnosticKind {
             InlineSecret { .. } => Code::E0212,
             InvalidImageReference { .. } => Code::E0213,
             RegistryImageWithoutDigest { .. } => Code::W0214,
-            RouteSyntax { .. } => Code::E0301,
+            Route(error) => Code::parse(error.code()).unwrap_or(Code::R0003),
             RouteUnknownModule { .. } => Code::E0302,
             RouteUnknownOutput { .. } => Code::E0303,
             RouteUnknownInput { .. } => Code::E0304,

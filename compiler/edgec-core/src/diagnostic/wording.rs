@@ -1,5 +1,8 @@
 //! All the words of the compiler's diagnostics: message, labels and help for every kind.
 //!
+//! The route language's own diagnostics are worded by `edge-route`'s `describe` module, which
+//! this module defers to, so a route error reads the same from `edgec check` and `edgec route eval`.
+//!
 //! Keeping the prose here, away from the checks, means the voice stays consistent and a reviewer
 //! can read every message the compiler can print in one sitting.
 
@@ -109,7 +112,7 @@ pub fn message(diagnostic: &Diagnostic) -> String {
         RegistryImageWithoutDigest { reference } => {
             format!("image `{reference}` is not pinned to a digest")
         }
-        RouteSyntax { message } => format!("invalid route: {message}"),
+        Route(error) => edge_route::describe::message(error),
         RouteUnknownModule { module, .. } => format!("route names unknown module `{module}`"),
         RouteUnknownOutput { module, output, .. } => {
             format!("module `{module}` has no output `{output}`")
@@ -192,8 +195,7 @@ pub fn secondary_label(role: &LabelRole) -> String {
         LabelRole::MemoryLimit { module, bytes } => {
             format!("`{module}` may use {}", human_bytes(*bytes))
         }
-        LabelRole::ConstraintDeclared => "constraint declared here".into(),
-        LabelRole::DeploymentTarget => "the deployment targets this hardware".into(),
+        LabelRole::RouteRelated => "involved here".into(),
     }
 }
 
@@ -253,7 +255,7 @@ pub fn help(diagnostic: &Diagnostic) -> Option<String> {
         RegistryImageWithoutDigest { .. } => {
             Some("pin the image with `@sha256:…` so every device runs the same bytes".into())
         }
-        RouteSyntax { .. } => Some("routes are written `FROM <source> [WHERE <condition>] INTO <sink>`".into()),
+        Route(error) => edge_route::describe::help(error),
         RouteUnknownModule { suggestion, .. } => did_you_mean(suggestion),
         RouteUnknownOutput { suggestion, .. } => did_you_mean(suggestion).or_else(|| Some("declare it in the module: `output NAME`".into())),
         RouteUnknownInput { suggestion, .. } => did_you_mean(suggestion).or_else(|| Some("declare it in the module: `input NAME`".into())),
