@@ -50,6 +50,25 @@ enum Command {
     },
     /// Explain a diagnostic code, with an example.
     Explain { code: String },
+    /// Work with IoT Edge routes on their own.
+    #[command(subcommand)]
+    Route(RouteCommand),
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Run route conformance corpora; prints failures, then `N passed, M failed`.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Evaluate one condition: prints true, false or undefined.
+    Eval {
+        condition: String,
+        /// The message, in the conformance corpus message format (default: empty telemetry).
+        #[arg(long)]
+        message: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +81,10 @@ fn main() -> ExitCode {
         } => commands::check::run(&paths, format, &overrides),
         Command::Fmt { paths, check } => commands::fmt::run(&paths, check),
         Command::Explain { code } => commands::explain::run(&code),
+        Command::Route(RouteCommand::Test { files }) => commands::route::test(&files),
+        Command::Route(RouteCommand::Eval { condition, message }) => {
+            commands::route::eval(&condition, message.as_deref())
+        }
     };
     ExitCode::from(status as u8)
 }
