@@ -1,7 +1,6 @@
 //! Assembling, signing and writing a bundle.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -9,7 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::digest::{Sha256Digest, hash_reader};
+use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
 use crate::image::{ImageConfig, PreparedImage, prepare_oci_layout, prepare_rootfs_image};
 use crate::manifest::{
@@ -267,18 +266,12 @@ impl BundleBuilder {
 
 /// Hashes a file that will be copied into the bundle as it is.
 fn file_payload(path: &str, source: &Path) -> Result<Payload, BundleError> {
-    let read_error = |error| BundleError::ReadSource {
-        path: source.to_owned(),
-        source: error,
-    };
-    let (digest, size) = File::open(source)
-        .and_then(hash_reader)
-        .map_err(read_error)?;
+    let (digest, stamp) = hash_file(source)?;
     Ok(Payload {
         path: path.to_owned(),
         digest,
-        size,
-        source: PayloadSource::File(source.to_owned()),
+        size: stamp.size(),
+        source: PayloadSource::File(source.to_owned(), stamp),
     })
 }
 

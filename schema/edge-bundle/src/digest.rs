@@ -6,9 +6,14 @@
 //! packaging fast.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
+
+use crate::error::BundleError;
+use crate::stamp::FileStamp;
 
 /// A SHA-256 digest, shown as lower-case hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -127,6 +132,25 @@ pub(crate) fn hash_reader<R: Read>(reader: R) -> io::Result<(Sha256Digest, u64)>
     let mut hashing = HashingReader::new(reader);
     copy_large(&mut hashing, &mut io::sink())?;
     Ok(hashing.finish())
+}
+
+/// Hashes a file and returns its digest with the stamp it had before and
+/// after reading, failing if it changed meanwhile.
+pub(crate) fn hash_file(path: &Path) -> Result<(Sha256Digest, FileStamp), BundleError> {
+    let read_error = |source| BundleError::ReadSource {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let stamp = FileStamp::of(&file.metadata().map_err(read_error)?);
+    let (digest, size) = hash_reader(&file).map_err(read_error)?;
+    stamp.check(path, &file)?;
+    if size != stamp.size() {
+        return Err(BundleError::SourceChanged {
+            path: path.to_owned(),
+        });
+    }
+    Ok((digest, stamp))
 }
 
 /// Copies with a 1 MiB buffer: `io::copy` uses 8 KiB, which costs

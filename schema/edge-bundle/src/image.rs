@@ -19,11 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::canonical_json::to_canonical_bytes;
-use crate::digest::{Sha256Digest, hash_reader};
+use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
 use crate::layer::LayerPlan;
 use crate::manifest::{Architecture, PackagedImage};
 use crate::payload::{LayerCompression, LayerSource, Payload, PayloadSource};
+use crate::stamp::FileStamp;
 
 /// The largest manifest or index document read into memory.
 const MAX_DOCUMENT: u64 = 4 << 20;
@@ -178,8 +179,9 @@ pub(crate) fn prepare_oci_layout(
     let manifest_bytes = read_document(layout, &chosen)?;
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|error| invalid(format!("manifest {}: {error}", chosen.digest())))?;
-    let config_digest = check_blob(layout, manifest.config())?;
-    let mut blobs = vec![file_payload(layout, manifest.config(), config_digest)];
+    let config = check_blob(layout, manifest.config())?;
+    let config_digest = config.digest;
+    let mut blobs = vec![config.into_payload()];
     let mut layer_digests = Vec::new();
     for layer in manifest.layers() {
         let media_type = layer.media_type().to_string();
@@ -189,9 +191,9 @@ pub(crate) fn prepare_oci_layout(
                 layer.digest()
             )));
         }
-        let digest = check_blob(layout, layer)?;
-        blobs.push(file_payload(layout, layer, digest));
-        layer_digests.push(digest);
+        let blob = check_blob(layout, layer)?;
+        layer_digests.push(blob.digest);
+        blobs.push(blob.into_payload());
     }
     let manifest = (
         chosen.media_type().clone(),
@@ -347,25 +349,41 @@ fn blob_path(layout: &Path, entry: &Descriptor) -> Result<(PathBuf, Sha256Digest
 
 /// Streams a blob through SHA-256 and compares digest and size with its
 /// descriptor.
-fn check_blob(layout: &Path, entry: &Descriptor) -> Result<Sha256Digest, BundleError> {
+fn check_blob(layout: &Path, entry: &Descriptor) -> Result<CheckedBlob, BundleError> {
     let (path, expected) = blob_path(layout, entry)?;
-    let file = File::open(&path).map_err(|source| BundleError::ReadSource {
-        path: path.clone(),
-        source,
-    })?;
-    let (actual, size) = hash_reader(file).map_err(|source| BundleError::ReadSource {
-        path: path.clone(),
-        source,
-    })?;
-    if actual != expected || size != entry.size() {
+    let (actual, stamp) = hash_file(&path)?;
+    if actual != expected || stamp.size() != entry.size() {
         return Err(BundleError::BlobMismatch {
             path,
             expected: format!("{} with {} bytes", entry.digest(), entry.size()),
             actual: actual.hex(),
-            size,
+            size: stamp.size(),
         });
     }
-    Ok(actual)
+    Ok(CheckedBlob {
+        path,
+        digest: actual,
+        stamp,
+    })
+}
+
+/// A layout blob whose content matched its descriptor.
+struct CheckedBlob {
+    path: PathBuf,
+    digest: Sha256Digest,
+    stamp: FileStamp,
+}
+
+impl CheckedBlob {
+    /// The payload that copies this blob into the bundle.
+    fn into_payload(self) -> Payload {
+        Payload {
+            path: String::new(),
+            digest: self.digest,
+            size: self.stamp.size(),
+            source: PayloadSource::File(self.path, self.stamp),
+        }
+    }
 }
 
 /// Reads a small JSON blob (manifest, nested index) after checking it.
@@ -381,7 +399,7 @@ fn read_document(layout: &Path, entry: &Descriptor) -> Result<Vec<u8>, BundleErr
             ),
         });
     }
-    let digest = check_blob(layout, entry)?;
+    let digest = check_blob(layout, entry)?.digest;
     let mut bytes = Vec::new();
     File::open(&path)
         .and_then(|file| file.take(MAX_DOCUMENT).read_to_end(&mut bytes))
@@ -393,16 +411,6 @@ fn read_document(layout: &Path, entry: &Descriptor) -> Result<Vec<u8>, BundleErr
         return Err(BundleError::SourceChanged { path });
     }
     Ok(bytes)
-}
-
-/// A blob copied from the layout; its digest was just checked.
-fn file_payload(layout: &Path, entry: &Descriptor, digest: Sha256Digest) -> Payload {
-    Payload {
-        path: String::new(),
-        digest,
-        size: entry.size(),
-        source: PayloadSource::File(layout.join("blobs/sha256").join(digest.hex())),
-    }
 }
 
 /// Checks that a reference has the `name:tag` form `docker load` needs.

@@ -2,26 +2,28 @@
 //!
 //! The directory is scanned once into a [`LayerPlan`]; the layer tar is then
 //! generated from the plan as often as needed (once to hash it, once to
-//! write it), always byte-identical: entries in name order (depth first),
+//! write it), always byte-identical as long as the files keep the
+//! [`FileStamp`] they had when scanned: entries in name order (depth first),
 //! uid/gid 0, no user or group names, mtime = the caller's epoch, modes
 //! normalised to 0755 (directories and anything executable) or 0644.
 //! Set-uid bits, ownership, extended attributes and hard links are not
 //! carried; device nodes, sockets and fifos are refused.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use tar::{EntryType, Header};
 
 use crate::error::BundleError;
+use crate::stamp::{ExactReader, FileStamp};
 
 /// What one layer entry is.
 #[derive(Clone, Debug)]
 enum EntryKind {
     Directory,
-    File { size: u64, executable: bool },
+    File { stamp: FileStamp, executable: bool },
     Symlink { target: String },
 }
 
@@ -94,29 +96,17 @@ impl LayerPlan {
                         .append_link(&mut header, &entry.relative, target)
                         .map_err(write_error)?;
                 }
-                EntryKind::File { size, executable } => {
+                EntryKind::File { stamp, executable } => {
                     let path = self.root.join(&entry.relative);
                     let file = File::open(&path).map_err(|source| BundleError::ReadSource {
                         path: path.clone(),
                         source,
                     })?;
-                    let current = file
-                        .metadata()
-                        .map_err(|source| BundleError::ReadSource {
-                            path: path.clone(),
-                            source,
-                        })?
-                        .len();
-                    if current != *size {
-                        return Err(BundleError::SourceChanged { path });
-                    }
+                    stamp.check(&path, &file)?;
                     header.set_entry_type(EntryType::Regular);
                     header.set_mode(if *executable { 0o755 } else { 0o644 });
-                    header.set_size(*size);
-                    let mut reader = ExactReader {
-                        inner: file.take(*size),
-                        remaining: *size,
-                    };
+                    header.set_size(stamp.size());
+                    let mut reader = ExactReader::new(&file, stamp.size());
                     builder
                         .append_data(&mut header, &entry.relative, &mut reader)
                         .map_err(|source| {
@@ -126,34 +116,11 @@ impl LayerPlan {
                                 BundleError::Write(source)
                             }
                         })?;
+                    stamp.check(&path, &file)?;
                 }
             }
         }
         builder.into_inner().map_err(BundleError::Write)
-    }
-}
-
-/// Reads exactly `remaining` bytes, failing if the file got shorter, so a
-/// truncated source cannot produce a malformed tar.
-struct ExactReader<R> {
-    inner: R,
-    remaining: u64,
-}
-
-impl<R: Read> Read for ExactReader<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let count = self.inner.read(buffer)?;
-        if count == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while packaging",
-            ));
-        }
-        self.remaining -= count as u64;
-        Ok(count)
     }
 }
 
@@ -202,7 +169,7 @@ fn scan_directory(
             entries.push(LayerEntry {
                 relative,
                 kind: EntryKind::File {
-                    size: metadata.len(),
+                    stamp: FileStamp::of(&metadata),
                     executable,
                 },
             });

@@ -19,6 +19,7 @@ mod layer;
 mod payload;
 mod signature;
 mod signer;
+mod stamp;
 mod verify;
 
 pub use builder::{BuiltBundle, BundleBuilder, BundleHeader, OsImage};

@@ -2,9 +2,10 @@
 //!
 //! Every payload's digest and size are known before the tar is written
 //! (the manifest comes first), so large payloads are produced twice: once
-//! to hash them, once to write them. The second pass is hashed again and
-//! compared, so a source that changes in between fails the build instead of
-//! producing a bundle that fails verification on the device.
+//! to hash them, once to write them. The second pass checks file stamps
+//! (see [`crate::stamp`]) and sizes, so a source that changes in between
+//! fails the build instead of producing a bundle that fails verification on
+//! the device.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -15,10 +16,11 @@ use std::thread;
 use flate2::{Compression, GzBuilder};
 use tar::{EntryType, Header};
 
-use crate::digest::{HashingReader, HashingWriter, Sha256Digest};
+use crate::digest::{HashingWriter, Sha256Digest, copy_large};
 use crate::error::BundleError;
 use crate::layer::LayerPlan;
 use crate::manifest::PayloadFile;
+use crate::stamp::{ExactReader, FileStamp};
 
 /// The gzip level for compressed layers. It is fixed because the bytes, and
 /// so the digests, depend on it (and on the deflate implementation, which
@@ -105,8 +107,9 @@ impl LayerSource {
 pub(crate) enum PayloadSource {
     /// Small generated documents (image metadata).
     Bytes(Vec<u8>),
-    /// A file copied as it is (OCI blobs, OS images).
-    File(PathBuf),
+    /// A file copied as it is (OCI blobs, OS images), with its stamp from
+    /// when it was hashed.
+    File(PathBuf, FileStamp),
     /// A layer generated from a root filesystem directory.
     Layer(LayerSource),
 }
@@ -140,11 +143,43 @@ impl Payload {
         }
     }
 
+    /// Writes the payload's bytes to `out`.
+    fn produce<W: Write>(&self, mut out: W) -> Result<W, BundleError> {
+        match &self.source {
+            PayloadSource::Bytes(bytes) => out
+                .write_all(bytes)
+                .map(|()| out)
+                .map_err(BundleError::Write),
+            PayloadSource::File(path, stamp) => {
+                let file = File::open(path).map_err(|source| BundleError::ReadSource {
+                    path: path.clone(),
+                    source,
+                })?;
+                stamp.check(path, &file)?;
+                copy_large(&mut ExactReader::new(&file, stamp.size()), &mut out).map_err(
+                    |source| {
+                        if source.kind() == io::ErrorKind::UnexpectedEof {
+                            BundleError::SourceChanged { path: path.clone() }
+                        } else {
+                            BundleError::ReadSource {
+                                path: path.clone(),
+                                source,
+                            }
+                        }
+                    },
+                )?;
+                stamp.check(path, &file)?;
+                Ok(out)
+            }
+            PayloadSource::Layer(layer) => layer.write_to(out),
+        }
+    }
+
     /// The source path to blame if the content changes between passes.
     fn source_path(&self) -> PathBuf {
         match &self.source {
             PayloadSource::Bytes(_) => PathBuf::from(&self.path),
-            PayloadSource::File(path) => path.clone(),
+            PayloadSource::File(path, _) => path.clone(),
             PayloadSource::Layer(layer) => layer.plan.root().to_owned(),
         }
     }
@@ -164,70 +199,51 @@ pub(crate) fn regular_header(size: u64, epoch: u64) -> Header {
 
 /// Appends one payload to the bundle tar, checking that the bytes written
 /// are the bytes that were listed.
+///
+/// Files and layers are produced (read, framed, compressed) on a second
+/// thread while this thread writes, so input and output overlap.
 pub(crate) fn append_payload<W: Write>(
     builder: &mut tar::Builder<BufWriter<W>>,
     payload: &Payload,
     epoch: u64,
 ) -> Result<(), BundleError> {
     let mut header = regular_header(payload.size, epoch);
-    match &payload.source {
-        PayloadSource::Bytes(bytes) => builder
+    if let PayloadSource::Bytes(bytes) = &payload.source {
+        return builder
             .append_data(&mut header, &payload.path, bytes.as_slice())
-            .map_err(BundleError::Write),
-        PayloadSource::File(path) => {
-            let file = File::open(path).map_err(|source| BundleError::ReadSource {
-                path: path.clone(),
-                source,
-            })?;
-            append_checked(builder, &mut header, payload, file)
-        }
-        PayloadSource::Layer(layer) => {
-            let (sender, receiver) = mpsc::sync_channel(4);
-            thread::scope(|scope| {
-                let producer =
-                    scope.spawn(move || layer.write_to(ChunkWriter::new(sender))?.finish());
-                let written =
-                    append_checked(builder, &mut header, payload, ChunkReader::new(receiver));
-                let produced = producer
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                // A failed bundle write also stops the producer (broken
-                // channel), so it is the more useful error; otherwise the
-                // producer knows best why its output fell short.
-                match (written, produced) {
-                    (Err(error @ BundleError::Write(_)), _) | (_, Err(error)) => Err(error),
-                    (written, Ok(())) => written,
-                }
-            })
-        }
+            .map_err(BundleError::Write);
     }
-}
-
-/// Copies `reader` into the tar and compares its digest and size with the
-/// listing.
-fn append_checked<W: Write, R: Read>(
-    builder: &mut tar::Builder<BufWriter<W>>,
-    header: &mut Header,
-    payload: &Payload,
-    reader: R,
-) -> Result<(), BundleError> {
-    let mut hashing = HashingReader::new(reader.take(payload.size));
-    builder
-        .append_data(header, &payload.path, &mut hashing)
-        .map_err(BundleError::Write)?;
-    let (digest, size) = hashing.finish();
-    if digest != payload.digest || size != payload.size {
-        return Err(BundleError::SourceChanged {
-            path: payload.source_path(),
-        });
-    }
-    Ok(())
+    let (sender, receiver) = mpsc::sync_channel(4);
+    thread::scope(|scope| {
+        let producer = scope.spawn(move || payload.produce(ChunkWriter::new(sender))?.finish());
+        let written = builder
+            .append_data(
+                &mut header,
+                &payload.path,
+                ChunkReader::new(receiver).take(payload.size),
+            )
+            .map_err(BundleError::Write);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A failed bundle write also stops the producer (broken channel), so
+        // it is the more useful error; otherwise the producer knows best why
+        // its output fell short.
+        match (written, produced) {
+            (Err(error), _) | (Ok(()), Err(error)) => Err(error),
+            (Ok(()), Ok(size)) if size != payload.size => Err(BundleError::SourceChanged {
+                path: payload.source_path(),
+            }),
+            (Ok(()), Ok(_)) => Ok(()),
+        }
+    })
 }
 
 /// The producer side of the layer channel: batches writes into chunks.
 struct ChunkWriter {
     sender: SyncSender<Vec<u8>>,
     buffer: Vec<u8>,
+    total: u64,
 }
 
 impl ChunkWriter {
@@ -235,13 +251,16 @@ impl ChunkWriter {
         Self {
             sender,
             buffer: Vec::with_capacity(CHUNK),
+            total: 0,
         }
     }
 
-    /// Sends the last partial chunk; dropping without this loses it, which
-    /// the reader side detects as a short layer.
-    fn finish(mut self) -> Result<(), BundleError> {
-        self.send().map_err(BundleError::Write)
+    /// Sends the last partial chunk and returns the number of bytes sent;
+    /// dropping without this loses the chunk, which the reader side detects
+    /// as a short payload.
+    fn finish(mut self) -> Result<u64, BundleError> {
+        self.send().map_err(BundleError::Write)?;
+        Ok(self.total)
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -259,6 +278,7 @@ impl Write for ChunkWriter {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         let count = buffer.len().min(CHUNK - self.buffer.len());
         self.buffer.extend_from_slice(&buffer[..count]);
+        self.total += count as u64;
         if self.buffer.len() == CHUNK {
             self.send()?;
         }
