@@ -691,3 +691,33 @@ fn built_manifests_match_the_published_json_schema() {
     broken["architecture"] = json!("mips");
     assert!(!validator.is_valid(&broken));
 }
+
+#[test]
+fn sources_changed_after_hashing_fail_the_build() {
+    let dir = TempDir::new().unwrap();
+    make_rootfs(dir.path(), false);
+    let (signer, _) = key();
+    let builder = builder_with_image(dir.path(), LayerCompression::None);
+    fs::write(dir.path().join("etc/sensor.conf"), b"interval=9\n").unwrap();
+    let error = builder.build(&[&signer], Vec::new()).unwrap_err();
+    assert!(
+        matches!(error, BundleError::SourceChanged { ref path } if path.ends_with("etc/sensor.conf")),
+        "{error}"
+    );
+
+    fs::write(dir.path().join("os.img"), b"v1").unwrap();
+    let mut builder = BundleBuilder::new(header()).unwrap();
+    let os = OsImage {
+        rootfs: dir.path().join("os.img"),
+        verity: dir.path().join("os.img"),
+        root_hash: "ab".repeat(32),
+        root_hash_signature: None,
+    };
+    builder.add_os_payload(&os).unwrap();
+    fs::write(dir.path().join("os.img"), b"v2").unwrap();
+    let error = builder.build(&[&signer], Vec::new()).unwrap_err();
+    assert!(
+        matches!(error, BundleError::SourceChanged { .. }),
+        "{error}"
+    );
+}
