@@ -83,7 +83,10 @@ fn run(
         let reader = std::io::BufReader::with_capacity(1 << 20, File::open(output)?);
         edge_bundle::verify_bundle(reader, &[public], 1)?;
         let seconds = started.elapsed().as_secs_f64();
-        println!("verify: {seconds:.2} s, {:.0} MB/s", layer_bytes as f64 / 1e6 / seconds);
+        println!(
+            "verify: {seconds:.2} s, {:.0} MB/s",
+            layer_bytes as f64 / 1e6 / seconds
+        );
     }
     Ok(())
 }
