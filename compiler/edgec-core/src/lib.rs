@@ -79,3 +79,4 @@ pub fn format_source(
         })
         .collect())
 }
+pub mod emit;

@@ -61,12 +61,14 @@ pub fn decode_source(bytes: &[u8]) -> Result<String, SourceRejection> {
     if bytes.len() > MAXIMUM_SOURCE_BYTES {
         return Err(SourceRejection::TooLarge { size: bytes.len() });
     }
+    // NUL is looked for before decoding because binary files are rarely valid UTF-8, and "binary
+    // file" says more about them than "not UTF-8".
+    if let Some(offset) = bytes.iter().position(|&byte| byte == 0) {
+        return Err(SourceRejection::Binary { offset });
+    }
     let text = std::str::from_utf8(bytes).map_err(|error| SourceRejection::NotUtf8 {
         offset: error.valid_up_to(),
     })?;
-    if let Some(offset) = text.find('\0') {
-        return Err(SourceRejection::Binary { offset });
-    }
     Ok(text.to_owned())
 }
 

@@ -40,6 +40,47 @@ enum Command {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         overrides: Vec<String>,
     },
+    /// Build IoT Edge manifests (`DIR/NAME/deployment.json`) and signed bundles
+    /// (`DIR/NAME.edgebundle`) for every deployment, or the one named.
+    Build {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Build only this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// The output directory.
+        #[arg(short = 'o', long = "output", default_value = "build")]
+        output: PathBuf,
+        /// Override a parameter: `--set name=value`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        overrides: Vec<String>,
+        /// The form of `deployment.json`.
+        #[arg(long, value_enum, default_value = "manifest")]
+        emit: commands::build::ManifestForm,
+        #[command(flatten)]
+        signing: commands::signing::SigningOptions,
+    },
+    /// Generate an ed25519 signing key: `KEY` (PKCS#8 PEM, mode 0600) and `KEY.pub`.
+    Keygen {
+        #[arg(short = 'o', long = "output", value_name = "KEY")]
+        output: PathBuf,
+    },
+    /// Verify a bundle's signatures and payload against trusted public keys.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long = "trust", value_name = "KEY.pub", required = true)]
+        trust: Vec<PathBuf>,
+        /// How many distinct trusted keys must have signed.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+    },
+    /// Show what a bundle contains.
+    Inspect {
+        bundle: PathBuf,
+        /// Print the manifest and signatures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Format `.edge` files in the one canonical style.
     Fmt {
         #[arg(required = true)]
@@ -79,6 +120,28 @@ fn main() -> ExitCode {
             format,
             overrides,
         } => commands::check::run(&paths, format, &overrides),
+        Command::Build {
+            paths,
+            deployment,
+            output,
+            overrides,
+            emit,
+            signing,
+        } => commands::build::run(&commands::build::BuildOptions {
+            paths,
+            deployment,
+            output,
+            overrides,
+            form: emit,
+            signing,
+        }),
+        Command::Keygen { output } => commands::keys::keygen(&output),
+        Command::Verify {
+            bundle,
+            trust,
+            threshold,
+        } => commands::keys::verify(&bundle, &trust, threshold),
+        Command::Inspect { bundle, json } => commands::keys::inspect(&bundle, json),
         Command::Fmt { paths, check } => commands::fmt::run(&paths, check),
         Command::Explain { code } => commands::explain::run(&code),
         Command::Route(RouteCommand::Test { files }) => commands::route::test(&files),

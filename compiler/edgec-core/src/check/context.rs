@@ -114,7 +114,12 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Reports a value of the wrong kind. A value that did not parse was reported as a syntax
+    /// error already, so it is not reported again as "found an invalid value".
     fn mismatch(&mut self, file: FileId, value: &Value, expected: impl Into<String>) {
+        if matches!(value.kind, ValueKind::Error) {
+            return;
+        }
         let found = describe_value(value);
         self.report(
             DiagnosticKind::TypeMismatch {

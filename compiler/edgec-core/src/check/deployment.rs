@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value as Json, json};
-
 use super::context::Checker;
 use super::model::*;
 use super::reader::{BlockReader, malformed};
 use super::types::Bounds;
-use super::{Definition, routes, startup};
+use super::{Definition, routes, startup, system_modules};
 use crate::diagnostic::{Diagnostic, DiagnosticKind, LabelRole};
 use crate::span::{FileId, Location};
 use crate::suggest::closest;
@@ -17,20 +15,8 @@ use crate::syntax::ast::{Entry, ValueKind};
 
 const ATTRIBUTES: &[&str] = &["target", "version", "modules", "edge_agent", "edge_hub"];
 const REPEATABLE: &[&str] = &["route", "registry"];
-const AGENT_ATTRIBUTES: &[&str] = &["schema_version", "image", "create_options"];
-const HUB_ATTRIBUTES: &[&str] = &[
-    "schema_version",
-    "image",
-    "create_options",
-    "store_and_forward_ttl",
-];
 const ROUTE_ATTRIBUTES: &[&str] = &["priority", "ttl"];
 const REGISTRY_ATTRIBUTES: &[&str] = &["address", "username", "password"];
-
-pub const DEFAULT_AGENT_IMAGE: &str = "mcr.microsoft.com/azureiotedge-agent:1.5";
-pub const DEFAULT_HUB_IMAGE: &str = "mcr.microsoft.com/azureiotedge-hub:1.5";
-/// IoT Edge's own default for how long the hub keeps undelivered messages.
-pub const DEFAULT_STORE_AND_FORWARD_SECONDS: u64 = 7200;
 
 pub fn check<'a>(
     checker: &mut Checker<'a>,
@@ -88,38 +74,10 @@ pub fn check<'a>(
             );
         }
     }
-    let edge_agent = system_module(
-        checker,
-        &reader,
-        "edge_agent",
-        "`edge_agent`",
-        AGENT_ATTRIBUTES,
-        &["1.0", "1.1"],
-        "1.1",
-        DEFAULT_AGENT_IMAGE,
-    );
-    let edge_hub = system_module(
-        checker,
-        &reader,
-        "edge_hub",
-        "`edge_hub`",
-        HUB_ATTRIBUTES,
-        &["1.0", "1.1", "1.2"],
-        "1.2",
-        DEFAULT_HUB_IMAGE,
-    );
-    let store_and_forward = reader
-        .block(checker, "edge_hub")
-        .and_then(|block| {
-            block
-                .entries
-                .iter()
-                .find(|entry| entry.key.name == "store_and_forward_ttl")
-        })
-        .and_then(|entry| entry.value.as_ref())
-        .map_or(Some(DEFAULT_STORE_AND_FORWARD_SECONDS), |value| {
-            checker.duration(file, value)
-        });
+    let agent_block = reader.block(checker, "edge_agent");
+    let edge_agent = system_modules::edge_agent(checker, file, agent_block);
+    let hub_block = reader.block(checker, "edge_hub");
+    let edge_hub = system_modules::edge_hub(checker, file, hub_block);
     let registries = reader
         .repeated("registry")
         .iter()
@@ -178,9 +136,8 @@ pub fn check<'a>(
         modules,
         startup_orders,
         routes: route_list,
-        edge_agent: edge_agent?,
-        edge_hub: edge_hub?,
-        store_and_forward_time_to_live_seconds: store_and_forward?,
+        edge_agent,
+        edge_hub,
         registries,
         location: definition.location(),
     })
@@ -231,64 +188,6 @@ fn hardware_reference<'a>(
         span,
     );
     None
-}
-
-#[allow(clippy::too_many_arguments)]
-fn system_module<'a>(
-    checker: &mut Checker<'a>,
-    reader: &BlockReader<'a>,
-    attribute: &str,
-    description: &'static str,
-    attributes: &'static [&'static str],
-    schema_versions: &'static [&'static str],
-    default_schema_version: &str,
-    default_image: &str,
-) -> Option<SystemModuleSettings> {
-    let file = reader.file;
-    let Some(block) = reader.block(checker, attribute) else {
-        return Some(SystemModuleSettings {
-            schema_version: default_schema_version.to_owned(),
-            image: default_image.to_owned(),
-            create_options: default_create_options(attribute),
-        });
-    };
-    let anchor = crate::span::Span {
-        start: block.span.start,
-        end: block.span.start + 1,
-    };
-    let settings = BlockReader::new(checker, file, description, anchor, block, attributes, &[]);
-    let schema_version = match settings.value(checker, "schema_version") {
-        Some(value) => checker
-            .keyword(file, value, "schema version", schema_versions)?
-            .to_owned(),
-        None => default_schema_version.to_owned(),
-    };
-    let image = match settings.value(checker, "image") {
-        Some(value) => checker.string(file, value)?,
-        None => default_image.to_owned(),
-    };
-    let create_options = match settings.block(checker, "create_options") {
-        Some(block) => checker.json_object(file, block)?,
-        None => default_create_options(attribute),
-    };
-    Some(SystemModuleSettings {
-        schema_version,
-        image,
-        create_options,
-    })
-}
-
-/// The hub publishes AMQP, MQTT and HTTPS to leaf devices by default, as IoT Edge's templates do.
-fn default_create_options(system_module: &str) -> Json {
-    if system_module == "edge_hub" {
-        json!({"HostConfig": {"PortBindings": {
-            "443/tcp": [{"HostPort": "443"}],
-            "5671/tcp": [{"HostPort": "5671"}],
-            "8883/tcp": [{"HostPort": "8883"}],
-        }}})
-    } else {
-        json!({})
-    }
 }
 
 fn registry<'a>(checker: &mut Checker<'a>, file: FileId, entry: &'a Entry) -> Option<Registry> {

@@ -44,10 +44,12 @@ pub fn collect<'a>(checker: &mut Checker<'a>, files: &[ParsedFile<'a>]) -> Defin
                 );
                 continue;
             }
+            // A module name may be quoted, so that a name IoT Edge refuses (`"temp.sensor"`) is
+            // reported by the module naming rules (E0202) rather than as a malformed entry.
             let label = entry
                 .label
                 .as_ref()
-                .filter(|label| !label.quoted || keyword == "import");
+                .filter(|label| !label.quoted || matches!(keyword, "import" | "module"));
             let well_formed = match keyword {
                 "import" => {
                     label.is_some_and(|label| label.quoted)

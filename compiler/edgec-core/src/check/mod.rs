@@ -7,6 +7,7 @@
 
 mod context;
 mod deployment;
+mod environment;
 mod hardware;
 mod items;
 pub mod model;
@@ -16,6 +17,7 @@ mod parameters;
 mod reader;
 mod routes;
 mod startup;
+mod system_modules;
 mod twin;
 pub mod types;
 mod typing;

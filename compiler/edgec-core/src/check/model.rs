@@ -116,12 +116,15 @@ pub struct Module {
     pub image: ImageSource,
     /// The image architecture, when stated or evident from the tag.
     pub image_architecture: Option<(Architecture, Location)>,
-    pub version: String,
+    /// The module version, when given (IoT Edge treats it as opaque).
+    pub version: Option<String>,
     pub status: DesiredStatus,
     pub restart: RestartPolicy,
     pub startup: StartupSpecification,
-    pub pull: PullPolicy,
-    pub env: BTreeMap<String, String>,
+    /// The image pull policy, when given (IoT Edge's default is `on-create`).
+    pub pull: Option<PullPolicy>,
+    /// Environment variables; values are strings, numbers or booleans as written.
+    pub env: BTreeMap<String, Json>,
     /// Docker create options as a JSON object, with resource limits merged in.
     pub create_options: Json,
     pub memory_limit: Option<(u64, Location)>,
@@ -150,10 +153,23 @@ pub struct Route {
 }
 
 #[derive(Debug, Clone)]
-pub struct SystemModuleSettings {
+pub struct EdgeAgentSettings {
     pub schema_version: String,
     pub image: String,
     pub create_options: Json,
+    pub env: BTreeMap<String, Json>,
+    pub min_docker_version: String,
+    pub logging_options: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeHubSettings {
+    pub schema_version: String,
+    pub image: String,
+    pub create_options: Json,
+    pub env: BTreeMap<String, Json>,
+    /// How long the hub keeps undelivered messages, when given.
+    pub store_and_forward_time_to_live_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,9 +196,8 @@ pub struct Deployment {
     /// The startup order computed for each module that has one.
     pub startup_orders: BTreeMap<String, u64>,
     pub routes: Vec<Route>,
-    pub edge_agent: SystemModuleSettings,
-    pub edge_hub: SystemModuleSettings,
-    pub store_and_forward_time_to_live_seconds: u64,
+    pub edge_agent: EdgeAgentSettings,
+    pub edge_hub: EdgeHubSettings,
     pub registries: Vec<Registry>,
     pub location: Location,
 }

@@ -8,10 +8,10 @@ use serde_json::Value as Json;
 
 use super::context::Checker;
 use super::model::*;
-use super::naming::{is_reserved_module_name, is_valid_environment_name, is_valid_module_name};
+use super::naming::{is_reserved_module_name, is_valid_module_name};
 use super::reader::{BlockReader, malformed};
 use super::types::Bounds;
-use super::{Definition, ParsedFile, twin};
+use super::{Definition, ParsedFile, environment, twin};
 use crate::diagnostic::DiagnosticKind;
 use crate::span::{FileId, Location};
 use crate::syntax::ast::{Value, ValueKind};
@@ -98,10 +98,9 @@ pub fn check<'a>(
             _ => None,
         },
     };
-    let version = match reader.value(checker, "version") {
-        Some(value) => checker.string(file, value).unwrap_or_default(),
-        None => "1.0".to_owned(),
-    };
+    let version = reader
+        .value(checker, "version")
+        .and_then(|value| checker.string(file, value));
     let status = match reader.value(checker, "status") {
         Some(value) => match checker.keyword(file, value, "status", &["running", "stopped"]) {
             Some("stopped") => DesiredStatus::Stopped,
@@ -118,19 +117,16 @@ pub fn check<'a>(
         },
         None => RestartPolicy::Always,
     };
-    let pull = match reader.value(checker, "pull") {
-        Some(value) => {
-            match checker.keyword(file, value, "image pull policy", &["on-create", "never"]) {
-                Some("never") => PullPolicy::Never,
-                _ => PullPolicy::OnCreate,
-            }
+    let pull = reader.value(checker, "pull").map(|value| {
+        match checker.keyword(file, value, "image pull policy", &["on-create", "never"]) {
+            Some("never") => PullPolicy::Never,
+            _ => PullPolicy::OnCreate,
         }
-        None => PullPolicy::OnCreate,
-    };
+    });
     let startup = startup(checker, &reader, name).unwrap_or(StartupSpecification::Unspecified);
     let env = reader
         .block(checker, "env")
-        .map(|block| environment(checker, file, block))
+        .map(|block| environment::variables(checker, file, block))
         .unwrap_or_default();
     let mut create_options = match reader.block(checker, "create_options") {
         Some(block) => checker.json_object(file, block).unwrap_or_default(),
@@ -216,6 +212,16 @@ fn image_source<'a>(
         return None;
     };
     let digest = captures.get(2).map(|digest| digest.as_str().to_owned());
+    if digest.is_none() {
+        // A tag can move: two devices given the same deployment could run different bytes.
+        checker.report(
+            DiagnosticKind::RegistryImageWithoutDigest {
+                reference: reference.clone(),
+            },
+            file,
+            value.span,
+        );
+    }
     Some(ImageSource::Registry { reference, digest })
 }
 
@@ -274,56 +280,6 @@ fn startup<'a>(
             .map(StartupSpecification::After),
         (None, None) => Some(StartupSpecification::Unspecified),
     }
-}
-
-fn environment<'a>(
-    checker: &mut Checker<'a>,
-    file: FileId,
-    block: &'a crate::syntax::ast::Block,
-) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    let mut sites = BTreeMap::new();
-    for entry in &block.entries {
-        let Some(value) = entry
-            .value
-            .as_ref()
-            .filter(|_| entry.label.is_none() && entry.block.is_none())
-        else {
-            malformed(checker, file, entry, "NAME = \"value\"");
-            continue;
-        };
-        let name = &entry.key.name;
-        if !is_valid_environment_name(name) {
-            checker.report(
-                DiagnosticKind::InvalidEnvironmentName { name: name.clone() },
-                file,
-                entry.key.span,
-            );
-        }
-        if let Some(first) = sites.insert(name.clone(), entry.key.span) {
-            checker.report_duplicate(
-                "environment variable",
-                name,
-                Location::new(file, entry.key.span),
-                Location::new(file, first),
-            );
-            continue;
-        }
-        let text = match checker
-            .resolve(file, value)
-            .map(|(file, value)| (file, &value.kind))
-        {
-            Some((_, ValueKind::Integer(integer))) => Some(integer.to_string()),
-            Some((_, ValueKind::Float(float))) => Some(float.to_string()),
-            Some((_, ValueKind::Bool(boolean))) => Some(boolean.to_string()),
-            Some(_) => checker.string(file, value),
-            None => None,
-        };
-        if let Some(text) = text {
-            env.insert(name.clone(), text);
-        }
-    }
-    env
 }
 
 /// `limits { memory = 256MiB, cpus = 1.5 }`, merged into the Docker host configuration.

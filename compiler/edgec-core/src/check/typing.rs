@@ -211,6 +211,8 @@ impl<'a> Checker<'a> {
                 file,
                 value.span,
             );
+            // An inverted range would also reject every value checked against it.
+            return Bounds::default();
         }
         bounds
     }

@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod build;
 pub mod check;
 pub mod explain;
 pub mod fmt;
+pub mod keys;
 pub mod route;
+pub mod signing;

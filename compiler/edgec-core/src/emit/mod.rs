@@ -1,0 +1,4 @@
+//! Emitters: from a checked [`crate::check::Program`] to the artefacts edgec writes.
+
+pub mod manifest;
+pub mod route_table;

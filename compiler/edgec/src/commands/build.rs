@@ -1,0 +1,315 @@
+//! `edgec build`: IoT Edge manifests and signed bundles for each deployment.
+//!
+//! Everything is produced in a staging directory inside the output directory first; only when
+//! every deployment has built are the files renamed into place, so a failed build leaves no
+//! partial output behind.
+
+use std::path::{Path, PathBuf};
+
+use edge_bundle::canonical_json::to_pretty_bytes;
+use edge_bundle::{BundleBuilder, BundleHeader, ImageConfig, LayerCompression, Signer};
+use edgec_core::check::Program;
+use edgec_core::check::model::{Architecture, Deployment, ImageSource};
+use edgec_core::diagnostic::has_errors;
+use edgec_core::emit::manifest::{EmitError, at_scale, deployment_manifest, local_image_name};
+use edgec_core::emit::route_table::route_table;
+
+use super::check::check_program;
+use super::signing::{SigningOptions, open_signers};
+use crate::output::{print_diagnostics, summary, usage_error};
+use crate::{DiagnosticFormat, Status};
+
+/// Which form the written `deployment.json` takes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestForm {
+    /// `{"modulesContent": …}`, for a single device.
+    Manifest,
+    /// `{"content": {"modulesContent": …}}`, for at-scale and layered deployments.
+    AtScale,
+}
+
+pub struct BuildOptions {
+    pub paths: Vec<PathBuf>,
+    pub deployment: Option<String>,
+    pub output: PathBuf,
+    pub overrides: Vec<String>,
+    pub form: ManifestForm,
+    pub signing: SigningOptions,
+}
+
+/// A build failure that is not a diagnostic in the sources.
+struct BuildFailure(String);
+
+pub fn run(options: &BuildOptions) -> Status {
+    let (loaded, program, diagnostics) = match check_program(&options.paths, &options.overrides) {
+        Ok(checked) => checked,
+        Err(message) => {
+            usage_error(&message);
+            return Status::Failure;
+        }
+    };
+    print_diagnostics(&diagnostics, &loaded.sources, DiagnosticFormat::Human);
+    if has_errors(&diagnostics) {
+        if let Some(summary) = summary(&diagnostics) {
+            eprintln!("{summary}; nothing was built");
+        }
+        return Status::Errors;
+    }
+    let deployments: Vec<&Deployment> = match &options.deployment {
+        Some(name) => match program.deployments.get(name) {
+            Some(deployment) => vec![deployment],
+            None => {
+                let known: Vec<&str> = program.deployments.keys().map(String::as_str).collect();
+                usage_error(&format!(
+                    "no deployment named `{name}`; the sources define: {}",
+                    known.join(", ")
+                ));
+                return Status::Failure;
+            }
+        },
+        None => program.deployments.values().collect(),
+    };
+    if deployments.is_empty() {
+        usage_error("the sources define no deployment to build");
+        return Status::Failure;
+    }
+    let signers = match open_signers(&options.signing) {
+        Ok(signers) => signers,
+        Err(message) => {
+            usage_error(&message);
+            return Status::Failure;
+        }
+    };
+    match build_all(options, &program, &deployments, &signers) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            if signers.is_empty() {
+                eprintln!(
+                    "note: no signing key given (--key or --pkcs11), so no bundles were built"
+                );
+            }
+            Status::Clean
+        }
+        Err(BuildFailure(message)) => {
+            usage_error(&message);
+            Status::Errors
+        }
+    }
+}
+
+fn build_all(
+    options: &BuildOptions,
+    program: &Program,
+    deployments: &[&Deployment],
+    signers: &[Box<dyn Signer>],
+) -> Result<Vec<PathBuf>, BuildFailure> {
+    let output = &options.output;
+    std::fs::create_dir_all(output)
+        .map_err(|error| BuildFailure(format!("cannot create `{}`: {error}", output.display())))?;
+    let staging = output.join(format!(".edgec-build-{}", std::process::id()));
+    let result = stage_all(options, program, deployments, signers, &staging).and_then(|staged| {
+        let mut written = Vec::new();
+        for (staged_path, final_path) in staged {
+            if let Some(parent) = final_path.parent() {
+                std::fs::create_dir_all(parent).map_err(|error| {
+                    BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
+                })?;
+            }
+            std::fs::rename(&staged_path, &final_path).map_err(|error| {
+                BuildFailure(format!("cannot write `{}`: {error}", final_path.display()))
+            })?;
+            written.push(final_path);
+        }
+        Ok(written)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// Builds every artefact into `staging`; returns (staged, final) path pairs.
+fn stage_all(
+    options: &BuildOptions,
+    program: &Program,
+    deployments: &[&Deployment],
+    signers: &[Box<dyn Signer>],
+    staging: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>, BuildFailure> {
+    let environment = |variable: &str| std::env::var(variable).ok();
+    let source_date_epoch = source_date_epoch()?;
+    let mut staged = Vec::new();
+    for deployment in deployments {
+        let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
+            EmitError::MissingCredential { registry, variable } => BuildFailure(format!(
+                "registry `{registry}` of deployment `{}` reads its credentials from `{variable}`, which is not set in the build environment",
+                deployment.name
+            )),
+            EmitError::CreateOptionsTooLong { module, characters } => BuildFailure(format!(
+                "the create options of `{module}` are {characters} characters, more than IoT Edge's 100 chunks of 512"
+            )),
+        })?;
+        let written_manifest = match options.form {
+            ManifestForm::Manifest => manifest.clone(),
+            ManifestForm::AtScale => at_scale(manifest.clone()),
+        };
+        let manifest_path = staging.join(&deployment.name).join("deployment.json");
+        write_file(&manifest_path, &to_pretty_bytes(&written_manifest))?;
+        staged.push((
+            manifest_path,
+            options
+                .output
+                .join(&deployment.name)
+                .join("deployment.json"),
+        ));
+        if signers.is_empty() {
+            continue;
+        }
+        let bundle_path = staging.join(format!("{}.edgebundle", deployment.name));
+        build_bundle(
+            program,
+            deployment,
+            manifest,
+            source_date_epoch,
+            signers,
+            &bundle_path,
+        )?;
+        staged.push((
+            bundle_path,
+            options
+                .output
+                .join(format!("{}.edgebundle", deployment.name)),
+        ));
+    }
+    Ok(staged)
+}
+
+fn build_bundle(
+    program: &Program,
+    deployment: &Deployment,
+    manifest: serde_json::Value,
+    source_date_epoch: u64,
+    signers: &[Box<dyn Signer>],
+    path: &Path,
+) -> Result<(), BuildFailure> {
+    let failure = |error: edge_bundle::BundleError| {
+        BuildFailure(format!(
+            "cannot build the bundle of deployment `{}`: {error}",
+            deployment.name
+        ))
+    };
+    let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
+        BuildFailure(format!(
+            "deployment `{}` has no checked hardware profile",
+            deployment.name
+        ))
+    })?;
+    let architecture = bundle_architecture(hardware.architecture);
+    let header = BundleHeader {
+        deployment: deployment.name.clone(),
+        compatible: hardware.compatible.clone(),
+        architecture,
+        version: deployment.version,
+        source_date_epoch,
+    };
+    let mut builder = BundleBuilder::new(header).map_err(failure)?;
+    let routes = serde_json::to_value(route_table(deployment))
+        .map_err(|error| BuildFailure(format!("cannot encode the route table: {error}")))?;
+    builder.iot_edge_manifest(manifest).route_table(routes);
+    for module in deployment
+        .modules
+        .iter()
+        .filter_map(|name| program.modules.get(name))
+    {
+        match &module.image {
+            ImageSource::Registry {
+                reference,
+                digest: Some(_),
+            } => {
+                builder
+                    .add_registry_image(&module.name, reference)
+                    .map_err(failure)?;
+            }
+            // Unpinned registry images were warned about (W0214); the device pulls them by tag.
+            ImageSource::Registry { digest: None, .. } => {}
+            ImageSource::Local {
+                path: image_path,
+                declared_in,
+            } => {
+                let directory = Path::new(declared_in)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(image_path);
+                let reference = local_image_name(module);
+                if directory.join("oci-layout").is_file() {
+                    builder
+                        .add_oci_layout(&module.name, &directory, &reference)
+                        .map_err(failure)?;
+                } else {
+                    let config = ImageConfig {
+                        reference,
+                        architecture,
+                        os: "linux".into(),
+                        entrypoint: Vec::new(),
+                        cmd: Vec::new(),
+                        env: Vec::new(),
+                        working_dir: None,
+                        compression: LayerCompression::None,
+                    };
+                    builder
+                        .add_local_image(&module.name, &directory, &config)
+                        .map_err(failure)?;
+                }
+            }
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
+        })?;
+    }
+    let file = std::fs::File::create(path)
+        .map_err(|error| BuildFailure(format!("cannot write `{}`: {error}", path.display())))?;
+    let signer_references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
+    let built = builder
+        .build(&signer_references, std::io::BufWriter::new(file))
+        .map_err(failure)?;
+    let file = built.writer.into_inner().map_err(|error| {
+        BuildFailure(format!(
+            "cannot write `{}`: {}",
+            path.display(),
+            error.error()
+        ))
+    })?;
+    file.sync_all()
+        .map_err(|error| BuildFailure(format!("cannot write `{}`: {error}", path.display())))
+}
+
+fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architecture {
+    match architecture {
+        Architecture::Amd64 => edge_bundle::Architecture::Amd64,
+        Architecture::Arm64 => edge_bundle::Architecture::Arm64,
+        Architecture::Arm32v7 => edge_bundle::Architecture::Arm32v7,
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), otherwise 0.
+fn source_date_epoch() -> Result<u64, BuildFailure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            BuildFailure(format!(
+                "SOURCE_DATE_EPOCH must be a number of seconds since 1970, not `{text}`"
+            ))
+        }),
+        Err(_) => Ok(0),
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<(), BuildFailure> {
+    let failure =
+        |error: std::io::Error| BuildFailure(format!("cannot write `{}`: {error}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(failure)?;
+    }
+    std::fs::write(path, contents).map_err(failure)
+}
