@@ -32,6 +32,8 @@ const ATTRIBUTES: &[&str] = &[
 ];
 const REPEATABLE: &[&str] = &["input", "output"];
 const LIMIT_ATTRIBUTES: &[&str] = &["memory", "cpus"];
+/// The largest CPU limit accepted, matching the largest CPU count of a hardware profile.
+const MAXIMUM_CPUS: f64 = 1024.0;
 
 /// `[registry/]repository[:tag][@sha256:digest]`, following the distribution reference grammar.
 static IMAGE_REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
@@ -306,9 +308,23 @@ fn limits<'a>(
     let memory = reader
         .value(checker, "memory")
         .map(|value| checker.size(file, value).map(|bytes| (bytes, value.span)));
-    let cpus = reader
-        .value(checker, "cpus")
-        .map(|value| checker.number(file, value).map(|cpus| (cpus, value.span)));
+    let cpus = reader.value(checker, "cpus").map(|value| {
+        let cpus = checker.number(file, value)?;
+        // Docker reads a NanoCpus of 0 as "no limit", so zero or less must not slip through.
+        if cpus <= 0.0 || cpus > MAXIMUM_CPUS {
+            checker.report(
+                DiagnosticKind::OutOfRange {
+                    what: "CPU limit".into(),
+                    value: cpus.to_string(),
+                    bounds: format!("greater than 0 and at most {MAXIMUM_CPUS}"),
+                },
+                file,
+                value.span,
+            );
+            return None;
+        }
+        Some((cpus, value.span))
+    });
     let host_config = create_options.as_object_mut().map(|options| {
         options
             .entry("HostConfig")
