@@ -80,3 +80,4 @@ pub fn format_source(
         .collect())
 }
 pub mod emit;
+pub mod import;

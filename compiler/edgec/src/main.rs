@@ -91,6 +91,16 @@ enum Command {
     },
     /// Explain a diagnostic code, with an example.
     Explain { code: String },
+    /// Convert an IoT Edge deployment manifest (or template) into a `.edge` file.
+    Import {
+        file: PathBuf,
+        /// Write the `.edge` source here instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE.edge")]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Work with IoT Edge routes on their own.
     #[command(subcommand)]
     Route(RouteCommand),
@@ -144,6 +154,11 @@ fn main() -> ExitCode {
         Command::Inspect { bundle, json } => commands::keys::inspect(&bundle, json),
         Command::Fmt { paths, check } => commands::fmt::run(&paths, check),
         Command::Explain { code } => commands::explain::run(&code),
+        Command::Import {
+            file,
+            output,
+            force,
+        } => commands::import::run(&file, output.as_deref(), force),
         Command::Route(RouteCommand::Test { files }) => commands::route::test(&files),
         Command::Route(RouteCommand::Eval { condition, message }) => {
             commands::route::eval(&condition, message.as_deref())

@@ -1,0 +1,80 @@
+//! `edgec import MANIFEST [-o FILE.edge] [--force]`: an IoT Edge deployment manifest as `.edge`.
+//!
+//! Every failure here is a problem with the input or the command line, so it exits with status 2
+//! and writes nothing.
+
+use std::path::Path;
+
+use edgec_core::import::import_manifest;
+
+use super::fmt::write_atomically;
+use crate::Status;
+use crate::output::usage_error;
+
+pub fn run(file: &Path, output: Option<&Path>, force: bool) -> Status {
+    match import(file, output, force) {
+        Ok(()) => Status::Clean,
+        Err(message) => {
+            usage_error(&message);
+            Status::Failure
+        }
+    }
+}
+
+fn import(file: &Path, output: Option<&Path>, force: bool) -> Result<(), String> {
+    let bytes = std::fs::read(file)
+        .map_err(|error| format!("cannot read `{}`: {error}", file.display()))?;
+    let json = String::from_utf8(bytes)
+        .map_err(|_| format!("`{}` is not UTF-8 text, so it is not JSON", file.display()))?;
+    let file_name = file
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let imported = import_manifest(&json, &file_name)
+        .map_err(|error| format!("`{}`: {error}", file.display()))?;
+    for note in &imported.notes {
+        eprintln!("warning: {note}");
+    }
+    let Some(output) = output else {
+        print!("{}", imported.source);
+        return Ok(());
+    };
+    write_output(output, imported.source.as_bytes(), force)?;
+    eprintln!(
+        "wrote {} (deployment `{}`)",
+        output.display(),
+        imported.deployment
+    );
+    Ok(())
+}
+
+/// Writes the source atomically. Without `force` an existing file is never replaced: the new file
+/// is linked into place, which fails if the name is taken even when another process creates it
+/// meanwhile.
+fn write_output(output: &Path, contents: &[u8], force: bool) -> Result<(), String> {
+    let exists = || format!("`{}` exists; pass --force to replace it", output.display());
+    let cannot_write =
+        |error: std::io::Error| format!("cannot write `{}`: {error}", output.display());
+    if force {
+        return write_atomically(output, contents).map_err(cannot_write);
+    }
+    if output.exists() {
+        return Err(exists());
+    }
+    let staged = output.with_file_name(format!(
+        ".{}.edgec-import-{}",
+        output
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    write_atomically(&staged, contents).map_err(cannot_write)?;
+    let linked = std::fs::hard_link(&staged, output);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(error) => Err(cannot_write(error)),
+    }
+}
