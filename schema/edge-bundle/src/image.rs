@@ -18,13 +18,13 @@ use oci_spec::image::{
 use serde::Serialize;
 use serde_json::json;
 
-use crate::canonical_json::to_canonical_bytes;
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
 use crate::layer::LayerPlan;
 use crate::manifest::{Architecture, PackagedImage};
 use crate::payload::{LayerCompression, LayerSource, Payload, PayloadSource};
 use crate::stamp::FileStamp;
+use canonical_json::to_canonical_bytes;
 
 /// The largest manifest or index document read into memory.
 const MAX_DOCUMENT: u64 = 4 << 20;

@@ -6,7 +6,9 @@
 //! device runtime verifies them with the same code. See `schema/BUNDLE.md`
 //! for the format itself.
 
-pub mod canonical_json;
+/// Canonical JSON lives in its own crate so the compiler core can use it without the bundle
+/// machinery; it is re-exported here because bundle users hash with it.
+pub use canonical_json;
 pub mod error;
 pub mod manifest;
 pub mod pkcs11;

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical_json::to_canonical_bytes;
 use crate::digest::Sha256Digest;
 use crate::error::BundleError;
+use canonical_json::to_canonical_bytes;
 
 /// The format version this library writes and reads.
 pub const FORMAT_VERSION: u64 = 1;

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::canonical_json::to_canonical_bytes;
 use crate::error::BundleError;
 use crate::keys::key_id;
 use crate::signer::Signer;
+use canonical_json::to_canonical_bytes;
 
 /// The only signature algorithm of format version 1.
 pub const ED25519: &str = "ed25519";

@@ -219,7 +219,7 @@ fn insert_create_options(
     module: &str,
     options: &Json,
 ) -> Result<(), EmitError> {
-    let text = canonical_string(options);
+    let text = String::from_utf8_lossy(&canonical_json::to_canonical_bytes(options)).into_owned();
     let characters: Vec<char> = text.chars().collect();
     let chunks: Vec<String> = characters
         .chunks(CREATE_OPTIONS_CHUNK)
@@ -273,40 +273,4 @@ fn route_entry(route: &Route) -> Json {
         entry.insert("timeToLiveSecs".into(), json!(seconds));
     }
     Json::Object(entry)
-}
-
-/// JSON with object keys sorted at every level and no insignificant whitespace.
-pub fn canonical_string(value: &Json) -> String {
-    let mut output = String::new();
-    write_canonical(value, &mut output);
-    output
-}
-
-fn write_canonical(value: &Json, output: &mut String) {
-    match value {
-        Json::Object(object) => {
-            let sorted: BTreeMap<&String, &Json> = object.iter().collect();
-            output.push('{');
-            for (index, (key, value)) in sorted.into_iter().enumerate() {
-                if index > 0 {
-                    output.push(',');
-                }
-                output.push_str(&Json::String(key.clone()).to_string());
-                output.push(':');
-                write_canonical(value, output);
-            }
-            output.push('}');
-        }
-        Json::Array(items) => {
-            output.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    output.push(',');
-                }
-                write_canonical(item, output);
-            }
-            output.push(']');
-        }
-        scalar => output.push_str(&scalar.to_string()),
-    }
 }
