@@ -1,0 +1,251 @@
+//! The command line: `edged apply|status|rollback|recover|run|trust`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, DeviceConfig};
+use crate::device::Device;
+use crate::docker::DockerEngine;
+use crate::error::{Error, Result};
+use crate::runtime::{ModuleRuntime, NoEngine};
+use crate::status;
+use crate::trust::{AnchorSource, TrustStore};
+
+/// The edgec device runtime.
+#[derive(Parser)]
+#[command(name = "edged", version, about)]
+pub struct Cli {
+    /// The state directory holding the deployment slots and state record.
+    #[arg(long, global = true, default_value = "/var/lib/edged")]
+    pub state_dir: PathBuf,
+    /// The device configuration file.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+    pub device_config: PathBuf,
+    /// An extra trusted public key (PEM), for development.
+    #[arg(long = "trust", global = true, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// Where modules run: `docker`, or `none`/`failing` to exercise the
+    /// transaction without an engine (tests, benchmarks).
+    #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The module runtime to use.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// The local Docker engine.
+    Docker,
+    /// No engine: modules are not run and deployments count as healthy.
+    None,
+    /// No engine, and every health check fails (exercises rollback).
+    Failing,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Verify, install and run a bundle; roll back if it is unhealthy.
+    Apply {
+        /// The `.edgebundle` file.
+        bundle: PathBuf,
+    },
+    /// Show the deployment and its modules.
+    Status {
+        /// Print the IoT Edge reported-properties JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to the deployment in the other slot.
+    Rollback,
+    /// Finish or undo a transaction interrupted by a crash (every command
+    /// does this first).
+    Recover,
+    /// Run as a daemon: supervise modules and apply bundles arriving in the inbox.
+    Run {
+        /// The inbox directory; bundles are applied in file-name order.
+        #[arg(long)]
+        inbox: Option<PathBuf>,
+        /// Seconds between supervision passes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Process the inbox and supervise once, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Inspect or extend the trust anchors.
+    Trust {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: TrustAction,
+    },
+}
+
+/// Trust anchor actions.
+#[derive(Subcommand)]
+pub enum TrustAction {
+    /// List the trusted keys and where they are stored.
+    List,
+    /// Add a PEM public key (onto the token when one is configured).
+    Add {
+        /// The public key file.
+        key: PathBuf,
+    },
+}
+
+/// Parses the command line, runs it and reports errors with a hint.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edged: error: {error}");
+            eprintln!("hint: {}", error.hint());
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs one command.
+pub fn run(cli: &Cli) -> Result<()> {
+    let config = DeviceConfig::load(&cli.device_config)?;
+    let trust = TrustStore::new(&config.trust, &cli.trust);
+    if let Command::Trust { action } = &cli.command {
+        return trust_command(&trust, action);
+    }
+    let runtime = open_runtime(cli, &config)?;
+    let (mut device, recovered) = Device::open(&cli.state_dir, config, trust, runtime)?;
+    if let Some(what) = recovered {
+        eprintln!("edged: recovered an interrupted update: {what}");
+    }
+    match &cli.command {
+        Command::Apply { bundle } => apply(&mut device, bundle),
+        Command::Status { json } => show_status(&mut device, *json),
+        Command::Rollback => {
+            let previous = device.rollback()?;
+            println!(
+                "rolled back to deployment {} version {} (slot {})",
+                previous.deployment, previous.version, previous.slot
+            );
+            Ok(())
+        }
+        Command::Recover => Ok(()),
+        Command::Run {
+            inbox,
+            interval,
+            once,
+        } => {
+            let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
+            daemon(&mut device, &inbox, Duration::from_secs_f64(interval.max(0.05)), *once)
+        }
+        Command::Trust { .. } => Ok(()),
+    }
+}
+
+fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntime>> {
+    Ok(match cli.runtime {
+        RuntimeKind::None => Box::new(NoEngine { healthy: true }),
+        RuntimeKind::Failing => Box::new(NoEngine { healthy: false }),
+        RuntimeKind::Docker => match DockerEngine::connect(&config.instance, config.restart.clone()) {
+            Ok(engine) => Box::new(engine),
+            // Status must work on a device whose engine is down.
+            Err(error) if matches!(cli.command, Command::Status { .. }) => {
+                eprintln!("edged: warning: {error}; module states are unknown");
+                Box::new(NoEngine { healthy: true })
+            }
+            Err(error) => return Err(error),
+        },
+    })
+}
+
+fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
+    let applied = device.apply(bundle)?;
+    let from = applied
+        .previous_version
+        .map_or_else(|| "no deployment".to_owned(), |version| format!("version {version}"));
+    println!(
+        "applied deployment {} version {} (slot {}), replacing {from}",
+        applied.installed.deployment, applied.installed.version, applied.installed.slot
+    );
+    Ok(())
+}
+
+fn show_status(device: &mut Device, json: bool) -> Result<()> {
+    let state = device.state()?;
+    let active = device.active()?;
+    let modules = device.module_status()?;
+    let report = status::report(&state, active.as_ref(), &modules);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", status::human(&report));
+    }
+    Ok(())
+}
+
+fn trust_command(trust: &TrustStore, action: &TrustAction) -> Result<()> {
+    match action {
+        TrustAction::List => {
+            for anchor in trust.anchors()? {
+                let source = match anchor.source {
+                    AnchorSource::Token => "token",
+                    AnchorSource::File => "file",
+                };
+                println!("{} {source} {}", edge_bundle::key_id(&anchor.key), anchor.location);
+            }
+            println!("threshold {}", trust.threshold());
+            Ok(())
+        }
+        TrustAction::Add { key } => {
+            let anchor = trust.add(key)?;
+            println!("added {} to {}", edge_bundle::key_id(&anchor.key), anchor.location);
+            Ok(())
+        }
+    }
+}
+
+/// The daemon loop: apply inbox bundles in order, then supervise.
+fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> Result<()> {
+    loop {
+        for bundle in inbox_bundles(inbox)? {
+            let outcome = device.apply(&bundle);
+            let (folder, message) = match &outcome {
+                Ok(applied) => ("applied", format!("applied version {}", applied.installed.version)),
+                Err(error) => ("refused", format!("{error}\nhint: {}", error.hint())),
+            };
+            eprintln!("edged: {}: {message}", bundle.display());
+            let target_dir = inbox.join(folder);
+            std::fs::create_dir_all(&target_dir).map_err(Error::state("create", &target_dir))?;
+            let name = bundle.file_name().unwrap_or_default();
+            let target = target_dir.join(name);
+            std::fs::rename(&bundle, &target).map_err(Error::state("rename", &bundle))?;
+            let note = target.with_extension("log");
+            std::fs::write(&note, format!("{message}\n")).map_err(Error::state("write", &note))?;
+        }
+        device.supervise()?;
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// The `*.edgebundle` files in the inbox, by name.
+fn inbox_bundles(inbox: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(inbox) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Error::state("list", inbox)(error)),
+    };
+    let mut bundles: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "edgebundle"))
+        .collect();
+    bundles.sort();
+    Ok(bundles)
+}

@@ -1,0 +1,343 @@
+//! The A/B transaction: apply, commit, roll back, and recovery of whatever a
+//! crash interrupted.
+//!
+//! The layout of the state directory:
+//!
+//! ```text
+//! state.json                 the state record (see `state.rs`)
+//! slots/a/deployment/        a complete, verified deployment: bundle.json,
+//!                            bundle.sig.json and payload/…
+//! slots/a/staging/           a bundle being extracted (only during apply)
+//! slots/a/retired/           an old deployment being deleted (only during apply)
+//! slots/b/…                  the same for slot B
+//! ```
+//!
+//! The active slot is never written to. The only step that changes which
+//! deployment the device runs is the atomic replacement of `state.json`.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::DeviceConfig;
+use crate::deployment;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::failpoint::{self, Failpoint};
+use crate::intake;
+use crate::runtime::{Loaded, ModuleRuntime};
+use crate::state::{DesiredStatus, Installed, Phase, Slot, State, Transaction};
+use crate::trust::TrustStore;
+
+const DEPLOYMENT: &str = "deployment";
+const STAGING: &str = "staging";
+const RETIRED: &str = "retired";
+
+/// What a successful apply did.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The deployment that now runs.
+    pub installed: Installed,
+    /// The version it replaced, if any.
+    pub previous_version: Option<u64>,
+}
+
+/// A device: its state directory, configuration, trust and module runtime.
+pub struct Device {
+    state_dir: PathBuf,
+    config: DeviceConfig,
+    trust: TrustStore,
+    runtime: Box<dyn ModuleRuntime>,
+}
+
+impl Device {
+    /// Opens the state directory (creating its layout on first use) and
+    /// finishes or undoes any transaction a crash interrupted.
+    pub fn open(
+        state_dir: &Path,
+        config: DeviceConfig,
+        trust: TrustStore,
+        runtime: Box<dyn ModuleRuntime>,
+    ) -> Result<(Self, Option<String>)> {
+        let slots = state_dir.join("slots");
+        for slot in [Slot::A, Slot::B] {
+            let dir = slots.join(slot.name());
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).map_err(Error::state("create", &dir))?;
+                for parent in [&slots, state_dir] {
+                    durable::fsync_dir(parent).map_err(Error::state("fsync", parent))?;
+                }
+            }
+        }
+        let mut device = Self {
+            state_dir: state_dir.to_owned(),
+            config,
+            trust,
+            runtime,
+        };
+        let recovered = device.recover()?;
+        Ok((device, recovered))
+    }
+
+    /// The device configuration.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The trust store.
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    /// The current state record.
+    pub fn state(&self) -> Result<State> {
+        State::load(&self.state_dir)
+    }
+
+    /// The deployment directory of a slot.
+    pub fn deployment_dir(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join(DEPLOYMENT)
+    }
+
+    fn slot_dir(&self, slot: Slot) -> PathBuf {
+        self.state_dir.join("slots").join(slot.name())
+    }
+
+    /// Loads the active deployment for the runtime.
+    pub fn active(&self) -> Result<Option<Loaded>> {
+        match self.state()?.active {
+            Some(installed) => self.load(&installed).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn load(&self, installed: &Installed) -> Result<Loaded> {
+        let dir = self.deployment_dir(installed.slot);
+        let path = dir.join("bundle.json");
+        let bytes = std::fs::read(&path).map_err(Error::state("read", &path))?;
+        let manifest = edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
+            .map_err(|error| Error::CorruptState(format!("{}: {error}", path.display())))?;
+        let modules = deployment::modules(&manifest)
+            .map_err(|error| Error::CorruptState(format!("{}: {error}", path.display())))?;
+        Ok(Loaded {
+            dir,
+            manifest,
+            modules,
+        })
+    }
+
+    /// Verifies, stages, switches, runs and health-checks a bundle; commits
+    /// it when healthy, otherwise switches back and returns
+    /// [`Error::RolledBack`]. A refused bundle changes nothing.
+    pub fn apply(&mut self, bundle: &Path) -> Result<Applied> {
+        let state = self.state()?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
+        let target = state.active.as_ref().map_or(Slot::A, |active| active.slot.other());
+        let staging = self.slot_dir(target).join(STAGING);
+        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+        // From here on the bundle is fully verified; only now is the
+        // inactive slot's old deployment replaced.
+        self.install(target, &staging)?;
+        let installed = Installed {
+            slot: target,
+            deployment: accepted.manifest.deployment.clone(),
+            version: accepted.manifest.version,
+            manifest_digest: accepted.digest.hex(),
+        };
+        let mut switched = state.clone();
+        switched.active = Some(installed.clone());
+        switched.transaction = Some(Transaction {
+            phase: Phase::Trial,
+            target: installed.clone(),
+            previous: state.active.clone(),
+            reason: None,
+        });
+        switched.last_desired_status = DesiredStatus {
+            code: 417,
+            description: format!("trying deployment version {}", installed.version),
+        };
+        switched.store(&self.state_dir, failpoint::SWITCH)?;
+        match self.run_trial(&installed) {
+            Ok(()) => {
+                let mut committed = switched;
+                committed.committed_version = installed.version;
+                committed.transaction = None;
+                committed.last_desired_status = DesiredStatus {
+                    code: 200,
+                    description: format!(
+                        "deployment {} version {} applied",
+                        installed.deployment, installed.version
+                    ),
+                };
+                committed.store(&self.state_dir, failpoint::COMMIT)?;
+                Ok(Applied {
+                    installed,
+                    previous_version: state.active.map(|active| active.version),
+                })
+            }
+            Err(reason) => {
+                self.roll_back(switched, reason.clone())?;
+                Err(Error::RolledBack {
+                    version: installed.version,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Replaces the slot's deployment with the verified staging directory.
+    fn install(&self, slot: Slot, staging: &Path) -> Result<()> {
+        let slot_dir = self.slot_dir(slot);
+        let current = slot_dir.join(DEPLOYMENT);
+        let retired = slot_dir.join(RETIRED);
+        if current.exists() {
+            durable::rename(&current, &retired, Failpoint::SlotRetire)
+                .map_err(Error::state("rename", &current))?;
+            failpoint::hit(Failpoint::SlotRemoveRetired);
+            durable::remove_tree(&retired).map_err(Error::state("remove", &retired))?;
+        }
+        durable::rename(staging, &current, Failpoint::SlotInstall)
+            .map_err(Error::state("rename", staging))?;
+        failpoint::hit(Failpoint::SlotFsync);
+        durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))
+    }
+
+    /// Runs the new deployment and waits out the health window.
+    fn run_trial(&mut self, installed: &Installed) -> std::result::Result<(), String> {
+        let loaded = self.load(installed).map_err(|error| error.to_string())?;
+        failpoint::hit(Failpoint::ReconcileNew);
+        self.runtime
+            .reconcile(Some(&loaded))
+            .map_err(|error| format!("cannot start the modules: {error}"))?;
+        failpoint::hit(Failpoint::HealthWait);
+        self.runtime.health(&loaded, self.config.health.window())
+    }
+
+    /// Switches back to the transaction's previous deployment, restores its
+    /// modules and closes the transaction.
+    fn roll_back(&mut self, mut state: State, reason: String) -> Result<()> {
+        let transaction = state
+            .transaction
+            .take()
+            .ok_or_else(|| Error::CorruptState("rollback without a transaction".to_owned()))?;
+        state.active = transaction.previous.clone();
+        state.transaction = Some(Transaction {
+            phase: Phase::RollingBack,
+            reason: Some(reason),
+            ..transaction
+        });
+        state.store(&self.state_dir, failpoint::ROLLBACK)?;
+        self.finish_rollback(state)
+    }
+
+    /// Restores the previous deployment's modules and closes the rollback.
+    fn finish_rollback(&mut self, mut state: State) -> Result<()> {
+        let transaction = state
+            .transaction
+            .take()
+            .ok_or_else(|| Error::CorruptState("rollback without a transaction".to_owned()))?;
+        failpoint::hit(Failpoint::ReconcileOld);
+        let previous = match &state.active {
+            Some(installed) => Some(self.load(installed)?),
+            None => None,
+        };
+        self.runtime.reconcile(previous.as_ref())?;
+        let back_to = state.active.as_ref().map_or_else(
+            || "no deployment".to_owned(),
+            |active| format!("version {}", active.version),
+        );
+        state.last_desired_status = DesiredStatus {
+            code: 400,
+            description: format!(
+                "deployment version {} rolled back to {back_to}: {}",
+                transaction.target.version,
+                transaction.reason.as_deref().unwrap_or("unhealthy")
+            ),
+        };
+        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)
+    }
+
+    /// Removes leftovers of an interrupted apply and finishes or undoes an
+    /// interrupted transaction. Returns what it did, if anything.
+    pub fn recover(&mut self) -> Result<Option<String>> {
+        for slot in [Slot::A, Slot::B] {
+            for leftover in [STAGING, RETIRED] {
+                let path = self.slot_dir(slot).join(leftover);
+                durable::remove_tree(&path).map_err(Error::state("remove", &path))?;
+            }
+        }
+        let temporary = durable::temporary_path(&State::path(&self.state_dir));
+        if temporary.exists() {
+            std::fs::remove_file(&temporary).map_err(Error::state("remove", &temporary))?;
+        }
+        let state = self.state()?;
+        let Some(transaction) = state.transaction.clone() else {
+            return Ok(None);
+        };
+        let version = transaction.target.version;
+        match transaction.phase {
+            Phase::Trial => {
+                let reason = format!(
+                    "edged stopped before deployment version {version} was confirmed healthy"
+                );
+                self.roll_back(state, reason)?;
+                Ok(Some(format!(
+                    "rolled back the unconfirmed deployment version {version}"
+                )))
+            }
+            Phase::RollingBack => {
+                self.finish_rollback(state)?;
+                Ok(Some(format!(
+                    "finished rolling back deployment version {version}"
+                )))
+            }
+        }
+    }
+
+    /// Goes back to the deployment in the other slot, on an operator's
+    /// request. The anti-rollback floor stays where it is.
+    pub fn rollback(&mut self) -> Result<Installed> {
+        let state = self.state()?;
+        let active = state.active.clone().ok_or_else(|| {
+            Error::NothingToRollBack("the device has no deployment".to_owned())
+        })?;
+        let other = active.slot.other();
+        let dir = self.deployment_dir(other);
+        if !dir.is_dir() {
+            return Err(Error::NothingToRollBack(format!(
+                "slot {other} holds no previous deployment"
+            )));
+        }
+        let manifest = intake::check_installed(&dir).map_err(|error| {
+            Error::NothingToRollBack(format!("slot {other} is not intact: {error}"))
+        })?;
+        let previous = Installed {
+            slot: other,
+            deployment: manifest.deployment.clone(),
+            version: manifest.version,
+            manifest_digest: manifest
+                .digest()
+                .map_err(|error| Error::CorruptState(error.to_string()))?
+                .hex(),
+        };
+        let mut trial = state;
+        trial.transaction = Some(Transaction {
+            phase: Phase::Trial,
+            target: active,
+            previous: Some(previous.clone()),
+            reason: None,
+        });
+        self.roll_back(trial, "rolled back by the operator".to_owned())?;
+        Ok(previous)
+    }
+
+    /// One supervision pass over the active deployment.
+    pub fn supervise(&mut self) -> Result<()> {
+        let active = self.active()?;
+        self.runtime.supervise(active.as_ref())
+    }
+
+    /// The module states of the active deployment.
+    pub fn module_status(&mut self) -> Result<Vec<(String, crate::runtime::ModuleStatus)>> {
+        let active = self.active()?;
+        self.runtime.status(active.as_ref())
+    }
+}

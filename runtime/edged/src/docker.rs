@@ -1,0 +1,480 @@
+//! Module supervision on a Docker engine through bollard.
+//!
+//! Containers carry labels naming the edged instance, deployment, module,
+//! version and a hash of their create body; edged only ever lists, stops or
+//! removes containers carrying its own instance label. Docker's own restart
+//! policy is switched off: edged restarts modules itself, with exponential
+//! back-off that is capped but never gives up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::RestartConfig;
+use crate::deployment::ModuleSpec;
+use crate::error::{Error, Result};
+use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
+
+/// The oldest engine API edged speaks (Docker 20.10).
+const MINIMUM_API: (u32, u32) = (1, 41);
+/// Label: which edged instance owns the container.
+pub const LABEL_INSTANCE: &str = "io.edgec.instance";
+/// Label: the deployment name.
+pub const LABEL_DEPLOYMENT: &str = "io.edgec.deployment";
+/// Label: the module name.
+pub const LABEL_MODULE: &str = "io.edgec.module";
+/// Label: the module version.
+pub const LABEL_VERSION: &str = "io.edgec.version";
+/// Label: hash of the create body, so any change recreates the container.
+pub const LABEL_SPEC: &str = "io.edgec.spec";
+/// How often the health window polls the engine.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Restart bookkeeping for one module.
+#[derive(Clone, Debug, Default)]
+struct Backoff {
+    restarts: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// A Docker engine that runs one edged instance's modules.
+pub struct DockerEngine {
+    docker: Docker,
+    runtime: tokio::runtime::Runtime,
+    instance: String,
+    restart: RestartConfig,
+    backoff: BTreeMap<String, Backoff>,
+}
+
+/// Whether a Docker engine answers with a supported API, for tests that skip
+/// without one.
+pub fn engine_available() -> bool {
+    DockerEngine::connect("probe", RestartConfig::default()).is_ok()
+}
+
+impl DockerEngine {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket)
+    /// and checks that it speaks API 1.41 or newer.
+    pub fn connect(instance: &str, restart: RestartConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| Error::Docker(format!("cannot start the I/O runtime: {error}")))?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|error| Error::Docker(format!("cannot connect to the Docker engine: {error}")))?;
+        let version = runtime
+            .block_on(docker.version())
+            .map_err(|error| Error::Docker(format!("the Docker engine does not answer: {error}")))?;
+        let api = version.api_version.unwrap_or_default();
+        if parse_api(&api).is_none_or(|found| found < MINIMUM_API) {
+            return Err(Error::Docker(format!(
+                "the Docker engine speaks API {api:?}, edged needs {}.{} or newer",
+                MINIMUM_API.0, MINIMUM_API.1
+            )));
+        }
+        Ok(Self {
+            docker,
+            runtime,
+            instance: instance.to_owned(),
+            restart,
+            backoff: BTreeMap::new(),
+        })
+    }
+
+    /// The container name of a module: the module name, as IoT Edge names
+    /// it, prefixed by the instance unless it is the default one.
+    pub fn container_name(&self, module: &str) -> String {
+        container_name(&self.instance, module)
+    }
+
+    /// Loads the bundle's packaged images (`docker load` of each layout).
+    fn load_images(&self, loaded: &Loaded) -> Result<()> {
+        for image in &loaded.manifest.images {
+            let archive = tar_directory(&loaded.dir.join(&image.path)).map_err(|error| {
+                Error::Docker(format!("cannot package the image of {}: {error}", image.module))
+            })?;
+            let options = ImportImageOptionsBuilder::new().quiet(true).build();
+            let mut stream = self.docker.import_image(
+                options,
+                bollard::body_full(archive.into()),
+                None,
+            );
+            self.runtime.block_on(async {
+                while let Some(item) = stream.next().await {
+                    item.map_err(|error| {
+                        Error::Docker(format!("docker load of {} failed: {error}", image.reference))
+                    })?;
+                }
+                Ok::<(), Error>(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The containers of this instance, by name.
+    fn owned(&self) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let containers = self
+            .runtime
+            .block_on(self.docker.list_containers(Some(options)))
+            .map_err(|error| Error::Docker(format!("cannot list containers: {error}")))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let labels = container.labels.unwrap_or_default();
+                if labels.get(LABEL_INSTANCE) != Some(&self.instance) {
+                    return None;
+                }
+                let name = container.names?.first()?.trim_start_matches('/').to_owned();
+                Some((name, labels))
+            })
+            .collect())
+    }
+
+    /// Stops and removes a container edged owns.
+    fn remove(&self, name: &str) -> Result<()> {
+        let stop = StopContainerOptionsBuilder::new().t(10).build();
+        let _ = self.runtime.block_on(self.docker.stop_container(name, Some(stop)));
+        let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+        self.runtime
+            .block_on(self.docker.remove_container(name, Some(remove)))
+            .map_err(|error| Error::Docker(format!("cannot remove container {name}: {error}")))
+    }
+
+    fn start(&self, name: &str) -> Result<()> {
+        self.runtime
+            .block_on(self.docker.start_container(name, None))
+            .map_err(|error| Error::Docker(format!("cannot start container {name}: {error}")))
+    }
+
+    /// The container's `State` object as JSON, or `None` if it is gone.
+    fn inspect_state(&self, name: &str) -> Result<Option<Value>> {
+        match self.runtime.block_on(self.docker.inspect_container(name, None)) {
+            Ok(inspect) => Ok(Some(serde_json::to_value(inspect.state).unwrap_or(Value::Null))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(Error::Docker(format!("cannot inspect {name}: {error}"))),
+        }
+    }
+
+    /// The create body of a module, with edged's labels.
+    fn create_body(&self, deployment: &str, module: &ModuleSpec) -> Result<(ContainerCreateBody, String)> {
+        let body = create_body(&self.instance, deployment, module);
+        let spec = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let mut body = body;
+        body["Labels"][LABEL_SPEC] = json!(spec);
+        let typed = serde_json::from_value(body).map_err(|error| {
+            Error::Docker(format!("create options of module {} are not valid: {error}", module.name))
+        })?;
+        Ok((typed, spec))
+    }
+}
+
+/// See [`DockerEngine::container_name`].
+pub fn container_name(instance: &str, module: &str) -> String {
+    if instance == "default" {
+        module.to_owned()
+    } else {
+        format!("{instance}.{module}")
+    }
+}
+
+/// The Docker create body: the module's create options, its image and
+/// environment, edged's labels, and no Docker restart policy.
+fn create_body(instance: &str, deployment: &str, module: &ModuleSpec) -> Value {
+    let mut body: Map<String, Value> = module.create_options.clone();
+    body.insert("Image".into(), json!(module.image));
+    let mut env: Vec<Value> = body
+        .get("Env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (key, value) in &module.env {
+        env.push(json!(format!("{key}={value}")));
+    }
+    body.insert("Env".into(), Value::Array(env));
+    let labels = body.entry("Labels").or_insert_with(|| json!({}));
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels[LABEL_INSTANCE] = json!(instance);
+    labels[LABEL_DEPLOYMENT] = json!(deployment);
+    labels[LABEL_MODULE] = json!(module.name);
+    labels[LABEL_VERSION] = json!(module.version);
+    let host = body.entry("HostConfig").or_insert_with(|| json!({}));
+    if !host.is_object() {
+        *host = json!({});
+    }
+    host["RestartPolicy"] = json!({ "Name": "no" });
+    Value::Object(body)
+}
+
+/// Parses `1.41` into (1, 41).
+fn parse_api(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Tars an image layout directory, the docker-archive form `docker load`
+/// takes (the layout carries a docker `manifest.json`).
+fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()
+}
+
+/// Reads a string field of a container state.
+fn field<'a>(state: &'a Value, name: &str) -> &'a str {
+    state.get(name).and_then(Value::as_str).unwrap_or("")
+}
+
+fn health_of(state: &Value) -> Option<String> {
+    state
+        .pointer("/Health/Status")
+        .and_then(Value::as_str)
+        .filter(|status| !status.is_empty() && *status != "none")
+        .map(str::to_owned)
+}
+
+/// Docker reports "never" as the zero time.
+fn time_field(state: &Value, name: &str) -> Option<String> {
+    Some(field(state, name))
+        .filter(|time| !time.is_empty() && !time.starts_with("0001-"))
+        .map(str::to_owned)
+}
+
+impl ModuleRuntime for DockerEngine {
+    fn reconcile(&mut self, deployment: Option<&Loaded>) -> Result<()> {
+        let empty = Vec::new();
+        let (name, modules) = match deployment {
+            Some(loaded) => {
+                self.load_images(loaded)?;
+                (loaded.manifest.deployment.as_str(), &loaded.modules)
+            }
+            None => ("", &empty),
+        };
+        let mut desired = Vec::new();
+        for module in modules {
+            let (body, spec) = self.create_body(name, module)?;
+            desired.push((module, self.container_name(&module.name), body, spec));
+        }
+        let existing = self.owned()?;
+        for (container, labels) in &existing {
+            let keep = desired.iter().any(|(_, wanted, _, spec)| {
+                wanted == container && labels.get(LABEL_SPEC) == Some(spec)
+            });
+            if !keep {
+                self.remove(container)?;
+            }
+        }
+        for (module, container, body, spec) in desired {
+            let present = existing.iter().any(|(name, labels)| {
+                *name == container && labels.get(LABEL_SPEC) == Some(&spec)
+            });
+            if !present {
+                let options = CreateContainerOptionsBuilder::new().name(&container).build();
+                self.runtime
+                    .block_on(self.docker.create_container(Some(options), body))
+                    .map_err(|error| {
+                        Error::Docker(format!("cannot create container {container}: {error}"))
+                    })?;
+            }
+            self.backoff.remove(&module.name);
+            let running = self
+                .inspect_state(&container)?
+                .is_some_and(|state| state.get("Running") == Some(&Value::Bool(true)));
+            if module.running && !running {
+                self.start(&container)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn health(&mut self, deployment: &Loaded, window: Duration) -> std::result::Result<(), String> {
+        let watched: Vec<(&ModuleSpec, String)> = deployment
+            .modules
+            .iter()
+            .filter(|module| module.running)
+            .map(|module| (module, self.container_name(&module.name)))
+            .collect();
+        let mut started = BTreeMap::new();
+        let deadline = Instant::now() + window;
+        loop {
+            let mut all_healthy = true;
+            for (module, container) in &watched {
+                let state = self
+                    .inspect_state(container)
+                    .map_err(|error| error.to_string())?
+                    .ok_or_else(|| format!("module {} has no container", module.name))?;
+                let exit = state.get("ExitCode").and_then(Value::as_i64).unwrap_or(0);
+                if state.get("Running") != Some(&Value::Bool(true)) {
+                    if exit != 0 || module.restart == crate::deployment::RestartPolicy::Always {
+                        return Err(format!(
+                            "module {} exited with code {exit} during the health window",
+                            module.name
+                        ));
+                    }
+                    continue;
+                }
+                let start = field(&state, "StartedAt").to_owned();
+                if started.entry(module.name.clone()).or_insert_with(|| start.clone()) != &start {
+                    return Err(format!("module {} restarted during the health window", module.name));
+                }
+                match health_of(&state).as_deref() {
+                    Some("unhealthy") => {
+                        return Err(format!("module {} failed its health check", module.name));
+                    }
+                    Some("starting") => all_healthy = false,
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline && all_healthy {
+                return Ok(());
+            }
+            if now >= deadline + window.max(Duration::from_secs(30)) {
+                return Err("health checks did not report healthy in time".to_owned());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn supervise(&mut self, deployment: Option<&Loaded>) -> Result<()> {
+        let Some(loaded) = deployment else {
+            return Ok(());
+        };
+        for module in loaded.modules.iter().filter(|module| module.running) {
+            let container = self.container_name(&module.name);
+            let Some(state) = self.inspect_state(&container)? else {
+                return self.reconcile(Some(loaded));
+            };
+            let running = state.get("Running") == Some(&Value::Bool(true));
+            let unhealthy = health_of(&state).as_deref() == Some("unhealthy");
+            let exit = state.get("ExitCode").and_then(Value::as_i64).unwrap_or(0);
+            let backoff = self.backoff.entry(module.name.clone()).or_default();
+            if running && !unhealthy {
+                continue;
+            }
+            if !module.restart.restarts_after(if running { 0 } else { exit }, unhealthy) {
+                continue;
+            }
+            let now = Instant::now();
+            match backoff.next_attempt {
+                None => {
+                    backoff.restarts += 1;
+                    backoff.next_attempt = Some(now + self.restart.delay(backoff.restarts));
+                }
+                Some(when) if now >= when => {
+                    backoff.next_attempt = None;
+                    if running {
+                        let _ = self.runtime.block_on(self.docker.restart_container(&container, None));
+                    } else {
+                        self.start(&container)?;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, deployment: Option<&Loaded>) -> Result<Vec<(String, ModuleStatus)>> {
+        let Some(loaded) = deployment else {
+            return Ok(Vec::new());
+        };
+        let mut report = Vec::new();
+        for module in &loaded.modules {
+            let container = self.container_name(&module.name);
+            let backoff = self.backoff.get(&module.name).cloned().unwrap_or_default();
+            let status = match self.inspect_state(&container)? {
+                None => ModuleStatus {
+                    runtime_status: "unknown".to_owned(),
+                    ..ModuleStatus::default()
+                },
+                Some(state) => {
+                    let exit_code = state.get("ExitCode").and_then(Value::as_i64).unwrap_or(0);
+                    let runtime_status = if state.get("Running") == Some(&Value::Bool(true)) {
+                        "running"
+                    } else if backoff.next_attempt.is_some() {
+                        "backoff"
+                    } else if exit_code != 0 {
+                        "failed"
+                    } else {
+                        "stopped"
+                    };
+                    ModuleStatus {
+                        runtime_status: runtime_status.to_owned(),
+                        exit_code,
+                        restart_count: backoff.restarts,
+                        last_start_time_utc: time_field(&state, "StartedAt"),
+                        last_exit_time_utc: time_field(&state, "FinishedAt"),
+                        health: health_of(&state),
+                    }
+                }
+            };
+            report.push((module.name.clone(), status));
+        }
+        Ok(report)
+    }
+}
+
+/// Removes every container of an instance; for tests and decommissioning.
+pub fn remove_instance(instance: &str) -> Result<()> {
+    let engine = DockerEngine::connect(instance, RestartConfig::default())?;
+    for (name, _) in engine.owned()? {
+        engine.remove(&name)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        assert_eq!(parse_api("1.41"), Some((1, 41)));
+        assert!(parse_api("1.9").unwrap() < MINIMUM_API);
+        assert!(parse_api("1.43").unwrap() > MINIMUM_API);
+        assert_eq!(parse_api("x"), None);
+    }
+
+    #[test]
+    fn create_bodies_carry_labels_and_no_docker_restart_policy() {
+        let module = ModuleSpec {
+            name: "sensor".into(),
+            version: "1.0".into(),
+            image: "edgec.local/sensor:1.0".into(),
+            running: true,
+            restart: crate::deployment::RestartPolicy::Always,
+            startup_order: 1,
+            env: [("A".to_owned(), "b".to_owned())].into(),
+            create_options: serde_json::from_str(
+                r#"{"Env":["X=1"],"HostConfig":{"RestartPolicy":{"Name":"always"},"Memory":1}}"#,
+            )
+            .unwrap(),
+        };
+        let body = create_body("site-1", "plant", &module);
+        assert_eq!(body["Env"], json!(["X=1", "A=b"]));
+        assert_eq!(body["HostConfig"]["RestartPolicy"]["Name"], "no");
+        assert_eq!(body["HostConfig"]["Memory"], 1);
+        assert_eq!(body["Labels"][LABEL_MODULE], "sensor");
+        assert_eq!(body["Labels"][LABEL_INSTANCE], "site-1");
+        assert_eq!(container_name("site-1", "sensor"), "site-1.sensor");
+        assert_eq!(container_name("default", "sensor"), "sensor");
+    }
+}

@@ -1,0 +1,55 @@
+//! File-system operations whose effects survive a power cut, each preceded by
+//! its failpoint.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::failpoint::{self, Failpoint, RecordPoints};
+
+/// Fsyncs a directory so that renames and creations inside it are durable.
+pub fn fsync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically: temporary file, fsync, rename,
+/// fsync of the directory. A crash leaves either the old or the new content.
+pub fn replace_file(path: &Path, bytes: &[u8], points: RecordPoints) -> io::Result<()> {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let temporary = temporary_path(path);
+    failpoint::hit(points.write);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    failpoint::hit(points.fsync);
+    file.sync_all()?;
+    drop(file);
+    failpoint::hit(points.rename);
+    fs::rename(&temporary, path)?;
+    failpoint::hit(points.fsync_dir);
+    fsync_dir(directory)
+}
+
+/// The temporary file [`replace_file`] writes before renaming.
+pub fn temporary_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Renames after its failpoint.
+pub fn rename(from: &Path, to: &Path, point: Failpoint) -> io::Result<()> {
+    failpoint::hit(point);
+    fs::rename(from, to)
+}
+
+/// Removes a directory tree if it exists.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,98 @@
+//! Every way an edged command can fail, with the exit code and a hint a
+//! field technician can act on.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why an edged command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or device configuration is wrong.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The bundle was refused; nothing on the device changed.
+    #[error("bundle refused: {0}")]
+    Refused(String),
+    /// The new deployment was installed but unhealthy, and the device went
+    /// back to the previous one.
+    #[error("deployment version {version} was unhealthy and has been rolled back: {reason}")]
+    RolledBack {
+        /// The version that failed.
+        version: u64,
+        /// What made it unhealthy.
+        reason: String,
+    },
+    /// There is no previous deployment to go back to.
+    #[error("nothing to roll back to: {0}")]
+    NothingToRollBack(String),
+    /// The Docker engine is unreachable or too old.
+    #[error("container engine: {0}")]
+    Docker(String),
+    /// The trust anchors (PKCS#11 token or key files) cannot be read.
+    #[error("trust anchors: {0}")]
+    Trust(String),
+    /// Reading or writing the state directory failed.
+    #[error("state directory: cannot {action} {path}: {source}")]
+    State {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// The state directory holds something edged did not write.
+    #[error("state directory: {0}")]
+    CorruptState(String),
+}
+
+impl Error {
+    /// The process exit code: distinct per class so scripts and technicians
+    /// can tell a refused bundle from a broken device.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            Self::Refused(_) => 3,
+            Self::RolledBack { .. } => 4,
+            Self::NothingToRollBack(_) => 5,
+            Self::Docker(_) => 6,
+            Self::Trust(_) => 7,
+            Self::State { .. } | Self::CorruptState(_) => 8,
+        }
+    }
+
+    /// What to do about it, in one sentence.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "fix the command line or the device configuration file and retry",
+            Self::Refused(_) => {
+                "the device is unchanged; obtain a correctly signed, newer bundle built for this device"
+            }
+            Self::RolledBack { .. } => {
+                "the device runs the previous deployment again; check the module logs (`docker logs`) and ship a fixed bundle with a higher version"
+            }
+            Self::NothingToRollBack(_) => "the device keeps its current deployment",
+            Self::Docker(_) => {
+                "start the Docker engine (`systemctl start docker`) or upgrade it to API 1.41 (Docker 20.10) or newer"
+            }
+            Self::Trust(_) => {
+                "check that the security element is present and the trust settings in the device configuration"
+            }
+            Self::State { .. } | Self::CorruptState(_) => {
+                "check the disk (free space, read-only file system); do not edit the state directory by hand"
+            }
+        }
+    }
+
+    /// Wraps an I/O error on a state-directory path.
+    pub fn state<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| Self::State {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The result type of edged operations.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,144 @@
+//! Named crash points on every write, fsync and rename of the apply and
+//! rollback paths, so tests can prove that a crash at any of them leaves the
+//! device on a complete deployment.
+//!
+//! A failpoint is armed by naming it in the `EDGED_FAILPOINT` environment
+//! variable; when execution reaches it, the process aborts on the spot, as a
+//! power cut would stop it. Unarmed failpoints cost one comparison.
+
+use std::sync::OnceLock;
+
+/// The environment variable that arms one failpoint by name.
+pub const ENV: &str = "EDGED_FAILPOINT";
+
+macro_rules! failpoints {
+    ($($variant:ident => $name:literal: $doc:literal,)*) => {
+        /// A point on the apply or rollback path where a crash is simulated.
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        pub enum Failpoint {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Failpoint {
+            /// Every failpoint, in the order the apply and rollback paths reach them.
+            pub const ALL: &[Failpoint] = &[$(Failpoint::$variant,)*];
+
+            /// The name used in `EDGED_FAILPOINT`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Failpoint::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+failpoints! {
+    StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
+    StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
+    StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
+    StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
+    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside.",
+    SlotRemoveRetired => "slot-remove-retired": "Before the renamed-aside old deployment is deleted.",
+    SlotInstall => "slot-install": "Before staging is renamed into the slot.",
+    SlotFsync => "slot-fsync": "Before the slot directory is fsynced after the rename.",
+    SwitchWrite => "switch-write": "Before the state record that switches slots is written.",
+    SwitchFsync => "switch-fsync": "Before the switching state record is fsynced.",
+    SwitchRename => "switch-rename": "Before the switching state record replaces the old one.",
+    SwitchFsyncDir => "switch-fsync-dir": "Before the state directory is fsynced after the switch.",
+    ReconcileNew => "reconcile-new": "Before the modules are reconciled to the new deployment.",
+    HealthWait => "health-wait": "During the health window of the new deployment.",
+    CommitWrite => "commit-write": "Before the committing state record is written.",
+    CommitFsync => "commit-fsync": "Before the committing state record is fsynced.",
+    CommitRename => "commit-rename": "Before the committing state record replaces the old one.",
+    CommitFsyncDir => "commit-fsync-dir": "Before the state directory is fsynced after the commit.",
+    RollbackWrite => "rollback-write": "Before the state record that switches back is written.",
+    RollbackFsync => "rollback-fsync": "Before the switching-back state record is fsynced.",
+    RollbackRename => "rollback-rename": "Before the switching-back state record replaces the old one.",
+    RollbackFsyncDir => "rollback-fsync-dir": "Before the state directory is fsynced after switching back.",
+    ReconcileOld => "reconcile-old": "Before the modules are reconciled back to the old deployment.",
+    RollbackDoneWrite => "rollback-done-write": "Before the state record closing the rollback is written.",
+    RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
+    RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
+    RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
+}
+
+/// The four failpoints of one atomic state-record replacement.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordPoints {
+    /// Before the temporary file is written.
+    pub write: Failpoint,
+    /// Before the temporary file is fsynced.
+    pub fsync: Failpoint,
+    /// Before the temporary file is renamed over the record.
+    pub rename: Failpoint,
+    /// Before the directory is fsynced.
+    pub fsync_dir: Failpoint,
+}
+
+/// The state-record failpoints of the switch to the new slot.
+pub const SWITCH: RecordPoints = RecordPoints {
+    write: Failpoint::SwitchWrite,
+    fsync: Failpoint::SwitchFsync,
+    rename: Failpoint::SwitchRename,
+    fsync_dir: Failpoint::SwitchFsyncDir,
+};
+/// The state-record failpoints of the commit.
+pub const COMMIT: RecordPoints = RecordPoints {
+    write: Failpoint::CommitWrite,
+    fsync: Failpoint::CommitFsync,
+    rename: Failpoint::CommitRename,
+    fsync_dir: Failpoint::CommitFsyncDir,
+};
+/// The state-record failpoints of switching back.
+pub const ROLLBACK: RecordPoints = RecordPoints {
+    write: Failpoint::RollbackWrite,
+    fsync: Failpoint::RollbackFsync,
+    rename: Failpoint::RollbackRename,
+    fsync_dir: Failpoint::RollbackFsyncDir,
+};
+/// The state-record failpoints of closing a rollback.
+pub const ROLLBACK_DONE: RecordPoints = RecordPoints {
+    write: Failpoint::RollbackDoneWrite,
+    fsync: Failpoint::RollbackDoneFsync,
+    rename: Failpoint::RollbackDoneRename,
+    fsync_dir: Failpoint::RollbackDoneFsyncDir,
+};
+
+/// Looks a failpoint up by its name.
+pub fn by_name(name: &str) -> Option<Failpoint> {
+    Failpoint::ALL
+        .iter()
+        .copied()
+        .find(|point| point.name() == name)
+}
+
+/// The armed failpoint, read once from the environment.
+fn armed() -> Option<Failpoint> {
+    static ARMED: OnceLock<Option<Failpoint>> = OnceLock::new();
+    *ARMED.get_or_init(|| std::env::var(ENV).ok().and_then(|name| by_name(&name)))
+}
+
+/// Aborts the process if `point` is the armed failpoint.
+pub fn hit(point: Failpoint) {
+    if armed() == Some(point) {
+        eprintln!("edged: failpoint {} reached, aborting", point.name());
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        for point in Failpoint::ALL {
+            assert_eq!(by_name(point.name()), Some(*point));
+        }
+        let mut names: Vec<&str> = Failpoint::ALL.iter().map(|point| point.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Failpoint::ALL.len());
+    }
+}

@@ -1,0 +1,303 @@
+//! Taking a bundle in: signature, device and anti-rollback checks on the
+//! manifest, then one streaming pass that checks every payload byte while it
+//! is written into a staging directory. Nothing outside staging is touched,
+//! and staging is removed again if anything is wrong.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
+use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, verify_bundle_with};
+
+use crate::config::{DeviceConfig, Limits};
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::failpoint::{self, Failpoint};
+use crate::trust::TrustStore;
+
+/// The largest head entry (`bundle.json`, `bundle.sig.json`) read.
+const MAX_HEAD_ENTRY: u64 = 16 << 20;
+/// The copy buffer for payload extraction.
+const BUFFER: usize = 1 << 20;
+
+/// A bundle whose manifest passed every check, not yet its payload.
+pub struct Accepted {
+    /// The manifest.
+    pub manifest: BundleManifest,
+    /// Its canonical bytes.
+    pub manifest_bytes: Vec<u8>,
+    /// The signature file bytes, kept with the deployment.
+    pub signature_bytes: Vec<u8>,
+    /// SHA-256 of the manifest bytes.
+    pub digest: Sha256Digest,
+    /// The trusted keys whose signatures verified.
+    pub keys: Vec<edge_bundle::VerifyingKey>,
+}
+
+/// Checks the head of the bundle at `path`: signatures against the trust
+/// anchors, the device's compatible string and architecture, the
+/// anti-rollback floor and the size limits.
+pub fn accept(
+    path: &Path,
+    config: &DeviceConfig,
+    trust: &TrustStore,
+    committed_version: u64,
+) -> Result<Accepted> {
+    let file = open_bundle(path)?;
+    let (manifest_bytes, signature_bytes) = read_head(file)?;
+    let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
+        .map_err(|error| Error::Refused(error.to_string()))?;
+    let signatures: SignatureFile = serde_json::from_slice(&signature_bytes).map_err(|error| {
+        Error::Refused(format!("bundle.sig.json is not a valid signature file: {error}"))
+    })?;
+    let keys = trust.verify(&manifest_bytes, &signatures)?;
+    check_device(&manifest, config)?;
+    if manifest.version <= committed_version {
+        return Err(Error::Refused(format!(
+            "deployment {:?} version {} is not newer than the committed version {committed_version} (anti-rollback)",
+            manifest.deployment, manifest.version
+        )));
+    }
+    check_limits(&manifest, &config.limits)?;
+    Ok(Accepted {
+        digest: Sha256Digest::of(&manifest_bytes),
+        manifest,
+        manifest_bytes,
+        signature_bytes,
+        keys,
+    })
+}
+
+/// Opens the bundle file, refusing anything but a regular file.
+fn open_bundle(path: &Path) -> Result<File> {
+    let file = File::open(path)
+        .map_err(|error| Error::Refused(format!("cannot open {}: {error}", path.display())))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| Error::Refused(format!("cannot stat {}: {error}", path.display())))?;
+    if !metadata.is_file() {
+        return Err(Error::Refused(format!("{} is not a regular file", path.display())));
+    }
+    if metadata.len() == 0 {
+        return Err(Error::Refused(format!("{} is empty", path.display())));
+    }
+    Ok(file)
+}
+
+/// Reads the two head entries, which must come first and be small.
+fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut archive = tar::Archive::new(BufReader::new(file));
+    let mut entries = archive
+        .entries()
+        .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
+    let mut next = |expected: &str| -> Result<Vec<u8>> {
+        let entry = entries
+            .next()
+            .ok_or_else(|| Error::Refused(format!("not a bundle: {expected} is missing")))?
+            .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if name != expected || entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(Error::Refused(format!(
+                "not a bundle: it must start with {expected}, found {name:?}"
+            )));
+        }
+        if entry.size() > MAX_HEAD_ENTRY {
+            return Err(Error::Refused(format!("{expected} is larger than 16 MiB")));
+        }
+        let mut bytes = Vec::new();
+        entry
+            .take(MAX_HEAD_ENTRY)
+            .read_to_end(&mut bytes)
+            .map_err(|error| Error::Refused(format!("cannot read {expected}: {error}")))?;
+        Ok(bytes)
+    };
+    let manifest = next(MANIFEST_PATH)?;
+    let signatures = next(SIGNATURES_PATH)?;
+    Ok((manifest, signatures))
+}
+
+/// The bundle must be built for exactly this kind of device.
+fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> Result<()> {
+    if manifest.compatible != config.compatible {
+        return Err(Error::Refused(format!(
+            "bundle is for devices compatible with {:?}, this device is {:?}",
+            manifest.compatible, config.compatible
+        )));
+    }
+    if manifest.architecture != config.architecture {
+        return Err(Error::Refused(format!(
+            "bundle is built for {}, this device is {}",
+            manifest.architecture.as_str(),
+            config.architecture.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Entry count and size limits, checked on the signed listing before any
+/// byte is written; the streaming pass then holds every entry to its
+/// listed size.
+fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
+    if manifest.payload.len() > limits.max_entries {
+        return Err(Error::Refused(format!(
+            "bundle lists {} payload entries, the device accepts at most {}",
+            manifest.payload.len(),
+            limits.max_entries
+        )));
+    }
+    let mut total: u64 = 0;
+    for file in &manifest.payload {
+        if file.size > limits.max_entry_bytes {
+            return Err(Error::Refused(format!(
+                "payload {:?} is {} bytes, the device accepts at most {} per entry",
+                file.path, file.size, limits.max_entry_bytes
+            )));
+        }
+        total = total.saturating_add(file.size);
+    }
+    if total > limits.max_total_bytes {
+        return Err(Error::Refused(format!(
+            "bundle payload totals {total} bytes, the device accepts at most {}",
+            limits.max_total_bytes
+        )));
+    }
+    for pair in manifest.payload.windows(2) {
+        let prefix = format!("{}/", pair[0].path);
+        if pair[1].path.starts_with(&prefix) {
+            return Err(Error::Refused(format!(
+                "payload {:?} is both a file and a directory",
+                pair[0].path
+            )));
+        }
+    }
+    for image in &manifest.images {
+        let inside = format!("{}/", image.path);
+        if !image.path.starts_with("payload/images/")
+            || !manifest.payload.iter().any(|file| file.path.starts_with(&inside))
+        {
+            return Err(Error::Refused(format!(
+                "image of module {:?} points at {:?}, which holds no payload",
+                image.module, image.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Streams the bundle again, writing every payload file under `staging`
+/// while `edge-bundle` checks its size and digest, then fsyncs what was
+/// written. On any failure staging is removed and the error returned.
+pub fn extract(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
+    let result = extract_into(path, accepted, threshold, staging);
+    if result.is_err() {
+        let _ = durable::remove_tree(staging);
+    }
+    result
+}
+
+fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
+    failpoint::hit(Failpoint::StageCreate);
+    fs::create_dir(staging).map_err(Error::state("create", staging))?;
+    let mut directories: Vec<PathBuf> = vec![staging.to_owned()];
+    let mut first = true;
+    let file = open_bundle(path)?;
+    let verified = verify_bundle_with(
+        BufReader::with_capacity(BUFFER, file),
+        &accepted.keys,
+        threshold,
+        |listed, reader| {
+            let target = staging.join(&listed.path);
+            if let Some(parent) = target.parent()
+                && !directories.iter().any(|known| known == parent)
+            {
+                fs::create_dir_all(parent)?;
+                let mut ancestor = parent;
+                while ancestor != staging && !directories.iter().any(|known| known == ancestor) {
+                    directories.push(ancestor.to_owned());
+                    ancestor = ancestor.parent().unwrap_or(staging);
+                }
+            }
+            write_payload(&target, reader, std::mem::take(&mut first))
+        },
+    )
+    .map_err(|error| Error::Refused(error.to_string()))?;
+    if verified.manifest_digest != accepted.digest {
+        return Err(Error::Refused(
+            "the bundle changed while it was being read (manifest differs between passes)".to_owned(),
+        ));
+    }
+    write_new(&staging.join(MANIFEST_PATH), &accepted.manifest_bytes)
+        .and_then(|()| write_new(&staging.join(SIGNATURES_PATH), &accepted.signature_bytes))
+        .map_err(Error::state("write", staging))?;
+    failpoint::hit(Failpoint::StageFsyncDirs);
+    directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+    for directory in &directories {
+        durable::fsync_dir(directory).map_err(Error::state("fsync", directory))?;
+    }
+    Ok(())
+}
+
+/// Writes one payload file, never following or replacing anything.
+fn write_payload(target: &Path, reader: &mut dyn Read, first: bool) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(target)?;
+    let mut buffer = vec![0_u8; BUFFER];
+    let mut written = false;
+    loop {
+        let count = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        file.write_all(&buffer[..count])?;
+        if first && !written {
+            failpoint::hit(Failpoint::StageWrite);
+        }
+        written = true;
+    }
+    failpoint::hit(Failpoint::StageFsyncFile);
+    file.sync_all()
+}
+
+/// Writes a small file that must not exist yet, and fsyncs it.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Re-checks an installed deployment directory against its own manifest:
+/// every listed file present with its size and digest. Used before
+/// switching back to a slot and by the crash tests' invariant.
+pub fn check_installed(deployment_dir: &Path) -> Result<BundleManifest> {
+    let manifest_path = deployment_dir.join(MANIFEST_PATH);
+    let bytes = fs::read(&manifest_path).map_err(Error::state("read", &manifest_path))?;
+    let manifest = BundleManifest::from_canonical_bytes(&bytes).map_err(|error| {
+        Error::CorruptState(format!("{}: {error}", manifest_path.display()))
+    })?;
+    for listed in &manifest.payload {
+        let path = deployment_dir.join(&listed.path);
+        let file = File::open(&path).map_err(Error::state("read", &path))?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut reader = BufReader::with_capacity(BUFFER, file);
+        let mut size = 0_u64;
+        let mut buffer = vec![0_u8; BUFFER];
+        loop {
+            let count = reader.read(&mut buffer).map_err(Error::state("read", &path))?;
+            if count == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buffer[..count]);
+            size += count as u64;
+        }
+        let digest = hex::encode(sha2::Digest::finalize(hasher));
+        if size != listed.size || digest != listed.sha256 {
+            return Err(Error::CorruptState(format!(
+                "{} does not match its manifest (size {size}, sha256 {digest})",
+                path.display()
+            )));
+        }
+    }
+    Ok(manifest)
+}

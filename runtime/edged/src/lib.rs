@@ -1,0 +1,26 @@
+//! `edged`, the edgec device runtime: verifies signed bundles against trust
+//! anchors in the device's security element, installs them into the
+//! inactive of two slots, switches atomically, runs the modules on Docker
+//! and rolls back by itself when the new deployment is unhealthy.
+//!
+//! See `runtime/README.md` for the state directory layout and the
+//! transaction.
+
+pub mod cli;
+pub mod config;
+pub mod deployment;
+pub mod device;
+pub mod docker;
+pub mod durable;
+pub mod error;
+pub mod failpoint;
+pub mod intake;
+pub mod runtime;
+pub mod state;
+pub mod status;
+pub mod trust;
+
+pub use config::DeviceConfig;
+pub use device::{Applied, Device};
+pub use error::{Error, Result};
+pub use state::{Slot, State};
