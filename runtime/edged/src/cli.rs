@@ -141,7 +141,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             once,
         } => {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
-            daemon(&mut device, &inbox, Duration::from_secs_f64(interval.max(0.05)), *once)
+            daemon(
+                &mut device,
+                &inbox,
+                Duration::from_secs_f64(interval.max(0.05)),
+                *once,
+            )
         }
         Command::Trust { .. } => Ok(()),
     }
@@ -151,23 +156,26 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
     Ok(match cli.runtime {
         RuntimeKind::None => Box::new(NoEngine { healthy: true }),
         RuntimeKind::Failing => Box::new(NoEngine { healthy: false }),
-        RuntimeKind::Docker => match DockerEngine::connect(&config.instance, config.restart.clone()) {
-            Ok(engine) => Box::new(engine),
-            // Status must work on a device whose engine is down.
-            Err(error) if matches!(cli.command, Command::Status { .. }) => {
-                eprintln!("edged: warning: {error}; module states are unknown");
-                Box::new(NoEngine { healthy: true })
+        RuntimeKind::Docker => {
+            match DockerEngine::connect(&config.instance, config.restart.clone()) {
+                Ok(engine) => Box::new(engine),
+                // Status must work on a device whose engine is down.
+                Err(error) if matches!(cli.command, Command::Status { .. }) => {
+                    eprintln!("edged: warning: {error}; module states are unknown");
+                    Box::new(NoEngine { healthy: true })
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
-        },
+        }
     })
 }
 
 fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
     let applied = device.apply(bundle)?;
-    let from = applied
-        .previous_version
-        .map_or_else(|| "no deployment".to_owned(), |version| format!("version {version}"));
+    let from = applied.previous_version.map_or_else(
+        || "no deployment".to_owned(),
+        |version| format!("version {version}"),
+    );
     println!(
         "applied deployment {} version {} (slot {}), replacing {from}",
         applied.installed.deployment, applied.installed.version, applied.installed.slot
@@ -181,7 +189,10 @@ fn show_status(device: &mut Device, json: bool) -> Result<()> {
     let modules = device.module_status()?;
     let report = status::report(&state, active.as_ref(), &modules);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", status::human(&report));
     }
@@ -196,14 +207,22 @@ fn trust_command(trust: &TrustStore, action: &TrustAction) -> Result<()> {
                     AnchorSource::Token => "token",
                     AnchorSource::File => "file",
                 };
-                println!("{} {source} {}", edge_bundle::key_id(&anchor.key), anchor.location);
+                println!(
+                    "{} {source} {}",
+                    edge_bundle::key_id(&anchor.key),
+                    anchor.location
+                );
             }
             println!("threshold {}", trust.threshold());
             Ok(())
         }
         TrustAction::Add { key } => {
             let anchor = trust.add(key)?;
-            println!("added {} to {}", edge_bundle::key_id(&anchor.key), anchor.location);
+            println!(
+                "added {} to {}",
+                edge_bundle::key_id(&anchor.key),
+                anchor.location
+            );
             Ok(())
         }
     }
@@ -215,7 +234,10 @@ fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> 
         for bundle in inbox_bundles(inbox)? {
             let outcome = device.apply(&bundle);
             let (folder, message) = match &outcome {
-                Ok(applied) => ("applied", format!("applied version {}", applied.installed.version)),
+                Ok(applied) => (
+                    "applied",
+                    format!("applied version {}", applied.installed.version),
+                ),
                 Err(error) => ("refused", format!("{error}\nhint: {}", error.hint())),
             };
             eprintln!("edged: {}: {message}", bundle.display());

@@ -231,8 +231,12 @@ mod tests {
         let config = DeviceConfig::parse("compatible = \"a\"\narchitecture = \"arm64\"\n").unwrap();
         assert_eq!(config.trust.threshold, 1);
         assert_eq!(config.health.window(), Duration::from_secs(30));
-        let error = DeviceConfig::parse("compatible = \"a\"\narchitecture = \"x86\"\n").unwrap_err();
-        assert!(error.contains("architecture") || error.contains("unknown variant"), "{error}");
+        let error =
+            DeviceConfig::parse("compatible = \"a\"\narchitecture = \"x86\"\n").unwrap_err();
+        assert!(
+            error.contains("architecture") || error.contains("unknown variant"),
+            "{error}"
+        );
         let error = DeviceConfig::parse(
             "compatible = \"a\"\narchitecture = \"amd64\"\n[trust]\nthreshold = 0\n",
         )

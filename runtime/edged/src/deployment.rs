@@ -91,7 +91,10 @@ pub fn modules(manifest: &BundleManifest) -> Result<Vec<ModuleSpec>> {
         .as_object()
         .ok_or_else(|| invalid("modules is not an object".to_owned()))?;
     for (name, module) in modules {
-        specs.push(module_spec(name, module).map_err(|what| invalid(format!("module {name:?}: {what}")))?);
+        specs.push(
+            module_spec(name, module)
+                .map_err(|what| invalid(format!("module {name:?}: {what}")))?,
+        );
     }
     specs.sort_by(|left, right| {
         (left.startup_order, &left.name).cmp(&(right.startup_order, &right.name))
@@ -104,7 +107,9 @@ fn module_spec(name: &str, module: &Value) -> std::result::Result<ModuleSpec, St
     let image = text("/settings/image").ok_or("settings.image is missing")?;
     let restart = match text("/restartPolicy") {
         None => RestartPolicy::Always,
-        Some(policy) => RestartPolicy::parse(policy).ok_or(format!("unknown restartPolicy {policy:?}"))?,
+        Some(policy) => {
+            RestartPolicy::parse(policy).ok_or(format!("unknown restartPolicy {policy:?}"))?
+        }
     };
     let running = match text("/status") {
         None | Some("running") => true,

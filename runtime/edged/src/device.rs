@@ -130,7 +130,10 @@ impl Device {
     pub fn apply(&mut self, bundle: &Path) -> Result<Applied> {
         let state = self.state()?;
         let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
-        let target = state.active.as_ref().map_or(Slot::A, |active| active.slot.other());
+        let target = state
+            .active
+            .as_ref()
+            .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
         intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
         // From here on the bundle is fully verified; only now is the
@@ -296,9 +299,10 @@ impl Device {
     /// request. The anti-rollback floor stays where it is.
     pub fn rollback(&mut self) -> Result<Installed> {
         let state = self.state()?;
-        let active = state.active.clone().ok_or_else(|| {
-            Error::NothingToRollBack("the device has no deployment".to_owned())
-        })?;
+        let active = state
+            .active
+            .clone()
+            .ok_or_else(|| Error::NothingToRollBack("the device has no deployment".to_owned()))?;
         let other = active.slot.other();
         let dir = self.deployment_dir(other);
         if !dir.is_dir() {

@@ -70,11 +70,12 @@ impl DockerEngine {
             .enable_all()
             .build()
             .map_err(|error| Error::Docker(format!("cannot start the I/O runtime: {error}")))?;
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|error| Error::Docker(format!("cannot connect to the Docker engine: {error}")))?;
-        let version = runtime
-            .block_on(docker.version())
-            .map_err(|error| Error::Docker(format!("the Docker engine does not answer: {error}")))?;
+        let docker = Docker::connect_with_local_defaults().map_err(|error| {
+            Error::Docker(format!("cannot connect to the Docker engine: {error}"))
+        })?;
+        let version = runtime.block_on(docker.version()).map_err(|error| {
+            Error::Docker(format!("the Docker engine does not answer: {error}"))
+        })?;
         let api = version.api_version.unwrap_or_default();
         if parse_api(&api).is_none_or(|found| found < MINIMUM_API) {
             return Err(Error::Docker(format!(
@@ -101,18 +102,22 @@ impl DockerEngine {
     fn load_images(&self, loaded: &Loaded) -> Result<()> {
         for image in &loaded.manifest.images {
             let archive = tar_directory(&loaded.dir.join(&image.path)).map_err(|error| {
-                Error::Docker(format!("cannot package the image of {}: {error}", image.module))
+                Error::Docker(format!(
+                    "cannot package the image of {}: {error}",
+                    image.module
+                ))
             })?;
             let options = ImportImageOptionsBuilder::new().quiet(true).build();
-            let mut stream = self.docker.import_image(
-                options,
-                bollard::body_full(archive.into()),
-                None,
-            );
+            let mut stream =
+                self.docker
+                    .import_image(options, bollard::body_full(archive.into()), None);
             self.runtime.block_on(async {
                 while let Some(item) = stream.next().await {
                     item.map_err(|error| {
-                        Error::Docker(format!("docker load of {} failed: {error}", image.reference))
+                        Error::Docker(format!(
+                            "docker load of {} failed: {error}",
+                            image.reference
+                        ))
                     })?;
                 }
                 Ok::<(), Error>(())
@@ -125,7 +130,10 @@ impl DockerEngine {
     fn owned(&self) -> Result<Vec<(String, HashMap<String, String>)>> {
         let mut filters = HashMap::new();
         filters.insert("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)]);
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
         let containers = self
             .runtime
             .block_on(self.docker.list_containers(Some(options)))
@@ -146,7 +154,9 @@ impl DockerEngine {
     /// Stops and removes a container edged owns.
     fn remove(&self, name: &str) -> Result<()> {
         let stop = StopContainerOptionsBuilder::new().t(10).build();
-        let _ = self.runtime.block_on(self.docker.stop_container(name, Some(stop)));
+        let _ = self
+            .runtime
+            .block_on(self.docker.stop_container(name, Some(stop)));
         let remove = RemoveContainerOptionsBuilder::new().force(true).build();
         self.runtime
             .block_on(self.docker.remove_container(name, Some(remove)))
@@ -161,8 +171,13 @@ impl DockerEngine {
 
     /// The container's `State` object as JSON, or `None` if it is gone.
     fn inspect_state(&self, name: &str) -> Result<Option<Value>> {
-        match self.runtime.block_on(self.docker.inspect_container(name, None)) {
-            Ok(inspect) => Ok(Some(serde_json::to_value(inspect.state).unwrap_or(Value::Null))),
+        match self
+            .runtime
+            .block_on(self.docker.inspect_container(name, None))
+        {
+            Ok(inspect) => Ok(Some(
+                serde_json::to_value(inspect.state).unwrap_or(Value::Null),
+            )),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -171,13 +186,20 @@ impl DockerEngine {
     }
 
     /// The create body of a module, with edged's labels.
-    fn create_body(&self, deployment: &str, module: &ModuleSpec) -> Result<(ContainerCreateBody, String)> {
+    fn create_body(
+        &self,
+        deployment: &str,
+        module: &ModuleSpec,
+    ) -> Result<(ContainerCreateBody, String)> {
         let body = create_body(&self.instance, deployment, module);
         let spec = hex::encode(Sha256::digest(body.to_string().as_bytes()));
         let mut body = body;
         body["Labels"][LABEL_SPEC] = json!(spec);
         let typed = serde_json::from_value(body).map_err(|error| {
-            Error::Docker(format!("create options of module {} are not valid: {error}", module.name))
+            Error::Docker(format!(
+                "create options of module {} are not valid: {error}",
+                module.name
+            ))
         })?;
         Ok((typed, spec))
     }
@@ -282,11 +304,13 @@ impl ModuleRuntime for DockerEngine {
             }
         }
         for (module, container, body, spec) in desired {
-            let present = existing.iter().any(|(name, labels)| {
-                *name == container && labels.get(LABEL_SPEC) == Some(&spec)
-            });
+            let present = existing
+                .iter()
+                .any(|(name, labels)| *name == container && labels.get(LABEL_SPEC) == Some(&spec));
             if !present {
-                let options = CreateContainerOptionsBuilder::new().name(&container).build();
+                let options = CreateContainerOptionsBuilder::new()
+                    .name(&container)
+                    .build();
                 self.runtime
                     .block_on(self.docker.create_container(Some(options), body))
                     .map_err(|error| {
@@ -331,8 +355,15 @@ impl ModuleRuntime for DockerEngine {
                     continue;
                 }
                 let start = field(&state, "StartedAt").to_owned();
-                if started.entry(module.name.clone()).or_insert_with(|| start.clone()) != &start {
-                    return Err(format!("module {} restarted during the health window", module.name));
+                if started
+                    .entry(module.name.clone())
+                    .or_insert_with(|| start.clone())
+                    != &start
+                {
+                    return Err(format!(
+                        "module {} restarted during the health window",
+                        module.name
+                    ));
                 }
                 match health_of(&state).as_deref() {
                     Some("unhealthy") => {
@@ -369,7 +400,10 @@ impl ModuleRuntime for DockerEngine {
             if running && !unhealthy {
                 continue;
             }
-            if !module.restart.restarts_after(if running { 0 } else { exit }, unhealthy) {
+            if !module
+                .restart
+                .restarts_after(if running { 0 } else { exit }, unhealthy)
+            {
                 continue;
             }
             let now = Instant::now();
@@ -381,7 +415,9 @@ impl ModuleRuntime for DockerEngine {
                 Some(when) if now >= when => {
                     backoff.next_attempt = None;
                     if running {
-                        let _ = self.runtime.block_on(self.docker.restart_container(&container, None));
+                        let _ = self
+                            .runtime
+                            .block_on(self.docker.restart_container(&container, None));
                     } else {
                         self.start(&container)?;
                     }

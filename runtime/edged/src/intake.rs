@@ -49,7 +49,9 @@ pub fn accept(
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
     let signatures: SignatureFile = serde_json::from_slice(&signature_bytes).map_err(|error| {
-        Error::Refused(format!("bundle.sig.json is not a valid signature file: {error}"))
+        Error::Refused(format!(
+            "bundle.sig.json is not a valid signature file: {error}"
+        ))
     })?;
     let keys = trust.verify(&manifest_bytes, &signatures)?;
     check_device(&manifest, config)?;
@@ -77,7 +79,10 @@ fn open_bundle(path: &Path) -> Result<File> {
         .metadata()
         .map_err(|error| Error::Refused(format!("cannot stat {}: {error}", path.display())))?;
     if !metadata.is_file() {
-        return Err(Error::Refused(format!("{} is not a regular file", path.display())));
+        return Err(Error::Refused(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     if metadata.len() == 0 {
         return Err(Error::Refused(format!("{} is empty", path.display())));
@@ -174,7 +179,10 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
     for image in &manifest.images {
         let inside = format!("{}/", image.path);
         if !image.path.starts_with("payload/images/")
-            || !manifest.payload.iter().any(|file| file.path.starts_with(&inside))
+            || !manifest
+                .payload
+                .iter()
+                .any(|file| file.path.starts_with(&inside))
         {
             return Err(Error::Refused(format!(
                 "image of module {:?} points at {:?}, which holds no payload",
@@ -224,7 +232,8 @@ fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Pa
     .map_err(|error| Error::Refused(error.to_string()))?;
     if verified.manifest_digest != accepted.digest {
         return Err(Error::Refused(
-            "the bundle changed while it was being read (manifest differs between passes)".to_owned(),
+            "the bundle changed while it was being read (manifest differs between passes)"
+                .to_owned(),
         ));
     }
     write_new(&staging.join(MANIFEST_PATH), &accepted.manifest_bytes)
@@ -240,7 +249,10 @@ fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Pa
 
 /// Writes one payload file, never following or replacing anything.
 fn write_payload(target: &Path, reader: &mut dyn Read, first: bool) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(target)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)?;
     let mut buffer = vec![0_u8; BUFFER];
     let mut written = false;
     loop {
@@ -273,9 +285,8 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn check_installed(deployment_dir: &Path) -> Result<BundleManifest> {
     let manifest_path = deployment_dir.join(MANIFEST_PATH);
     let bytes = fs::read(&manifest_path).map_err(Error::state("read", &manifest_path))?;
-    let manifest = BundleManifest::from_canonical_bytes(&bytes).map_err(|error| {
-        Error::CorruptState(format!("{}: {error}", manifest_path.display()))
-    })?;
+    let manifest = BundleManifest::from_canonical_bytes(&bytes)
+        .map_err(|error| Error::CorruptState(format!("{}: {error}", manifest_path.display())))?;
     for listed in &manifest.payload {
         let path = deployment_dir.join(&listed.path);
         let file = File::open(&path).map_err(Error::state("read", &path))?;
@@ -284,7 +295,9 @@ pub fn check_installed(deployment_dir: &Path) -> Result<BundleManifest> {
         let mut size = 0_u64;
         let mut buffer = vec![0_u8; BUFFER];
         loop {
-            let count = reader.read(&mut buffer).map_err(Error::state("read", &path))?;
+            let count = reader
+                .read(&mut buffer)
+                .map_err(Error::state("read", &path))?;
             if count == 0 {
                 break;
             }

@@ -73,7 +73,11 @@ impl ModuleRuntime for NoEngine {
         Ok(())
     }
 
-    fn health(&mut self, _deployment: &Loaded, _window: Duration) -> std::result::Result<(), String> {
+    fn health(
+        &mut self,
+        _deployment: &Loaded,
+        _window: Duration,
+    ) -> std::result::Result<(), String> {
         if self.healthy {
             Ok(())
         } else {

@@ -11,7 +11,9 @@ pub fn report(state: &State, active: Option<&Loaded>, modules: &[(String, Module
     let mut module_map = Map::new();
     for (name, status) in modules {
         let mut entry = serde_json::to_value(status).unwrap_or(Value::Null);
-        if let Some(spec) = active.and_then(|loaded| loaded.modules.iter().find(|module| &module.name == name)) {
+        if let Some(spec) =
+            active.and_then(|loaded| loaded.modules.iter().find(|module| &module.name == name))
+        {
             entry["version"] = json!(spec.version);
             entry["status"] = json!(if spec.running { "running" } else { "stopped" });
             entry["restartPolicy"] = json!(spec.restart.as_str());
@@ -54,7 +56,9 @@ pub fn human(report: &Value) -> String {
     text.push_str(&format!(
         "last change: {} {}\n",
         report["lastDesiredStatus"]["code"],
-        report["lastDesiredStatus"]["description"].as_str().unwrap_or("")
+        report["lastDesiredStatus"]["description"]
+            .as_str()
+            .unwrap_or("")
     ));
     if let Some(modules) = report["modules"].as_object() {
         for (name, module) in modules {

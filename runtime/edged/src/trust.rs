@@ -148,7 +148,11 @@ impl TrustStore {
                 "signed by {} trusted key(s), {} required (bundle signature key ids: {})",
                 valid.len(),
                 self.threshold,
-                if signers.is_empty() { "none".to_owned() } else { signers.join(", ") }
+                if signers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    signers.join(", ")
+                }
             )));
         }
         Ok(valid.into_values().collect())
@@ -200,7 +204,10 @@ impl TrustStore {
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
-                    return Err(Error::Trust(format!("cannot list {}: {error}", dir.display())));
+                    return Err(Error::Trust(format!(
+                        "cannot list {}: {error}",
+                        dir.display()
+                    )));
                 }
             }
         }
@@ -289,11 +296,17 @@ impl TokenSession {
     /// Creates a token public key object for `key`; needs the user PIN.
     fn add_public_key(&self, config: &Pkcs11Config, key: &VerifyingKey, label: &str) -> Result<()> {
         let pin_file = config.pin_file.as_ref().ok_or_else(|| {
-            Error::Config("trust.pkcs11.pin_file is needed to add an anchor to the token".to_owned())
+            Error::Config(
+                "trust.pkcs11.pin_file is needed to add an anchor to the token".to_owned(),
+            )
         })?;
-        let pin = std::fs::read_to_string(pin_file)
-            .map_err(|error| Error::Trust(format!("cannot read {}: {error}", pin_file.display())))?;
-        match self.session.login(UserType::User, Some(&AuthPin::from(pin.trim()))) {
+        let pin = std::fs::read_to_string(pin_file).map_err(|error| {
+            Error::Trust(format!("cannot read {}: {error}", pin_file.display()))
+        })?;
+        match self
+            .session
+            .login(UserType::User, Some(&AuthPin::from(pin.trim())))
+        {
             Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(error) => return Err(Error::Trust(format!("cannot log in to the token: {error}"))),
         }
@@ -333,6 +346,10 @@ fn find_token(context: &Pkcs11, label: &str) -> Result<Slot> {
     }
     Err(Error::Trust(format!(
         "no PKCS#11 token labelled {label:?} (tokens present: {})",
-        if present.is_empty() { "none".to_owned() } else { present.join(", ") }
+        if present.is_empty() {
+            "none".to_owned()
+        } else {
+            present.join(", ")
+        }
     )))
 }
