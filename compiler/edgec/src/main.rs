@@ -104,6 +104,9 @@ enum Command {
     /// Work with IoT Edge routes on their own.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// dm-verity hash trees, interchangeable with veritysetup's (format 1, sha256, 4 KiB blocks).
+    #[command(subcommand)]
+    Verity(VerityCommand),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +122,31 @@ enum RouteCommand {
         /// The message, in the conformance corpus message format (default: empty telemetry).
         #[arg(long)]
         message: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerityCommand {
+    /// Write the hash tree of DATA to HASH and print the root hash, as `veritysetup format` does.
+    /// Unlike veritysetup, a salt or UUID that is not given is derived from the content rather
+    /// than random, so the same data always gives the same hash file: the salt is the SHA-256 of
+    /// the data's whole blocks, the UUID comes from the root hash.
+    Format {
+        data: PathBuf,
+        hash: PathBuf,
+        /// The salt in hexadecimal, or `-` for none (default: derived from the data).
+        #[arg(long)]
+        salt: Option<String>,
+        /// The UUID recorded in the superblock (default: derived from the root hash).
+        #[arg(long)]
+        uuid: Option<String>,
+    },
+    /// Check DATA and HASH against ROOTHASH: exit 0 if they verify, 1 naming the first bad block,
+    /// 2 if a file cannot be read.
+    Verify {
+        data: PathBuf,
+        hash: PathBuf,
+        roothash: String,
     },
 }
 
@@ -163,6 +191,17 @@ fn main() -> ExitCode {
         Command::Route(RouteCommand::Eval { condition, message }) => {
             commands::route::eval(&condition, message.as_deref())
         }
+        Command::Verity(VerityCommand::Format {
+            data,
+            hash,
+            salt,
+            uuid,
+        }) => commands::verity::format(&data, &hash, salt.as_deref(), uuid.as_deref()),
+        Command::Verity(VerityCommand::Verify {
+            data,
+            hash,
+            roothash,
+        }) => commands::verity::verify(&data, &hash, &roothash),
     };
     ExitCode::from(status as u8)
 }

@@ -8,3 +8,4 @@ pub mod import;
 pub mod keys;
 pub mod route;
 pub mod signing;
+pub mod verity;
