@@ -153,10 +153,7 @@ impl<'s> Parser<'s> {
             self.comments
                 .borrow_mut()
                 .insert(span.start, Comment { span, trailing });
-            let (rest, _) = nom::bytes::complete::take::<_, _, Expectation>(comment_length)
-                .parse(input)
-                .unwrap_or((input, input));
-            input = rest;
+            input = advance(input, comment_length);
         }
     }
 
@@ -600,7 +597,12 @@ impl<'s> Parser<'s> {
             }
             _ => return fail(&input, "a type"),
         };
+        let mut suffixes = 0;
         loop {
+            if input.fragment().starts_with(['(', '?']) && depth + suffixes > MAXIMUM_NESTING {
+                return Ok(self.too_many_suffixes(input, expression));
+            }
+            suffixes += 1;
             if input.fragment().starts_with('(') {
                 let (rest, refinements) = self.refinements(input, depth)?;
                 expression = TypeExpression {
@@ -620,6 +622,32 @@ impl<'s> Parser<'s> {
             } else {
                 return Ok((input, expression));
             }
+        }
+    }
+
+    /// Records a nesting error for a type with too many `?` and `(…)` suffixes (each one wraps the
+    /// type once more, and everything that walks types recurses), and skips the rest of them
+    /// without wrapping further.
+    fn too_many_suffixes<'a>(
+        &self,
+        mut input: Input<'a>,
+        expression: TypeExpression,
+    ) -> (Input<'a>, TypeExpression) {
+        let start = offset(&input);
+        self.error(
+            SyntaxErrorKind::NestingTooDeep {
+                limit: MAXIMUM_NESTING,
+            },
+            Span::new(start, start + 1),
+        );
+        loop {
+            let position = offset(&input);
+            let end = match input.fragment().chars().next() {
+                Some('?') => position + 1,
+                Some('(') => skip_balanced(self.source, position, false),
+                _ => return (input, expression),
+            };
+            input = advance(input, end - position);
         }
     }
 
@@ -683,11 +711,14 @@ impl<'s> Parser<'s> {
     }
 }
 
-/// Moves `count` bytes forward; `count` must fall on a character boundary.
+/// Moves `count` bytes forward; `count` must fall on a character boundary. (nom's `take` counts
+/// characters, not bytes, so it would overshoot after non-ASCII text.)
 pub(super) fn advance(input: Input<'_>, count: usize) -> Input<'_> {
-    nom::bytes::complete::take::<_, _, Expectation>(count)
-        .parse(input)
-        .map_or(input, |(rest, _)| rest)
+    if input.fragment().is_char_boundary(count) {
+        nom::Input::take_from(&input, count)
+    } else {
+        input
+    }
 }
 
 /// `[A-Za-z_][A-Za-z0-9_-]*`.
