@@ -31,13 +31,33 @@ fn trust_anchors_on_a_pkcs11_token() {
     let tokens = device.root.path().join("tokens");
     fs::create_dir(&tokens).unwrap();
     let softhsm_conf = device.root.path().join("softhsm2.conf");
-    fs::write(&softhsm_conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
+    fs::write(
+        &softhsm_conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
     let output = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "654321"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "654321",
+        ])
         .env("SOFTHSM2_CONF", &softhsm_conf)
         .output()
         .expect("softhsm2-util is missing: install softhsm2");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let pin_file = device.root.path().join("pin");
     fs::write(&pin_file, PIN).unwrap();
     // The token replaces the trust directory.
@@ -45,32 +65,67 @@ fn trust_anchors_on_a_pkcs11_token() {
     let text = text.replace(&format!("dir = \"{}\"\n", device.trust_dir.display()), "");
     fs::write(
         &device.config,
-        format!("{text}[trust.pkcs11]\nmodule = \"{MODULE}\"\ntoken = \"{TOKEN}\"\npin_file = \"{}\"\n", pin_file.display()),
+        format!(
+            "{text}[trust.pkcs11]\nmodule = \"{MODULE}\"\ntoken = \"{TOKEN}\"\npin_file = \"{}\"\n",
+            pin_file.display()
+        ),
     )
     .unwrap();
-    let edged = |args: &[&str]| device.command("none", args).env("SOFTHSM2_CONF", &softhsm_conf).output().unwrap();
+    let edged = |args: &[&str]| {
+        device
+            .command("none", args)
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .output()
+            .unwrap()
+    };
 
     let output = edged(&["trust", "list"]);
-    assert_eq!(output.status.code(), Some(7), "an empty token trusts nobody");
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "an empty token trusts nobody"
+    );
     let output = edged(&["trust", "add", fleet.public_path.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let output = edged(&["trust", "list"]);
     let listing = String::from_utf8_lossy(&output.stdout);
     let fleet_id = edge_bundle::key_id(&edge_bundle::Signer::public_key(&fleet.signer));
-    assert!(listing.contains(&format!("{fleet_id} token edged-anchor-")), "{listing}");
+    assert!(
+        listing.contains(&format!("{fleet_id} token edged-anchor-")),
+        "{listing}"
+    );
 
     let files = files("hsm");
-    let rogue_bundle = device.write_bundle("rogue.edgebundle", &bundle(&manifest(1, &files), &files, &[&rogue]));
+    let rogue_bundle = device.write_bundle(
+        "rogue.edgebundle",
+        &bundle(&manifest(1, &files), &files, &[&rogue]),
+    );
     let output = edged(&["apply", rogue_bundle.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Dropping a key file into the old trust directory adds no trust.
     fs::copy(&rogue.public_path, device.trust_dir.join("rogue.pub")).unwrap();
     let output = edged(&["apply", rogue_bundle.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(3));
 
-    let good = device.write_bundle("good.edgebundle", &bundle(&manifest(1, &files), &files, &[&fleet]));
+    let good = device.write_bundle(
+        "good.edgebundle",
+        &bundle(&manifest(1, &files), &files, &[&fleet]),
+    );
     let output = edged(&["apply", good.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(device.state().committed_version, 1);
 
     let output = device
@@ -78,5 +133,10 @@ fn trust_anchors_on_a_pkcs11_token() {
         .env("SOFTHSM2_CONF", device.root.path().join("missing.conf"))
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(7), "an unreachable token is a trust error: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "an unreachable token is a trust error: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
