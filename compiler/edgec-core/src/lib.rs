@@ -16,7 +16,15 @@ pub mod syntax;
 pub fn imports(tree: &syntax::ast::SyntaxTree) -> Vec<(String, span::Span)> {
     tree.entries
         .iter()
-        .filter(|entry| entry.key.name == "import" && !entry.key.quoted)
+        .filter(|entry| {
+            // A malformed import (with a type, value or block) is reported by the checker and
+            // not followed, so one mistake gives one diagnostic.
+            entry.key.name == "import"
+                && !entry.key.quoted
+                && entry.type_annotation.is_none()
+                && entry.value.is_none()
+                && entry.block.is_none()
+        })
         .filter_map(|entry| entry.label.as_ref().filter(|label| label.quoted))
         .map(|label| (label.name.clone(), label.span))
         .collect()
@@ -30,7 +38,8 @@ pub fn compile(
     overrides: &[(String, String)],
 ) -> (check::Program, Vec<diagnostic::Diagnostic>) {
     let overrides_tree = (!overrides.is_empty()).then(|| {
-        let text = check::overrides_source(overrides);
+        let string_parameters = check::string_parameters(trees.iter().map(|(_, tree)| tree));
+        let text = check::overrides_source(overrides, &string_parameters);
         let tree = syntax::parse(&text);
         (sources.add(source::SourceFile::new("--set", text)), tree)
     });

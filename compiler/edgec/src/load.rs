@@ -72,7 +72,8 @@ pub fn load(roots: &[PathBuf]) -> Result<LoadedProgram, UsageError> {
         diagnostics: Vec::new(),
     };
     let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut queue: Vec<PathBuf> = Vec::new();
+    // Imports still to load, with where each was imported, so a read failure can point there.
+    let mut queue: Vec<(PathBuf, String, Location)> = Vec::new();
     for root in expand_paths(roots)? {
         let bytes = std::fs::read(&root)
             .map_err(|error| UsageError(format!("cannot read `{}`: {error}", root.display())))?;
@@ -81,9 +82,16 @@ pub fn load(roots: &[PathBuf]) -> Result<LoadedProgram, UsageError> {
             add_file(&mut loaded, &root, &bytes, &mut queue, &mut seen);
         }
     }
-    while let Some(path) = queue.pop() {
-        if let Ok(bytes) = std::fs::read(&path) {
-            add_file(&mut loaded, &path, &bytes, &mut queue, &mut seen);
+    while let Some((path, import, location)) = queue.pop() {
+        match std::fs::read(&path) {
+            Ok(bytes) => add_file(&mut loaded, &path, &bytes, &mut queue, &mut seen),
+            Err(error) => loaded.diagnostics.push(Diagnostic::new(
+                DiagnosticKind::ImportNotFound {
+                    path: import,
+                    reason: error.kind().to_string(),
+                },
+                location,
+            )),
         }
     }
     Ok(loaded)
@@ -93,7 +101,7 @@ fn add_file(
     loaded: &mut LoadedProgram,
     path: &Path,
     bytes: &[u8],
-    queue: &mut Vec<PathBuf>,
+    queue: &mut Vec<(PathBuf, String, Location)>,
     seen: &mut BTreeSet<PathBuf>,
 ) {
     let name = path.display().to_string();
@@ -122,7 +130,7 @@ fn add_file(
             Ok(canonical) => match std::fs::metadata(&canonical) {
                 Ok(metadata) if metadata.is_file() => {
                     if seen.insert(canonical) {
-                        queue.push(target);
+                        queue.push((target, import, location));
                     }
                 }
                 _ => loaded.diagnostics.push(Diagnostic::new(

@@ -237,7 +237,7 @@ fn routes_to_missing_modules(manifest: &Json) -> Vec<String> {
     let content = modules_content(manifest);
     let modules: Vec<String> = content["$edgeAgent"]["properties.desired"]["modules"]
         .as_object()
-        .map(|modules| modules.keys().map(|name| name.to_lowercase()).collect())
+        .map(|modules| modules.keys().cloned().collect())
         .unwrap_or_default();
     let routes = content
         .get("$edgeHub")
@@ -248,8 +248,16 @@ fn routes_to_missing_modules(manifest: &Json) -> Vec<String> {
         let start = text.find(marker)? + marker.len();
         let rest = &text[start..];
         let end = rest.find(['/', ' ', '"']).unwrap_or(rest.len());
-        Some(rest[..end].to_lowercase())
+        Some(rest[..end].to_owned())
     };
+    // The hub matches route sources ignoring case, but a sink's module name exactly.
+    let missing_source = |module: String| {
+        module != "*"
+            && !modules
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(&module))
+    };
+    let missing_sink = |module: String| !modules.contains(&module);
     routes
         .iter()
         .filter(|(_, route)| {
@@ -257,13 +265,8 @@ fn routes_to_missing_modules(manifest: &Json) -> Vec<String> {
                 .as_str()
                 .or_else(|| route["route"].as_str())
                 .unwrap_or_default();
-            [
-                named_module(text, "/messages/modules/"),
-                named_module(text, "BrokeredEndpoint(\"/modules/"),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|module| module != "*" && !modules.contains(&module))
+            named_module(text, "/messages/modules/").is_some_and(missing_source)
+                || named_module(text, "BrokeredEndpoint(\"/modules/").is_some_and(missing_sink)
         })
         .map(|(name, _)| name.clone())
         .collect()

@@ -68,7 +68,8 @@ pub fn message(error: &RouteError) -> String {
         }
         RouteErrorKind::BodyPathShapeMismatch { path, found } => {
             format!(
-                "'$body.{path}' is a {found} in the body schema and cannot be navigated this way"
+                "'$body.{path}' is {} in the body schema and cannot be navigated this way",
+                with_article(found)
             )
         }
         RouteErrorKind::MixedTypeBodyComparison {
@@ -76,7 +77,11 @@ pub fn message(error: &RouteError) -> String {
             field_type,
             other_type,
         } => {
-            format!("'$body.{path}' is a {field_type} but is compared with a {other_type}")
+            format!(
+                "'$body.{path}' is {} but is compared with {}",
+                with_article(field_type),
+                with_article(other_type)
+            )
         }
         RouteErrorKind::NumberComparedWithApplicationProperty { property } => {
             format!(
@@ -149,4 +154,14 @@ fn expectation(expected: Expectation) -> &'static str {
         Expectation::SystemPropertyInBraces => "a $property inside '{ }'",
         Expectation::ClosingBrace => "'}'",
     }
+}
+
+/// `a number`, `an object`: the indefinite article English wants before a type name.
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
 }

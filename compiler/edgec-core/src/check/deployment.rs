@@ -58,7 +58,16 @@ pub fn check<'a>(
     let mut sites: BTreeMap<&str, Location> = BTreeMap::new();
     for (module, location) in &module_names {
         if let Some(first) = sites.insert(module, *location) {
-            checker.report_duplicate("module in this deployment", module, *location, first);
+            checker.diagnostics.push(
+                Diagnostic::new(
+                    DiagnosticKind::ListedTwice {
+                        list: "the deployment's modules",
+                        name: module.clone(),
+                    },
+                    *location,
+                )
+                .with_label(first, LabelRole::FirstListed),
+            );
         } else if known_modules.contains_key(module) {
             modules.push(module.clone());
         } else {
@@ -239,8 +248,18 @@ fn credential<'a>(
         arguments,
     } = &value.kind
         && function.name == "env"
-        && let [variable] = arguments.as_slice()
     {
+        let [variable] = arguments.as_slice() else {
+            checker.report(
+                DiagnosticKind::TypeMismatch {
+                    expected: "one environment variable name: `env(\"NAME\")`".into(),
+                    found: format!("{} arguments", arguments.len()),
+                },
+                file,
+                value.span,
+            );
+            return None;
+        };
         return checker.string(file, variable).map(Credential::Environment);
     }
     if secret {
@@ -261,8 +280,8 @@ fn route<'a>(checker: &mut Checker<'a>, file: FileId, entry: &'a Entry) -> Optio
         );
         return None;
     };
-    let text = checker.string(file, value)?;
-    let (mut priority, mut time_to_live_seconds) = (None, None);
+    let text = checker.string(file, value);
+    let (mut priority, mut time_to_live_seconds, mut attributes_valid) = (None, None, true);
     if let Some(block) = &entry.block {
         let reader = BlockReader::new(
             checker,
@@ -274,20 +293,20 @@ fn route<'a>(checker: &mut Checker<'a>, file: FileId, entry: &'a Entry) -> Optio
             &[],
         );
         if let Some(value) = reader.value(checker, "priority") {
-            priority = Some(checker.integer(
-                file,
-                value,
-                "route priority",
-                Bounds {
-                    low: Some(0.0),
-                    high: Some(9.0),
-                },
-            )?);
+            let bounds = Bounds {
+                low: Some(0.0),
+                high: Some(9.0),
+            };
+            priority = checker.integer(file, value, "route priority", bounds);
+            attributes_valid &= priority.is_some();
         }
         if let Some(value) = reader.value(checker, "ttl") {
-            time_to_live_seconds = Some(checker.duration(file, value)?);
+            time_to_live_seconds = checker.duration(file, value);
+            attributes_valid &= time_to_live_seconds.is_some();
         }
     }
+    // Both attributes are checked before giving up, so one run reports both problems.
+    let text = text.filter(|_| attributes_valid)?;
     Some(Route {
         name: label.name.clone(),
         text,

@@ -27,7 +27,7 @@ use crate::span::{FileId, Location, Span};
 use crate::syntax::ast::SyntaxTree;
 use context::Checker;
 pub use model::Program;
-pub use parameters::overrides_source;
+pub use parameters::{overrides_source, string_parameters};
 
 /// One parsed source file, with its display name (import-relative paths are resolved by the CLI).
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +112,9 @@ impl Definition<'_> {
 pub fn source_rejection(file: FileId, rejection: &crate::source::SourceRejection) -> Diagnostic {
     use crate::source::{MAXIMUM_SOURCE_BYTES, SourceRejection};
     let (kind, span) = match rejection {
-        SourceRejection::NotUtf8 { .. } => (DiagnosticKind::NotUtf8, Span::new(0, 0)),
+        SourceRejection::NotUtf8 { offset } => {
+            (DiagnosticKind::NotUtf8 { offset: *offset }, Span::new(0, 0))
+        }
         SourceRejection::TooLarge { size } => (
             DiagnosticKind::FileTooLarge {
                 size: *size,
@@ -120,7 +122,10 @@ pub fn source_rejection(file: FileId, rejection: &crate::source::SourceRejection
             },
             Span::new(0, 0),
         ),
-        SourceRejection::Binary { .. } => (DiagnosticKind::BinaryFile, Span::new(0, 0)),
+        SourceRejection::Binary { offset } => (
+            DiagnosticKind::BinaryFile { offset: *offset },
+            Span::new(0, 0),
+        ),
     };
     Diagnostic::new(kind, Location::new(file, span))
 }

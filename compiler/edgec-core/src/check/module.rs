@@ -32,6 +32,8 @@ const ATTRIBUTES: &[&str] = &[
 ];
 const REPEATABLE: &[&str] = &["input", "output"];
 const LIMIT_ATTRIBUTES: &[&str] = &["memory", "cpus"];
+/// Docker's smallest memory limit.
+const MINIMUM_MEMORY_LIMIT: u64 = 6 * 1024 * 1024;
 /// The largest CPU limit accepted, matching the largest CPU count of a hardware profile.
 const MAXIMUM_CPUS: f64 = 1024.0;
 
@@ -305,9 +307,27 @@ fn limits<'a>(
         LIMIT_ATTRIBUTES,
         &[],
     );
-    let memory = reader
-        .value(checker, "memory")
-        .map(|value| checker.size(file, value).map(|bytes| (bytes, value.span)));
+    let memory = reader.value(checker, "memory").map(|value| {
+        let bytes = checker.size(file, value)?;
+        // Docker reads 0 as "no limit" and refuses limits below 6 MiB when it creates the
+        // container; both would surprise a user who wrote a limit.
+        if bytes < MINIMUM_MEMORY_LIMIT {
+            checker.report(
+                DiagnosticKind::OutOfRange {
+                    what: "memory limit".into(),
+                    value: crate::diagnostic::wording::human_bytes(bytes),
+                    bounds: format!(
+                        "at least {}",
+                        crate::diagnostic::wording::human_bytes(MINIMUM_MEMORY_LIMIT)
+                    ),
+                },
+                file,
+                value.span,
+            );
+            return None;
+        }
+        Some((bytes, value.span))
+    });
     let cpus = reader.value(checker, "cpus").map(|value| {
         let cpus = checker.number(file, value)?;
         // Docker reads a NanoCpus of 0 as "no limit", so zero or less must not slip through.

@@ -3,7 +3,7 @@
 //! Overrides arrive as a small `.edge` source of `name = value` lines (see [`overrides_source`]),
 //! so they are parsed by the same parser and their diagnostics point into the command line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::ParsedFile;
 use super::context::{Checker, Parameter};
@@ -12,22 +12,34 @@ use super::reader::malformed;
 use crate::diagnostic::{DiagnosticKind, LabelRole};
 use crate::span::Location;
 use crate::suggest::closest;
-use crate::syntax::ast::ValueKind;
+use crate::syntax::ast::{SyntaxTree, TypeExpression, TypeKind, ValueKind};
 
-/// Turns `--set` assignments into `.edge` source text. A value that reads as a literal (`3`,
-/// `true`, `"text"`, `512MiB`, `[1, 2]`) is kept as written; anything else (`1.2.3`, `fast`) is
-/// taken as a string, so `--set tag=1.2.3` works without shell-escaped quotes.
-pub fn overrides_source(assignments: &[(String, String)]) -> String {
+/// Turns `--set` assignments into `.edge` source text. A value for a string parameter is always
+/// taken as a string, so `--set tag=1.5` means `"1.5"`; any other value that reads as a literal
+/// (`3`, `true`, `"text"`, `512MiB`, `[1, 2]`) is kept as written; anything else (`1.2.3`,
+/// `fast`) is taken as a string, so shell users never need escaped quotes.
+pub fn overrides_source(
+    assignments: &[(String, String)],
+    string_parameters: &BTreeSet<String>,
+) -> String {
     let mut source = String::new();
     for (name, value) in assignments {
         let trimmed = value.trim();
-        let tree = crate::syntax::parse(&format!("x = {trimmed}"));
-        let literal = tree.errors.is_empty()
-            && matches!(
-                tree.entries.as_slice(),
-                [entry] if entry.block.is_none()
-                    && entry.value.as_ref().is_some_and(|value| !matches!(value.kind, ValueKind::Reference(_) | ValueKind::Call { .. }))
-            );
+        let quoted_already =
+            trimmed.starts_with('"') || trimmed.starts_with("r\"") || trimmed.starts_with("r#");
+        let literal = if string_parameters.contains(name) {
+            quoted_already
+        } else {
+            let tree = crate::syntax::parse(&format!("x = {trimmed}"));
+            tree.errors.is_empty()
+                && matches!(
+                    tree.entries.as_slice(),
+                    [entry] if entry.block.is_none()
+                        && entry.value.as_ref().is_some_and(|value| {
+                            !matches!(value.kind, ValueKind::Reference(_) | ValueKind::Call { .. })
+                        })
+                )
+        };
         let rendered = if literal {
             trimmed.to_owned()
         } else {
@@ -36,6 +48,30 @@ pub fn overrides_source(assignments: &[(String, String)]) -> String {
         source.push_str(&format!("{name} = {rendered}\n"));
     }
     source
+}
+
+/// The parameters declared with a string type (`string`, a refinement of it, a union of string
+/// literals, or an optional of those), read from the syntax alone because overrides are parsed
+/// before checking.
+pub fn string_parameters<'t>(trees: impl IntoIterator<Item = &'t SyntaxTree>) -> BTreeSet<String> {
+    fn is_string(expression: &TypeExpression) -> bool {
+        match &expression.kind {
+            TypeKind::Named(key) => key.name == "string",
+            TypeKind::Refined { base, .. } | TypeKind::Optional(base) => is_string(base),
+            TypeKind::Union(alternatives) => alternatives
+                .iter()
+                .all(|alternative| matches!(alternative.kind, ValueKind::String(_))),
+            _ => false,
+        }
+    }
+    trees
+        .into_iter()
+        .flat_map(|tree| &tree.entries)
+        .filter(|entry| {
+            entry.key.name == "param" && entry.type_annotation.as_ref().is_some_and(is_string)
+        })
+        .filter_map(|entry| entry.label.as_ref().map(|label| label.name.clone()))
+        .collect()
 }
 
 pub fn bind<'a>(

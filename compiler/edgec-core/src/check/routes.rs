@@ -160,19 +160,21 @@ fn check_module_name(
     scope: &RouteScope<'_>,
     name: &str,
     location: Location,
+    case_sensitive: bool,
 ) {
     // A deployed module whose own definition had errors has no model; it was reported already.
-    if scope
-        .deployment_modules
-        .iter()
-        .any(|deployed| deployed.eq_ignore_ascii_case(name))
-    {
+    // Sources match module names ignoring case, as the hub does; sinks must match exactly.
+    let same = |deployed: &String| {
+        if case_sensitive {
+            deployed == name
+        } else {
+            deployed.eq_ignore_ascii_case(name)
+        }
+    };
+    if scope.deployment_modules.iter().any(same) {
         return;
     }
-    let known = scope
-        .known_modules
-        .keys()
-        .any(|known| known.eq_ignore_ascii_case(name));
+    let known = scope.known_modules.keys().any(same);
     let kind = if known {
         DiagnosticKind::RouteModuleNotDeployed {
             module: name.to_owned(),
@@ -212,7 +214,7 @@ fn check_source(
     let module_location = map(segment(3).unwrap_or(parsed.source.span.clone()));
     // Sources match case-insensitively on the hub, so module and output names do too.
     let Some(module) = find_module(scope.deployed, module_name, false) else {
-        check_module_name(checker, scope, module_name, module_location);
+        check_module_name(checker, scope, module_name, module_location, false);
         return;
     };
     if let Some(output) = output
@@ -263,7 +265,7 @@ fn check_sink(
             .unwrap_or(address.clone())
     };
     let Some(module) = find_module(scope.deployed, module_name, true) else {
-        check_module_name(checker, scope, module_name, map(segment(2)));
+        check_module_name(checker, scope, module_name, map(segment(2)), true);
         return;
     };
     if !module.inputs.contains_key(input) {

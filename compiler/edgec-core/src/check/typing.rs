@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 use super::context::{Checker, describe_value};
 use super::types::{BUILT_IN_TYPES, Bounds, Field, StringPattern, Type};
 use crate::diagnostic::DiagnosticKind;
+use crate::diagnostic::wording::{human_bytes, human_duration};
 use crate::span::FileId;
 use crate::suggest::closest;
 use crate::syntax::ast::{Block, Refinement, TypeExpression, TypeKind, Value, ValueKind};
@@ -400,11 +401,17 @@ impl<'a> Checker<'a> {
         number: f64,
         bounds: &Bounds,
     ) {
+        // Sizes and durations read back in the units they are written in, not raw numbers.
+        let render = |quantity: f64| match value.kind {
+            ValueKind::Size(_) => human_bytes(quantity as u64),
+            ValueKind::Duration(_) => human_duration(quantity as u64),
+            _ => quantity.to_string(),
+        };
         self.report(
             DiagnosticKind::OutOfRange {
                 what: what.to_owned(),
-                value: number.to_string(),
-                bounds: bounds.describe(|bound| bound.to_string()),
+                value: render(number),
+                bounds: bounds.describe(render),
             },
             file,
             value.span,

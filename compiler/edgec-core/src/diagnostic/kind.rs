@@ -6,12 +6,16 @@ use crate::syntax::ast::SyntaxErrorKind;
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiagnosticKind {
     Syntax(SyntaxErrorKind),
-    NotUtf8,
+    NotUtf8 {
+        offset: usize,
+    },
     FileTooLarge {
         size: usize,
         limit: usize,
     },
-    BinaryFile,
+    BinaryFile {
+        offset: usize,
+    },
     EmptyFile,
     ImportNotFound {
         path: String,
@@ -28,6 +32,11 @@ pub enum DiagnosticKind {
     },
     Duplicate {
         what: &'static str,
+        name: String,
+    },
+    /// A name given twice in one list, such as a deployment's `modules`.
+    ListedTwice {
+        list: &'static str,
         name: String,
     },
     UnknownAttribute {
@@ -166,6 +175,7 @@ pub enum DiagnosticKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LabelRole {
     FirstDefinition,
+    FirstListed,
     DeclaredHere,
     CycleStep {
         from: String,
@@ -195,14 +205,15 @@ impl DiagnosticKind {
             Syntax(S::NestingTooDeep { .. }) => Code::E0007,
             Syntax(S::UnclosedDelimiter { .. }) => Code::E0008,
             Syntax(S::UnexpectedClosingDelimiter { .. }) => Code::E0009,
-            NotUtf8 => Code::E0010,
+            NotUtf8 { .. } => Code::E0010,
             FileTooLarge { .. } => Code::E0011,
-            BinaryFile => Code::E0012,
+            BinaryFile { .. } => Code::E0012,
             EmptyFile => Code::W0013,
             ImportNotFound { .. } => Code::E0014,
             SelfImport { .. } => Code::E0015,
             UnknownName { .. } => Code::E0101,
             Duplicate { .. } => Code::E0102,
+            ListedTwice { .. } => Code::E0102,
             UnknownAttribute { .. } => Code::E0103,
             MissingAttribute { .. } => Code::E0104,
             TypeMismatch { .. } => Code::E0105,

@@ -14,13 +14,15 @@ pub fn message(diagnostic: &Diagnostic) -> String {
     use DiagnosticKind::*;
     match &diagnostic.kind {
         Syntax(kind) => syntax_message(kind),
-        NotUtf8 => "this file is not valid UTF-8".into(),
+        NotUtf8 { offset } => {
+            format!("this file is not valid UTF-8 (the first invalid byte is at offset {offset})")
+        }
         FileTooLarge { size, limit } => {
             format!("this file is {size} bytes, more than the {limit}-byte limit for a source file")
         }
-        BinaryFile => {
-            "this file contains NUL bytes; it looks like a binary file, not a `.edge` source".into()
-        }
+        BinaryFile { offset } => format!(
+            "this file contains a NUL byte at offset {offset}; it looks like a binary file, not a `.edge` source"
+        ),
         EmptyFile => "this file is empty".into(),
         ImportNotFound { path, reason } => format!("cannot import `{path}`: {reason}"),
         SelfImport { path } => format!("`{path}` imports itself"),
@@ -28,6 +30,7 @@ pub fn message(diagnostic: &Diagnostic) -> String {
             namespace, name, ..
         } => format!("unknown {namespace} `{name}`"),
         Duplicate { what, name } => format!("{what} `{name}` is defined more than once"),
+        ListedTwice { list, name } => format!("`{name}` is listed more than once in {list}"),
         UnknownAttribute { block, name, .. } => format!("`{name}` is not an attribute of {block}"),
         MissingAttribute { block, name } => {
             format!("{block} is missing the required attribute `{name}`")
@@ -165,9 +168,8 @@ pub fn primary_label(diagnostic: &Diagnostic) -> String {
         Syntax(SyntaxErrorKind::UnclosedDelimiter { .. }) => "opened here and never closed".into(),
         Syntax(SyntaxErrorKind::NestingTooDeep { .. }) => "this is nested too deeply".into(),
         Syntax(_) => "here".into(),
-        NotUtf8 => "the first invalid byte".into(),
-        BinaryFile => "NUL byte".into(),
         Duplicate { .. } => "defined again here".into(),
+        ListedTwice { .. } => "listed again here".into(),
         UnknownName { .. } | UnknownAttribute { .. } | UnknownTopLevel { .. } => "not found".into(),
         MissingAttribute { name, .. } => format!("`{name}` is required here"),
         TypeMismatch { expected, .. } => format!("expected {expected}"),
@@ -188,6 +190,7 @@ pub fn primary_label(diagnostic: &Diagnostic) -> String {
 pub fn secondary_label(role: &LabelRole) -> String {
     match role {
         LabelRole::FirstDefinition => "first defined here".into(),
+        LabelRole::FirstListed => "first listed here".into(),
         LabelRole::DeclaredHere => "declared here".into(),
         LabelRole::CycleStep { from, to } => format!("`{from}` starts after `{to}`"),
         LabelRole::HardwareArchitecture => "the target hardware's architecture".into(),
@@ -209,9 +212,9 @@ pub fn help(diagnostic: &Diagnostic) -> Option<String> {
     };
     match &diagnostic.kind {
         Syntax(kind) => syntax_help(kind),
-        NotUtf8 => Some("save the file as UTF-8".into()),
+        NotUtf8 { .. } => Some("save the file as UTF-8".into()),
         FileTooLarge { .. } => Some("split the fleet into several files that import each other".into()),
-        BinaryFile => Some("check that the path names a `.edge` source file".into()),
+        BinaryFile { .. } => Some("check that the path names a `.edge` source file".into()),
         EmptyFile => Some("add a definition, or remove the file".into()),
         ImportNotFound { .. } => Some("import paths are relative to the importing file".into()),
         SelfImport { .. } => Some("remove this import; a file's own definitions are always visible".into()),
@@ -219,6 +222,7 @@ pub fn help(diagnostic: &Diagnostic) -> Option<String> {
             did_you_mean(suggestion).or_else(|| Some(format!("define the {namespace} or import the file that does")))
         }
         Duplicate { what, .. } => Some(format!("rename or remove one of the {what}s")),
+        ListedTwice { .. } => Some("remove the repeated entry".into()),
         UnknownAttribute { suggestion, block, .. } => {
             did_you_mean(suggestion).or_else(|| Some(format!("see `schema/LANGUAGE.md` for the attributes of {block}")))
         }
@@ -297,4 +301,14 @@ pub fn human_bytes(bytes: u64) -> String {
         }
     }
     format!("{bytes}B")
+}
+
+/// Seconds in the largest unit that keeps a whole number, as `.edge` writes durations.
+pub fn human_duration(seconds: u64) -> String {
+    for (unit, multiplier) in crate::syntax::DURATION_UNITS.iter().rev() {
+        if seconds >= *multiplier && seconds.is_multiple_of(*multiplier) {
+            return format!("{}{unit}", seconds / multiplier);
+        }
+    }
+    format!("{seconds}s")
 }

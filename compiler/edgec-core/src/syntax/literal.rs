@@ -100,7 +100,6 @@ pub fn parse_string<'a>(parser: &Parser<'_>, input: Input<'a>) -> ParseResult<'a
                 }
             }
             '$' if characters.peek().map(|&(_, next)| next) == Some('{') => {
-                characters.next();
                 let name_start = index + 2;
                 let name_length = fragment[name_start..]
                     .char_indices()
@@ -114,11 +113,23 @@ pub fn parse_string<'a>(parser: &Parser<'_>, input: Input<'a>) -> ParseResult<'a
                     .count();
                 let name_end = name_start + name_length;
                 if name_length == 0 || !fragment[name_end..].starts_with('}') {
-                    return fail(
-                        &advance(input, name_end),
-                        "a parameter name and `}` in `${…}`",
+                    // Report it and keep the text as written: failing here would make recovery
+                    // resume inside the string, where a `}` would close the enclosing block.
+                    let found = fragment[name_end..]
+                        .chars()
+                        .next()
+                        .map_or("end of string".to_owned(), |next| format!("`{next}`"));
+                    parser.error(
+                        SyntaxErrorKind::Expected {
+                            expected: "a parameter name and `}` in `${…}`",
+                            found,
+                        },
+                        Span::new(start + index, start + name_end + 1),
                     );
+                    builder.part.text.push('$');
+                    continue;
                 }
+                characters.next();
                 while characters
                     .peek()
                     .is_some_and(|&(position, _)| position <= name_end)

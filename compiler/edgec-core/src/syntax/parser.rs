@@ -94,6 +94,7 @@ impl<'s> Parser<'s> {
     fn found_at(&self, at: usize) -> String {
         match self.source[at..].chars().next() {
             None => "end of file".to_owned(),
+            Some('\n' | '\r') => "end of line".to_owned(),
             Some(character) if character.is_whitespace() && character != ' ' => {
                 format!("{:?}", character).trim_matches('\'').to_owned()
             }
@@ -250,7 +251,13 @@ impl<'s> Parser<'s> {
         let mut value = None;
         let (probe, _) = self.trivia(input);
         if probe.fragment().starts_with('=') && !probe.fragment().starts_with("==") {
-            let (rest, _) = self.trivia(advance(probe, 1));
+            let (rest, crossed_newline) = self.trivia(advance(probe, 1));
+            // A value may continue on the next line, unless that line reads as an entry of its
+            // own: then the value was forgotten, and taking the entry as the value would turn one
+            // mistake into confusing errors about the next line (`x =` then `param y: int`).
+            if crossed_newline && self.starts_entry(rest) {
+                return fail(&advance(probe, 1), "a value after `=`");
+            }
             let (rest, parsed) = self.value(rest, depth + 1)?;
             end = parsed.span.end as usize;
             value = Some(parsed);
@@ -277,6 +284,26 @@ impl<'s> Parser<'s> {
                 span: Span::new(start, end),
             },
         ))
+    }
+
+    /// Whether `input` begins like an entry (`name label`, `name =`, `name:`) rather than a
+    /// value (`name`, `name(…)`, a literal). `name {` stays a value followed by a block, which is
+    /// what the grammar makes of it on one line too.
+    fn starts_entry(&self, input: Input<'_>) -> bool {
+        if input.fragment().starts_with("r\"") || input.fragment().starts_with("r#") {
+            return false;
+        }
+        let Ok((rest, _)) = self.key(input) else {
+            return false;
+        };
+        let (after, crossed_newline) = self.trivia(rest);
+        if crossed_newline {
+            return false;
+        }
+        let fragment = *after.fragment();
+        (fragment.starts_with('=') && !fragment.starts_with("=="))
+            || fragment.starts_with([':', '"'])
+            || fragment.chars().next().is_some_and(is_identifier_start)
     }
 
     /// An identifier or a string used as a name.
