@@ -3,37 +3,82 @@
 //! Rendering is pure: it produces a `String` and the CLI decides where it goes. Colour is a
 //! parameter so that the CLI can honour terminals and `NO_COLOR`, and tests get plain text.
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde_json::json;
 
 use crate::diagnostic::{Diagnostic, Severity, wording};
-use crate::source::SourceSet;
+use crate::source::{SourceFile, SourceSet};
 use crate::span::Location;
 
 /// Width the human renderer wraps at, fixed so that output does not depend on the terminal.
 const RENDER_WIDTH: usize = 100;
 
+/// A source file as miette reads it. miette's own `str` source scans from the start of the text
+/// for every label, which makes a file with thousands of diagnostics quadratic; this view cuts the
+/// few lines around the label out first, using the line table, and lets miette read only those.
+#[derive(Debug, Clone, Copy)]
+struct SourceView<'s> {
+    file: &'s SourceFile,
+}
+
+impl SourceCode for SourceView<'_> {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let file = self.file;
+        let start = span.offset().min(file.text.len());
+        let end = (span.offset() + span.len()).min(file.text.len());
+        let first_line = file
+            .line_index(start as u32)
+            .saturating_sub(context_lines_before);
+        let last_line =
+            file.line_index(end.saturating_sub(1).max(start) as u32) + context_lines_after + 1;
+        let window_start = file.line_start(first_line);
+        let window_end = file.line_start(last_line + 1);
+        let window = &file.text[window_start..window_end];
+        let relative = SourceSpan::new((start - window_start).into(), span.len());
+        let contents = window.read_span(&relative, context_lines_before, context_lines_after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            file.name.clone(),
+            contents.data(),
+            SourceSpan::new(
+                (contents.span().offset() + window_start).into(),
+                contents.span().len(),
+            ),
+            contents.line() + first_line,
+            contents.column(),
+            contents.line_count() + first_line,
+        )))
+    }
+}
+
 /// One diagnostic in the shape miette renders.
 #[derive(Debug)]
-struct Report {
+struct Report<'s> {
     message: String,
     code: &'static str,
     severity: miette::Severity,
     help: Option<String>,
-    source: NamedSource<String>,
+    source: SourceView<'s>,
     labels: Vec<LabeledSpan>,
-    related: Vec<Report>,
+    related: Vec<Report<'s>>,
 }
 
-impl std::fmt::Display for Report {
+impl std::fmt::Display for Report<'_> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Report {}
+impl std::error::Error for Report<'_> {}
 
-impl miette::Diagnostic for Report {
+impl miette::Diagnostic for Report<'_> {
     fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         (!self.code.is_empty()).then(|| Box::new(self.code) as Box<dyn std::fmt::Display>)
     }
@@ -71,12 +116,13 @@ fn source_span(location: Location) -> SourceSpan {
     SourceSpan::new((location.span.start as usize).into(), location.span.len())
 }
 
-fn named_source(sources: &SourceSet, location: Location) -> NamedSource<String> {
-    let file = sources.get(location.file);
-    NamedSource::new(file.name.clone(), file.text.clone())
+fn named_source(sources: &SourceSet, location: Location) -> SourceView<'_> {
+    SourceView {
+        file: sources.get(location.file),
+    }
 }
 
-fn report(diagnostic: &Diagnostic, sources: &SourceSet) -> Report {
+fn report<'s>(diagnostic: &Diagnostic, sources: &'s SourceSet) -> Report<'s> {
     let primary = diagnostic.primary;
     let mut labels = vec![LabeledSpan::new_primary_with_span(
         Some(wording::primary_label(diagnostic)),

@@ -32,9 +32,21 @@ impl SourceFile {
         }
     }
 
+    /// The 0-based index of the line holding a byte offset.
+    pub fn line_index(&self, offset: u32) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset) - 1
+    }
+
+    /// The byte offset where a 0-based line starts; the end of the text past the last line.
+    pub fn line_start(&self, line_index: usize) -> usize {
+        self.line_starts
+            .get(line_index)
+            .map_or(self.text.len(), |&start| start as usize)
+    }
+
     /// The 1-based line and column (in characters) of a byte offset.
     pub fn line_column(&self, offset: u32) -> (usize, usize) {
-        let line_index = self.line_starts.partition_point(|&start| start <= offset) - 1;
+        let line_index = self.line_index(offset);
         let line_start = self.line_starts[line_index] as usize;
         let end = (offset as usize).min(self.text.len());
         let column = self

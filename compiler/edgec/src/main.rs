@@ -1,6 +1,9 @@
 //! `edgec`: the command-line face of the edgec compiler. It parses arguments, reads and writes
 //! files, and prints; everything else happens in `edgec-core`.
 
+#[macro_use]
+mod print;
+
 mod commands;
 mod load;
 mod output;

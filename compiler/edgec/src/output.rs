@@ -21,9 +21,9 @@ pub fn print_diagnostics(
 ) {
     match format {
         DiagnosticFormat::Human => {
-            eprint!("{}", render_human(diagnostics, sources, colour_on_stderr()))
+            err_raw!("{}", render_human(diagnostics, sources, colour_on_stderr()))
         }
-        DiagnosticFormat::Json => print!("{}", render_json(diagnostics, sources)),
+        DiagnosticFormat::Json => out_raw!("{}", render_json(diagnostics, sources)),
     }
 }
 
@@ -49,5 +49,5 @@ pub fn summary(diagnostics: &[Diagnostic]) -> Option<String> {
 }
 
 pub fn usage_error(message: &str) {
-    eprintln!("error: {message}");
+    err!("error: {message}");
 }

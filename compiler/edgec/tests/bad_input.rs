@@ -308,3 +308,39 @@ fn no_color_removes_every_ansi_escape() {
         "escape with NO_COLOR=1:\n{plain}"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_does_not_crash_edgec() {
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::new("closed-pipe");
+    let lines: String = (0..5000).map(|index| format!("x{index} = 1\n")).collect();
+    let file = scratch.file("many.edge", lines);
+    for format in ["json", "human"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgec"))
+            .args(["check", "--format", format])
+            .arg(&file)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("edgec starts");
+        // Like `edgec check … | head -1`: read one line, then close both pipes.
+        let mut first_line = String::new();
+        let reader: Box<dyn std::io::Read> = match format {
+            "json" => Box::new(child.stdout.take().expect("stdout")),
+            _ => Box::new(child.stderr.take().expect("stderr")),
+        };
+        BufReader::new(reader)
+            .read_line(&mut first_line)
+            .expect("one line");
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().expect("edgec ends");
+        assert!(!first_line.is_empty());
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "{format}: a closed pipe must not crash edgec ({status:?})"
+        );
+    }
+}

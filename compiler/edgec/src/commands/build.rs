@@ -51,7 +51,7 @@ pub fn run(options: &BuildOptions) -> Status {
     print_diagnostics(&diagnostics, &loaded.sources, DiagnosticFormat::Human);
     if has_errors(&diagnostics) {
         if let Some(summary) = summary(&diagnostics) {
-            eprintln!("{summary}; nothing was built");
+            err!("{summary}; nothing was built");
         }
         return Status::Errors;
     }
@@ -83,12 +83,10 @@ pub fn run(options: &BuildOptions) -> Status {
     match build_all(options, &program, &deployments, &signers) {
         Ok(written) => {
             for path in written {
-                println!("wrote {}", path.display());
+                out!("wrote {}", path.display());
             }
             if signers.is_empty() {
-                eprintln!(
-                    "note: no signing key given (--key or --pkcs11), so no bundles were built"
-                );
+                err!("note: no signing key given (--key or --pkcs11), so no bundles were built");
             }
             Status::Clean
         }

@@ -54,7 +54,7 @@ pub fn run(paths: &[PathBuf], format: DiagnosticFormat, overrides: &[String]) ->
     };
     print_diagnostics(&diagnostics, &loaded.sources, format);
     if let (DiagnosticFormat::Human, Some(summary)) = (format, summary(&diagnostics)) {
-        eprintln!("{summary}");
+        err!("{summary}");
     }
     if has_errors(&diagnostics) {
         Status::Errors

@@ -8,7 +8,7 @@ use crate::output::usage_error;
 pub fn run(code: &str) -> Status {
     match Code::parse(code) {
         Some(code) => {
-            print!("{}", code.explanation());
+            out_raw!("{}", code.explanation());
             Status::Clean
         }
         None => {

@@ -42,7 +42,7 @@ fn format_file(path: &Path, check_only: bool) -> Status {
         Err(rejection) => {
             let id = sources.add(SourceFile::new(path.display().to_string(), String::new()));
             let diagnostic = edgec_core::check::source_rejection(id, &rejection);
-            eprint!(
+            err_raw!(
                 "{}",
                 edgec_core::render::render_human(&[diagnostic], &sources, colour_on_stderr())
             );
@@ -53,11 +53,11 @@ fn format_file(path: &Path, check_only: bool) -> Status {
     let formatted = match edgec_core::format_source(&text, id) {
         Ok(formatted) => formatted,
         Err(diagnostics) => {
-            eprint!(
+            err_raw!(
                 "{}",
                 edgec_core::render::render_human(&diagnostics, &sources, colour_on_stderr())
             );
-            eprintln!(
+            err!(
                 "not formatting `{}`: fix its syntax errors first",
                 path.display()
             );
@@ -68,12 +68,12 @@ fn format_file(path: &Path, check_only: bool) -> Status {
         return Status::Clean;
     }
     if check_only {
-        println!("would reformat {}", path.display());
+        out!("would reformat {}", path.display());
         return Status::Errors;
     }
     match write_atomically(path, formatted.as_bytes()) {
         Ok(()) => {
-            println!("formatted {}", path.display());
+            out!("formatted {}", path.display());
             Status::Clean
         }
         Err(error) => {

@@ -33,14 +33,14 @@ fn import(file: &Path, output: Option<&Path>, force: bool) -> Result<(), String>
     let imported = import_manifest(&json, &file_name)
         .map_err(|error| format!("`{}`: {error}", file.display()))?;
     for note in &imported.notes {
-        eprintln!("warning: {note}");
+        err!("warning: {note}");
     }
     let Some(output) = output else {
-        print!("{}", imported.source);
+        out_raw!("{}", imported.source);
         return Ok(());
     };
     write_output(output, imported.source.as_bytes(), force)?;
-    eprintln!(
+    err!(
         "wrote {} (deployment `{}`)",
         output.display(),
         imported.deployment

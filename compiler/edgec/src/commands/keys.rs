@@ -36,8 +36,8 @@ pub fn keygen(output: &Path) -> Status {
         usage_error(&format!("cannot write the key pair: {error}"));
         return Status::Failure;
     }
-    println!("wrote {} and {}", output.display(), public.display());
-    println!("key id {}", pair.key_id);
+    out!("wrote {} and {}", output.display(), public.display());
+    out!("key id {}", pair.key_id);
     Status::Clean
 }
 
@@ -84,7 +84,7 @@ pub fn verify(bundle: &Path, trusted: &[PathBuf], threshold: usize) -> Status {
     };
     match verify_bundle(std::io::BufReader::new(file), &keys, threshold) {
         Ok(verified) => {
-            println!(
+            out!(
                 "{}: valid, deployment `{}` version {}, signed by {}",
                 bundle.display(),
                 verified.manifest.deployment,
@@ -94,7 +94,7 @@ pub fn verify(bundle: &Path, trusted: &[PathBuf], threshold: usize) -> Status {
             Status::Clean
         }
         Err(error) => {
-            eprintln!("{}: NOT valid: {error}", bundle.display());
+            err!("{}: NOT valid: {error}", bundle.display());
             Status::Errors
         }
     }
@@ -119,32 +119,36 @@ pub fn inspect(bundle: &Path, json: bool) -> Status {
             "manifestDigest": inspection.manifest_digest.to_string(),
             "signatureKeyIds": inspection.signature_key_ids,
         });
-        print!("{}", String::from_utf8_lossy(&to_pretty_bytes(&value)));
+        out_raw!("{}", String::from_utf8_lossy(&to_pretty_bytes(&value)));
         return Status::Clean;
     }
-    println!("deployment    {}", manifest.deployment);
-    println!("version       {}", manifest.version);
-    println!(
+    out!("deployment    {}", manifest.deployment);
+    out!("version       {}", manifest.version);
+    out!(
         "target        {} ({})",
         manifest.compatible,
         manifest.architecture.as_str()
     );
-    println!("created       {}", manifest.created);
-    println!("digest        sha256:{}", inspection.manifest_digest);
-    println!("signatures    {}", inspection.signature_key_ids.join(", "));
+    out!("created       {}", manifest.created);
+    out!("digest        sha256:{}", inspection.manifest_digest);
+    out!("signatures    {}", inspection.signature_key_ids.join(", "));
     for image in &manifest.images {
-        println!(
+        out!(
             "image         {} → {} ({})",
-            image.module, image.reference, image.path
+            image.module,
+            image.reference,
+            image.path
         );
     }
     for image in &manifest.registry_images {
-        println!("registry      {} → {}", image.module, image.reference);
+        out!("registry      {} → {}", image.module, image.reference);
     }
     for file in &manifest.payload {
-        println!(
+        out!(
             "payload       {} {} bytes sha256:{}",
-            file.path, file.size, file.sha256
+            file.path,
+            file.size,
+            file.sha256
         );
     }
     Status::Clean

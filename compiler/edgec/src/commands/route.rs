@@ -32,7 +32,7 @@ pub fn test(files: &[PathBuf]) -> Status {
                 passed += 1;
             } else {
                 failed += 1;
-                println!(
+                out!(
                     "FAIL {}: {}\n  expected: {}\n  actual:   {}",
                     path.display(),
                     result.description,
@@ -42,7 +42,7 @@ pub fn test(files: &[PathBuf]) -> Status {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     if failed == 0 {
         Status::Clean
     } else {
@@ -66,7 +66,7 @@ pub fn eval(condition: &str, message_path: Option<&Path>) -> Status {
             Status::Failure
         }
         Ok(Ok(truth)) => {
-            println!("{}", truth.as_str());
+            out!("{}", truth.as_str());
             Status::Clean
         }
         Ok(Err(errors)) => {
@@ -79,7 +79,7 @@ pub fn eval(condition: &str, message_path: Option<&Path>) -> Status {
                     Diagnostic::new(DiagnosticKind::Route(error), Location::new(file, span))
                 })
                 .collect();
-            eprint!(
+            err_raw!(
                 "{}",
                 edgec_core::render::render_human(&diagnostics, &sources, colour_on_stderr())
             );

@@ -26,9 +26,9 @@ pub fn format(data: &Path, hash: &Path, salt: Option<&str>, uuid: Option<&str>) 
         }
     };
     note_derived(&params);
-    print!("{}", header(hash, &image));
+    out_raw!("{}", header(hash, &image));
     if image.uncovered_bytes() > 0 {
-        eprintln!(
+        err!(
             "note: the last {} bytes of `{}` are not a whole block and are not covered, as with \
              veritysetup",
             image.uncovered_bytes(),
@@ -46,7 +46,7 @@ pub fn verify(data: &Path, hash: &Path, root_hash: &str) -> Status {
         .and_then(|root_hash| edge_verity::verify_files(data, hash, &root_hash));
     match result {
         Ok(tree) => {
-            println!("verified {} data blocks", tree.data_blocks());
+            out!("verified {} data blocks", tree.data_blocks());
             Status::Clean
         }
         Err(error) if error.is_unreadable() => {
@@ -54,7 +54,7 @@ pub fn verify(data: &Path, hash: &Path, root_hash: &str) -> Status {
             Status::Failure
         }
         Err(error) => {
-            eprintln!("verification failed: {error}");
+            err!("verification failed: {error}");
             Status::Errors
         }
     }
@@ -73,9 +73,9 @@ fn params(salt: Option<&str>, uuid: Option<&str>) -> Result<Params, VerityError>
 
 fn note_derived(params: &Params) {
     match (params.salt_is_derived(), params.uuid_is_derived()) {
-        (true, true) => eprintln!("note: salt and UUID derived from the data (reproducible)"),
-        (true, false) => eprintln!("note: salt derived from the data (reproducible)"),
-        (false, true) => eprintln!("note: UUID derived from the root hash (reproducible)"),
+        (true, true) => err!("note: salt and UUID derived from the data (reproducible)"),
+        (true, false) => err!("note: salt derived from the data (reproducible)"),
+        (false, true) => err!("note: UUID derived from the root hash (reproducible)"),
         (false, false) => {}
     }
 }
