@@ -35,6 +35,13 @@ impl TextBuilder {
         }
     }
 
+    /// The finished part, without the slack of character-by-character growth.
+    fn finish(mut self) -> TextPart {
+        self.part.text.shrink_to_fit();
+        self.part.breakpoints.shrink_to_fit();
+        self.part
+    }
+
     fn push_escaped(&mut self, decoded: char, source_after_escape: usize) {
         self.part.text.push(decoded);
         self.part
@@ -139,7 +146,7 @@ pub fn parse_string<'a>(parser: &Parser<'_>, input: Input<'a>) -> ParseResult<'a
                 let finished =
                     std::mem::replace(&mut builder, TextBuilder::starting_at(start + name_end + 1));
                 if !finished.part.text.is_empty() {
-                    parts.push(StringPart::Text(finished.part));
+                    parts.push(StringPart::Text(finished.finish()));
                 }
                 parts.push(StringPart::Interpolation(Key {
                     name: fragment[name_start..name_end].to_owned(),
@@ -157,8 +164,9 @@ pub fn parse_string<'a>(parser: &Parser<'_>, input: Input<'a>) -> ParseResult<'a
         );
     }
     if !builder.part.text.is_empty() || parts.is_empty() {
-        parts.push(StringPart::Text(builder.part));
+        parts.push(StringPart::Text(builder.finish()));
     }
+    parts.shrink_to_fit();
     Ok((advance(input, end), StringLiteral { parts, raw: false }))
 }
 

@@ -203,6 +203,8 @@ impl<'s> Parser<'s> {
                 Err(nom::Err::Incomplete(_)) => break,
             }
         }
+        // Trees of every file live for the whole check; growth slack would be a third of them.
+        entries.shrink_to_fit();
         (input, entries)
     }
 
@@ -571,6 +573,7 @@ impl<'s> Parser<'s> {
             }
         }
         let rest = self.close(input, opening, closing, opened_at);
+        elements.shrink_to_fit();
         Ok((rest, elements))
     }
 
