@@ -1,5 +1,5 @@
 //! Packages a root filesystem directory into a signed bundle and reports
-//! the throughput (and, when OUTPUT is a file, verification throughput); used for the numbers in BENCHMARKS-bundle.md.
+//! the throughput (and, when OUTPUT is a file, verification throughput); used for the numbers in BENCHMARKS.md.
 //!
 //! Usage: `package_image ROOTFS OUTPUT [gzip]`. The output is not fsynced,
 //! so the numbers measure packaging, not the disk.
