@@ -10,6 +10,9 @@
 //!   `NAME.stderr` when the file has syntax errors and is not formatted.
 //! - `generated/`: inputs listed in [`GENERATED`], made at test time because they are too large
 //!   or too odd to commit. Expected as for `check/`.
+//! - `build/`: every recipe folder of `../recipes` that defines deployments, built as
+//!   `edgec build` would. Expected: `build/RECIPE/DEPLOYMENT.json`, the emitted IoT Edge
+//!   manifest. Registry credentials read from the build environment appear as `${NAME}`.
 //!
 //! `EDGEC_BLESS=1 cargo test -p golden-tests` rewrites the expectations from the actual output.
 //! Names are relative to the crate, so output is the same on every machine. Arguments that do
@@ -19,12 +22,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use edgec::load::{Loader, load};
 use edgec_core::check::source_rejection;
-use edgec_core::diagnostic::{Code, Diagnostic, DiagnosticKind, Severity, sort_diagnostics};
+use edgec_core::diagnostic::{Code, Diagnostic, Severity, sort_diagnostics};
 use edgec_core::render::{render_human, render_json};
 use edgec_core::source::{MAXIMUM_SOURCE_BYTES, SourceFile, SourceSet, decode_source};
-use edgec_core::span::{FileId, Location};
-use edgec_core::syntax::ast::SyntaxTree;
 
 /// Makes the bytes of a generated input.
 type Generator = fn() -> Vec<u8>;
@@ -154,6 +156,9 @@ fn main() -> ExitCode {
     if filters.is_empty() {
         failures.extend(missing_codes(&codes));
     }
+    let (build_passed, build_failed) = run_build_suite(root, &filters, bless, &mut failures);
+    passed += build_passed;
+    failed += build_failed;
     for failure in &failures {
         println!("\n{failure}");
     }
@@ -279,11 +284,18 @@ fn run(root: &Path, case: &Case) -> Result<Outcome, String> {
 
 /// Loads and checks a case the way `edgec check` does, and renders what it reports.
 fn run_check(root: &Path, case: &Case) -> Result<Outcome, String> {
-    let mut loader = Loader::new(root);
+    // Loaded by the CLI's own loader; cargo runs tests in the crate folder, so the names it
+    // gives files are the relative paths used here.
+    let mut loader = Loader::default();
     match &case.input {
-        Input::File(path) | Input::Program(path) => loader.load(path)?,
-        Input::Generated(name, make) => loader.add_file(name, &make()),
+        Input::File(path) | Input::Program(path) => {
+            let bytes = std::fs::read(root.join(path))
+                .map_err(|error| format!("cannot read `{path}`: {error}"))?;
+            loader.add_root(Path::new(path), &bytes);
+        }
+        Input::Generated(name, make) => loader.add_root(Path::new(name), &make()),
     }
+    let mut loader = loader.finish();
     let overrides = read_overrides(&root.join(format!("{}.set", case.stem)))?;
     let (_, diagnostics) = edgec_core::compile(&mut loader.sources, &loader.trees, &overrides);
     let mut all = loader.diagnostics;
@@ -460,86 +472,150 @@ fn line_operations<'t>(old: &[&'t str], new: &[&'t str]) -> Vec<(char, &'t str)>
     operations
 }
 
-/// Reads a program and its imports as `edgec check` does (`compiler/edgec/src/load.rs`), with
-/// file names relative to the crate instead of the working directory.
-struct Loader<'r> {
-    root: &'r Path,
-    sources: SourceSet,
-    trees: Vec<(FileId, SyntaxTree)>,
-    diagnostics: Vec<Diagnostic>,
-    seen: BTreeSet<PathBuf>,
-    queue: Vec<String>,
+/// The recipes' emitted manifests: one case per recipe folder, one expectation per deployment.
+/// Returns (passed, failed) and adds the failures.
+fn run_build_suite(
+    root: &Path,
+    filters: &[String],
+    bless: bool,
+    failures: &mut Vec<String>,
+) -> (usize, usize) {
+    let recipes = root.join("../recipes");
+    let mut names: Vec<String> = match sorted_entries(&recipes) {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|(_, is_directory)| *is_directory)
+            .map(|(name, _)| name)
+            .collect(),
+        Err(error) => {
+            failures.push(format!("cannot list the recipes: {error}"));
+            return (0, 1);
+        }
+    };
+    names.retain(|name| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|filter| format!("cases/build/{name}").contains(filter))
+    });
+    let (mut passed, mut failed) = (0, 0);
+    let mut built = BTreeSet::new();
+    for name in names {
+        let stem = format!("cases/build/{name}");
+        let outcome = build_recipe(&format!("../recipes/{name}")).and_then(|manifests| {
+            if manifests.is_empty() {
+                return Ok(Vec::new());
+            }
+            built.insert(name.clone());
+            Ok(compare_directory(root, &stem, &manifests, bless))
+        });
+        match outcome {
+            Ok(case_failures) if case_failures.is_empty() => passed += 1,
+            Ok(case_failures) => {
+                println!("FAILED {stem}");
+                failed += 1;
+                failures.extend(case_failures);
+            }
+            Err(message) => {
+                println!("FAILED {stem}");
+                failed += 1;
+                failures.push(format!("{stem}: {message}"));
+            }
+        }
+    }
+    if filters.is_empty() {
+        let expected = sorted_entries(&root.join("cases/build")).unwrap_or_default();
+        failures.extend(
+            expected
+                .into_iter()
+                .filter(|(name, _)| !built.contains(name))
+                .map(|(name, _)| {
+                    format!("`cases/build/{name}` is orphaned: no recipe folder builds it")
+                }),
+        );
+    }
+    (passed, failed)
 }
 
-impl<'r> Loader<'r> {
-    fn new(root: &'r Path) -> Self {
-        Loader {
-            root,
-            sources: SourceSet::default(),
-            trees: Vec::new(),
-            diagnostics: Vec::new(),
-            seen: BTreeSet::new(),
-            queue: Vec::new(),
-        }
+/// Checks a recipe folder and emits every deployment's manifest, as `edgec build` writes it.
+fn build_recipe(folder: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut loaded = load(&[PathBuf::from(folder)]).map_err(|error| error.0)?;
+    let (program, diagnostics) = edgec_core::compile(&mut loaded.sources, &loaded.trees, &[]);
+    let mut all = loaded.diagnostics;
+    all.extend(diagnostics);
+    sort_diagnostics(&mut all);
+    if all
+        .iter()
+        .any(|diagnostic| diagnostic.severity() == Severity::Error)
+    {
+        return Err(format!(
+            "the recipe does not check:\n{}",
+            render_human(&all, &loaded.sources, false)
+        ));
     }
-
-    fn canonical(&self, relative: &str) -> std::io::Result<PathBuf> {
-        self.root.join(relative).canonicalize()
+    let environment = |variable: &str| Some(format!("${{{variable}}}"));
+    let mut manifests = BTreeMap::new();
+    for deployment in program.deployments.values() {
+        let manifest =
+            edgec_core::emit::manifest::deployment_manifest(&program, deployment, &environment)
+                .map_err(|error| {
+                    format!("deployment `{}` does not emit: {error:?}", deployment.name)
+                })?;
+        let text =
+            String::from_utf8_lossy(&canonical_json::to_pretty_bytes(&manifest)).into_owned();
+        manifests.insert(format!("{}.json", deployment.name), text);
     }
+    Ok(manifests)
+}
 
-    /// Loads `relative` and everything it imports, each file once.
-    fn load(&mut self, relative: &str) -> Result<(), String> {
-        let bytes = std::fs::read(self.root.join(relative))
-            .map_err(|error| format!("cannot read `{relative}`: {error}"))?;
-        self.seen
-            .insert(self.canonical(relative).unwrap_or_else(|_| relative.into()));
-        self.add_file(relative, &bytes);
-        while let Some(path) = self.queue.pop() {
-            if let Ok(bytes) = std::fs::read(self.root.join(&path)) {
-                self.add_file(&path, &bytes);
-            }
-        }
-        Ok(())
+/// Compares the files a case produced with the files of its expectation folder: a produced file
+/// without expectation is missing, an expectation nothing produced is stale.
+fn compare_directory(
+    root: &Path,
+    stem: &str,
+    produced: &BTreeMap<String, String>,
+    bless: bool,
+) -> Vec<String> {
+    let directory = root.join(stem);
+    let mut failures = Vec::new();
+    if bless && let Err(error) = std::fs::create_dir_all(&directory) {
+        return vec![format!("cannot create `{stem}`: {error}")];
     }
-
-    fn add_file(&mut self, relative: &str, bytes: &[u8]) {
-        let text = match decode_source(bytes) {
-            Ok(text) => text,
-            Err(rejection) => {
-                let id = self.sources.add(SourceFile::new(relative, String::new()));
-                self.diagnostics.push(source_rejection(id, &rejection));
-                return;
-            }
-        };
-        let tree = edgec_core::syntax::parse(&text);
-        let id = self.sources.add(SourceFile::new(relative, text));
-        let own_path = self.canonical(relative).ok();
-        let directory = Path::new(relative).parent().unwrap_or(Path::new(""));
-        for (import, span) in edgec_core::imports(&tree) {
-            let target = directory.join(&import).display().to_string();
-            let location = Location::new(id, span);
-            let kind = match self.canonical(&target) {
-                Ok(canonical) if Some(&canonical) == own_path.as_ref() => {
-                    Some(DiagnosticKind::SelfImport { path: import })
+    let expected: BTreeSet<String> = sorted_entries(&directory)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for (name, actual) in produced {
+        let relative = format!("{stem}/{name}");
+        let path = directory.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(expected) if expected == *actual => {}
+            _ if bless => {
+                if let Err(error) = std::fs::write(&path, actual) {
+                    failures.push(format!("cannot write `{relative}`: {error}"));
                 }
-                Ok(canonical) if canonical.is_file() => {
-                    if self.seen.insert(canonical) {
-                        self.queue.push(target);
-                    }
-                    None
-                }
-                Ok(_) => Some(DiagnosticKind::ImportNotFound {
-                    path: import,
-                    reason: "it is not a file".into(),
-                }),
-                Err(error) => Some(DiagnosticKind::ImportNotFound {
-                    path: import,
-                    reason: error.kind().to_string(),
-                }),
-            };
-            self.diagnostics
-                .extend(kind.map(|kind| Diagnostic::new(kind, location)));
+            }
+            Ok(expected) => failures.push(format!(
+                "`{relative}` does not match the output (EDGEC_BLESS=1 to accept it):\n{}",
+                diff(&expected, actual)
+            )),
+            Err(_) => failures.push(format!(
+                "`{relative}` is missing (EDGEC_BLESS=1 to create it); the output is:\n{actual}"
+            )),
         }
-        self.trees.push((id, tree));
     }
+    for name in expected.difference(&produced.keys().cloned().collect()) {
+        let relative = format!("{stem}/{name}");
+        if bless {
+            if let Err(error) = std::fs::remove_file(directory.join(name)) {
+                failures.push(format!("cannot remove `{relative}`: {error}"));
+            }
+        } else {
+            failures.push(format!(
+                "`{relative}` is stale: no deployment produces it (EDGEC_BLESS=1 removes it)"
+            ));
+        }
+    }
+    failures
 }

@@ -11,6 +11,7 @@ use edgec_core::span::{FileId, Location};
 use edgec_core::syntax::ast::SyntaxTree;
 
 /// Every file of one compilation: the roots named on the command line and what they import.
+#[derive(Default)]
 pub struct LoadedProgram {
     pub sources: SourceSet,
     pub trees: Vec<(FileId, SyntaxTree)>,
@@ -66,35 +67,62 @@ fn collect_edge_files(directory: &Path, found: &mut Vec<PathBuf>) -> std::io::Re
 /// Loads the root files and, transitively, everything they import. Each file is loaded once
 /// however many files import it.
 pub fn load(roots: &[PathBuf]) -> Result<LoadedProgram, UsageError> {
-    let mut loaded = LoadedProgram {
-        sources: SourceSet::default(),
-        trees: Vec::new(),
-        diagnostics: Vec::new(),
-    };
-    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-    // Imports still to load, with where each was imported, so a read failure can point there.
-    let mut queue: Vec<(PathBuf, String, Location)> = Vec::new();
+    let mut loader = Loader::default();
     for root in expand_paths(roots)? {
         let bytes = std::fs::read(&root)
             .map_err(|error| UsageError(format!("cannot read `{}`: {error}", root.display())))?;
-        let canonical = root.canonicalize().unwrap_or_else(|_| root.clone());
-        if seen.insert(canonical) {
-            add_file(&mut loaded, &root, &bytes, &mut queue, &mut seen);
+        loader.add_root(&root, &bytes);
+    }
+    Ok(loader.finish())
+}
+
+/// Loading in steps, for callers that have a root file's bytes already (the golden tests make
+/// some inputs in memory).
+#[derive(Default)]
+pub struct Loader {
+    loaded: LoadedProgram,
+    seen: BTreeSet<PathBuf>,
+    /// Imports still to load, with where each was imported, so a read failure can point there.
+    queue: Vec<(PathBuf, String, Location)>,
+}
+
+impl Loader {
+    /// Adds a root file, named by `path`, unless it was added already.
+    pub fn add_root(&mut self, path: &Path, bytes: &[u8]) {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if self.seen.insert(canonical) {
+            add_file(
+                &mut self.loaded,
+                path,
+                bytes,
+                &mut self.queue,
+                &mut self.seen,
+            );
         }
     }
-    while let Some((path, import, location)) = queue.pop() {
-        match std::fs::read(&path) {
-            Ok(bytes) => add_file(&mut loaded, &path, &bytes, &mut queue, &mut seen),
-            Err(error) => loaded.diagnostics.push(Diagnostic::new(
-                DiagnosticKind::ImportNotFound {
-                    path: import,
-                    reason: error.kind().to_string(),
-                },
-                location,
-            )),
+
+    /// Loads everything the roots import and returns the program.
+    pub fn finish(mut self) -> LoadedProgram {
+        while let Some((path, import, location)) = self.queue.pop() {
+            match std::fs::read(&path) {
+                Ok(bytes) => add_file(
+                    &mut self.loaded,
+                    &path,
+                    &bytes,
+                    &mut self.queue,
+                    &mut self.seen,
+                ),
+                Err(error) => self.loaded.diagnostics.push(Diagnostic::new(
+                    DiagnosticKind::ImportNotFound {
+                        path: import,
+                        reason: error.kind().to_string(),
+                    },
+                    location,
+                )),
+            }
         }
+        self.loaded
     }
-    Ok(loaded)
 }
 
 fn add_file(

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use edgec_core::diagnostic::{has_errors, sort_diagnostics};
 
-use crate::load::{LoadedProgram, load};
 use crate::output::{print_diagnostics, summary, usage_error};
 use crate::{DiagnosticFormat, Status};
+use edgec::load::{LoadedProgram, load};
 
 /// Loads and checks a program; shared by every command that compiles.
 pub fn check_program(

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use edgec_core::source::{SourceFile, SourceSet, decode_source};
 
 use crate::Status;
-use crate::load::expand_paths;
 use crate::output::{colour_on_stderr, usage_error};
+use edgec::load::expand_paths;
 
 pub fn run(paths: &[PathBuf], check_only: bool) -> Status {
     let files = match expand_paths(paths) {
