@@ -8,7 +8,7 @@
 //! slots/a/deployment/        a complete, verified deployment: bundle.json,
 //!                            bundle.sig.json and payload/…
 //! slots/a/staging/           a bundle being extracted (only during apply)
-//! slots/a/retired/           an old deployment being deleted (only during apply)
+//! slots/a/retired/           the slot's old deployment, being deleted (only during apply)
 //! slots/b/…                  the same for slot B
 //! ```
 //!
@@ -16,6 +16,7 @@
 //! deployment the device runs is the atomic replacement of `state.json`.
 
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use crate::config::DeviceConfig;
 use crate::deployment;
@@ -135,10 +136,31 @@ impl Device {
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
-        // From here on the bundle is fully verified; only now is the
-        // inactive slot's old deployment replaced.
-        self.install(target, &staging)?;
+        let mut deletion = None;
+        // Only once the bundle is proven genuine is the inactive slot's old
+        // deployment renamed aside; deleting it then overlaps the rest.
+        let extracted =
+            intake::extract(bundle, &accepted, self.trust.threshold(), &staging, || {
+                deletion = self.retire(target)?;
+                Ok(())
+            });
+        let outcome = extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted));
+        if let Some(deletion) = deletion {
+            finish_deletion(deletion);
+        }
+        outcome
+    }
+
+    /// Installs the verified staging directory into `target`, switches to
+    /// it, runs the trial and commits or rolls back.
+    fn switch_to(
+        &mut self,
+        target: Slot,
+        staging: &Path,
+        state: &State,
+        accepted: &intake::Accepted,
+    ) -> Result<Applied> {
+        self.install(target, staging)?;
         let installed = Installed {
             slot: target,
             deployment: accepted.manifest.deployment.clone(),
@@ -158,7 +180,17 @@ impl Device {
             description: format!("trying deployment version {}", installed.version),
         };
         switched.store(&self.state_dir, failpoint::SWITCH)?;
-        match self.run_trial(&installed) {
+        self.trial_and_decide(switched, &installed)?;
+        Ok(Applied {
+            installed,
+            previous_version: state.active.as_ref().map(|active| active.version),
+        })
+    }
+
+    /// Runs the switched-to deployment through its health window, then
+    /// commits it or rolls back.
+    fn trial_and_decide(&mut self, switched: State, installed: &Installed) -> Result<()> {
+        match self.run_trial(installed) {
             Ok(()) => {
                 let mut committed = switched;
                 committed.committed_version = installed.version;
@@ -170,11 +202,7 @@ impl Device {
                         installed.deployment, installed.version
                     ),
                 };
-                committed.store(&self.state_dir, failpoint::COMMIT)?;
-                Ok(Applied {
-                    installed,
-                    previous_version: state.active.map(|active| active.version),
-                })
+                committed.store(&self.state_dir, failpoint::COMMIT)
             }
             Err(reason) => {
                 self.roll_back(switched, reason.clone())?;
@@ -186,17 +214,31 @@ impl Device {
         }
     }
 
-    /// Replaces the slot's deployment with the verified staging directory.
+    /// Renames the slot's deployment aside and starts deleting it on a
+    /// thread of its own. Nothing refers to it: the state record only ever
+    /// names the active slot and the transaction's previous deployment,
+    /// which is the active slot too. Recovery deletes it if edged stops
+    /// first.
+    fn retire(&self, slot: Slot) -> Result<Option<JoinHandle<Result<()>>>> {
+        let slot_dir = self.slot_dir(slot);
+        let current = slot_dir.join(DEPLOYMENT);
+        if !current.exists() {
+            return Ok(None);
+        }
+        let retired = slot_dir.join(RETIRED);
+        durable::rename(&current, &retired, Failpoint::SlotRetire)
+            .map_err(Error::state("rename", &current))?;
+        Ok(Some(std::thread::spawn(move || {
+            failpoint::hit(Failpoint::SlotRemoveRetired);
+            durable::remove_tree(&retired).map_err(Error::state("remove", &retired))
+        })))
+    }
+
+    /// Renames the verified staging directory into the slot, whose old
+    /// deployment has been retired.
     fn install(&self, slot: Slot, staging: &Path) -> Result<()> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
-        let retired = slot_dir.join(RETIRED);
-        if current.exists() {
-            durable::rename(&current, &retired, Failpoint::SlotRetire)
-                .map_err(Error::state("rename", &current))?;
-            failpoint::hit(Failpoint::SlotRemoveRetired);
-            durable::remove_tree(&retired).map_err(Error::state("remove", &retired))?;
-        }
         durable::rename(staging, &current, Failpoint::SlotInstall)
             .map_err(Error::state("rename", staging))?;
         failpoint::hit(Failpoint::SlotFsync);
@@ -343,5 +385,16 @@ impl Device {
     pub fn module_status(&mut self) -> Result<Vec<(String, crate::runtime::ModuleStatus)>> {
         let active = self.active()?;
         self.runtime.status(active.as_ref())
+    }
+}
+
+/// Waits for the deletion of a retired deployment. A failure is only
+/// reported: the transaction is decided by then, and recovery deletes the
+/// leftover at the next start.
+fn finish_deletion(deletion: JoinHandle<Result<()>>) {
+    match deletion.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
+        Err(_) => eprintln!("edged: warning: deleting the retired deployment failed"),
     }
 }

@@ -20,7 +20,9 @@ macro_rules! failpoints {
         }
 
         impl Failpoint {
-            /// Every failpoint, in the order the apply and rollback paths reach them.
+            /// Every failpoint, in the order the apply and rollback paths
+            /// reach them; the staged files' fsyncs and the deletion of the
+            /// retired deployment run on threads of their own alongside.
             pub const ALL: &[Failpoint] = &[$(Failpoint::$variant,)*];
 
             /// The name used in `EDGED_FAILPOINT`.
@@ -37,9 +39,8 @@ failpoints! {
     StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
     StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
     StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
+    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified.",
     StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
-    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside.",
-    SlotRemoveRetired => "slot-remove-retired": "Before the renamed-aside old deployment is deleted.",
     SlotInstall => "slot-install": "Before staging is renamed into the slot.",
     SlotFsync => "slot-fsync": "Before the slot directory is fsynced after the rename.",
     SwitchWrite => "switch-write": "Before the state record that switches slots is written.",
@@ -61,6 +62,7 @@ failpoints! {
     RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
     RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
     RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
+    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, alongside the install, switch and trial).",
 }
 
 /// The four failpoints of one atomic state-record replacement.

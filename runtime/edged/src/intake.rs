@@ -15,10 +15,11 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Failpoint};
 use crate::trust::TrustStore;
+use crate::writer::Writer;
 
 /// The largest head entry (`bundle.json`, `bundle.sig.json`) read.
 const MAX_HEAD_ENTRY: u64 = 16 << 20;
-/// The copy buffer for payload extraction.
+/// The read buffer for bundle files and for re-hashing installed payload.
 const BUFFER: usize = 1 << 20;
 
 /// A bundle whose manifest passed every check, not yet its payload.
@@ -195,47 +196,58 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
 
 /// Streams the bundle again, writing every payload file under `staging`
 /// while `edge-bundle` checks its size and digest, then fsyncs what was
-/// written. On any failure staging is removed and the error returned.
-pub fn extract(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
-    let result = extract_into(path, accepted, threshold, staging);
+/// written. `on_verified` runs as soon as every byte has been checked,
+/// while the last writes are still being flushed, so that work which must
+/// wait for a genuine bundle can overlap the flush. On any failure staging
+/// is removed and the error returned.
+pub fn extract(
+    path: &Path,
+    accepted: &Accepted,
+    threshold: usize,
+    staging: &Path,
+    on_verified: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let result = extract_into(path, accepted, threshold, staging, on_verified);
     if result.is_err() {
         let _ = durable::remove_tree(staging);
     }
     result
 }
 
-fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
+fn extract_into(
+    path: &Path,
+    accepted: &Accepted,
+    threshold: usize,
+    staging: &Path,
+    on_verified: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     failpoint::hit(Failpoint::StageCreate);
     fs::create_dir(staging).map_err(Error::state("create", staging))?;
     let mut directories: Vec<PathBuf> = vec![staging.to_owned()];
-    let mut first = true;
     let file = open_bundle(path)?;
-    let verified = verify_bundle_with(
-        BufReader::with_capacity(BUFFER, file),
-        &accepted.keys,
-        threshold,
-        |listed, reader| {
-            let target = staging.join(&listed.path);
-            if let Some(parent) = target.parent()
-                && !directories.iter().any(|known| known == parent)
-            {
-                fs::create_dir_all(parent)?;
-                let mut ancestor = parent;
-                while ancestor != staging && !directories.iter().any(|known| known == ancestor) {
-                    directories.push(ancestor.to_owned());
-                    ancestor = ancestor.parent().unwrap_or(staging);
-                }
-            }
-            write_payload(&target, reader, std::mem::take(&mut first))
-        },
-    )
-    .map_err(|error| Error::Refused(error.to_string()))?;
-    if verified.manifest_digest != accepted.digest {
-        return Err(Error::Refused(
-            "the bundle changed while it was being read (manifest differs between passes)"
-                .to_owned(),
-        ));
-    }
+    std::thread::scope(|scope| {
+        let mut writer = Writer::start(scope);
+        let verified = verify_bundle_with(
+            BufReader::with_capacity(BUFFER, file),
+            &accepted.keys,
+            threshold,
+            |listed, reader| {
+                let target = staging.join(&listed.path);
+                create_parents(staging, &target, &mut directories)?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)?;
+                writer.copy(file, target, reader)
+            },
+        );
+        let checked = check_verified(verified, accepted).and_then(|()| on_verified());
+        // A failed write explains a verification aborted by the writer
+        // stopping, so it is reported first.
+        let written = writer.finish();
+        written.map_err(|(path, error)| Error::state("write", &path)(error))?;
+        checked
+    })?;
     write_new(&staging.join(MANIFEST_PATH), &accepted.manifest_bytes)
         .and_then(|()| write_new(&staging.join(SIGNATURES_PATH), &accepted.signature_bytes))
         .map_err(Error::state("write", staging))?;
@@ -247,29 +259,39 @@ fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Pa
     Ok(())
 }
 
-/// Writes one payload file, never following or replacing anything.
-fn write_payload(target: &Path, reader: &mut dyn Read, first: bool) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(target)?;
-    let mut buffer = vec![0_u8; BUFFER];
-    let mut written = false;
-    loop {
-        let count = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        };
-        file.write_all(&buffer[..count])?;
-        if first && !written {
-            failpoint::hit(Failpoint::StageWrite);
-        }
-        written = true;
+/// The outcome of the verifying pass: every payload byte checked, and the
+/// manifest the same as the one accepted (a bundle swapped under edged
+/// between the passes is refused).
+fn check_verified(
+    verified: std::result::Result<edge_bundle::VerifiedBundle, edge_bundle::BundleError>,
+    accepted: &Accepted,
+) -> Result<()> {
+    let verified = verified.map_err(|error| Error::Refused(error.to_string()))?;
+    if verified.manifest_digest != accepted.digest {
+        return Err(Error::Refused(
+            "the bundle changed while it was being read (manifest differs between passes)"
+                .to_owned(),
+        ));
     }
-    failpoint::hit(Failpoint::StageFsyncFile);
-    file.sync_all()
+    Ok(())
+}
+
+/// Creates the missing parent directories of `target` inside `staging` and
+/// remembers each, so that all of them are fsynced once staging is complete.
+fn create_parents(staging: &Path, target: &Path, directories: &mut Vec<PathBuf>) -> io::Result<()> {
+    let Some(parent) = target.parent() else {
+        return Ok(());
+    };
+    if directories.iter().any(|known| known == parent) {
+        return Ok(());
+    }
+    fs::create_dir_all(parent)?;
+    let mut ancestor = parent;
+    while ancestor != staging && !directories.iter().any(|known| known == ancestor) {
+        directories.push(ancestor.to_owned());
+        ancestor = ancestor.parent().unwrap_or(staging);
+    }
+    Ok(())
 }
 
 /// Writes a small file that must not exist yet, and fsyncs it.

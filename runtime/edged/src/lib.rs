@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod state;
 pub mod status;
 pub mod trust;
+pub mod writer;
 
 pub use config::DeviceConfig;
 pub use device::{Applied, Device};
