@@ -26,6 +26,7 @@ use crate::failpoint::{self, Failpoint};
 use crate::intake;
 use crate::runtime::{Loaded, ModuleRuntime};
 use crate::state::{DesiredStatus, Installed, Phase, Slot, State, Transaction};
+use crate::supervision::SupervisionRecord;
 use crate::trust::TrustStore;
 
 const DEPLOYMENT: &str = "deployment";
@@ -47,6 +48,9 @@ pub struct Device {
     config: DeviceConfig,
     trust: TrustStore,
     runtime: Box<dyn ModuleRuntime>,
+    /// The supervision record as last read or written, so that it is only
+    /// rewritten when a count changes.
+    supervision: Option<SupervisionRecord>,
 }
 
 impl Device {
@@ -73,8 +77,10 @@ impl Device {
             config,
             trust,
             runtime,
+            supervision: None,
         };
         let recovered = device.recover()?;
+        device.restore_restart_counts()?;
         Ok((device, recovered))
     }
 
@@ -375,10 +381,38 @@ impl Device {
         Ok(previous)
     }
 
-    /// One supervision pass over the active deployment.
+    /// Hands the runtime the restart counts recorded for the active
+    /// deployment by an earlier edged process.
+    fn restore_restart_counts(&mut self) -> Result<()> {
+        let Some(active) = self.state()?.active else {
+            return Ok(());
+        };
+        let record = SupervisionRecord::load(&self.state_dir)
+            .filter(|record| record.manifest_digest == active.manifest_digest);
+        if let Some(record) = &record {
+            self.runtime.restore_restart_counts(&record.restart_counts);
+        }
+        self.supervision = record;
+        Ok(())
+    }
+
+    /// One supervision pass over the active deployment; records the restart
+    /// counts whenever they change, for `edged status` in other processes.
     pub fn supervise(&mut self) -> Result<()> {
-        let active = self.active()?;
-        self.runtime.supervise(active.as_ref())
+        let Some(installed) = self.state()?.active else {
+            return self.runtime.supervise(None);
+        };
+        let loaded = self.load(&installed)?;
+        self.runtime.supervise(Some(&loaded))?;
+        let record = SupervisionRecord {
+            manifest_digest: installed.manifest_digest,
+            restart_counts: self.runtime.restart_counts(),
+        };
+        if self.supervision.as_ref() != Some(&record) {
+            record.store(&self.state_dir)?;
+            self.supervision = Some(record);
+        }
+        Ok(())
     }
 
     /// The module states of the active deployment.

@@ -43,7 +43,12 @@ const POLL: Duration = Duration::from_millis(250);
 /// Restart bookkeeping for one module.
 #[derive(Clone, Debug, Default)]
 struct Backoff {
+    /// Restarts of the module in this deployment, as reported and recorded.
     restarts: u32,
+    /// Restarts since this edged process started: the back-off exponent,
+    /// so that after a reboot a module is tried again soon rather than
+    /// after the longest delay.
+    streak: u32,
     next_attempt: Option<Instant>,
 }
 
@@ -410,7 +415,8 @@ impl ModuleRuntime for DockerEngine {
             match backoff.next_attempt {
                 None => {
                     backoff.restarts += 1;
-                    backoff.next_attempt = Some(now + self.restart.delay(backoff.restarts));
+                    backoff.streak += 1;
+                    backoff.next_attempt = Some(now + self.restart.delay(backoff.streak));
                 }
                 Some(when) if now >= when => {
                     backoff.next_attempt = None;
@@ -426,6 +432,20 @@ impl ModuleRuntime for DockerEngine {
             }
         }
         Ok(())
+    }
+
+    fn restart_counts(&self) -> BTreeMap<String, u32> {
+        self.backoff
+            .iter()
+            .filter(|(_, backoff)| backoff.restarts > 0)
+            .map(|(module, backoff)| (module.clone(), backoff.restarts))
+            .collect()
+    }
+
+    fn restore_restart_counts(&mut self, counts: &BTreeMap<String, u32>) {
+        for (module, &restarts) in counts {
+            self.backoff.entry(module.clone()).or_default().restarts = restarts;
+        }
     }
 
     fn status(&mut self, deployment: Option<&Loaded>) -> Result<Vec<(String, ModuleStatus)>> {

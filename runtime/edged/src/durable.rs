@@ -14,22 +14,28 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `bytes` atomically: temporary file, fsync, rename,
 /// fsync of the directory. A crash leaves either the old or the new content.
-pub fn replace_file(path: &Path, bytes: &[u8], points: RecordPoints) -> io::Result<()> {
+/// `points` are the failpoints of a record on the apply or rollback path.
+pub fn replace_file(path: &Path, bytes: &[u8], points: Option<RecordPoints>) -> io::Result<()> {
+    let hit = |point: fn(&RecordPoints) -> Failpoint| {
+        if let Some(points) = &points {
+            failpoint::hit(point(points));
+        }
+    };
     let directory = path.parent().unwrap_or(Path::new("."));
     let temporary = temporary_path(path);
-    failpoint::hit(points.write);
+    hit(|points| points.write);
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&temporary)?;
     file.write_all(bytes)?;
-    failpoint::hit(points.fsync);
+    hit(|points| points.fsync);
     file.sync_all()?;
     drop(file);
-    failpoint::hit(points.rename);
+    hit(|points| points.rename);
     fs::rename(&temporary, path)?;
-    failpoint::hit(points.fsync_dir);
+    hit(|points| points.fsync_dir);
     fsync_dir(directory)
 }
 

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod runtime;
 pub mod state;
 pub mod status;
+pub mod supervision;
 pub mod trust;
 pub mod writer;
 

@@ -1,6 +1,7 @@
 //! The module runtime behind the transaction: Docker on devices, and two
 //! engine-less runtimes for tests and benchmarks.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,7 +30,8 @@ pub struct ModuleStatus {
     pub runtime_status: String,
     /// The last exit code.
     pub exit_code: i64,
-    /// How often edged restarted it since it last ran stably.
+    /// How often edged restarted it since the deployment started, across
+    /// edged processes (see `supervision.rs`).
     pub restart_count: u32,
     /// When it last started, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +60,13 @@ pub trait ModuleRuntime {
 
     /// The state of each module, by name.
     fn status(&mut self, deployment: Option<&Loaded>) -> Result<Vec<(String, ModuleStatus)>>;
+
+    /// How often the runtime restarted each module, by name, so the counts
+    /// can be recorded for other edged processes.
+    fn restart_counts(&self) -> BTreeMap<String, u32>;
+
+    /// Continues from counts an earlier edged process recorded.
+    fn restore_restart_counts(&mut self, counts: &BTreeMap<String, u32>);
 }
 
 /// A runtime that runs nothing: every deployment counts as healthy, or, with
@@ -88,6 +97,12 @@ impl ModuleRuntime for NoEngine {
     fn supervise(&mut self, _deployment: Option<&Loaded>) -> Result<()> {
         Ok(())
     }
+
+    fn restart_counts(&self) -> BTreeMap<String, u32> {
+        BTreeMap::new()
+    }
+
+    fn restore_restart_counts(&mut self, _counts: &BTreeMap<String, u32>) {}
 
     fn status(&mut self, deployment: Option<&Loaded>) -> Result<Vec<(String, ModuleStatus)>> {
         Ok(deployment

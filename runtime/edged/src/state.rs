@@ -153,6 +153,6 @@ impl State {
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|error| Error::CorruptState(format!("cannot encode the state: {error}")))?;
         bytes.push(b'\n');
-        durable::replace_file(&path, &bytes, points).map_err(Error::state("write", &path))
+        durable::replace_file(&path, &bytes, Some(points)).map_err(Error::state("write", &path))
     }
 }
