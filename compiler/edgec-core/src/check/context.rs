@@ -228,39 +228,49 @@ impl<'a> Checker<'a> {
         Some(integer as u64)
     }
 
-    /// A positive number (integer or float).
-    pub fn number(&mut self, file: FileId, value: &'a Value) -> Option<f64> {
+    /// A scalar of one kind, after parameter substitution; anything else is a type mismatch
+    /// described as `expected`.
+    fn scalar<T>(
+        &mut self,
+        file: FileId,
+        value: &'a Value,
+        expected: &str,
+        extract: impl Fn(&ValueKind) -> Option<T>,
+    ) -> Option<T> {
         let (file, value) = self.resolve(file, value)?;
-        match value.kind {
+        let scalar = extract(&value.kind);
+        if scalar.is_none() {
+            self.mismatch(file, value, expected);
+        }
+        scalar
+    }
+
+    /// A number, written as an integer or a float.
+    pub fn number(&mut self, file: FileId, value: &'a Value) -> Option<f64> {
+        self.scalar(file, value, "a number", |kind| match *kind {
             ValueKind::Integer(integer) => Some(integer as f64),
             ValueKind::Float(float) => Some(float),
-            _ => {
-                self.mismatch(file, value, "a number");
-                None
-            }
-        }
+            _ => None,
+        })
     }
 
     pub fn size(&mut self, file: FileId, value: &'a Value) -> Option<u64> {
-        let (file, value) = self.resolve(file, value)?;
-        match value.kind {
+        self.scalar(file, value, "a size such as `512MiB`", |kind| match *kind {
             ValueKind::Size(bytes) => Some(bytes),
-            _ => {
-                self.mismatch(file, value, "a size such as `512MiB`");
-                None
-            }
-        }
+            _ => None,
+        })
     }
 
     pub fn duration(&mut self, file: FileId, value: &'a Value) -> Option<u64> {
-        let (file, value) = self.resolve(file, value)?;
-        match value.kind {
-            ValueKind::Duration(seconds) => Some(seconds),
-            _ => {
-                self.mismatch(file, value, "a duration such as `30s`");
-                None
-            }
-        }
+        self.scalar(
+            file,
+            value,
+            "a duration such as `30s`",
+            |kind| match *kind {
+                ValueKind::Duration(seconds) => Some(seconds),
+                _ => None,
+            },
+        )
     }
 
     /// One of `allowed`, written bare (`restart = always`) or as a string or parameter.
