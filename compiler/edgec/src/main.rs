@@ -109,6 +109,9 @@ enum Command {
     /// dm-verity hash trees, interchangeable with veritysetup's (format 1, sha256, 4 KiB blocks).
     #[command(subcommand)]
     Verity(VerityCommand),
+    /// Bootable dm-verity A/B OS images from recipes, and their QEMU boot test.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +152,39 @@ enum VerityCommand {
         data: PathBuf,
         hash: PathBuf,
         roothash: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build the disk image, kernel and initramfs a recipe (`recipes/images/*.toml`) describes.
+    Build {
+        recipe: PathBuf,
+        /// The output directory (default: `build/images/NAME`).
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// The statically linked edged to install (default: the workspace's static build).
+        #[arg(long, value_name = "FILE")]
+        edged: Option<PathBuf>,
+        /// The statically linked edge-init (default: the workspace's static build).
+        #[arg(long, value_name = "FILE")]
+        init: Option<PathBuf>,
+        #[command(flatten)]
+        signing: commands::signing::SigningOptions,
+    },
+    /// Boot a built image under QEMU (TCG) and report whether edged came up: exit 0 if it did.
+    BootTest {
+        /// The directory `edgec image build` wrote.
+        image: PathBuf,
+        /// Seconds to wait for the ready line in each boot.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Boots to allow (a failed slot reboots the device, and QEMU exits instead).
+        #[arg(long, default_value_t = 3)]
+        boots: usize,
+        /// Print the serial console.
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -204,6 +240,25 @@ fn main() -> ExitCode {
             hash,
             roothash,
         }) => commands::verity::verify(&data, &hash, &roothash),
+        Command::Image(ImageCommand::Build {
+            recipe,
+            output,
+            edged,
+            init,
+            signing,
+        }) => commands::image::build(&commands::image::ImageBuildOptions {
+            recipe,
+            output,
+            edged,
+            init,
+            signing,
+        }),
+        Command::Image(ImageCommand::BootTest {
+            image,
+            timeout,
+            boots,
+            verbose,
+        }) => commands::image::boot_test(&image, timeout, boots, verbose),
     };
     ExitCode::from(status as u8)
 }

@@ -4,6 +4,7 @@ pub mod build;
 pub mod check;
 pub mod explain;
 pub mod fmt;
+pub mod image;
 pub mod import;
 pub mod keys;
 pub mod route;

@@ -1,0 +1,273 @@
+//! `edgec image build` and `edgec image boot-test`: OS images from recipes, through
+//! `edge-image`, and their boot under QEMU.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edge_image::qemu::{BootTarget, boot_until_ready};
+use edge_image::recipe::Recipe;
+use edge_image::{BUILD_STEPS, ImageSpec, Progress};
+use edgec_core::check::model::Architecture;
+use edgec_core::diagnostic::has_errors;
+
+use crate::commands::build::{BuildOptions, ManifestForm};
+use crate::commands::check::check_program;
+use crate::commands::signing::{SigningOptions, open_signers};
+use crate::output::{print_diagnostics, usage_error};
+use crate::{DiagnosticFormat, Status};
+
+/// What `edgec image build` was asked to do.
+pub struct ImageBuildOptions {
+    pub recipe: PathBuf,
+    pub output: Option<PathBuf>,
+    pub edged: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub signing: SigningOptions,
+}
+
+/// Builds the image a recipe describes; exit 1 when the recipe's program has errors, 2 when the
+/// image cannot be built.
+pub fn build(options: &ImageBuildOptions) -> Status {
+    match build_image(options) {
+        Ok(status) => status,
+        Err(message) => {
+            usage_error(&message);
+            Status::Failure
+        }
+    }
+}
+
+fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
+    let started = Instant::now();
+    let recipe = Recipe::load(&options.recipe).map_err(|error| error.to_string())?;
+    let (loaded, program, diagnostics) = check_program(std::slice::from_ref(&recipe.program), &[])?;
+    print_diagnostics(&diagnostics, &loaded.sources, DiagnosticFormat::Human);
+    if has_errors(&diagnostics) {
+        err!(
+            "{}: errors in the image's program; nothing was built",
+            recipe.program.display()
+        );
+        return Ok(Status::Errors);
+    }
+    let hardware = program.hardware.get(&recipe.hardware).ok_or_else(|| {
+        format!(
+            "{} defines no hardware profile `{}`",
+            recipe.program.display(),
+            recipe.hardware
+        )
+    })?;
+    let deployment = program.deployments.get(&recipe.deployment).ok_or_else(|| {
+        format!(
+            "{} defines no deployment `{}`",
+            recipe.program.display(),
+            recipe.deployment
+        )
+    })?;
+    if deployment.target != recipe.hardware {
+        return Err(format!(
+            "deployment `{}` targets `{}`, but the image is for `{}`",
+            deployment.name, deployment.target, recipe.hardware
+        ));
+    }
+    let architecture = match hardware.architecture {
+        Architecture::Amd64 => "amd64",
+        Architecture::Arm64 => "arm64",
+        Architecture::Arm32v7 => {
+            return Err(
+                "arm32v7 images are not supported (no DPS root partition type is wired up)".into(),
+            );
+        }
+    };
+    let signers = open_signers(&options.signing)?;
+    let root_signer = signers.first().ok_or(
+        "an image needs a signing key (--key or --pkcs11): it signs the initial bundle and the root hash",
+    )?;
+    let scratch = tempfile::tempdir()
+        .map_err(|error| format!("cannot create a temporary directory: {error}"))?;
+    let bundle_status = crate::commands::build::run(&BuildOptions {
+        paths: vec![recipe.program.clone()],
+        deployment: Some(recipe.deployment.clone()),
+        output: scratch.path().to_owned(),
+        overrides: Vec::new(),
+        form: ManifestForm::Manifest,
+        signing: options.signing.clone(),
+    });
+    if bundle_status != Status::Clean {
+        return Ok(bundle_status);
+    }
+    let mut trust_anchors = Vec::new();
+    for signer in &signers {
+        let key = signer.public_key();
+        let pem = edge_bundle::public_key_pem(&key).map_err(|error| error.to_string())?;
+        trust_anchors.push((format!("{}.pub", &edge_bundle::key_id(&key)[..16]), pem));
+    }
+    for anchor in &recipe.edged.trust {
+        let pem = std::fs::read_to_string(anchor)
+            .map_err(|error| format!("cannot read trust anchor `{}`: {error}", anchor.display()))?;
+        let name = anchor
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        trust_anchors.push((name, pem));
+    }
+    let spec = ImageSpec {
+        name: recipe.name.clone(),
+        architecture: architecture.to_owned(),
+        kernel_package: recipe.kernel.clone(),
+        modules: recipe.modules(),
+        sizes: recipe.sizes(),
+        boot_tries: recipe.boot_tries,
+        edged: binary(options.edged.as_deref(), "edged", architecture)?,
+        init: binary(options.init.as_deref(), "edge-init", architecture)?,
+        device_config: recipe.device_config(&hardware.compatible, architecture),
+        edged_options: vec!["--runtime".into(), recipe.edged.runtime.clone()],
+        initial_bundle: scratch
+            .path()
+            .join(format!("{}.edgebundle", deployment.name)),
+        trust_anchors,
+        source_date_epoch: source_date_epoch()?,
+        cache: cache_dir().join("kernels"),
+    };
+    let output = options
+        .output
+        .clone()
+        .unwrap_or_else(|| Path::new("build/images").join(&recipe.name));
+    let mut progress = Progress::new(BUILD_STEPS, false);
+    let manifest = edge_image::build(&spec, root_signer.as_ref(), &output, &mut progress)
+        .map_err(|error| error.to_string())?;
+    out!(
+        "built {} in {:.1} s: kernel {} {}, root hash {}",
+        output.join("disk.img").display(),
+        started.elapsed().as_secs_f64(),
+        manifest.kernel.package,
+        manifest.kernel.version,
+        manifest.root_hash
+    );
+    Ok(Status::Clean)
+}
+
+/// A static binary for the image: the one named on the command line, else the environment
+/// (`EDGEC_IMAGE_EDGED`, `EDGEC_IMAGE_INIT`), else the static release build of the workspace
+/// next to this edgec (`target/<triple>/release/NAME`).
+fn binary(given: Option<&Path>, name: &str, architecture: &str) -> Result<PathBuf, String> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let variable = match name {
+        "edged" => "EDGEC_IMAGE_EDGED",
+        _ => "EDGEC_IMAGE_INIT",
+    };
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    let triple = match architecture {
+        "arm64" => "aarch64-unknown-linux-gnu",
+        _ => "x86_64-unknown-linux-gnu",
+    };
+    let candidate = std::env::current_exe().ok().and_then(|exe| {
+        Some(
+            exe.parent()?
+                .parent()?
+                .join(triple)
+                .join("release")
+                .join(name),
+        )
+    });
+    match candidate {
+        Some(path) if path.is_file() => Ok(path),
+        _ => Err(format!(
+            "no static {name} for {architecture}: build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p {name} --target {triple}` or name it with --{} / {variable}",
+            if name == "edged" { "edged" } else { "init" }
+        )),
+    }
+}
+
+/// `$EDGEC_CACHE`, else `$XDG_CACHE_HOME/edgec`, else `~/.cache/edgec`.
+fn cache_dir() -> PathBuf {
+    if let Some(cache) = std::env::var_os("EDGEC_CACHE") {
+        return PathBuf::from(cache);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(xdg).join("edgec");
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/edgec"))
+        .unwrap_or_else(|| std::env::temp_dir().join("edgec-cache"))
+}
+
+fn source_date_epoch() -> Result<u64, String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("SOURCE_DATE_EPOCH must be a number of seconds, not `{text}`")),
+        Err(_) => Ok(0),
+    }
+}
+
+/// Boots a copy of the image (the built one stays pristine; boot counting persists across the
+/// copy's reboots) and reports whether edged came up: exit 0 ready, 1 not.
+pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Status {
+    let scratch = match tempfile::tempdir() {
+        Ok(scratch) => scratch,
+        Err(error) => {
+            usage_error(&format!("cannot create a temporary directory: {error}"));
+            return Status::Failure;
+        }
+    };
+    let mut target = BootTarget::in_directory(image);
+    let copy = scratch.path().join("disk.img");
+    if let Err(error) = std::fs::copy(&target.disk, &copy) {
+        usage_error(&format!("cannot copy `{}`: {error}", target.disk.display()));
+        return Status::Failure;
+    }
+    target.disk = copy;
+    let mut echo = |line: &str| {
+        if verbose {
+            err!("| {line}");
+        }
+    };
+    let results =
+        match boot_until_ready(&target, Duration::from_secs_f64(timeout), boots, &mut echo) {
+            Ok(results) => results,
+            Err(error) => {
+                usage_error(&error.to_string());
+                return Status::Failure;
+            }
+        };
+    for (index, result) in results.iter().enumerate() {
+        match &result.ready {
+            Some(line) => {
+                out!(
+                    "boot {}: ready in {:.1} s: {line}",
+                    index + 1,
+                    result.seconds
+                );
+                return Status::Clean;
+            }
+            None => {
+                let ending = if result.timed_out {
+                    "timed out"
+                } else {
+                    "the guest rebooted"
+                };
+                out!(
+                    "boot {}: no ready line after {:.1} s ({ending})",
+                    index + 1,
+                    result.seconds
+                );
+                if !verbose {
+                    for line in result
+                        .console
+                        .lines()
+                        .filter(|line| line.starts_with("edge-init:"))
+                    {
+                        out!("  {line}");
+                    }
+                }
+            }
+        }
+    }
+    Status::Errors
+}

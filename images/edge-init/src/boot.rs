@@ -1,0 +1,184 @@
+//! Slot selection with boot counting. The state lives in the type-specific attribute bits of
+//! the two root partitions' GPT entries (as on ChromeOS): bits 48–51 priority, 52–55 tries left,
+//! bit 56 successful. Keeping it in the partition table means it needs no file system, survives
+//! any damage to the slots themselves, and is rewritten in one sector-sized step per copy.
+
+use serde::{Deserialize, Serialize};
+
+const PRIORITY_SHIFT: u32 = 48;
+const TRIES_SHIFT: u32 = 52;
+const SUCCESSFUL_BIT: u64 = 1 << 56;
+const STATE_MASK: u64 = 0x1FF << 48;
+
+/// One of the two root slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Slot {
+    /// The first slot, booted first on a new device.
+    A,
+    /// The second slot.
+    B,
+}
+
+impl Slot {
+    /// Both slots.
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    /// The lowercase letter used in partition names.
+    pub fn letter(self) -> char {
+        match self {
+            Slot::A => 'a',
+            Slot::B => 'b',
+        }
+    }
+
+    /// The root partition's name.
+    pub fn root_name(self) -> String {
+        format!("root-{}", self.letter())
+    }
+
+    /// The verity hash partition's name.
+    pub fn verity_name(self) -> String {
+        format!("root-{}-verity", self.letter())
+    }
+
+    /// The root hash signature partition's name.
+    pub fn signature_name(self) -> String {
+        format!("root-{}-verity-sig", self.letter())
+    }
+
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        })
+    }
+}
+
+/// A slot's boot-counting state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotState {
+    /// 0 means never boot it; otherwise the higher priority boots first.
+    pub priority: u8,
+    /// Boots left before an unconfirmed slot is given up.
+    pub tries: u8,
+    /// The slot has reached "healthy" (edged up with its deployment) at least once.
+    pub successful: bool,
+}
+
+impl SlotState {
+    /// A freshly written slot: `tries` boots to prove itself.
+    pub fn fresh(priority: u8, tries: u8) -> Self {
+        Self {
+            priority: priority.min(15),
+            tries: tries.min(15),
+            successful: false,
+        }
+    }
+
+    /// Reads the state from a GPT entry's attributes.
+    pub fn from_attributes(attributes: u64) -> Self {
+        Self {
+            priority: ((attributes >> PRIORITY_SHIFT) & 0xF) as u8,
+            tries: ((attributes >> TRIES_SHIFT) & 0xF) as u8,
+            successful: attributes & SUCCESSFUL_BIT != 0,
+        }
+    }
+
+    /// Writes the state into a GPT entry's attributes, keeping every other bit.
+    pub fn to_attributes(self, attributes: u64) -> u64 {
+        (attributes & !STATE_MASK)
+            | (u64::from(self.priority.min(15)) << PRIORITY_SHIFT)
+            | (u64::from(self.tries.min(15)) << TRIES_SHIFT)
+            | if self.successful { SUCCESSFUL_BIT } else { 0 }
+    }
+
+    /// Whether the slot may be booted.
+    pub fn bootable(self) -> bool {
+        self.priority > 0 && (self.successful || self.tries > 0)
+    }
+
+    /// The state to record before booting the slot: an unconfirmed slot spends one try, so a
+    /// slot that hangs or crashes before confirming runs out of tries and is skipped.
+    pub fn spend_try(self) -> Self {
+        if self.successful {
+            self
+        } else {
+            Self {
+                tries: self.tries.saturating_sub(1),
+                ..self
+            }
+        }
+    }
+
+    /// The state after the slot came up healthy.
+    pub fn confirmed(self) -> Self {
+        Self {
+            tries: 0,
+            successful: true,
+            ..self
+        }
+    }
+
+    /// The state of a slot that failed a check (signature, verity, mount, runtime): never
+    /// booted again until an update rewrites it.
+    pub fn abandoned(self) -> Self {
+        Self::default()
+    }
+}
+
+/// The slots to try in order: bootable ones by priority, A first on a tie.
+pub fn boot_order(a: SlotState, b: SlotState) -> Vec<Slot> {
+    let mut order: Vec<(Slot, SlotState)> = vec![(Slot::A, a), (Slot::B, b)]
+        .into_iter()
+        .filter(|(_, state)| state.bootable())
+        .collect();
+    order.sort_by_key(|(slot, state)| (std::cmp::Reverse(state.priority), *slot == Slot::B));
+    order.into_iter().map(|(slot, _)| slot).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_attributes_without_touching_other_bits() {
+        let state = SlotState {
+            priority: 2,
+            tries: 3,
+            successful: true,
+        };
+        let other_bits = (1 << 60) | 1;
+        let attributes = state.to_attributes(other_bits);
+        assert_eq!(SlotState::from_attributes(attributes), state);
+        assert_eq!(attributes & other_bits, other_bits);
+    }
+
+    #[test]
+    fn an_unconfirmed_slot_runs_out_of_tries_and_the_other_boots() {
+        let mut a = SlotState::fresh(2, 2);
+        let b = SlotState::fresh(1, 2).confirmed();
+        for _ in 0..2 {
+            assert_eq!(boot_order(a, b)[0], Slot::A);
+            a = a.spend_try();
+        }
+        assert_eq!(boot_order(a, b), vec![Slot::B]);
+    }
+
+    #[test]
+    fn a_confirmed_slot_keeps_booting_and_an_abandoned_one_never_does() {
+        let a = SlotState::fresh(2, 1).spend_try().confirmed();
+        assert_eq!(a.spend_try(), a);
+        assert_eq!(boot_order(a, a.abandoned()), vec![Slot::A]);
+        assert!(boot_order(a.abandoned(), a.abandoned()).is_empty());
+    }
+}

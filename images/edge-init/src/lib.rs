@@ -1,0 +1,7 @@
+//! The formats an edgec OS image's init shares with the image builder: the GPT layout
+//! ([`gpt`]), boot counting in partition attributes ([`boot`]), and the init configuration
+//! and root hash signature ([`config`]). The init itself is this crate's binary.
+
+pub mod boot;
+pub mod config;
+pub mod gpt;
