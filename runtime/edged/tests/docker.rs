@@ -1,141 +1,263 @@
-//! End to end on a real Docker engine: apply a bundle, see the modules run
-//! with edged's labels, apply a newer bundle whose module crash-loops, and
-//! see edged roll back by itself to the old modules. Skips (and says so)
-//! when no engine answers; CI starts one.
+//! End to end on a real Docker engine, from `.edge` sources through the
+//! real compiler: `edgec keygen` and `edgec build --key` turn a small
+//! project (a busybox root filesystem as `local("rootfs")`, commands in
+//! `create_options`) into signed bundles; `edged apply` runs them, rolls
+//! back by itself when a module crash-loops or fails its health command,
+//! and `edged status` reports the restarts `edged run` made. Skips (and
+//! says so) when no engine answers; CI starts one (`.ci/setup`).
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use common::{COMPATIBLE, Key, TestDevice};
-use edge_bundle::{Architecture, BundleBuilder, BundleHeader, ImageConfig, LayerCompression};
-use serde_json::json;
+use common::{COMPATIBLE, TestDevice};
+
+/// A module of a generated project.
+struct Module<'a> {
+    name: &'a str,
+    /// The shell command the container runs.
+    script: &'a str,
+    /// A Docker health command (`CMD-SHELL`), checked every second.
+    health: Option<&'a str>,
+}
+
+/// A shell loop that stops at once on SIGTERM, so containers are replaced
+/// without Docker's ten-second kill timeout.
+const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// Builds a bundle whose modules run busybox shell commands.
-fn build_bundle(
-    dir: &Path,
-    key: &Key,
-    tag: &str,
-    version: u64,
-    modules: &[(&str, &str)],
-) -> Vec<u8> {
-    let rootfs = dir.join("rootfs");
-    if !rootfs.exists() {
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    }
-    let mut builder = BundleBuilder::new(BundleHeader {
-        deployment: format!("plant-{tag}"),
-        compatible: COMPATIBLE.to_owned(),
-        architecture: Architecture::Amd64,
-        version,
-        source_date_epoch: 0,
-    })
-    .unwrap();
-    let mut desired = serde_json::Map::new();
-    for (order, (name, script)) in modules.iter().enumerate() {
-        let reference = format!("edgec.local/{tag}-{name}:{version}");
-        let config = ImageConfig {
-            reference: reference.clone(),
-            architecture: Architecture::Amd64,
-            os: "linux".into(),
-            entrypoint: Vec::new(),
-            cmd: Vec::new(),
-            env: Vec::new(),
-            working_dir: None,
-            compression: LayerCompression::None,
-        };
-        builder.add_local_image(name, &rootfs, &config).unwrap();
-        let create = json!({"Cmd": ["/bin/sh", "-c", script]}).to_string();
-        desired.insert(
-            (*name).to_owned(),
-            json!({
-                "type": "docker",
-                "version": version.to_string(),
-                "status": "running",
-                "restartPolicy": "always",
-                "startupOrder": order,
-                "env": {"EDGE_VERSION": {"value": version.to_string()}},
-                "settings": {"image": reference, "createOptions": create},
-            }),
-        );
-    }
-    builder.iot_edge_manifest(json!({"modulesContent": {"$edgeAgent": {"properties.desired": {
-        "modules": desired,
-        "systemModules": {"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}}},
-    }}}}));
-    builder.build(&[&key.signer], Vec::new()).unwrap().writer
+fn succeeded(output: &Output) -> &Output {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
-#[test]
-fn apply_run_and_automatic_rollback_on_docker() {
+/// The `edgec` binary of this workspace, built once by cargo.
+fn edgec() -> &'static Path {
+    static EDGEC: OnceLock<PathBuf> = OnceLock::new();
+    EDGEC.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let output = Command::new(env!("CARGO"))
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "-p",
+                "edgec",
+                "--message-format=json-render-diagnostics",
+            ])
+            .output()
+            .unwrap();
+        succeeded(&output);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| {
+                message["reason"] == "compiler-artifact" && message["target"]["name"] == "edgec"
+            })
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo built no edgec executable")
+    })
+}
+
+/// Writes a project for deployment `version` into `dir` and builds its
+/// signed bundle with `edgec build --key`; returns the bundle.
+fn build(dir: &Path, key: &Path, version: u64, suffix: &str, modules: &[Module<'_>]) -> PathBuf {
+    let project = dir.join(format!("v{version}"));
+    let rootfs = project.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let mut source = format!(
+        "hardware gateway {{\n  arch = amd64\n  cpus = 2\n  memory = 1GiB\n  storage = 8GiB\n  security = none\n  compatible = \"{COMPATIBLE}\"\n}}\n"
+    );
+    for (order, module) in modules.iter().enumerate() {
+        let health = module.health.map_or_else(String::new, |test| {
+            format!(
+                "    Healthcheck {{\n      Test = [\"CMD-SHELL\", \"{test}\"]\n      Interval = 1000000000\n      Retries = 1\n    }}\n"
+            )
+        });
+        source.push_str(&format!(
+            "module {} {{\n  image = local(\"rootfs\")\n  version = \"{version}.0-{suffix}\"\n  restart = always\n  startup_order = {order}\n  env {{\n    EDGE_VERSION = \"{version}\"\n  }}\n  create_options {{\n    Cmd = [\"/bin/sh\", \"-c\", \"{}\"]\n{health}  }}\n}}\n",
+            module.name, module.script
+        ));
+    }
+    let names: Vec<&str> = modules.iter().map(|module| module.name).collect();
+    source.push_str(&format!(
+        "deployment plant {{\n  target = gateway\n  version = {version}\n  modules = [{}]\n}}\n",
+        names.join(", ")
+    ));
+    let file = project.join("plant.edge");
+    fs::write(&file, source).unwrap();
+    let output = project.join("build");
+    succeeded(
+        &Command::new(edgec())
+            .arg("build")
+            .arg(&file)
+            .arg("--output")
+            .arg(&output)
+            .arg("--key")
+            .arg(key)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .unwrap(),
+    );
+    output.join("plant.edgebundle")
+}
+
+/// A device for `instance` that trusts a fresh `edgec keygen` key; returns
+/// it with the private key.
+fn device(dir: &Path, instance: &str) -> (TestDevice, PathBuf) {
+    let key = dir.join("fleet");
+    succeeded(
+        &Command::new(edgec())
+            .arg("keygen")
+            .arg("--output")
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    let device = TestDevice::new(
+        &[],
+        &format!(
+            "instance = \"{instance}\"\n[health]\nwindow_secs = 2\n[restart]\nbackoff_base_secs = 0.2\n"
+        ),
+    );
+    fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
+    (device, key)
+}
+
+/// `running version` of a module's container, from Docker.
+fn container(instance: &str, module: &str) -> String {
+    docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{index .Config.Labels \"io.edgec.version\"}}",
+        &format!("{instance}.{module}"),
+    ])
+}
+
+fn status(device: &TestDevice) -> serde_json::Value {
+    let output = device.edged("docker", &["status", "--json"]);
+    serde_json::from_slice(&succeeded(&output).stdout).unwrap()
+}
+
+/// Runs `test` unless no engine answers, then removes the instance's
+/// containers and the images of `modules` in any case.
+fn with_engine(instance: &str, modules: &[&str], test: impl FnOnce() + std::panic::UnwindSafe) {
     if !edged::docker::engine_available() {
         eprintln!(
             "SKIPPED: no Docker engine with API 1.41+ answers; start dockerd to run the edged Docker tests (CI does)"
         );
         return;
     }
-    let tag = format!("edgedtest{}", std::process::id());
-    let keys = tempfile::tempdir().unwrap();
-    let key = Key::new(keys.path(), "fleet");
-    let device = TestDevice::new(
-        &[&key],
-        &format!(
-            "instance = \"{tag}\"\n[health]\nwindow_secs = 2\n[restart]\nbackoff_base_secs = 0.2\n"
-        ),
-    );
-    let good = build_bundle(
-        keys.path(),
-        &key,
-        &tag,
-        1,
-        &[("sensor", "sleep 1000"), ("filter", "sleep 1000")],
-    );
-    let bad = build_bundle(
-        keys.path(),
-        &key,
-        &tag,
-        2,
-        &[("sensor", "sleep 1000"), ("filter", "echo broken; exit 1")],
-    );
-    let good = device.write_bundle("good.edgebundle", &good);
-    let bad = device.write_bundle("bad.edgebundle", &bad);
+    let result = std::panic::catch_unwind(test);
+    let _ = edged::docker::remove_instance(instance);
+    let suffix = std::process::id();
+    for module in modules {
+        for version in [1, 2] {
+            docker(&[
+                "rmi",
+                "-f",
+                &format!("edgec.local/{module}:{version}.0-{suffix}"),
+            ]);
+        }
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
 
-    let result = std::panic::catch_unwind(|| {
-        let output = device.edged("docker", &["apply", good.to_str().unwrap()]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+#[test]
+fn recipe_to_running_modules_and_automatic_rollback_of_a_crash_loop() {
+    let instance = format!("edgedtest{}", std::process::id());
+    let suffix = std::process::id().to_string();
+    with_engine(&instance.clone(), &["sensor", "filter"], move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, key) = device(dir.path(), &instance);
+        let good = build(
+            dir.path(),
+            &key,
+            1,
+            &suffix,
+            &[
+                Module {
+                    name: "sensor",
+                    script: SERVE,
+                    health: Some("test -d /bin"),
+                },
+                Module {
+                    name: "filter",
+                    script: SERVE,
+                    health: None,
+                },
+            ],
         );
+        let bad = build(
+            dir.path(),
+            &key,
+            2,
+            &suffix,
+            &[
+                Module {
+                    name: "sensor",
+                    script: SERVE,
+                    health: Some("test -d /bin"),
+                },
+                Module {
+                    name: "filter",
+                    script: "echo broken; exit 1",
+                    health: None,
+                },
+            ],
+        );
+
+        succeeded(&device.edged("docker", &["apply", good.to_str().unwrap()]));
+        let version = format!("1.0-{suffix}");
         for module in ["sensor", "filter"] {
-            let name = format!("{tag}.{module}");
             let inspect = docker(&[
                 "inspect",
                 "--format",
-                "{{.State.Running}} {{index .Config.Labels \"io.edgec.module\"}} {{index .Config.Labels \"io.edgec.version\"}} {{index .Config.Labels \"io.edgec.deployment\"}}",
-                &name,
+                "{{.State.Running}} {{index .Config.Labels \"io.edgec.module\"}} {{index .Config.Labels \"io.edgec.deployment\"}} {{index .Config.Labels \"io.edgec.instance\"}} {{.Config.Image}}",
+                &format!("{instance}.{module}"),
             ]);
-            assert_eq!(inspect, format!("true {module} 1 plant-{tag}"), "{name}");
+            assert_eq!(
+                inspect,
+                format!("true {module} plant {instance} edgec.local/{module}:{version}")
+            );
+            assert_eq!(container(&instance, module), format!("true {version}"));
         }
-        let unlabelled = format!("{tag}-bystander");
+        // The commit waited for the health command: `starting` delays it.
+        assert_eq!(
+            docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Health.Status}}",
+                &format!("{instance}.sensor"),
+            ]),
+            "healthy"
+        );
+        let bystander = format!("{instance}-bystander");
         docker(&[
             "create",
             "--name",
-            &unlabelled,
-            &format!("edgec.local/{tag}-sensor:1"),
+            &bystander,
+            &format!("edgec.local/sensor:{version}"),
             "/bin/sh",
             "-c",
-            "sleep 1000",
+            SERVE,
         ]);
 
         let output = device.edged("docker", &["apply", bad.to_str().unwrap()]);
@@ -146,69 +268,114 @@ fn apply_run_and_automatic_rollback_on_docker() {
             "{stderr}"
         );
         for module in ["sensor", "filter"] {
-            let name = format!("{tag}.{module}");
-            let inspect = docker(&[
-                "inspect",
-                "--format",
-                "{{.State.Running}} {{index .Config.Labels \"io.edgec.version\"}}",
-                &name,
-            ]);
-            assert_eq!(inspect, "true 1", "{name} is not back on version 1");
+            assert_eq!(
+                container(&instance, module),
+                format!("true {version}"),
+                "{module} is not back on version 1"
+            );
         }
         assert_eq!(
-            docker(&["inspect", "--format", "{{.Name}}", &unlabelled]),
-            format!("/{unlabelled}"),
+            docker(&["inspect", "--format", "{{.Name}}", &bystander]),
+            format!("/{bystander}"),
             "edged touched an unlabelled container"
         );
-        docker(&["rm", "-f", &unlabelled]);
+        docker(&["rm", "-f", &bystander]);
+        let report = status(&device);
+        assert_eq!(report["deployment"]["version"], 1);
+        assert_eq!(report["deployment"]["committedVersion"], 1);
+        assert_eq!(report["lastDesiredStatus"]["code"], 400);
+        assert_eq!(report["modules"]["sensor"]["runtimeStatus"], "running");
+        assert_eq!(report["modules"]["sensor"]["restartCount"], 0);
 
-        let output = device.edged("docker", &["status", "--json"]);
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(status["deployment"]["version"], 1);
-        assert_eq!(status["modules"]["sensor"]["runtimeStatus"], "running");
-        assert!(
-            status["modules"]["filter"]["lastStartTimeUtc"].is_string(),
-            "{status}"
-        );
-        assert_eq!(status["lastDesiredStatus"]["code"], 400);
-
-        // Supervision restarts a module that dies, after the back-off.
-        docker(&["kill", &format!("{tag}.sensor")]);
-        let output = device
+        // `edged run` restarts a module that dies, and `edged status` in a
+        // process of its own reports the restart.
+        docker(&["kill", &format!("{instance}.sensor")]);
+        let mut daemon = device
             .command("docker", &["run", "--interval", "0.1"])
-            .spawn();
-        let mut daemon = output.unwrap();
+            .spawn()
+            .unwrap();
         let mut running = String::new();
         for _ in 0..50 {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            running = docker(&[
-                "inspect",
-                "--format",
-                "{{.State.Running}}",
-                &format!("{tag}.sensor"),
-            ]);
-            if running == "true" {
+            std::thread::sleep(Duration::from_millis(200));
+            running = container(&instance, "sensor");
+            if running.starts_with("true") {
                 break;
             }
         }
         let _ = daemon.kill();
         let _ = daemon.wait();
         assert_eq!(
-            running, "true",
+            running,
+            format!("true {version}"),
             "edged run did not restart the killed module"
         );
+        let report = status(&device);
+        assert_eq!(report["modules"]["sensor"]["restartCount"], 1, "{report}");
+        assert_eq!(report["modules"]["filter"]["restartCount"], 0, "{report}");
     });
-    let _ = edged::docker::remove_instance(&tag);
-    for module in ["sensor", "filter"] {
-        for version in [1, 2] {
-            docker(&[
-                "rmi",
-                "-f",
-                &format!("edgec.local/{tag}-{module}:{version}"),
+}
+
+#[test]
+fn a_failing_health_command_rolls_the_update_back() {
+    let instance = format!("edgedhealth{}", std::process::id());
+    let suffix = std::process::id().to_string();
+    with_engine(&instance.clone(), &["probe"], move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, key) = device(dir.path(), &instance);
+        let good = build(
+            dir.path(),
+            &key,
+            1,
+            &suffix,
+            &[Module {
+                name: "probe",
+                script: SERVE,
+                health: Some("true"),
+            }],
+        );
+        let sick = build(
+            dir.path(),
+            &key,
+            2,
+            &suffix,
+            &[Module {
+                name: "probe",
+                script: SERVE,
+                health: Some("exit 1"),
+            }],
+        );
+        succeeded(&device.edged("docker", &["apply", good.to_str().unwrap()]));
+        assert_eq!(container(&instance, "probe"), format!("true 1.0-{suffix}"));
+
+        let output = device.edged("docker", &["apply", sick.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{stderr}");
+        assert!(
+            stderr.contains("module probe failed its health check"),
+            "{stderr}"
+        );
+        assert_eq!(
+            container(&instance, "probe"),
+            format!("true 1.0-{suffix}"),
+            "probe is not back on version 1"
+        );
+        // The restored container starts its health checks afresh.
+        let mut health = String::new();
+        for _ in 0..50 {
+            health = docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Health.Status}}",
+                &format!("{instance}.probe"),
             ]);
+            if health != "starting" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-    }
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+        assert_eq!(health, "healthy");
+        let report = status(&device);
+        assert_eq!(report["deployment"]["version"], 1);
+        assert_eq!(report["modules"]["probe"]["health"], "healthy", "{report}");
+    });
 }
