@@ -74,17 +74,17 @@ impl BodyPath {
                 BodyPathStep::Element(index) => node.element(*index),
             })
     }
+}
 
-    /// Reads the path from a body document as the hub's body query does.
-    pub(crate) fn read<'d>(&self, document: &'d JsonNode<'_>) -> Value<'d> {
-        match self.select(document) {
-            None | Some(JsonNode::Null) => Value::Null,
-            Some(JsonNode::Bool(value)) => Value::Bool(*value),
-            Some(JsonNode::Number(value)) => Value::Number(*value),
-            Some(JsonNode::String(text)) if is_newtonsoft_date(text) => Value::Undefined,
-            Some(JsonNode::String(text)) => Value::Text(Cow::Borrowed(text)),
-            Some(JsonNode::Array(_) | JsonNode::Object(_)) => Value::Undefined,
-        }
+/// The value a body query yields for the node a path selected, `None` when nothing was selected.
+pub(crate) fn node_value<'d>(selected: Option<&'d JsonNode<'_>>) -> Value<'d> {
+    match selected {
+        None | Some(JsonNode::Null) => Value::Null,
+        Some(JsonNode::Bool(value)) => Value::Bool(*value),
+        Some(JsonNode::Number(value)) => Value::Number(*value),
+        Some(JsonNode::String(text)) if is_newtonsoft_date(text) => Value::Undefined,
+        Some(JsonNode::String(text)) => Value::Text(Cow::Borrowed(text)),
+        Some(JsonNode::Array(_) | JsonNode::Object(_)) => Value::Undefined,
     }
 }
 

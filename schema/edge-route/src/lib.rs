@@ -11,6 +11,7 @@ mod condition_parser;
 pub mod conformance;
 pub mod describe;
 mod error;
+mod evaluation;
 mod json_document;
 mod lexer;
 mod message;

@@ -1,16 +1,17 @@
 //! Compiled conditions and their evaluation.
 //!
 //! Type checking resolves every overload and conversion up front, so a [`Node`] tree only says
-//! what to compute: property names are lowered once, body paths are parsed once, literals are
-//! stored ready to borrow, and each comparison knows which of the hub's comparison rules applies.
+//! what to compute: property names are lowered once, body paths are parsed once (and, inside a
+//! router, resolved once per message for all routes), literals are stored ready to borrow, and
+//! each comparison knows which of the hub's comparison rules applies.
 //! Evaluation walks the tree with plain recursion, whose depth the parser bounds, and returns
 //! values that borrow from the message, so the common cases do not allocate.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::body_path::BodyPath;
 use crate::builtins::Builtin;
+use crate::evaluation::{BodyPathInterner, BodyQuery, Evaluation};
 use crate::message::{Message, MessageContext};
 use crate::value::{Truth, Value, compare_ordinal};
 
@@ -32,9 +33,9 @@ pub(crate) enum Node {
     /// `$body.path`: the application property `$body.path` when present, else the body query.
     ApplicationPropertyOrBody {
         application: Box<str>,
-        path: BodyPath,
+        path: BodyQuery,
     },
-    Body(BodyPath),
+    Body(BodyQuery),
     /// A string-typed value passed where a null string must read as empty (`concat`, `||`).
     NullAsEmpty(Box<Node>),
     Negate(Box<Node>),
@@ -64,7 +65,7 @@ pub(crate) enum Node {
         builtin: Builtin,
         arguments: Box<[Node]>,
     },
-    TwinChangeIncludes(BodyPath),
+    TwinChangeIncludes(BodyQuery),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,19 +135,29 @@ impl CompiledCondition {
     /// Evaluates the condition in a message context shared with other routes, so the body is
     /// parsed at most once.
     pub fn evaluate_in(&self, context: &MessageContext<'_>) -> Truth {
+        self.evaluate_with(&Evaluation::unmemoized(context))
+    }
+
+    /// Evaluates the condition with the body paths a router has resolved for the message.
+    pub(crate) fn evaluate_with(&self, evaluation: &Evaluation<'_, '_>) -> Truth {
         if self.result_is_null {
             return Truth::False;
         }
-        match self.root.evaluate(context) {
+        match self.root.evaluate(evaluation) {
             Value::Bool(value) => Truth::from(value),
             _ => Truth::Undefined,
         }
     }
+
+    /// Numbers the condition's body paths in a router's table of distinct paths.
+    pub(crate) fn intern_body_paths(&mut self, interner: &mut BodyPathInterner) {
+        self.root.intern_body_paths(interner);
+    }
 }
 
 impl Node {
-    pub(crate) fn evaluate<'c>(&'c self, context: &'c MessageContext<'_>) -> Value<'c> {
-        let message = context.message();
+    pub(crate) fn evaluate<'c, 'e: 'c>(&'c self, context: &Evaluation<'e, '_>) -> Value<'c> {
+        let message = context.context().message();
         match self {
             Self::Number(value) => Value::Number(*value),
             Self::Text(text) => Value::Text(Cow::Borrowed(text)),
@@ -165,10 +176,10 @@ impl Node {
             Self::ApplicationPropertyOrBody { application, path } => {
                 match message.application_property(application) {
                     Some(value) => property_value(Some(value)),
-                    None => read_body(context, path),
+                    None => path.read(context),
                 }
             }
-            Self::Body(path) => read_body(context, path),
+            Self::Body(path) => path.read(context),
             Self::NullAsEmpty(inner) => match inner.evaluate(context) {
                 Value::Null => Value::Text(Cow::Borrowed("")),
                 value => value,
@@ -197,8 +208,8 @@ impl Node {
                 left,
                 right,
             } => {
-                let left = left.evaluate(context);
-                let right = right.evaluate(context);
+                let left = left.evaluate_operand(context);
+                let right = right.evaluate_operand(context);
                 rule.compare(&left, &right)
                     .map_or(Value::Undefined, |ordering| {
                         Value::Bool(operator.holds(ordering))
@@ -219,10 +230,51 @@ impl Node {
                 }
             }
             Self::Call { builtin, arguments } => evaluate_call(*builtin, arguments, context),
-            Self::TwinChangeIncludes(path) => match context.body() {
-                None => Value::Undefined,
-                Some(document) => Value::Bool(path.select(document).is_some()),
-            },
+            Self::TwinChangeIncludes(path) => path
+                .select(context)
+                .map_or(Value::Undefined, |selected| Value::Bool(selected.is_some())),
+        }
+    }
+
+    /// Evaluates a comparison operand, computing the usual leaves (a literal number, a body
+    /// read) in place because a recursive call costs more than they do.
+    #[inline(always)]
+    fn evaluate_operand<'c, 'e: 'c>(&'c self, context: &Evaluation<'e, '_>) -> Value<'c> {
+        match self {
+            Self::Number(value) => Value::Number(*value),
+            Self::Body(path) => path.read(context),
+            _ => self.evaluate(context),
+        }
+    }
+
+    fn intern_body_paths(&mut self, interner: &mut BodyPathInterner) {
+        match self {
+            Self::Number(_)
+            | Self::Text(_)
+            | Self::Bool(_)
+            | Self::Null
+            | Self::Undefined
+            | Self::ApplicationProperty(_)
+            | Self::SystemProperty(_)
+            | Self::ApplicationOrSystemProperty { .. } => {}
+            Self::ApplicationPropertyOrBody { path, .. }
+            | Self::Body(path)
+            | Self::TwinChangeIncludes(path) => interner.intern(path),
+            Self::NullAsEmpty(operand) | Self::Negate(operand) | Self::Not(operand) => {
+                operand.intern_body_paths(interner);
+            }
+            Self::Arithmetic { left, right, .. }
+            | Self::Compare { left, right, .. }
+            | Self::Logical { left, right, .. }
+            | Self::Coalesce { left, right } => {
+                left.intern_body_paths(interner);
+                right.intern_body_paths(interner);
+            }
+            Self::Call { arguments, .. } => {
+                for argument in arguments {
+                    argument.intern_body_paths(interner);
+                }
+            }
         }
     }
 }
@@ -268,10 +320,10 @@ impl<'a> ArgumentValues<'a> {
 /// Kept out of [`Node::evaluate`] so that the argument buffer does not enlarge the stack frame of
 /// every node evaluation, which dominates the cost of simple conditions.
 #[inline(never)]
-fn evaluate_call<'c>(
+fn evaluate_call<'c, 'e: 'c>(
     builtin: Builtin,
     arguments: &'c [Node],
-    context: &'c MessageContext<'_>,
+    context: &Evaluation<'e, '_>,
 ) -> Value<'c> {
     let mut values: ArgumentValues<'c> = ArgumentValues::new();
     for argument in arguments {
@@ -288,46 +340,41 @@ fn property_value(found: Option<Option<&str>>) -> Value<'_> {
     }
 }
 
-fn read_body<'c>(context: &'c MessageContext<'_>, path: &BodyPath) -> Value<'c> {
-    context
-        .body()
-        .map_or(Value::Undefined, |document| path.read(document))
-}
-
-fn evaluate_logical<'c>(
+/// Skips the right operand when the left one alone decides the result, which evaluation may do
+/// because it has no side effects: the hub's answer is the same, only computed sooner.
+fn evaluate_logical<'c, 'e: 'c>(
     operator: LogicalOperator,
     rule: LogicalRule,
     left: &'c Node,
     right: &'c Node,
-    context: &'c MessageContext<'_>,
+    context: &Evaluation<'e, '_>,
 ) -> Value<'c> {
-    let left = left.evaluate(context);
-    let right = right.evaluate(context);
+    let truth = |value: Value<'_>| match value {
+        Value::Bool(value) => Some(value),
+        _ => None,
+    };
+    let left = truth(left.evaluate(context));
+    let decided = match operator {
+        LogicalOperator::And => false,
+        LogicalOperator::Or => true,
+    };
     match rule {
-        LogicalRule::BodyValues => match (left, right) {
-            (Value::Bool(left), Value::Bool(right)) => Value::Bool(match operator {
-                LogicalOperator::And => left && right,
-                LogicalOperator::Or => left || right,
-            }),
-            _ => Value::Undefined,
-        },
-        LogicalRule::ThreeValued => {
-            let truth = |value: &Value<'_>| match value {
-                Value::Bool(value) => Some(*value),
-                _ => None,
-            };
-            let (left, right) = (truth(&left), truth(&right));
-            let decided = match operator {
-                LogicalOperator::And => false,
-                LogicalOperator::Or => true,
-            };
-            match (left, right) {
-                (Some(left), _) if left == decided => Value::Bool(decided),
-                (_, Some(right)) if right == decided => Value::Bool(decided),
-                (Some(_), Some(_)) => Value::Bool(!decided),
+        // Both operands must be booleans, so a left operand that is not one makes it undefined.
+        LogicalRule::BodyValues => {
+            match (left, left.and_then(|_| truth(right.evaluate(context)))) {
+                (Some(left), Some(right)) => Value::Bool(match operator {
+                    LogicalOperator::And => left && right,
+                    LogicalOperator::Or => left || right,
+                }),
                 _ => Value::Undefined,
             }
         }
+        LogicalRule::ThreeValued if left == Some(decided) => Value::Bool(decided),
+        LogicalRule::ThreeValued => match (left, truth(right.evaluate(context))) {
+            (_, Some(right)) if right == decided => Value::Bool(decided),
+            (Some(_), Some(_)) => Value::Bool(!decided),
+            _ => Value::Undefined,
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RouteError, RouteErrorKind};
+use crate::evaluation::{BodyPathInterner, Evaluation, unresolved_paths};
 use crate::message::{Message, MessageContext};
 use crate::program::CompiledCondition;
 use crate::route_syntax::{Sink, parse_route};
@@ -110,13 +111,15 @@ pub struct RouteTableError {
 
 /// Applies a route table to messages.
 ///
-/// Routes usually share a handful of source paths, so the router matches each distinct source
-/// prefix once per message and lets the routes look the result up by index.
+/// Routes usually share a handful of source paths and body paths, so the router matches each
+/// distinct source prefix once per message, resolves each distinct body path at most once per
+/// message, and lets the routes look the results up by index.
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
     distinct_sources: Vec<String>,
     source_index_of_route: Vec<usize>,
+    distinct_body_path_count: usize,
 }
 
 /// How many distinct source prefixes are remembered per message without allocating; routes with
@@ -163,6 +166,13 @@ impl Router {
         }
         routes
             .sort_by(|left, right| (left.priority, &left.name).cmp(&(right.priority, &right.name)));
+        let mut body_paths = BodyPathInterner::default();
+        for condition in routes
+            .iter_mut()
+            .filter_map(|route| route.condition.as_mut())
+        {
+            condition.intern_body_paths(&mut body_paths);
+        }
         let mut distinct_sources: Vec<String> = Vec::new();
         let source_index_of_route = routes
             .iter()
@@ -181,6 +191,7 @@ impl Router {
             routes,
             distinct_sources,
             source_index_of_route,
+            distinct_body_path_count: body_paths.len(),
         })
     }
 
@@ -193,6 +204,24 @@ impl Router {
     /// vector between messages avoids allocating per message.
     pub fn route_into<'r>(&'r self, message: &Message, matches: &mut Vec<RouteMatch<'r>>) {
         let context = MessageContext::new(message);
+        if self.distinct_body_path_count == 0 {
+            self.route_with(&Evaluation::unmemoized(&context), matches);
+        } else {
+            let resolved = unresolved_paths();
+            let evaluation =
+                Evaluation::memoized(&context, &resolved, self.distinct_body_path_count);
+            self.route_with(&evaluation, matches);
+        }
+    }
+
+    /// Appends the matching routes; kept apart from [`Router::route_into`] so that tables
+    /// without body paths do not pay for clearing the slots of resolved paths.
+    fn route_with<'r>(
+        &'r self,
+        evaluation: &Evaluation<'_, '_>,
+        matches: &mut Vec<RouteMatch<'r>>,
+    ) {
+        let message = evaluation.context().message();
         let mut source_matches: [Option<bool>; CACHED_SOURCE_COUNT] = [None; CACHED_SOURCE_COUNT];
         for (route, &source_index) in self.routes.iter().zip(&self.source_index_of_route) {
             let source_matches = match source_matches.get_mut(source_index) {
@@ -205,7 +234,7 @@ impl Router {
                 && route
                     .condition
                     .as_ref()
-                    .is_none_or(|condition| condition.evaluate_in(&context) == Truth::True);
+                    .is_none_or(|condition| condition.evaluate_with(evaluation) == Truth::True);
             if selected {
                 matches.push(RouteMatch {
                     name: &route.name,

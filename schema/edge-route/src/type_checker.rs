@@ -11,6 +11,7 @@ use std::ops::Range;
 use crate::body_path::BodyPath;
 use crate::builtins::{BUILTINS, Builtin};
 use crate::error::{RouteError, RouteErrorKind};
+use crate::evaluation::BodyQuery;
 use crate::message::lower_property_name;
 use crate::program::{
     ArithmeticOperator, ComparisonOperator, ComparisonRule, CompiledCondition, LogicalOperator,
@@ -116,12 +117,12 @@ impl TypeChecker<'_> {
                 return (Node::Undefined, StaticType::Dynamic);
             };
             if has_brackets {
-                return (Node::Body(path), StaticType::Dynamic);
+                return (Node::Body(BodyQuery::new(path)), StaticType::Dynamic);
             }
             return (
                 Node::ApplicationPropertyOrBody {
                     application: lower_property_name(&format!("${name}")),
-                    path,
+                    path: BodyQuery::new(path),
                 },
                 StaticType::Dynamic,
             );
@@ -145,7 +146,7 @@ impl TypeChecker<'_> {
     ) -> (Node, StaticType) {
         if let Some(path_text) = body_query_path(name) {
             return match self.body_path(path_text, span) {
-                Some(path) => (Node::Body(path), StaticType::Dynamic),
+                Some(path) => (Node::Body(BodyQuery::new(path)), StaticType::Dynamic),
                 None => (Node::Undefined, StaticType::Dynamic),
             };
         }
@@ -481,7 +482,10 @@ impl TypeChecker<'_> {
             ));
         }
         match BodyPath::parse(argument_text) {
-            Some(path) => (Node::TwinChangeIncludes(path), StaticType::Bool),
+            Some(path) => (
+                Node::TwinChangeIncludes(BodyQuery::new(path)),
+                StaticType::Bool,
+            ),
             None => self.fail(RouteError::error(
                 RouteErrorKind::InvalidTwinChangePath {
                     path: argument_text.to_owned(),
