@@ -7,7 +7,6 @@
 //! back-off that is capped but never gives up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -23,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::config::RestartConfig;
 use crate::deployment::ModuleSpec;
 use crate::error::{Error, Result};
+use crate::layout_tar::LayoutTar;
 use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 
 /// The oldest engine API edged speaks (Docker 20.10).
@@ -103,19 +103,21 @@ impl DockerEngine {
         container_name(&self.instance, module)
     }
 
-    /// Loads the bundle's packaged images (`docker load` of each layout).
+    /// Loads the bundle's packaged images (`docker load` of each layout),
+    /// streaming each layout as a tar rather than building it in memory.
     fn load_images(&self, loaded: &Loaded) -> Result<()> {
         for image in &loaded.manifest.images {
-            let archive = tar_directory(&loaded.dir.join(&image.path)).map_err(|error| {
+            let archive = LayoutTar::new(&loaded.dir.join(&image.path)).map_err(|error| {
                 Error::Docker(format!(
                     "cannot package the image of {}: {error}",
                     image.module
                 ))
             })?;
             let options = ImportImageOptionsBuilder::new().quiet(true).build();
-            let mut stream =
-                self.docker
-                    .import_image(options, bollard::body_full(archive.into()), None);
+            let body = bollard::body_try_stream(futures_util::stream::iter(
+                archive.map(|piece| piece.map(Into::into)),
+            ));
+            let mut stream = self.docker.import_image(options, body, None);
             self.runtime.block_on(async {
                 while let Some(item) = stream.next().await {
                     item.map_err(|error| {
@@ -253,15 +255,6 @@ fn create_body(instance: &str, deployment: &str, module: &ModuleSpec) -> Value {
 fn parse_api(text: &str) -> Option<(u32, u32)> {
     let (major, minor) = text.split_once('.')?;
     Some((major.parse().ok()?, minor.parse().ok()?))
-}
-
-/// Tars an image layout directory, the docker-archive form `docker load`
-/// takes (the layout carries a docker `manifest.json`).
-fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir)?;
-    builder.into_inner()
 }
 
 /// Reads a string field of a container state.

@@ -15,6 +15,7 @@ pub mod durable;
 pub mod error;
 pub mod failpoint;
 pub mod intake;
+pub mod layout_tar;
 pub mod runtime;
 pub mod state;
 pub mod status;
