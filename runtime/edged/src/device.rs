@@ -51,6 +51,8 @@ pub struct Device {
     /// The supervision record as last read or written, so that it is only
     /// rewritten when a count changes.
     supervision: Option<SupervisionRecord>,
+    /// The deletion of the deployment the last apply replaced.
+    cleanup: Option<JoinHandle<Result<()>>>,
 }
 
 impl Device {
@@ -78,6 +80,7 @@ impl Device {
             trust,
             runtime,
             supervision: None,
+            cleanup: None,
         };
         let recovered = device.recover()?;
         device.restore_restart_counts()?;
@@ -133,8 +136,13 @@ impl Device {
 
     /// Verifies, stages, switches, runs and health-checks a bundle; commits
     /// it when healthy, otherwise switches back and returns
-    /// [`Error::RolledBack`]. A refused bundle changes nothing.
+    /// [`Error::RolledBack`]. A refused bundle changes nothing. The
+    /// deployment the new one replaced may still be being deleted when this
+    /// returns (see [`Self::wait_for_cleanup`]).
     pub fn apply(&mut self, bundle: &Path) -> Result<Applied> {
+        // The slot about to be retired may be the one still being deleted
+        // (after a rollback the same slot is the target again).
+        self.wait_for_cleanup();
         let state = self.state()?;
         let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
         let target = state
@@ -144,17 +152,29 @@ impl Device {
         let staging = self.slot_dir(target).join(STAGING);
         let mut deletion = None;
         // Only once the bundle is proven genuine is the inactive slot's old
-        // deployment renamed aside; deleting it then overlaps the rest.
+        // deployment renamed aside; deleting it then runs alongside the
+        // rest and past the commit point, off the transaction's path.
         let extracted =
             intake::extract(bundle, &accepted, self.trust.threshold(), &staging, || {
                 deletion = self.retire(target)?;
                 Ok(())
             });
-        let outcome = extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted));
-        if let Some(deletion) = deletion {
-            finish_deletion(deletion);
+        self.cleanup = deletion;
+        extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted))
+    }
+
+    /// Waits until the deployment the last apply replaced is deleted. A
+    /// failure is only reported: the transaction was decided without it,
+    /// and recovery deletes the leftover at the next start.
+    pub fn wait_for_cleanup(&mut self) {
+        let Some(deletion) = self.cleanup.take() else {
+            return;
+        };
+        match deletion.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
+            Err(_) => eprintln!("edged: warning: deleting the replaced deployment failed"),
         }
-        outcome
     }
 
     /// Installs the verified staging directory into `target`, switches to
@@ -309,6 +329,7 @@ impl Device {
     /// Removes leftovers of an interrupted apply and finishes or undoes an
     /// interrupted transaction. Returns what it did, if anything.
     pub fn recover(&mut self) -> Result<Option<String>> {
+        self.wait_for_cleanup();
         for slot in [Slot::A, Slot::B] {
             for leftover in [STAGING, RETIRED] {
                 let path = self.slot_dir(slot).join(leftover);
@@ -422,13 +443,9 @@ impl Device {
     }
 }
 
-/// Waits for the deletion of a retired deployment. A failure is only
-/// reported: the transaction is decided by then, and recovery deletes the
-/// leftover at the next start.
-fn finish_deletion(deletion: JoinHandle<Result<()>>) {
-    match deletion.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
-        Err(_) => eprintln!("edged: warning: deleting the retired deployment failed"),
+impl Drop for Device {
+    /// A process ends only once the replaced deployment is deleted.
+    fn drop(&mut self) {
+        self.wait_for_cleanup();
     }
 }

@@ -62,7 +62,7 @@ failpoints! {
     RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
     RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
     RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
-    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, alongside the install, switch and trial).",
+    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, alongside the rest of the apply and past its commit).",
 }
 
 /// The four failpoints of one atomic state-record replacement.
