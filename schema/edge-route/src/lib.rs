@@ -22,7 +22,7 @@ mod schema_check;
 mod source_path;
 mod static_type;
 mod string_literal;
-mod suggest;
+pub mod suggest;
 mod syntax;
 mod type_checker;
 mod value;
