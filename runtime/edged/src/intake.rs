@@ -4,7 +4,7 @@
 //! and staging is removed again if anything is wrong.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
@@ -241,16 +241,15 @@ fn extract_into(
                 writer.copy(file, target, reader)
             },
         );
-        let checked = check_verified(verified, accepted).and_then(|()| on_verified());
+        let checked = check_verified(verified, accepted)
+            .and_then(|()| on_verified())
+            .and_then(|()| write_head(&mut writer, staging, accepted));
         // A failed write explains a verification aborted by the writer
         // stopping, so it is reported first.
         let written = writer.finish();
         written.map_err(|(path, error)| Error::state("write", &path)(error))?;
         checked
     })?;
-    write_new(&staging.join(MANIFEST_PATH), &accepted.manifest_bytes)
-        .and_then(|()| write_new(&staging.join(SIGNATURES_PATH), &accepted.signature_bytes))
-        .map_err(Error::state("write", staging))?;
     failpoint::hit(Failpoint::StageFsyncDirs);
     directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
     for directory in &directories {
@@ -294,11 +293,24 @@ fn create_parents(staging: &Path, target: &Path, directories: &mut Vec<PathBuf>)
     Ok(())
 }
 
-/// Writes a small file that must not exist yet, and fsyncs it.
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// Writes the manifest and signature file next to the payload through the
+/// writer, so that they are flushed together with the last payload file.
+fn write_head(writer: &mut Writer<'_>, staging: &Path, accepted: &Accepted) -> Result<()> {
+    for (name, bytes) in [
+        (MANIFEST_PATH, &accepted.manifest_bytes),
+        (SIGNATURES_PATH, &accepted.signature_bytes),
+    ] {
+        let path = staging.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::state("create", &path))?;
+        writer
+            .copy(file, path.clone(), &mut bytes.as_slice())
+            .map_err(Error::state("write", &path))?;
+    }
+    Ok(())
 }
 
 /// Re-checks an installed deployment directory against its own manifest:
