@@ -136,6 +136,30 @@ impl SlotState {
     }
 }
 
+/// The states after an update was written to `updated`: it boots next, with `tries` boots to
+/// reach ready, and the running slot stays bootable below it as the fallback. Returns the new
+/// (A, B) states.
+pub fn stage_update(
+    updated: Slot,
+    tries: u8,
+    a: SlotState,
+    b: SlotState,
+) -> (SlotState, SlotState) {
+    let (target, fallback) = match updated {
+        Slot::A => (a, b),
+        Slot::B => (b, a),
+    };
+    let fallback = SlotState {
+        priority: fallback.priority.clamp(1, 14),
+        ..fallback
+    };
+    let target = SlotState::fresh(fallback.priority.max(target.priority.min(14)) + 1, tries);
+    match updated {
+        Slot::A => (target, fallback),
+        Slot::B => (fallback, target),
+    }
+}
+
 /// The slots to try in order: bootable ones by priority, A first on a tie.
 pub fn boot_order(a: SlotState, b: SlotState) -> Vec<Slot> {
     let mut order: Vec<(Slot, SlotState)> = vec![(Slot::A, a), (Slot::B, b)]
@@ -172,6 +196,19 @@ mod tests {
             a = a.spend_try();
         }
         assert_eq!(boot_order(a, b), vec![Slot::B]);
+    }
+
+    #[test]
+    fn a_staged_update_boots_next_and_falls_back_once_its_tries_are_spent() {
+        let a = SlotState::fresh(2, 3).spend_try().confirmed();
+        let (a, mut b) = stage_update(Slot::B, 2, a, SlotState::default());
+        assert_eq!(boot_order(a, b), vec![Slot::B, Slot::A]);
+        b = b.spend_try().spend_try();
+        assert_eq!(boot_order(a, b), vec![Slot::A]);
+        // After B is confirmed, an update of A goes above it again.
+        let b = SlotState::fresh(3, 1).confirmed();
+        let (a, b) = stage_update(Slot::A, 2, a, b);
+        assert_eq!(boot_order(a, b), vec![Slot::A, Slot::B]);
     }
 
     #[test]

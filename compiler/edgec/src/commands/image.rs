@@ -78,6 +78,8 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
             );
         }
     };
+    let edged = binary(options.edged.as_deref(), "edged", architecture)?;
+    let init = binary(options.init.as_deref(), "edge-init", architecture)?;
     let signers = open_signers(&options.signing)?;
     let root_signer = signers.first().ok_or(
         "an image needs a signing key (--key or --pkcs11): it signs the initial bundle and the root hash",
@@ -118,8 +120,8 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         modules: recipe.modules(),
         sizes: recipe.sizes(),
         boot_tries: recipe.boot_tries,
-        edged: binary(options.edged.as_deref(), "edged", architecture)?,
-        init: binary(options.init.as_deref(), "edge-init", architecture)?,
+        edged,
+        init,
         device_config: recipe.device_config(&hardware.compatible, architecture),
         edged_options: vec!["--runtime".into(), recipe.edged.runtime.clone()],
         initial_bundle: scratch
@@ -177,7 +179,12 @@ fn binary(given: Option<&Path>, name: &str, architecture: &str) -> Result<PathBu
     match candidate {
         Some(path) if path.is_file() => Ok(path),
         _ => Err(format!(
-            "no static {name} for {architecture}: build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p {name} --target {triple}` or name it with --{} / {variable}",
+            "no static {name} for {architecture}: build it with `RUSTFLAGS=\"-C target-feature=+crt-static -C strip=symbols\" cargo build --release -p {name} --target {triple}` (the Rust target must be installed: `rustup target add {triple}`{}) or name it with --{} / {variable}",
+            if triple.starts_with("x86_64") {
+                ""
+            } else {
+                ", with a C cross linker for it"
+            },
             if name == "edged" { "edged" } else { "init" }
         )),
     }

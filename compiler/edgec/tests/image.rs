@@ -1,0 +1,280 @@
+//! OS images end to end: `edgec image build` on the qemu-x86_64 recipe, then `edgec image
+//! boot-test` under QEMU (TCG) on the image as built and on copies with one slot damaged: a
+//! flipped byte in the root, a root hash signed by a key the initramfs does not trust. Needs
+//! `qemu-system-x86`, `e2fsprogs` and Debian's package archive (`.ci/setup`); the static edged
+//! and edge-init are built here, as `images/README.md` says.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use edge_bundle::{FileSigner, Signer};
+use serde_json::Value;
+
+const EPOCH: &str = "1700000000";
+
+struct Built {
+    /// Keeps the temporary directory alive for the whole test binary.
+    _scratch: tempfile::TempDir,
+    key: PathBuf,
+    image: PathBuf,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn edgec() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgec"));
+    command.env("SOURCE_DATE_EPOCH", EPOCH);
+    command
+}
+
+/// The static edged and edge-init, built once with the flags the README gives.
+fn static_binaries() -> (PathBuf, PathBuf) {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("image-static");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "edged",
+            "-p",
+            "edge-init",
+        ])
+        .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+        .arg(&target_dir)
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=symbols",
+        )
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the static binaries failed");
+    let release = target_dir.join("x86_64-unknown-linux-gnu/release");
+    (release.join("edged"), release.join("edge-init"))
+}
+
+fn build_image(key: &Path, output: &Path) {
+    let (edged, init) = static_binaries();
+    let result = edgec()
+        .args(["image", "build"])
+        .arg(workspace().join("recipes/images/qemu-x86_64.toml"))
+        .arg("--key")
+        .arg(key)
+        .arg("--edged")
+        .arg(edged)
+        .arg("--init")
+        .arg(init)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .expect("edgec runs");
+    assert!(
+        result.status.success(),
+        "image build failed:\n{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let scratch = tempfile::tempdir().unwrap();
+        let key = scratch.path().join("os.key");
+        let keygen = edgec().args(["keygen", "-o"]).arg(&key).output().unwrap();
+        assert!(keygen.status.success());
+        let image = scratch.path().join("image");
+        build_image(&key, &image);
+        Built {
+            _scratch: scratch,
+            key,
+            image,
+        }
+    })
+}
+
+/// A copy of the built image whose disk `damage` may change, in its own directory.
+fn variant(damage: impl FnOnce(&mut std::fs::File, &Value)) -> tempfile::TempDir {
+    let built = built();
+    let directory = tempfile::tempdir().unwrap();
+    for name in ["vmlinuz", "initramfs.cpio", "disk.img", "manifest.json"] {
+        std::fs::copy(built.image.join(name), directory.path().join(name)).unwrap();
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(built.image.join("manifest.json")).unwrap()).unwrap();
+    let mut disk = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(directory.path().join("disk.img"))
+        .unwrap();
+    damage(&mut disk, &manifest);
+    disk.sync_all().unwrap();
+    directory
+}
+
+fn partition_offset(manifest: &Value, name: &str) -> u64 {
+    manifest["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|partition| partition["name"] == name)
+        .and_then(|partition| partition["offset"].as_u64())
+        .unwrap()
+}
+
+/// Boots with `edgec image boot-test`; returns whether it reported ready and everything printed.
+fn boot(image: &Path) -> (bool, String) {
+    let result = edgec()
+        .args([
+            "image",
+            "boot-test",
+            "--timeout",
+            "150",
+            "--boots",
+            "2",
+            "--verbose",
+        ])
+        .arg(image)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success(), text)
+}
+
+#[test]
+fn slot_a_boots_and_edged_runs_the_baked_in_deployment() {
+    let (ready, console) = boot(&built().image);
+    assert!(ready, "{console}");
+    assert!(
+        console.contains("edged: ready: deployment factory version 1 running")
+            && console.contains("OS slot A"),
+        "{console}"
+    );
+    assert!(
+        console.contains("applied deployment factory version 1"),
+        "{console}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_root_a_is_caught_and_slot_b_boots() {
+    let image = variant(|disk, manifest| {
+        let rootfs = std::fs::metadata(built().image.join("rootfs.squashfs")).unwrap();
+        let at = partition_offset(manifest, "root-a") + rootfs.len() / 2;
+        let mut byte = [0u8; 1];
+        disk.seek(SeekFrom::Start(at)).unwrap();
+        std::io::Read::read_exact(disk, &mut byte).unwrap();
+        disk.seek(SeekFrom::Start(at)).unwrap();
+        disk.write_all(&[byte[0] ^ 0x01]).unwrap();
+    });
+    let (ready, console) = boot(image.path());
+    assert!(
+        console.contains("edge-init: slot A refused: dm-verity rejected"),
+        "{console}"
+    );
+    assert!(!console.contains("OS slot A"), "{console}");
+    assert!(ready && console.contains("OS slot B"), "{console}");
+}
+
+#[test]
+fn a_root_hash_signed_by_an_untrusted_key_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let other = scratch.path().join("other.key");
+    assert!(
+        edgec()
+            .args(["keygen", "-o"])
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let signature: Value =
+        serde_json::from_slice(&std::fs::read(built().image.join("root-hash.sig.json")).unwrap())
+            .unwrap();
+    let root_hash = signature["rootHash"].as_str().unwrap().to_owned();
+    let forged = FileSigner::from_file(&other)
+        .unwrap()
+        .sign(&hex_bytes(&root_hash))
+        .unwrap();
+    let forged_json = serde_json::json!({
+        "rootHash": root_hash,
+        "keyId": "untrusted",
+        "signature": forged.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    });
+    let image = variant(|disk, manifest| {
+        let at = partition_offset(manifest, "root-a-verity-sig");
+        disk.seek(SeekFrom::Start(at)).unwrap();
+        let mut bytes = serde_json::to_vec(&forged_json).unwrap();
+        bytes.resize(4096, 0);
+        disk.write_all(&bytes).unwrap();
+    });
+    let (ready, console) = boot(image.path());
+    assert!(
+        console.contains(&format!(
+            "edge-init: slot A refused: the root hash {root_hash} is not signed by the trusted key"
+        )),
+        "{console}"
+    );
+    assert!(ready && console.contains("OS slot B"), "{console}");
+
+    let image = variant(|disk, manifest| {
+        for slot in ["root-a-verity-sig", "root-b-verity-sig"] {
+            disk.seek(SeekFrom::Start(partition_offset(manifest, slot)))
+                .unwrap();
+            let mut bytes = serde_json::to_vec(&forged_json).unwrap();
+            bytes.resize(4096, 0);
+            disk.write_all(&bytes).unwrap();
+        }
+    });
+    let (ready, console) = boot(image.path());
+    assert!(!ready, "{console}");
+    assert!(
+        console.contains("edge-init: no bootable slot left"),
+        "{console}"
+    );
+}
+
+#[test]
+fn the_same_recipe_and_inputs_build_byte_identical_images() {
+    let again = tempfile::tempdir().unwrap();
+    build_image(&built().key, again.path());
+    for name in [
+        "disk.img",
+        "initramfs.cpio",
+        "rootfs.squashfs",
+        "rootfs.verity",
+        "manifest.json",
+    ] {
+        let first = std::fs::read(built().image.join(name)).unwrap();
+        let second = std::fs::read(again.path().join(name)).unwrap();
+        let difference = first
+            .iter()
+            .zip(&second)
+            .position(|(a, b)| a != b)
+            .or((first.len() != second.len()).then_some(first.len().min(second.len())));
+        assert_eq!(
+            difference, None,
+            "{name} differs between two builds at this byte"
+        );
+    }
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+        .collect()
+}
