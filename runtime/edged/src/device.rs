@@ -150,17 +150,18 @@ impl Device {
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        let mut deletion = None;
+        let mut retired = None;
         // Only once the bundle is proven genuine is the inactive slot's old
-        // deployment renamed aside; deleting it then runs alongside the
-        // rest and past the commit point, off the transaction's path.
+        // deployment renamed aside; it is deleted past the commit point, off
+        // the transaction's path.
         let extracted =
             intake::extract(bundle, &accepted, self.trust.threshold(), &staging, || {
-                deletion = self.retire(target)?;
+                retired = self.retire(target)?;
                 Ok(())
             });
-        self.cleanup = deletion;
-        extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted))
+        let outcome = extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted));
+        self.cleanup = retired.map(start_deletion);
+        outcome
     }
 
     /// Waits until the deployment the last apply replaced is deleted. A
@@ -240,12 +241,11 @@ impl Device {
         }
     }
 
-    /// Renames the slot's deployment aside and starts deleting it on a
-    /// thread of its own. Nothing refers to it: the state record only ever
-    /// names the active slot and the transaction's previous deployment,
-    /// which is the active slot too. Recovery deletes it if edged stops
-    /// first.
-    fn retire(&self, slot: Slot) -> Result<Option<JoinHandle<Result<()>>>> {
+    /// Renames the slot's deployment aside; returns where to, for deleting.
+    /// Nothing refers to it: the state record only ever names the active
+    /// slot and the transaction's previous deployment, which is the active
+    /// slot too. Recovery deletes it if edged stops before it is deleted.
+    fn retire(&self, slot: Slot) -> Result<Option<PathBuf>> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
         if !current.exists() {
@@ -254,10 +254,7 @@ impl Device {
         let retired = slot_dir.join(RETIRED);
         durable::rename(&current, &retired, Failpoint::SlotRetire)
             .map_err(Error::state("rename", &current))?;
-        Ok(Some(std::thread::spawn(move || {
-            failpoint::hit(Failpoint::SlotRemoveRetired);
-            durable::remove_tree(&retired).map_err(Error::state("remove", &retired))
-        })))
+        Ok(Some(retired))
     }
 
     /// Renames the verified staging directory into the slot, whose old
@@ -441,6 +438,14 @@ impl Device {
         let active = self.active()?;
         self.runtime.status(active.as_ref())
     }
+}
+
+/// Deletes a retired deployment on a thread of its own.
+fn start_deletion(retired: PathBuf) -> JoinHandle<Result<()>> {
+    std::thread::spawn(move || {
+        failpoint::hit(Failpoint::SlotRemoveRetired);
+        durable::remove_tree(&retired).map_err(Error::state("remove", &retired))
+    })
 }
 
 impl Drop for Device {

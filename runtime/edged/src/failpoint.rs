@@ -21,8 +21,8 @@ macro_rules! failpoints {
 
         impl Failpoint {
             /// Every failpoint, in the order the apply and rollback paths
-            /// reach them; the staged files' fsyncs and the deletion of the
-            /// retired deployment run on threads of their own alongside.
+            /// reach them; the staged files' writes and fsyncs run on
+            /// threads of their own alongside the verification.
             pub const ALL: &[Failpoint] = &[$(Failpoint::$variant,)*];
 
             /// The name used in `EDGED_FAILPOINT`.
@@ -62,7 +62,7 @@ failpoints! {
     RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
     RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
     RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
-    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, alongside the rest of the apply and past its commit).",
+    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, after the commit or rollback).",
 }
 
 /// The four failpoints of one atomic state-record replacement.
