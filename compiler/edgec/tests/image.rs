@@ -105,7 +105,13 @@ fn built() -> &'static Built {
 fn variant(damage: impl FnOnce(&mut std::fs::File, &Value)) -> tempfile::TempDir {
     let built = built();
     let directory = tempfile::tempdir().unwrap();
-    for name in ["vmlinuz", "initramfs.cpio", "disk.img", "manifest.json"] {
+    for name in [
+        "vmlinuz",
+        "vmlinux",
+        "initramfs.cpio",
+        "disk.img",
+        "manifest.json",
+    ] {
         std::fs::copy(built.image.join(name), directory.path().join(name)).unwrap();
     }
     let manifest: Value =
@@ -253,6 +259,7 @@ fn the_same_recipe_and_inputs_build_byte_identical_images() {
     build_image(&built().key, again.path());
     for name in [
         "disk.img",
+        "vmlinux",
         "initramfs.cpio",
         "rootfs.squashfs",
         "rootfs.verity",

@@ -272,6 +272,16 @@ pub fn build(
     write_file(&output.join("initramfs.cpio"), &initramfs)?;
     std::fs::copy(&kernel.image, output.join("vmlinuz"))
         .map_err(ImageError::io("copy", &kernel.image))?;
+    let pvh_output = output.join("vmlinux");
+    match &kernel.pvh {
+        Some(pvh) => {
+            std::fs::copy(pvh, &pvh_output).map_err(ImageError::io("copy", pvh))?;
+        }
+        None if pvh_output.exists() => {
+            std::fs::remove_file(&pvh_output).map_err(ImageError::io("remove", &pvh_output))?;
+        }
+        None => {}
+    }
 
     progress.step("making the data partition");
     let scratch = tempfile::tempdir()
