@@ -246,8 +246,12 @@ pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Sta
     for (index, result) in results.iter().enumerate() {
         match &result.ready {
             Some(line) => {
+                let cpu = result
+                    .cpu_seconds
+                    .map(|cpu| format!(" (QEMU CPU {cpu:.1} s)"))
+                    .unwrap_or_default();
                 out!(
-                    "boot {}: ready in {:.1} s: {line}",
+                    "boot {}: ready in {:.1} s{cpu}: {line}",
                     index + 1,
                     result.seconds
                 );
