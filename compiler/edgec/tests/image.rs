@@ -10,6 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use edge_bundle::{FileSigner, Signer};
+use edge_init::boot::SlotState;
+use edge_init::gpt::Table;
 use serde_json::Value;
 
 const EPOCH: &str = "1700000000";
@@ -63,6 +65,10 @@ fn static_binaries() -> (PathBuf, PathBuf) {
 
 fn build_image(key: &Path, output: &Path) {
     let (edged, init) = static_binaries();
+    build_image_with(key, &edged, &init, output);
+}
+
+fn build_image_with(key: &Path, edged: &Path, init: &Path, output: &Path) {
     let result = edgec()
         .args(["image", "build"])
         .arg(workspace().join("recipes/images/qemu-x86_64.toml"))
@@ -250,6 +256,69 @@ fn a_root_hash_signed_by_an_untrusted_key_is_refused() {
     assert!(
         console.contains("edge-init: no bootable slot left"),
         "{console}"
+    );
+}
+
+#[test]
+fn an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls_back() {
+    // Slot B gets a root whose "edged" is busybox (static, so it runs, but it is no edged): the
+    // init reaches the switch, edged cannot install the bundle, and the device reboots. B is
+    // preferred and unconfirmed with two tries; after them, A boots.
+    let scratch = tempfile::tempdir().unwrap();
+    let broken = scratch.path().join("broken");
+    let (_, init) = static_binaries();
+    build_image_with(&built().key, Path::new("/bin/busybox"), &init, &broken);
+    let broken_disk = std::fs::read(broken.join("disk.img")).unwrap();
+    let image = variant(|disk, manifest| {
+        for name in ["root-b", "root-b-verity", "root-b-verity-sig"] {
+            let partition = manifest["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|partition| partition["name"] == name)
+                .unwrap();
+            let offset = partition["offset"].as_u64().unwrap() as usize;
+            let size = partition["size"].as_u64().unwrap() as usize;
+            disk.seek(SeekFrom::Start(offset as u64)).unwrap();
+            disk.write_all(&broken_disk[offset..offset + size]).unwrap();
+        }
+        let mut table = Table::read(disk).unwrap();
+        for partition in &mut table.partitions {
+            if partition.name == "root-b" {
+                partition.attributes = SlotState::fresh(3, 2).to_attributes(partition.attributes);
+            }
+        }
+        table.write(disk).unwrap();
+    });
+    let result = edgec()
+        .args([
+            "image",
+            "boot-test",
+            "--timeout",
+            "150",
+            "--boots",
+            "4",
+            "--verbose",
+        ])
+        .arg(image.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&result.stdout).into_owned();
+    let console = String::from_utf8_lossy(&result.stderr).into_owned();
+    assert!(result.status.success(), "{report}{console}");
+    for expected in [
+        "edge-init: booting slot B (unconfirmed, 1 tries left)",
+        "edge-init: booting slot B (unconfirmed, 0 tries left)",
+        "edge-init: edged could not apply the initial bundle",
+        "edge-init: booting slot A (unconfirmed, 2 tries left)",
+    ] {
+        assert!(console.contains(expected), "{expected}:\n{console}");
+    }
+    assert!(report.contains("boot 1: no ready line"), "{report}");
+    assert!(report.contains("boot 2: no ready line"), "{report}");
+    assert!(
+        report.contains("boot 3: ready") && report.contains("OS slot A"),
+        "{report}"
     );
 }
 
