@@ -8,8 +8,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use edge_bundle::{FileSigner, Signer};
+use edge_image::qemu::{self, BootTarget};
 use edge_init::boot::SlotState;
 use edge_init::gpt::Table;
 use serde_json::Value;
@@ -319,6 +321,123 @@ fn an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls
     assert!(
         report.contains("boot 3: ready") && report.contains("OS slot A"),
         "{report}"
+    );
+}
+
+#[test]
+fn an_os_update_through_a_bundle_is_written_to_slot_b_which_boots_next() {
+    // Version 2 of the deployment, built into an image whose update.edgebundle carries its root.
+    let scratch = tempfile::tempdir().unwrap();
+    let recipes = scratch.path().join("recipes");
+    std::fs::create_dir_all(recipes.join("images")).unwrap();
+    std::fs::create_dir_all(recipes.join("hardware")).unwrap();
+    for file in ["images/qemu-x86_64.toml", "hardware/qemu-x86_64.edge"] {
+        std::fs::copy(workspace().join("recipes").join(file), recipes.join(file)).unwrap();
+    }
+    let program = std::fs::read_to_string(workspace().join("recipes/images/factory.edge")).unwrap();
+    assert!(program.contains("version = 1"));
+    std::fs::write(
+        recipes.join("images/factory.edge"),
+        program.replace("version = 1", "version = 2"),
+    )
+    .unwrap();
+    let (edged, init) = static_binaries();
+    let v2 = scratch.path().join("v2");
+    let result = edgec()
+        .args(["image", "build"])
+        .arg(recipes.join("images/qemu-x86_64.toml"))
+        .arg("--key")
+        .arg(&built().key)
+        .arg("--edged")
+        .arg(edged)
+        .arg("--init")
+        .arg(init)
+        .arg("-o")
+        .arg(&v2)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+
+    let device = variant(|_, _| {});
+    let target = BootTarget::in_directory(device.path());
+    let timeout = Duration::from_secs(150);
+    let mut console = String::new();
+    let mut echo = |line: &str| {
+        console.push_str(line);
+        console.push('\n');
+    };
+    let first = qemu::boot(&target, timeout, &mut echo).unwrap();
+    assert!(
+        first
+            .ready
+            .as_deref()
+            .is_some_and(|line| line.contains("OS slot A")),
+        "{console}"
+    );
+
+    // The update arrives in edged's inbox on the data partition.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(device.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let data = manifest["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|partition| partition["name"] == "data")
+        .unwrap();
+    let (offset, size) = (
+        data["offset"].as_u64().unwrap(),
+        data["size"].as_u64().unwrap(),
+    );
+    let disk_path = device.path().join("disk.img");
+    let mut disk = std::fs::read(&disk_path).unwrap();
+    let data_path = scratch.path().join("data.ext4");
+    std::fs::write(&data_path, &disk[offset as usize..(offset + size) as usize]).unwrap();
+    // The first boot was cut off at its ready line: replay ext4's journal first, or the kernel
+    // would replay it over debugfs's changes at the next mount.
+    let fsck = Command::new("e2fsck")
+        .arg("-fy")
+        .arg(&data_path)
+        .output()
+        .unwrap();
+    assert!(fsck.status.code().is_some_and(|code| code <= 1), "{fsck:?}");
+    for request in [
+        "mkdir inbox".to_owned(),
+        format!(
+            "write {} inbox/update.edgebundle",
+            v2.join("update.edgebundle").display()
+        ),
+    ] {
+        let status = Command::new("debugfs")
+            .args(["-w", "-R", &request])
+            .arg(&data_path)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    disk[offset as usize..(offset + size) as usize]
+        .copy_from_slice(&std::fs::read(&data_path).unwrap());
+    std::fs::write(&disk_path, &disk).unwrap();
+
+    let second = qemu::boot_with(&target, timeout, false, &mut echo).unwrap();
+    assert!(!second.timed_out, "{console}");
+    let third = qemu::boot(&target, timeout, &mut echo).unwrap();
+    assert!(
+        console.contains("edged: OS update written to slot B"),
+        "{console}"
+    );
+    let ready = third.ready.unwrap_or_default();
+    assert!(
+        ready.contains("deployment factory version 2 running") && ready.contains("OS slot B"),
+        "{console}"
     );
 }
 

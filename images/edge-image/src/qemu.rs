@@ -68,6 +68,17 @@ pub fn boot(
     timeout: Duration,
     echo: &mut dyn FnMut(&str),
 ) -> Result<Boot, ImageError> {
+    boot_with(target, timeout, true, echo)
+}
+
+/// Like [`boot`], but with `stop_at_ready` false it lets the guest run on after the ready line
+/// until it reboots or the time runs out (to watch what edged does next).
+pub fn boot_with(
+    target: &BootTarget,
+    timeout: Duration,
+    stop_at_ready: bool,
+    echo: &mut dyn FnMut(&str),
+) -> Result<Boot, ImageError> {
     for file in [&target.kernel, &target.initrd, &target.disk] {
         if !file.is_file() {
             return Err(ImageError::Tool(format!(
@@ -141,7 +152,9 @@ pub fn boot(
                 console.push('\n');
                 if line.starts_with(READY_PREFIX) {
                     ready = Some(line);
-                    break;
+                    if stop_at_ready {
+                        break;
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {

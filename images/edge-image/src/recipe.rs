@@ -142,8 +142,8 @@ impl Recipe {
     /// `/etc/edged/device.toml` for this image.
     pub fn device_config(&self, compatible: &str, architecture: &str) -> String {
         format!(
-            "compatible = {compatible:?}\narchitecture = {architecture:?}\n\n[trust]\ndir = \"/etc/edged/trust.d\"\n\n[health]\nwindow_secs = {:?}\n",
-            self.edged.health_window_secs
+            "compatible = {compatible:?}\narchitecture = {architecture:?}\n\n[trust]\ndir = \"/etc/edged/trust.d\"\n\n[health]\nwindow_secs = {:?}\n\n[os]\ndisk = \"/dev/vda\"\nboot_tries = {}\n",
+            self.edged.health_window_secs, self.boot_tries
         )
     }
 }

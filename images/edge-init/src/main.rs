@@ -27,6 +27,8 @@ use edge_init::gpt::Table;
 use edge_verity::{BLOCK_SIZE, Superblock, format_salt};
 
 const NEW_ROOT: &str = "/newroot";
+/// Tells edged which OS slot runs, so that an OS update goes to the other one.
+const BOOTED_SLOT_VARIABLE: &str = "EDGE_OS_SLOT";
 
 fn main() {
     let started = Instant::now();
@@ -218,6 +220,7 @@ fn start_edged(config: &InitConfig, slot: Slot) -> Result<(Child, String), Strin
     let edged = |arguments: &[&str]| {
         let mut command = Command::new(&launch.program);
         command
+            .env(BOOTED_SLOT_VARIABLE, slot.to_string())
             .args(&launch.options)
             .args(["--state-dir", &launch.state_dir])
             .args(arguments);

@@ -180,6 +180,9 @@ fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
         "applied deployment {} version {} (slot {}), replacing {from}",
         applied.installed.deployment, applied.installed.version, applied.installed.slot
     );
+    if let Some(slot) = applied.os_slot {
+        println!("OS update written to slot {slot}: reboot to run it");
+    }
     Ok(())
 }
 
@@ -233,6 +236,7 @@ fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> 
     loop {
         for bundle in inbox_bundles(inbox)? {
             let outcome = device.apply(&bundle);
+            let os_slot = outcome.as_ref().ok().and_then(|applied| applied.os_slot);
             let (folder, message) = match &outcome {
                 Ok(applied) => (
                     "applied",
@@ -248,6 +252,11 @@ fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> 
             std::fs::rename(&bundle, &target).map_err(Error::state("rename", &bundle))?;
             let note = target.with_extension("log");
             std::fs::write(&note, format!("{message}\n")).map_err(Error::state("write", &note))?;
+            if let Some(slot) = os_slot {
+                // The init reboots when edged exits, into the updated slot.
+                eprintln!("edged: OS update written to slot {slot}; exiting to reboot into it");
+                return Ok(());
+            }
         }
         device.supervise()?;
         if once {

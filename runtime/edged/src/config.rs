@@ -36,6 +36,9 @@ pub struct DeviceConfig {
     /// Bundle size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The OS slots, on devices whose bundles may carry OS updates.
+    #[serde(default)]
+    pub os: Option<crate::os_update::OsConfig>,
 }
 
 fn default_instance() -> String {

@@ -40,6 +40,8 @@ pub struct Applied {
     pub installed: Installed,
     /// The version it replaced, if any.
     pub previous_version: Option<u64>,
+    /// The OS slot an OS update in the bundle was written to; it runs after a reboot.
+    pub os_slot: Option<edge_init::boot::Slot>,
 }
 
 /// A device: its state directory, configuration, trust and module runtime.
@@ -159,7 +161,12 @@ impl Device {
                 retired = self.retire(target)?;
                 Ok(())
             });
-        let outcome = extracted.and_then(|()| self.switch_to(target, &staging, &state, &accepted));
+        let outcome = extracted
+            .and_then(|()| self.write_os(&staging, &accepted))
+            .and_then(|os_slot| {
+                let applied = self.switch_to(target, &staging, &state, &accepted)?;
+                Ok(Applied { os_slot, ..applied })
+            });
         self.cleanup = retired.map(start_deletion);
         outcome
     }
@@ -176,6 +183,25 @@ impl Device {
             Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
             Err(_) => eprintln!("edged: warning: deleting the replaced deployment failed"),
         }
+    }
+
+    /// Writes the bundle's OS payload, if any, to the OS slot that is not running and stages
+    /// it for the next boot (see [`crate::os_update`]).
+    fn write_os(
+        &self,
+        staging: &Path,
+        accepted: &intake::Accepted,
+    ) -> Result<Option<edge_init::boot::Slot>> {
+        let Some(os) = &accepted.manifest.os else {
+            return Ok(None);
+        };
+        let config = self.config.os.as_ref().ok_or_else(|| {
+            Error::Refused(
+                "the bundle carries an OS update, but device.toml has no [os] section".into(),
+            )
+        })?;
+        let booted = crate::os_update::booted_slot()?;
+        crate::os_update::install(config, booted, staging, os).map(Some)
     }
 
     /// Installs the verified staging directory into `target`, switches to
@@ -211,6 +237,7 @@ impl Device {
         Ok(Applied {
             installed,
             previous_version: state.active.as_ref().map(|active| active.version),
+            os_slot: None,
         })
     }
 

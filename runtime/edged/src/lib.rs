@@ -16,6 +16,7 @@ pub mod error;
 pub mod failpoint;
 pub mod intake;
 pub mod layout_tar;
+pub mod os_update;
 pub mod runtime;
 pub mod state;
 pub mod status;
