@@ -153,3 +153,118 @@ fn set_state(table: &mut Table, disk: &mut File, slot: Slot, state: SlotState) -
     disk.sync_all()
         .map_err(Error::state("sync", Path::new("the disk")))
 }
+
+#[cfg(test)]
+mod tests {
+    use edge_bundle::PayloadFile;
+    use edge_init::gpt::{Guid, Partition};
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// An 8 MiB disk with 1 MiB root, verity and signature partitions for both slots; A runs,
+    /// confirmed, and B is empty.
+    fn disk(path: &Path) {
+        let names = [
+            "root-a",
+            "root-a-verity",
+            "root-a-verity-sig",
+            "root-b",
+            "root-b-verity",
+            "root-b-verity-sig",
+        ];
+        let table = Table {
+            disk_guid: Guid([1; 16]),
+            disk_sectors: 8 * MIB / 512,
+            partitions: names
+                .iter()
+                .enumerate()
+                .map(|(index, name)| Partition {
+                    type_guid: Guid([2; 16]),
+                    unique_guid: Guid([index as u8 + 3; 16]),
+                    first_lba: (index as u64 + 1) * MIB / 512,
+                    last_lba: (index as u64 + 2) * MIB / 512 - 1,
+                    attributes: if *name == "root-a" {
+                        SlotState::fresh(2, 3).confirmed().to_attributes(0)
+                    } else {
+                        0
+                    },
+                    name: (*name).into(),
+                })
+                .collect(),
+        };
+        let mut file = File::create(path).unwrap();
+        file.set_len(8 * MIB).unwrap();
+        table.write(&mut file).unwrap();
+    }
+
+    /// A staged deployment directory with a 64 KiB root and its tree; returns the payload.
+    fn payload(deployment: &Path, tamper: bool) -> OsPayload {
+        let rootfs: Vec<u8> = (0..64 * 1024).map(|index| (index % 251) as u8).collect();
+        let hash = edge_verity::build_from_bytes(&rootfs, &edge_verity::Params::derived()).unwrap();
+        let mut written = rootfs.clone();
+        if tamper {
+            written[40_000] ^= 1;
+        }
+        std::fs::create_dir_all(deployment.join("payload/os")).unwrap();
+        std::fs::write(deployment.join("payload/os/rootfs.img"), &written).unwrap();
+        std::fs::write(deployment.join("payload/os/verity.img"), hash.bytes()).unwrap();
+        let file = |path: &str, size: usize| PayloadFile {
+            path: path.into(),
+            sha256: String::new(),
+            size: size as u64,
+        };
+        OsPayload {
+            rootfs: file("payload/os/rootfs.img", rootfs.len()),
+            verity: file("payload/os/verity.img", hash.bytes().len()),
+            root_hash: hash.root_hash().to_string(),
+            root_hash_signature: Some("00".repeat(64)),
+        }
+    }
+
+    fn states(path: &Path) -> (SlotState, SlotState) {
+        let table = Table::read(&mut File::open(path).unwrap()).unwrap();
+        let state = |name: &str| SlotState::from_attributes(table.find(name).unwrap().1.attributes);
+        (state("root-a"), state("root-b"))
+    }
+
+    #[test]
+    fn an_update_is_written_to_the_other_slot_and_boots_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk_path = dir.path().join("disk.img");
+        disk(&disk_path);
+        let os = payload(&dir.path().join("deployment"), false);
+        let config = OsConfig {
+            disk: disk_path.clone(),
+            boot_tries: 2,
+        };
+        let slot = install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap();
+        assert_eq!(slot, Slot::B);
+        let disk_bytes = std::fs::read(&disk_path).unwrap();
+        let written = std::fs::read(dir.path().join("deployment/payload/os/rootfs.img")).unwrap();
+        assert_eq!(
+            &disk_bytes[(4 * MIB) as usize..(4 * MIB) as usize + written.len()],
+            &written[..]
+        );
+        let (a, b) = states(&disk_path);
+        assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::B, Slot::A]);
+        assert_eq!((b.tries, b.successful), (2, false));
+    }
+
+    #[test]
+    fn a_root_that_does_not_match_its_signed_hash_is_refused_and_the_slot_left_unbootable() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk_path = dir.path().join("disk.img");
+        disk(&disk_path);
+        let os = payload(&dir.path().join("deployment"), true);
+        let config = OsConfig {
+            disk: disk_path.clone(),
+            boot_tries: 2,
+        };
+        let error = install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap_err();
+        assert!(error.to_string().contains("does not verify"), "{error}");
+        let (a, b) = states(&disk_path);
+        assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::A]);
+    }
+}
