@@ -69,7 +69,7 @@ pub struct DiskContents<'a> {
     /// Both slots get the same root on a new device, so either can boot.
     pub slot: SlotImage<'a>,
     /// The FAT image of the ESP, if any (otherwise the ESP is left empty).
-    pub esp: Option<&'a Path>,
+    pub esp: Option<&'a [u8]>,
     /// The ext4 image of the data partition.
     pub data: &'a Path,
     /// Tries an unconfirmed slot gets.
@@ -186,13 +186,10 @@ pub fn write(output: &Path, contents: &DiskContents<'_>) -> Result<Table, ImageE
     let rootfs = std::fs::read(contents.slot.rootfs)
         .map_err(ImageError::io("read", contents.slot.rootfs))?;
     let data = std::fs::read(contents.data).map_err(ImageError::io("read", contents.data))?;
-    let esp = match contents.esp {
-        Some(path) => std::fs::read(path).map_err(ImageError::io("read", path))?,
-        None => Vec::new(),
-    };
+    let esp = contents.esp.unwrap_or_default();
     for partition in &table.partitions {
         let bytes: &[u8] = match partition.name.as_str() {
-            "esp" => &esp,
+            "esp" => esp,
             "root-a" | "root-b" => &rootfs,
             "root-a-verity" | "root-b-verity" => contents.slot.verity,
             "root-a-verity-sig" | "root-b-verity-sig" => contents.slot.signature,

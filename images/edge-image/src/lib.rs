@@ -11,6 +11,7 @@ mod cpio;
 mod data;
 pub mod disk;
 mod elf;
+mod esp;
 pub mod kernel;
 pub mod progress;
 pub mod qemu;
@@ -283,7 +284,14 @@ pub fn build(
         None => {}
     }
 
-    progress.step("making the data partition");
+    progress.step("making the ESP and the data partition");
+    let esp_image = esp::build(
+        spec.sizes.esp.div_ceil(1 << 20) << 20,
+        u32::from_le_bytes(root_hash.0[..4].try_into().unwrap_or_default()),
+        &std::fs::read(&kernel.image).map_err(ImageError::io("read", &kernel.image))?,
+        &initramfs,
+        "console=ttyS0 panic=-1 quiet",
+    )?;
     let scratch = tempfile::tempdir()
         .map_err(ImageError::io("create", Path::new("a temporary directory")))?;
     let data_path = scratch.path().join("data.ext4");
@@ -307,7 +315,7 @@ pub fn build(
                 signature: &signature_json,
                 root_hash: root_hash.0,
             },
-            esp: None,
+            esp: Some(&esp_image),
             data: &data_path,
             boot_tries: spec.boot_tries,
         },
