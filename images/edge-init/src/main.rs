@@ -14,7 +14,7 @@ mod dm;
 mod sys;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -193,12 +193,10 @@ fn read_all(device: &str) -> Result<(), String> {
             Ok(read) => offset += read as u64,
             Err(error) => {
                 return Err(format!(
-                    "dm-verity rejected the data near byte {offset}: {error}"
+                    "dm-verity rejected the data after byte {offset}: {error}"
                 ));
             }
         }
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|error| format!("cannot read {device}: {error}"))?;
     }
 }
 
