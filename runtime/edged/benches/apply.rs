@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use edge_bundle::{
-    Architecture, BundleBuilder, BundleHeader, FileSigner, OsImage, generate_keypair,
-    load_public_key_pem, verify_bundle,
+    Architecture, BundleBuilder, BundleHeader, FileSigner, ImageConfig, LayerCompression,
+    generate_keypair, load_public_key_pem, verify_bundle,
 };
 use edged::config::DeviceConfig;
 use edged::device::Device;
@@ -190,7 +190,7 @@ fn phases(root: &Path, bundle: &Path, config: &DeviceConfig, trust: &TrustStore)
     let started = Instant::now();
     fs::remove_dir_all(&staging).unwrap();
     let remove = started.elapsed();
-    let bytes = fs::read(root.join("rootfs2.img")).unwrap();
+    let bytes = fs::read(root.join("image2").join("rootfs.img")).unwrap();
     let started = Instant::now();
     for _ in 0..2 {
         std::hint::black_box(Sha256::digest(&bytes));
@@ -208,8 +208,12 @@ fn phases(root: &Path, bundle: &Path, config: &DeviceConfig, trust: &TrustStore)
 /// Builds bundle `version` with its two payload files; returns the bundle
 /// and the payload file paths.
 fn build_bundle(root: &Path, signer: &FileSigner, version: u64) -> (PathBuf, PathBuf, PathBuf) {
-    let rootfs = root.join(format!("rootfs{version}.img"));
-    let verity = root.join(format!("verity{version}.img"));
+    // The payload travels as a module image (one uncompressed layer holding both files), the
+    // way deployments carry their bytes; an OS payload would make edged write a disk slot.
+    let image = root.join(format!("image{version}"));
+    fs::create_dir_all(&image).unwrap();
+    let rootfs = image.join("rootfs.img");
+    let verity = image.join("verity.img");
     write_pattern(&rootfs, version as u8);
     write_pattern(&verity, version as u8 ^ 0x5a);
     let mut builder = BundleBuilder::new(BundleHeader {
@@ -220,15 +224,23 @@ fn build_bundle(root: &Path, signer: &FileSigner, version: u64) -> (PathBuf, Pat
         source_date_epoch: 0,
     })
     .unwrap();
-    builder.iot_edge_manifest(serde_json::json!({"modulesContent": {"$edgeAgent": {"properties.desired": {"modules": {}}}}}));
-    builder
-        .add_os_payload(&OsImage {
-            rootfs: rootfs.clone(),
-            verity: verity.clone(),
-            root_hash: "00".repeat(32),
-            root_hash_signature: None,
-        })
-        .unwrap();
+    builder.iot_edge_manifest(
+        serde_json::json!({"modulesContent": {"$edgeAgent": {"properties.desired": {"modules": {
+            "bench": {"type": "docker", "status": "running", "restartPolicy": "always",
+                      "settings": {"image": "edgec.local/bench:latest", "createOptions": "{}"}}
+        }}}}}),
+    );
+    let config = ImageConfig {
+        reference: "edgec.local/bench:latest".into(),
+        architecture: Architecture::Amd64,
+        os: "linux".into(),
+        entrypoint: Vec::new(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        working_dir: None,
+        compression: LayerCompression::None,
+    };
+    builder.add_local_image("bench", &image, &config).unwrap();
     let path = root.join(format!("v{version}.edgebundle"));
     let file = File::create(&path).unwrap();
     builder.build(&[signer], io::BufWriter::new(file)).unwrap();
