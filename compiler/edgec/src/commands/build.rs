@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use edge_bundle::canonical_json::to_pretty_bytes;
 use edge_bundle::{BundleBuilder, BundleHeader, ImageConfig, LayerCompression, Signer};
 use edgec_core::check::Program;
-use edgec_core::check::model::{Architecture, Deployment, ImageSource};
+use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageSource};
 use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::{EmitError, at_scale, deployment_manifest, local_image_name};
 use edgec_core::emit::route_table::route_table;
@@ -38,7 +38,7 @@ pub struct BuildOptions {
 }
 
 /// A build failure that is not a diagnostic in the sources.
-struct BuildFailure(String);
+pub struct BuildFailure(pub String);
 
 pub fn run(options: &BuildOptions) -> Status {
     let (loaded, program, diagnostics) = match check_program(&options.paths, &options.overrides) {
@@ -190,18 +190,32 @@ fn build_bundle(
     signers: &[Box<dyn Signer>],
     path: &Path,
 ) -> Result<(), BuildFailure> {
-    let failure = |error: edge_bundle::BundleError| {
-        BuildFailure(format!(
-            "cannot build the bundle of deployment `{}`: {error}",
-            deployment.name
-        ))
-    };
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
         BuildFailure(format!(
             "deployment `{}` has no checked hardware profile",
             deployment.name
         ))
     })?;
+    let builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
+    write_bundle(&builder, signers, path)
+}
+
+/// A bundle builder holding one deployment for `hardware`: header, IoT Edge manifest, route table
+/// and module images. `edgec build` signs it as it is; `edgec image build` adds an OS payload
+/// first.
+pub fn deployment_bundle(
+    program: &Program,
+    deployment: &Deployment,
+    hardware: &HardwareProfile,
+    manifest: serde_json::Value,
+    source_date_epoch: u64,
+) -> Result<BundleBuilder, BuildFailure> {
+    let failure = |error: edge_bundle::BundleError| {
+        BuildFailure(format!(
+            "cannot build the bundle of deployment `{}`: {error}",
+            deployment.name
+        ))
+    };
     let architecture = bundle_architecture(hardware.architecture);
     let header = BundleHeader {
         deployment: deployment.name.clone(),
@@ -261,29 +275,36 @@ fn build_bundle(
             }
         }
     }
+    Ok(builder)
+}
+
+/// Signs `builder` with every signer and writes the bundle to `path`, flushed to disk.
+pub fn write_bundle(
+    builder: &BundleBuilder,
+    signers: &[Box<dyn Signer>],
+    path: &Path,
+) -> Result<(), BuildFailure> {
+    let written = |error: &dyn std::fmt::Display| {
+        BuildFailure(format!("cannot write `{}`: {error}", path.display()))
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| {
             BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
         })?;
     }
-    let file = std::fs::File::create(path)
-        .map_err(|error| BuildFailure(format!("cannot write `{}`: {error}", path.display())))?;
+    let file = std::fs::File::create(path).map_err(|error| written(&error))?;
     let signer_references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
     let built = builder
         .build(&signer_references, std::io::BufWriter::new(file))
-        .map_err(failure)?;
-    let file = built.writer.into_inner().map_err(|error| {
-        BuildFailure(format!(
-            "cannot write `{}`: {}",
-            path.display(),
-            error.error()
-        ))
-    })?;
-    file.sync_all()
-        .map_err(|error| BuildFailure(format!("cannot write `{}`: {error}", path.display())))
+        .map_err(|error| BuildFailure(format!("cannot build `{}`: {error}", path.display())))?;
+    let file = built
+        .writer
+        .into_inner()
+        .map_err(|error| written(error.error()))?;
+    file.sync_all().map_err(|error| written(&error))
 }
 
-fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architecture {
+pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architecture {
     match architecture {
         Architecture::Amd64 => edge_bundle::Architecture::Amd64,
         Architecture::Arm64 => edge_bundle::Architecture::Arm64,

@@ -4,17 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use edge_bundle::{BundleBuilder, BundleHeader, OsImage, Signer};
+use edge_bundle::{OsImage, Signer};
 use edge_image::qemu::{BootTarget, boot_until_ready};
 use edge_image::recipe::Recipe;
 use edge_image::{BUILD_STEPS, ImageSpec, Progress};
 use edgec_core::check::Program;
-use edgec_core::check::model::{Architecture, Deployment, ImageSource};
+use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageSource};
 use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::deployment_manifest;
-use edgec_core::emit::route_table::route_table;
 
-use crate::commands::build::{BuildOptions, ManifestForm};
+use crate::commands::build::{
+    BuildFailure, BuildOptions, ManifestForm, deployment_bundle, write_bundle,
+};
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
 use crate::output::{print_diagnostics, usage_error};
@@ -150,8 +151,7 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
     update_bundle(
         &program,
         deployment,
-        &hardware.compatible,
-        hardware.architecture,
+        hardware,
         &signers,
         &output,
         &OsImage {
@@ -175,74 +175,36 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
 
 /// `DIR/update.edgebundle`: the deployment together with this image's root file system as an
 /// OS payload, signed like the initial bundle, for updating devices over the air.
-#[allow(clippy::too_many_arguments)]
 fn update_bundle(
     program: &Program,
     deployment: &Deployment,
-    compatible: &str,
-    architecture: Architecture,
+    hardware: &HardwareProfile,
     signers: &[Box<dyn Signer>],
     output: &Path,
     os: &OsImage,
     source_date_epoch: u64,
 ) -> Result<(), String> {
-    let failure =
-        |error: edge_bundle::BundleError| format!("cannot build update.edgebundle: {error}");
-    let environment = |variable: &str| std::env::var(variable).ok();
-    let manifest = deployment_manifest(program, deployment, &environment)
-        .map_err(|error| format!("cannot emit deployment `{}`: {error:?}", deployment.name))?;
-    let mut builder = BundleBuilder::new(BundleHeader {
-        deployment: deployment.name.clone(),
-        compatible: compatible.to_owned(),
-        architecture: match architecture {
-            Architecture::Amd64 => edge_bundle::Architecture::Amd64,
-            Architecture::Arm64 => edge_bundle::Architecture::Arm64,
-            Architecture::Arm32v7 => edge_bundle::Architecture::Arm32v7,
-        },
-        version: deployment.version,
-        source_date_epoch,
-    })
-    .map_err(failure)?;
-    let routes = serde_json::to_value(route_table(deployment))
-        .map_err(|error| format!("cannot encode the route table: {error}"))?;
-    builder.iot_edge_manifest(manifest).route_table(routes);
-    for module in deployment
+    if let Some(module) = deployment
         .modules
         .iter()
         .filter_map(|name| program.modules.get(name))
+        .find(|module| matches!(module.image, ImageSource::Local { .. }))
     {
-        match &module.image {
-            ImageSource::Registry {
-                reference,
-                digest: Some(_),
-            } => {
-                builder
-                    .add_registry_image(&module.name, reference)
-                    .map_err(failure)?;
-            }
-            ImageSource::Registry { digest: None, .. } => {}
-            ImageSource::Local { .. } => {
-                return Err(format!(
-                    "module `{}` has a local image, which update bundles do not carry yet: pin a registry image",
-                    module.name
-                ));
-            }
-        }
+        return Err(format!(
+            "module `{}` has a local image, which update bundles do not carry yet: pin a registry image",
+            module.name
+        ));
     }
-    builder.add_os_payload(os).map_err(failure)?;
-    let path = output.join("update.edgebundle");
-    let file = std::fs::File::create(&path)
-        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))?;
-    let references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
-    let built = builder
-        .build(&references, std::io::BufWriter::new(file))
-        .map_err(failure)?;
-    built
-        .writer
-        .into_inner()
-        .map_err(|error| format!("cannot write `{}`: {}", path.display(), error.error()))?
-        .sync_all()
-        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))
+    let environment = |variable: &str| std::env::var(variable).ok();
+    let manifest = deployment_manifest(program, deployment, &environment)
+        .map_err(|error| format!("cannot emit deployment `{}`: {error:?}", deployment.name))?;
+    let mut builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)
+        .map_err(|BuildFailure(message)| message)?;
+    builder
+        .add_os_payload(os)
+        .map_err(|error| format!("cannot build update.edgebundle: {error}"))?;
+    write_bundle(&builder, signers, &output.join("update.edgebundle"))
+        .map_err(|BuildFailure(message)| message)
 }
 
 /// A static binary for the image: the one named on the command line, else the environment
