@@ -229,13 +229,9 @@ impl TypeChecker<'_> {
             | BinaryOperator::Multiply
             | BinaryOperator::Divide
             | BinaryOperator::Remainder => {
-                if !left_type.matches(StaticType::Number) || !right_type.matches(StaticType::Number)
+                if let Some(offending) =
+                    operand_not_of_type(StaticType::Number, (left, left_type), (right, right_type))
                 {
-                    let offending = if left_type.matches(StaticType::Number) {
-                        right
-                    } else {
-                        left
-                    };
                     return self.operand_error(
                         operator.symbol(),
                         operator_span,
@@ -259,13 +255,9 @@ impl TypeChecker<'_> {
                 )
             }
             BinaryOperator::Concatenate => {
-                if !left_type.matches(StaticType::String) || !right_type.matches(StaticType::String)
+                if let Some(offending) =
+                    operand_not_of_type(StaticType::String, (left, left_type), (right, right_type))
                 {
-                    let offending = if left_type.matches(StaticType::String) {
-                        right
-                    } else {
-                        left
-                    };
                     return self.operand_error(
                         operator.symbol(),
                         operator_span,
@@ -533,5 +525,20 @@ fn comparison_operator(operator: BinaryOperator) -> ComparisonOperator {
         BinaryOperator::LessOrEqual => ComparisonOperator::LessOrEqual,
         BinaryOperator::Greater => ComparisonOperator::Greater,
         _ => ComparisonOperator::GreaterOrEqual,
+    }
+}
+
+/// The first of two operands whose type does not match `expected`, which an error then points at.
+fn operand_not_of_type<'e>(
+    expected: StaticType,
+    (left, left_type): (&'e Expression, StaticType),
+    (right, right_type): (&'e Expression, StaticType),
+) -> Option<&'e Expression> {
+    if !left_type.matches(expected) {
+        Some(left)
+    } else if !right_type.matches(expected) {
+        Some(right)
+    } else {
+        None
     }
 }
