@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use edge_bundle::{OsImage, Signer};
 use edge_image::qemu::{BootTarget, boot_until_ready};
 use edge_image::recipe::Recipe;
-use edge_image::{BUILD_STEPS, ImageSpec, Progress};
+use edge_image::{BUILD_STEPS, ImageSpec, Progress, StagedOutput};
 use edgec_core::check::Program;
 use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageSource};
 use edgec_core::diagnostic::has_errors;
@@ -140,11 +140,15 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         .output
         .clone()
         .unwrap_or_else(|| Path::new("build/images").join(&recipe.name));
+    // The image and its update bundle are written into a stage next to the output and moved
+    // into place together, so a failure at any step leaves no partial image behind.
+    let staged = StagedOutput::new(&output).map_err(|error| error.to_string())?;
     let mut progress = Progress::new(BUILD_STEPS, false);
-    let manifest = edge_image::build(&spec, root_signer.as_ref(), &output, &mut progress)
+    let manifest = edge_image::build(&spec, root_signer.as_ref(), &staged, &mut progress)
         .map_err(|error| error.to_string())?;
+    let staged_path = staged.path();
     let signature: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(output.join("root-hash.sig.json"))
+        &std::fs::read(staged_path.join("root-hash.sig.json"))
             .map_err(|error| format!("cannot read the root hash signature: {error}"))?,
     )
     .map_err(|error| format!("cannot read the root hash signature: {error}"))?;
@@ -153,15 +157,16 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         deployment,
         hardware,
         &signers,
-        &output,
+        staged_path,
         &OsImage {
-            rootfs: output.join("rootfs.squashfs"),
-            verity: output.join("rootfs.verity"),
+            rootfs: staged_path.join("rootfs.squashfs"),
+            verity: staged_path.join("rootfs.verity"),
             root_hash: manifest.root_hash.clone(),
             root_hash_signature: signature["signature"].as_str().map(str::to_owned),
         },
         spec.source_date_epoch,
     )?;
+    let output = staged.commit().map_err(|error| error.to_string())?;
     out!(
         "built {} in {:.1} s: kernel {} {}, root hash {}",
         output.join("disk.img").display(),
