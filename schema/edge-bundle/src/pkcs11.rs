@@ -9,6 +9,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -94,15 +95,7 @@ impl Pkcs11Signer {
     /// finds the ed25519 private and public key objects labelled as the
     /// URI says.
     pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &str) -> Result<Self, SignerError> {
-        let module_error = |reason: String| SignerError::Pkcs11Module {
-            module: module.to_owned(),
-            reason,
-        };
-        let context = Pkcs11::new(module).map_err(|error| module_error(error.to_string()))?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(error) => return Err(module_error(error.to_string())),
-        }
+        let context = load_module(module)?;
         let slot = find_token(&context, &uri.token)?;
         let session = context
             .open_ro_session(slot)
@@ -165,8 +158,23 @@ fn other(operation: &'static str, error: &CryptokiError) -> SignerError {
     }
 }
 
-/// Finds the slot whose token carries `label` (padding trimmed).
-fn find_token(context: &Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, SignerError> {
+/// Loads a PKCS#11 module and initialises it; a module another part of the process already
+/// initialised is used as it is.
+pub fn load_module(module: &Path) -> Result<Pkcs11, SignerError> {
+    let module_error = |reason: String| SignerError::Pkcs11Module {
+        module: module.to_owned(),
+        reason,
+    };
+    let context = Pkcs11::new(module).map_err(|error| module_error(error.to_string()))?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
+        Err(error) => Err(module_error(error.to_string())),
+    }
+}
+
+/// Finds the slot whose token carries `label` (padding trimmed). Tokens are found by label
+/// because slot ids change between module loads.
+pub fn find_token(context: &Pkcs11, label: &str) -> Result<Slot, SignerError> {
     let slots = context
         .get_slots_with_token()
         .map_err(|error| other("C_GetSlotList", &error))?;
@@ -221,8 +229,30 @@ fn find_key(
     }
 }
 
-/// Reads CKA_EC_POINT, a DER OCTET STRING (`04 20` + 32 bytes); some
-/// modules return the raw 32 bytes, which is accepted too.
+/// The DER OCTET STRING header of a 32-byte ed25519 point.
+const OCTET_STRING_32: [u8; 2] = [0x04, 0x20];
+
+/// Decodes an ed25519 CKA_EC_POINT. PKCS#11 3.0 specifies a DER OCTET STRING (`04 20` and the
+/// 32 bytes), which SoftHSM2 and most modules return; some modules return the raw 32 bytes,
+/// which is accepted too (the two cannot be confused: they differ in length). `None` for any
+/// other length or a point that is not on the curve.
+pub fn decode_ec_point(point: &[u8]) -> Option<VerifyingKey> {
+    let raw = match point {
+        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
+        raw if raw.len() == 32 => raw,
+        _ => return None,
+    };
+    VerifyingKey::from_bytes(raw.try_into().ok()?).ok()
+}
+
+/// The CKA_EC_POINT of an ed25519 key in the DER form PKCS#11 3.0 specifies.
+pub fn encode_ec_point(key: &VerifyingKey) -> Vec<u8> {
+    let mut point = OCTET_STRING_32.to_vec();
+    point.extend_from_slice(key.as_bytes());
+    point
+}
+
+/// Reads CKA_EC_POINT of a public key object (see [`decode_ec_point`]).
 fn read_public_key(
     session: &Session,
     handle: ObjectHandle,
@@ -241,13 +271,7 @@ fn read_public_key(
             _ => None,
         })
         .ok_or_else(malformed)?;
-    let raw = match point.as_slice() {
-        [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
-        raw if raw.len() == 32 => raw,
-        _ => return Err(malformed()),
-    };
-    let bytes: [u8; 32] = raw.try_into().map_err(|_| malformed())?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| malformed())
+    decode_ec_point(&point).ok_or_else(malformed)
 }
 
 #[cfg(test)]
@@ -265,6 +289,41 @@ mod tests {
                 object: "bundle-signing".to_owned()
             }
         );
+    }
+
+    #[test]
+    fn ec_points_decode_in_der_and_raw_form() {
+        let key =
+            crate::FileSigner::from_pem(&crate::generate_keypair().unwrap().private_pem).unwrap();
+        let key = crate::Signer::public_key(&key);
+        let der = encode_ec_point(&key);
+        assert_eq!(der[..2], [0x04, 0x20]);
+        assert_eq!(der.len(), 34);
+        assert_eq!(decode_ec_point(&der), Some(key));
+        assert_eq!(decode_ec_point(key.as_bytes()), Some(key));
+    }
+
+    #[test]
+    fn other_ec_points_are_refused() {
+        let key = [9_u8; 32];
+        let mut wrong_tag = vec![0x03, 0x20];
+        wrong_tag.extend_from_slice(&key);
+        let mut wrong_length = vec![0x04, 0x21];
+        wrong_length.extend_from_slice(&key);
+        wrong_length.push(0);
+        // y = 2 is not the y-coordinate of a point on edwards25519.
+        let mut off_curve = [0_u8; 32];
+        off_curve[0] = 2;
+        for point in [
+            &[][..],
+            &key[..31],
+            &[0x04, 0x20],
+            &wrong_tag,
+            &wrong_length,
+            &off_curve,
+        ] {
+            assert_eq!(decode_ec_point(point), None, "{point:02x?}");
+        }
     }
 
     #[test]
