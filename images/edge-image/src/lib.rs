@@ -21,8 +21,8 @@ mod rootfs;
 
 use std::path::{Path, PathBuf};
 
-use edge_bundle::Signer;
-use edge_init::config::{EdgedLaunch, InitConfig, RootHashSignature, key_id};
+use edge_bundle::{Signer, key_id};
+use edge_init::config::{EdgedLaunch, InitConfig, RootHashSignature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

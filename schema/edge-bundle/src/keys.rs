@@ -87,6 +87,22 @@ mod tests {
     }
 
     #[test]
+    fn key_ids_are_the_sha256_of_the_raw_public_key() {
+        // RFC 8032, section 7.1, test 1.
+        let mut raw = [0_u8; 32];
+        hex::decode_to_slice(
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            &mut raw,
+        )
+        .unwrap();
+        let key = VerifyingKey::from_bytes(&raw).unwrap();
+        assert_eq!(
+            key_id(&key),
+            "21fe31dfa154a261626bf854046fd2271b7bed4b6abe45aa58877ef47f9721b9"
+        );
+    }
+
+    #[test]
     fn malformed_public_keys_are_reported_as_such() {
         let error =
             load_public_key_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")

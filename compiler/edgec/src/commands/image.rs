@@ -106,7 +106,8 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
     for signer in &signers {
         let key = signer.public_key();
         let pem = edge_bundle::public_key_pem(&key).map_err(|error| error.to_string())?;
-        trust_anchors.push((format!("{}.pub", &edge_bundle::key_id(&key)[..16]), pem));
+        // Named by the whole key id, as `edged trust add` names the anchors it adds.
+        trust_anchors.push((format!("{}.pub", edge_bundle::key_id(&key)), pem));
     }
     for anchor in &recipe.edged.trust {
         let pem = std::fs::read_to_string(anchor)
