@@ -18,6 +18,7 @@ use crate::commands::build::{
 };
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
+use crate::commands::source_date_epoch;
 use crate::output::{print_diagnostics, usage_error};
 use crate::{DiagnosticFormat, Status};
 
@@ -134,7 +135,7 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
             .path()
             .join(format!("{}.edgebundle", deployment.name)),
         trust_anchors,
-        source_date_epoch: source_date_epoch()?,
+        source_date_epoch: source_date_epoch::from_environment()?,
         cache: cache_dir().join("kernels"),
     };
     let output = options
@@ -265,16 +266,6 @@ fn cache_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|home| PathBuf::from(home).join(".cache/edgec"))
         .unwrap_or_else(|| std::env::temp_dir().join("edgec-cache"))
-}
-
-fn source_date_epoch() -> Result<u64, String> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("SOURCE_DATE_EPOCH must be a number of seconds, not `{text}`")),
-        Err(_) => Ok(0),
-    }
 }
 
 /// Boots a copy of the image (the built one stays pristine; boot counting persists across the
