@@ -35,6 +35,9 @@ pub enum GptError {
     /// A partition name is longer than the 36 UTF-16 units an entry holds.
     #[error("partition name `{0}` is longer than 36 UTF-16 units")]
     NameTooLong(String),
+    /// A partition the caller needs is not in the table.
+    #[error("the disk has no {0} partition")]
+    MissingPartition(String),
 }
 
 /// A GUID in its textual (RFC 4122) byte order; GPT stores the first three fields little-endian.
