@@ -186,9 +186,9 @@ pub struct PartitionRecord {
     /// Its label.
     pub name: String,
     /// The DPS type GUID.
-    pub type_guid: String,
+    pub type_guid: uuid::Uuid,
     /// Its GUID.
-    pub uuid: String,
+    pub uuid: uuid::Uuid,
     /// Byte offset on the disk.
     pub offset: u64,
     /// Size in bytes.
@@ -359,8 +359,8 @@ pub fn build(
             .map(|(index, partition)| PartitionRecord {
                 number: index + 1,
                 name: partition.name.clone(),
-                type_guid: partition.type_guid.to_string(),
-                uuid: partition.unique_guid.to_string(),
+                type_guid: partition.type_guid,
+                uuid: partition.unique_guid,
                 offset: partition.offset(),
                 size: partition.size(),
             })

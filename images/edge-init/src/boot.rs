@@ -248,14 +248,14 @@ mod tests {
 
     fn disk_with_roots(names: &[&str]) -> (tempfile::NamedTempFile, Table) {
         let table = Table {
-            disk_guid: Default::default(),
+            disk_guid: uuid::Uuid::nil(),
             disk_sectors: 8192,
             partitions: names
                 .iter()
                 .enumerate()
                 .map(|(index, name)| crate::gpt::Partition {
-                    type_guid: crate::gpt::Guid([index as u8 + 1; 16]),
-                    unique_guid: crate::gpt::Guid([index as u8 + 9; 16]),
+                    type_guid: uuid::Uuid::from_bytes([index as u8 + 1; 16]),
+                    unique_guid: uuid::Uuid::from_bytes([index as u8 + 9; 16]),
                     first_lba: 2048 + index as u64 * 1024,
                     last_lba: 3071 + index as u64 * 1024,
                     attributes: 1 << 60,

@@ -147,7 +147,7 @@ fn set_states(table: &mut Table, disk: &mut File, states: &[(Slot, SlotState)]) 
 #[cfg(test)]
 mod tests {
     use edge_bundle::PayloadFile;
-    use edge_init::gpt::{Guid, Partition};
+    use edge_init::gpt::{Partition, Uuid};
 
     use super::*;
 
@@ -165,14 +165,14 @@ mod tests {
             "root-b-verity-sig",
         ];
         let table = Table {
-            disk_guid: Guid([1; 16]),
+            disk_guid: Uuid::from_bytes([1; 16]),
             disk_sectors: 8 * MIB / 512,
             partitions: names
                 .iter()
                 .enumerate()
                 .map(|(index, name)| Partition {
-                    type_guid: Guid([2; 16]),
-                    unique_guid: Guid([index as u8 + 3; 16]),
+                    type_guid: Uuid::from_bytes([2; 16]),
+                    unique_guid: Uuid::from_bytes([index as u8 + 3; 16]),
                     first_lba: (index as u64 + 1) * MIB / 512,
                     last_lba: (index as u64 + 2) * MIB / 512 - 1,
                     attributes: if *name == "root-a" {
