@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use oci_spec::distribution::Reference;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -154,8 +155,9 @@ impl BundleBuilder {
         reference: &str,
     ) -> Result<&mut Self, BundleError> {
         self.check_new_module(module)?;
-        let digest = reference.rsplit_once("@sha256:").map(|(_, digest)| digest);
-        if digest.and_then(Sha256Digest::from_hex).is_none() {
+        let parsed: Option<Reference> = reference.parse().ok();
+        let digest = parsed.as_ref().and_then(|parsed| parsed.digest());
+        if digest.and_then(Sha256Digest::from_oci).is_none() {
             return Err(BundleError::InvalidReference {
                 reference: reference.to_owned(),
                 reason: "registry images must be pinned as name@sha256:<64 hex digits>",

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder, ImageIndex,
     ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayout, Os,
@@ -65,7 +66,7 @@ pub(crate) fn prepare_rootfs_image(
     epoch: u64,
     created: &str,
 ) -> Result<PreparedImage, BundleError> {
-    check_tagged_reference(&config.reference)?;
+    tagged_reference(&config.reference)?;
     let metadata_error = |error: oci_spec::OciSpecError| BundleError::ImageMetadata {
         module: module.to_owned(),
         reason: error.to_string(),
@@ -149,7 +150,7 @@ pub(crate) fn prepare_oci_layout(
     reference: &str,
     architecture: Architecture,
 ) -> Result<PreparedImage, BundleError> {
-    check_tagged_reference(reference)?;
+    tagged_reference(reference)?;
     let invalid = |reason: String| BundleError::InvalidOciLayout {
         path: layout.to_owned(),
         reason,
@@ -264,13 +265,14 @@ fn assemble(
     let base = format!("payload/images/{module}");
     let (manifest_media_type, manifest) = manifest;
     let manifest_digest = manifest.digest;
-    let (_, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+    let parsed = tagged_reference(reference)?;
     let annotations = HashMap::from([
         (
             "org.opencontainers.image.ref.name".to_owned(),
-            tag.to_owned(),
+            parsed.tag().unwrap_or_default().to_owned(),
         ),
-        ("io.containerd.image.name".to_owned(), reference.to_owned()),
+        // containerd names images in full (`docker.io/library/sensor:1.0`).
+        ("io.containerd.image.name".to_owned(), parsed.whole()),
     ]);
     let mut manifest_descriptor =
         descriptor(manifest_media_type, manifest_digest, manifest.size).map_err(metadata_error)?;
@@ -413,33 +415,68 @@ fn read_document(layout: &Path, entry: &Descriptor) -> Result<Vec<u8>, BundleErr
     Ok(bytes)
 }
 
-/// Checks that a reference has the `name:tag` form `docker load` needs.
-pub(crate) fn check_tagged_reference(reference: &str) -> Result<(), BundleError> {
+/// Parses the reference a packaged image is loaded under, with oci-spec's parser of the
+/// distribution reference grammar (the one edgec's checker uses too). It must name its tag:
+/// `docker load` tags the image with it, and a tag filled in as `latest` would hide a missing
+/// version.
+pub(crate) fn tagged_reference(reference: &str) -> Result<Reference, BundleError> {
     let invalid = |reason| BundleError::InvalidReference {
         reference: reference.to_owned(),
         reason,
     };
-    let name_end = reference.rfind('/').map_or(0, |slash| slash + 1);
-    let (name, tag) = reference[name_end..]
-        .rsplit_once(':')
-        .map(|(name, tag)| (&reference[..name_end + name.len()], tag))
-        .ok_or_else(|| invalid("needs a tag, as in name:tag"))?;
-    let name_ok = !name.is_empty()
-        && name.bytes().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-/:".contains(&byte)
-        });
-    if !name_ok {
-        return Err(invalid("the name may only use a-z 0-9 . _ - / (and :port)"));
+    let parsed: Reference = reference.parse().map_err(|_| {
+        invalid("not a [registry/]name:tag reference (lowercase name, tag of A-Z a-z 0-9 . _ -)")
+    })?;
+    // The parser fills in `latest` only when neither tag nor digest is written, and a written
+    // tag without a digest ends the text.
+    let written = parsed
+        .tag()
+        .is_some_and(|tag| parsed.digest().is_some() || reference.ends_with(&format!(":{tag}")));
+    if !written {
+        return Err(invalid("needs a tag, as in name:tag"));
     }
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if !tag_ok {
-        return Err(invalid(
-            "the tag may only use A-Z a-z 0-9 . _ - (at most 128)",
-        ));
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packaged_images_need_a_written_tag() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for valid in [
+            "sensor:1.0".to_owned(),
+            "sensor:latest".to_owned(),
+            "localhost:5000/team/sensor:1.0".to_owned(),
+            format!("edgec.local/sensor:1.0@{digest}"),
+        ] {
+            assert!(tagged_reference(&valid).is_ok(), "{valid}");
+        }
+        // The tag search used to stop at the last `/`, but took uppercase registry hosts and
+        // any name characters in any order; the grammar decides now.
+        for invalid in [
+            "edgec/sensor".to_owned(),
+            "localhost:5000/sensor".to_owned(),
+            format!("edgec.local/sensor@{digest}"),
+            "Sensor:1.0".to_owned(),
+            "sensor/:1.0".to_owned(),
+            "sensor:-1".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    tagged_reference(&invalid),
+                    Err(BundleError::InvalidReference { .. })
+                ),
+                "{invalid}"
+            );
+        }
     }
-    Ok(())
+
+    #[test]
+    fn containerd_gets_the_whole_name() {
+        let reference = tagged_reference("sensor:1.0").unwrap();
+        assert_eq!(reference.whole(), "docker.io/library/sensor:1.0");
+        assert_eq!(reference.tag(), Some("1.0"));
+    }
 }
