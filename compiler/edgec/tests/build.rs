@@ -59,11 +59,12 @@ fn files_below(directory: &Path) -> Vec<PathBuf> {
 
 fn schema(name: &str) -> jsonschema::Validator {
     let path = project_root()
-        .join("../shared/schemas/azure-iot-edge")
+        .join("testdata/schemas/azure-iot-edge")
         .join(name);
-    let schema: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("the shared IoT Edge schemas"))
-            .expect("the schema is JSON");
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(&path).expect("the IoT Edge schemas in testdata/schemas"),
+    )
+    .expect("the schema is JSON");
     jsonschema::validator_for(&schema).expect("the schema compiles")
 }
 

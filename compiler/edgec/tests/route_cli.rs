@@ -7,10 +7,10 @@ fn edgec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgec"))
 }
 
-fn shared_corpora() -> Vec<PathBuf> {
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance");
+fn conformance_corpora() -> Vec<PathBuf> {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/conformance");
     let mut corpora: Vec<PathBuf> = std::fs::read_dir(&directory)
-        .expect("the shared conformance corpora are next to the project")
+        .expect("the conformance corpora are in testdata/conformance")
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| {
             path.file_name()
@@ -30,8 +30,8 @@ fn scratch_file(name: &str, contents: &str) -> PathBuf {
 }
 
 #[test]
-fn every_shared_corpus_case_passes() {
-    let corpora = shared_corpora();
+fn every_conformance_corpus_case_passes() {
+    let corpora = conformance_corpora();
     assert!(
         corpora.len() >= 2,
         "expected the route corpora, found {corpora:?}"

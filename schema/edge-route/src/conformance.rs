@@ -1,7 +1,7 @@
 //! Running the shared conformance corpora (`route-*.json`) without I/O.
 //!
 //! The CLI reads corpus files and prints the results; this module only interprets their JSON
-//! format (documented in `shared/conformance/README.md`) and reports each case's outcome.
+//! format (documented in `testdata/conformance/README.md`) and reports each case's outcome.
 
 use serde::Deserialize;
 
