@@ -131,3 +131,24 @@ fn eval_reports_a_type_error_with_its_code_and_exits_one() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("R0014"), "{stderr}");
 }
+
+#[test]
+fn eval_rejects_an_unknown_message_key_naming_it_and_the_accepted_keys() {
+    let message = scratch_file(
+        "misspelt.json",
+        r#"{"source": "/messages", "app_propertes": {"level": "7"}}"#,
+    );
+    let output = edgec()
+        .args(["route", "eval", "as_number(level) > 5", "--message"])
+        .arg(&message)
+        .output()
+        .expect("edgec runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no truth value is printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("misspelt.json"), "{stderr}");
+    assert!(stderr.contains("unknown field `app_propertes`"), "{stderr}");
+    for accepted in ["source", "body", "app_properties", "system_properties"] {
+        assert!(stderr.contains(&format!("`{accepted}`")), "{stderr}");
+    }
+}

@@ -26,8 +26,10 @@ pub struct Corpus {
     pub cases: Vec<CorpusCase>,
 }
 
-/// A message in the corpus format.
+/// A message in the corpus format. An unknown key is an error naming it and the accepted keys,
+/// so a misspelt `app_propertes` is reported rather than silently evaluated as an empty message.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CorpusMessage {
     /// The message's source path.
     #[serde(default)]
