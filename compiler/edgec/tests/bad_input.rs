@@ -344,3 +344,54 @@ fn a_reader_that_stops_early_does_not_crash_edgec() {
         );
     }
 }
+
+#[test]
+fn a_boot_test_timeout_that_is_not_a_positive_duration_is_a_usage_error() {
+    let scratch = Scratch::new("boot-test-timeout");
+    let image = scratch.path.display().to_string();
+    for timeout in [
+        "inf",
+        "-1",
+        "nan",
+        "-5s",
+        "150",
+        "0s",
+        "99999999999999999999999s",
+    ] {
+        // `--timeout=VALUE`, so that `-1` reaches the parser as a value rather than an option.
+        let argument = format!("--timeout={timeout}");
+        let output = edgec(&scratch.path, &["image", "boot-test", &argument, &image]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(exit_code(&output), 2, "--timeout {timeout}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{timeout}' for '--timeout <DURATION>'"
+            )),
+            "--timeout {timeout}: {stderr}"
+        );
+        assert!(
+            stderr.contains("such as `90s`"),
+            "--timeout {timeout}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_boot_test_timeout_with_a_unit_is_accepted() {
+    // The directory holds no image, so the command gets as far as copying its disk and stops
+    // there: past argument parsing, with the I/O failure's own message.
+    let scratch = Scratch::new("boot-test-timeout-accepted");
+    let image = scratch.path.display().to_string();
+    for timeout in ["10s", "2m", "1m 30s"] {
+        let output = edgec(
+            &scratch.path,
+            &["image", "boot-test", "--timeout", timeout, &image],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(exit_code(&output), 2, "--timeout {timeout}: {stderr}");
+        assert!(
+            !stderr.contains("invalid value") && stderr.contains("cannot copy"),
+            "--timeout {timeout}: {stderr}"
+        );
+    }
+}

@@ -271,9 +271,24 @@ fn source_date_epoch() -> Result<u64, String> {
     }
 }
 
+/// Reads `--timeout` as a duration with a unit, as the language writes them (`30s`, `2m`,
+/// `1m 30s`), so a bare number, a negative or infinite value or one too large for a duration is a
+/// usage error rather than a panic. Zero is refused too: no boot can be ready in no time.
+pub fn parse_boot_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| {
+        format!(
+            "`{text}` is not a duration ({error}); write one with a unit, such as `90s` or `2m`"
+        )
+    })?;
+    if timeout.is_zero() {
+        return Err("the timeout must be longer than zero, such as `90s`".to_owned());
+    }
+    Ok(timeout)
+}
+
 /// Boots a copy of the image (the built one stays pristine; boot counting persists across the
 /// copy's reboots) and reports whether edged came up: exit 0 ready, 1 not.
-pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Status {
+pub fn boot_test(image: &Path, timeout: Duration, boots: usize, verbose: bool) -> Status {
     let scratch = match tempfile::tempdir() {
         Ok(scratch) => scratch,
         Err(error) => {
@@ -293,14 +308,13 @@ pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Sta
             err!("| {line}");
         }
     };
-    let results =
-        match boot_until_ready(&target, Duration::from_secs_f64(timeout), boots, &mut echo) {
-            Ok(results) => results,
-            Err(error) => {
-                usage_error(&error.to_string());
-                return Status::Failure;
-            }
-        };
+    let results = match boot_until_ready(&target, timeout, boots, &mut echo) {
+        Ok(results) => results,
+        Err(error) => {
+            usage_error(&error.to_string());
+            return Status::Failure;
+        }
+    };
     for (index, result) in results.iter().enumerate() {
         match &result.ready {
             Some(line) => {
