@@ -37,8 +37,63 @@ pub struct BuildOptions {
     pub signing: SigningOptions,
 }
 
-/// A build failure that is not a diagnostic in the sources.
-pub struct BuildFailure(pub String);
+/// A build failure that is not a diagnostic in the sources, with whose problem it is.
+pub struct BuildFailure {
+    pub cause: FailureCause,
+    pub message: String,
+}
+
+/// Whose problem a build failure is, which decides the exit status: the rule of every `edgec`
+/// command is 1 for errors in the input and 2 for usage or I/O failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The program asks for something that cannot be built, such as create options longer than
+    /// IoT Edge takes or a module image directory holding a socket: exit 1, like a diagnostic.
+    Program,
+    /// The machine the build runs on: a file or directory that cannot be read or written, an
+    /// environment variable that is unset or malformed, a key or token that cannot sign: exit 2.
+    Environment,
+}
+
+impl BuildFailure {
+    pub fn program(message: String) -> BuildFailure {
+        BuildFailure {
+            cause: FailureCause::Program,
+            message,
+        }
+    }
+
+    pub fn environment(message: String) -> BuildFailure {
+        BuildFailure {
+            cause: FailureCause::Environment,
+            message,
+        }
+    }
+
+    /// A bundle error as a build failure: reading sources, writing the bundle and signing depend
+    /// on the machine; every other bundle error is about what the program put in it.
+    fn from_bundle_error(error: &edge_bundle::BundleError, message: String) -> BuildFailure {
+        use edge_bundle::BundleError;
+        match error {
+            BundleError::ReadSource { .. }
+            | BundleError::Write(_)
+            | BundleError::Read(_)
+            | BundleError::SourceChanged { .. }
+            | BundleError::Signer(_)
+            | BundleError::NoSigners
+            | BundleError::DuplicateSigner(_)
+            | BundleError::InvalidEpoch(_) => BuildFailure::environment(message),
+            _ => BuildFailure::program(message),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.cause {
+            FailureCause::Program => Status::Errors,
+            FailureCause::Environment => Status::Failure,
+        }
+    }
+}
 
 pub fn run(options: &BuildOptions) -> Status {
     let (loaded, program, diagnostics) = match check_program(&options.paths, &options.overrides) {
@@ -90,9 +145,9 @@ pub fn run(options: &BuildOptions) -> Status {
             }
             Status::Clean
         }
-        Err(BuildFailure(message)) => {
-            usage_error(&message);
-            Status::Errors
+        Err(failure) => {
+            usage_error(&failure.message);
+            failure.status()
         }
     }
 }
@@ -104,19 +159,26 @@ fn build_all(
     signers: &[Box<dyn Signer>],
 ) -> Result<Vec<PathBuf>, BuildFailure> {
     let output = &options.output;
-    std::fs::create_dir_all(output)
-        .map_err(|error| BuildFailure(format!("cannot create `{}`: {error}", output.display())))?;
+    std::fs::create_dir_all(output).map_err(|error| {
+        BuildFailure::environment(format!("cannot create `{}`: {error}", output.display()))
+    })?;
     let staging = output.join(format!(".edgec-build-{}", std::process::id()));
     let result = stage_all(options, program, deployments, signers, &staging).and_then(|staged| {
         let mut written = Vec::new();
         for (staged_path, final_path) in staged {
             if let Some(parent) = final_path.parent() {
                 std::fs::create_dir_all(parent).map_err(|error| {
-                    BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
+                    BuildFailure::environment(format!(
+                        "cannot create `{}`: {error}",
+                        parent.display()
+                    ))
                 })?;
             }
             std::fs::rename(&staged_path, &final_path).map_err(|error| {
-                BuildFailure(format!("cannot write `{}`: {error}", final_path.display()))
+                BuildFailure::environment(format!(
+                    "cannot write `{}`: {error}",
+                    final_path.display()
+                ))
             })?;
             written.push(final_path);
         }
@@ -139,11 +201,11 @@ fn stage_all(
     let mut staged = Vec::new();
     for deployment in deployments {
         let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
-            EmitError::MissingCredential { registry, variable } => BuildFailure(format!(
+            EmitError::MissingCredential { registry, variable } => BuildFailure::environment(format!(
                 "registry `{registry}` of deployment `{}` reads its credentials from `{variable}`, which is not set in the build environment",
                 deployment.name
             )),
-            EmitError::CreateOptionsTooLong { module, characters } => BuildFailure(format!(
+            EmitError::CreateOptionsTooLong { module, characters } => BuildFailure::program(format!(
                 "the create options of `{module}` are {characters} characters, more than IoT Edge's 100 chunks of 512"
             )),
         })?;
@@ -191,7 +253,7 @@ fn build_bundle(
     path: &Path,
 ) -> Result<(), BuildFailure> {
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
-        BuildFailure(format!(
+        BuildFailure::program(format!(
             "deployment `{}` has no checked hardware profile",
             deployment.name
         ))
@@ -211,10 +273,11 @@ pub fn deployment_bundle(
     source_date_epoch: u64,
 ) -> Result<BundleBuilder, BuildFailure> {
     let failure = |error: edge_bundle::BundleError| {
-        BuildFailure(format!(
+        let message = format!(
             "cannot build the bundle of deployment `{}`: {error}",
             deployment.name
-        ))
+        );
+        BuildFailure::from_bundle_error(&error, message)
     };
     let architecture = bundle_architecture(hardware.architecture);
     let header = BundleHeader {
@@ -225,8 +288,9 @@ pub fn deployment_bundle(
         source_date_epoch,
     };
     let mut builder = BundleBuilder::new(header).map_err(failure)?;
-    let routes = serde_json::to_value(route_table(deployment))
-        .map_err(|error| BuildFailure(format!("cannot encode the route table: {error}")))?;
+    let routes = serde_json::to_value(route_table(deployment)).map_err(|error| {
+        BuildFailure::program(format!("cannot encode the route table: {error}"))
+    })?;
     builder.iot_edge_manifest(manifest).route_table(routes);
     for module in deployment
         .modules
@@ -285,18 +349,21 @@ pub fn write_bundle(
     path: &Path,
 ) -> Result<(), BuildFailure> {
     let written = |error: &dyn std::fmt::Display| {
-        BuildFailure(format!("cannot write `{}`: {error}", path.display()))
+        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
     };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| {
-            BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
+            BuildFailure::environment(format!("cannot create `{}`: {error}", parent.display()))
         })?;
     }
     let file = std::fs::File::create(path).map_err(|error| written(&error))?;
     let signer_references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
     let built = builder
         .build(&signer_references, std::io::BufWriter::new(file))
-        .map_err(|error| BuildFailure(format!("cannot build `{}`: {error}", path.display())))?;
+        .map_err(|error| {
+            let message = format!("cannot build `{}`: {error}", path.display());
+            BuildFailure::from_bundle_error(&error, message)
+        })?;
     let file = built
         .writer
         .into_inner()
@@ -316,7 +383,7 @@ pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architect
 fn source_date_epoch() -> Result<u64, BuildFailure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) => text.trim().parse().map_err(|_| {
-            BuildFailure(format!(
+            BuildFailure::environment(format!(
                 "SOURCE_DATE_EPOCH must be a number of seconds since 1970, not `{text}`"
             ))
         }),
@@ -325,8 +392,9 @@ fn source_date_epoch() -> Result<u64, BuildFailure> {
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), BuildFailure> {
-    let failure =
-        |error: std::io::Error| BuildFailure(format!("cannot write `{}`: {error}", path.display()));
+    let failure = |error: std::io::Error| {
+        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(failure)?;
     }

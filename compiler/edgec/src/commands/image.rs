@@ -13,9 +13,7 @@ use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageS
 use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::deployment_manifest;
 
-use crate::commands::build::{
-    BuildFailure, BuildOptions, ManifestForm, deployment_bundle, write_bundle,
-};
+use crate::commands::build::{BuildOptions, ManifestForm, deployment_bundle, write_bundle};
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
 use crate::output::{print_diagnostics, usage_error};
@@ -199,12 +197,12 @@ fn update_bundle(
     let manifest = deployment_manifest(program, deployment, &environment)
         .map_err(|error| format!("cannot emit deployment `{}`: {error:?}", deployment.name))?;
     let mut builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)
-        .map_err(|BuildFailure(message)| message)?;
+        .map_err(|failure| failure.message)?;
     builder
         .add_os_payload(os)
         .map_err(|error| format!("cannot build update.edgebundle: {error}"))?;
     write_bundle(&builder, signers, &output.join("update.edgebundle"))
-        .map_err(|BuildFailure(message)| message)
+        .map_err(|failure| failure.message)
 }
 
 /// A static binary for the image: the one named on the command line, else the environment
