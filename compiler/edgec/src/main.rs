@@ -4,6 +4,7 @@
 #[macro_use]
 mod print;
 
+mod atomic_file;
 mod commands;
 mod output;
 

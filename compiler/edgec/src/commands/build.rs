@@ -1,9 +1,10 @@
 //! `edgec build`: IoT Edge manifests and signed bundles for each deployment.
 //!
-//! Everything is produced in a staging directory inside the output directory first; only when
-//! every deployment has built are the files renamed into place, so a failed build leaves no
-//! partial output behind.
+//! Every file is first written under a temporary name in the output directory ([`AtomicFile`]);
+//! only when every deployment has built are the files renamed into place, so a failed build leaves
+//! no partial output behind.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use edge_bundle::canonical_json::to_pretty_bytes;
@@ -16,6 +17,7 @@ use edgec_core::emit::route_table::route_table;
 
 use super::check::check_program;
 use super::signing::{SigningOptions, open_signers};
+use crate::atomic_file::{AtomicFile, Existing, StagedFile};
 use crate::output::{print_diagnostics, summary, usage_error};
 use crate::{DiagnosticFormat, Status};
 
@@ -162,40 +164,26 @@ fn build_all(
     std::fs::create_dir_all(output).map_err(|error| {
         BuildFailure::environment(format!("cannot create `{}`: {error}", output.display()))
     })?;
-    let staging = output.join(format!(".edgec-build-{}", std::process::id()));
-    let result = stage_all(options, program, deployments, signers, &staging).and_then(|staged| {
-        let mut written = Vec::new();
-        for (staged_path, final_path) in staged {
-            if let Some(parent) = final_path.parent() {
-                std::fs::create_dir_all(parent).map_err(|error| {
-                    BuildFailure::environment(format!(
-                        "cannot create `{}`: {error}",
-                        parent.display()
-                    ))
-                })?;
-            }
-            std::fs::rename(&staged_path, &final_path).map_err(|error| {
-                BuildFailure::environment(format!(
-                    "cannot write `{}`: {error}",
-                    final_path.display()
-                ))
-            })?;
-            written.push(final_path);
-        }
-        Ok(written)
-    });
-    let _ = std::fs::remove_dir_all(&staging);
-    result
+    let staged = stage_all(options, program, deployments, signers)?;
+    let mut written = Vec::new();
+    for file in staged {
+        let path = file.target().to_owned();
+        file.commit(Existing::Replace).map_err(|error| {
+            BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
+        })?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
-/// Builds every artefact into `staging`; returns (staged, final) path pairs.
+/// Builds every artefact under a temporary name in the output directory; dropping the result
+/// removes them all.
 fn stage_all(
     options: &BuildOptions,
     program: &Program,
     deployments: &[&Deployment],
     signers: &[Box<dyn Signer>],
-    staging: &Path,
-) -> Result<Vec<(PathBuf, PathBuf)>, BuildFailure> {
+) -> Result<Vec<StagedFile>, BuildFailure> {
     let environment = |variable: &str| std::env::var(variable).ok();
     let source_date_epoch = source_date_epoch()?;
     let mut staged = Vec::new();
@@ -213,35 +201,48 @@ fn stage_all(
             ManifestForm::Manifest => manifest.clone(),
             ManifestForm::AtScale => at_scale(manifest.clone()),
         };
-        let manifest_path = staging.join(&deployment.name).join("deployment.json");
-        write_file(&manifest_path, &to_pretty_bytes(&written_manifest))?;
-        staged.push((
-            manifest_path,
-            options
-                .output
-                .join(&deployment.name)
-                .join("deployment.json"),
-        ));
+        let manifest_path = options
+            .output
+            .join(&deployment.name)
+            .join("deployment.json");
+        let mut manifest_file = stage(&options.output, &manifest_path)?;
+        let written = |error: std::io::Error| {
+            BuildFailure::environment(format!(
+                "cannot write `{}`: {error}",
+                manifest_path.display()
+            ))
+        };
+        manifest_file
+            .write_all(&to_pretty_bytes(&written_manifest))
+            .map_err(written)?;
+        staged.push(manifest_file.finish().map_err(written)?);
         if signers.is_empty() {
             continue;
         }
-        let bundle_path = staging.join(format!("{}.edgebundle", deployment.name));
-        build_bundle(
+        let bundle_path = options
+            .output
+            .join(format!("{}.edgebundle", deployment.name));
+        staged.push(build_bundle(
             program,
             deployment,
             manifest,
             source_date_epoch,
             signers,
-            &bundle_path,
-        )?;
-        staged.push((
-            bundle_path,
-            options
-                .output
-                .join(format!("{}.edgebundle", deployment.name)),
-        ));
+            stage(&options.output, &bundle_path)?,
+        )?);
     }
     Ok(staged)
+}
+
+/// Starts writing `target` under a temporary name in `directory`.
+fn stage(directory: &Path, target: &Path) -> Result<AtomicFile, BuildFailure> {
+    AtomicFile::create_in(directory, target).map_err(|error| {
+        BuildFailure::environment(format!(
+            "cannot write `{}` in `{}`: {error}",
+            target.display(),
+            directory.display()
+        ))
+    })
 }
 
 fn build_bundle(
@@ -250,8 +251,8 @@ fn build_bundle(
     manifest: serde_json::Value,
     source_date_epoch: u64,
     signers: &[Box<dyn Signer>],
-    path: &Path,
-) -> Result<(), BuildFailure> {
+    file: AtomicFile,
+) -> Result<StagedFile, BuildFailure> {
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
         BuildFailure::program(format!(
             "deployment `{}` has no checked hardware profile",
@@ -259,7 +260,7 @@ fn build_bundle(
         ))
     })?;
     let builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
-    write_bundle(&builder, signers, path)
+    write_bundle(&builder, signers, file)
 }
 
 /// A bundle builder holding one deployment for `hardware`: header, IoT Edge manifest, route table
@@ -342,21 +343,14 @@ pub fn deployment_bundle(
     Ok(builder)
 }
 
-/// Signs `builder` with every signer and writes the bundle to `path`, flushed to disk.
+/// Signs `builder` with every signer and writes the bundle into `file`, flushed to disk and
+/// ready for its commit.
 pub fn write_bundle(
     builder: &BundleBuilder,
     signers: &[Box<dyn Signer>],
-    path: &Path,
-) -> Result<(), BuildFailure> {
-    let written = |error: &dyn std::fmt::Display| {
-        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|error| {
-            BuildFailure::environment(format!("cannot create `{}`: {error}", parent.display()))
-        })?;
-    }
-    let file = std::fs::File::create(path).map_err(|error| written(&error))?;
+    file: AtomicFile,
+) -> Result<StagedFile, BuildFailure> {
+    let path = file.target().to_owned();
     let signer_references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
     let built = builder
         .build(&signer_references, std::io::BufWriter::new(file))
@@ -364,11 +358,14 @@ pub fn write_bundle(
             let message = format!("cannot build `{}`: {error}", path.display());
             BuildFailure::from_bundle_error(&error, message)
         })?;
+    let written = |error: &dyn std::fmt::Display| {
+        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
+    };
     let file = built
         .writer
         .into_inner()
         .map_err(|error| written(error.error()))?;
-    file.sync_all().map_err(|error| written(&error))
+    file.finish().map_err(|error| written(&error))
 }
 
 pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architecture {
@@ -389,14 +386,4 @@ fn source_date_epoch() -> Result<u64, BuildFailure> {
         }),
         Err(_) => Ok(0),
     }
-}
-
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), BuildFailure> {
-    let failure = |error: std::io::Error| {
-        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failure)?;
-    }
-    std::fs::write(path, contents).map_err(failure)
 }

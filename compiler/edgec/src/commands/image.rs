@@ -13,6 +13,7 @@ use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageS
 use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::deployment_manifest;
 
+use crate::atomic_file::{AtomicFile, Existing};
 use crate::commands::build::{BuildOptions, ManifestForm, deployment_bundle, write_bundle};
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
@@ -201,8 +202,13 @@ fn update_bundle(
     builder
         .add_os_payload(os)
         .map_err(|error| format!("cannot build update.edgebundle: {error}"))?;
-    write_bundle(&builder, signers, &output.join("update.edgebundle"))
-        .map_err(|failure| failure.message)
+    let path = output.join("update.edgebundle");
+    let file = AtomicFile::create(&path)
+        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))?;
+    write_bundle(&builder, signers, file)
+        .map_err(|failure| failure.message)?
+        .commit(Existing::Replace)
+        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))
 }
 
 /// A static binary for the image: the one named on the command line, else the environment
