@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use edge_bundle::display::{escaped, escaped_message};
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, verify_bundle_with};
 
@@ -49,17 +50,18 @@ pub fn accept(
     let (manifest_bytes, signature_bytes) = read_head(file)?;
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
-    let signatures: SignatureFile = serde_json::from_slice(&signature_bytes).map_err(|error| {
-        Error::Refused(format!(
-            "bundle.sig.json is not a valid signature file: {error}"
-        ))
-    })?;
+    let signatures = SignatureFile::parse(&signature_bytes)
+        .map_err(|error| Error::Refused(error.to_string()))?;
     let keys = trust.verify(&manifest_bytes, &signatures)?;
     check_device(&manifest, config)?;
+    // The modules are read now so that a deployment edged could not run is refused before
+    // anything is installed, instead of failing its trial.
+    crate::deployment::modules(&manifest)?;
     if manifest.version <= committed_version {
         return Err(Error::Refused(format!(
-            "deployment {:?} version {} is not newer than the committed version {committed_version} (anti-rollback)",
-            manifest.deployment, manifest.version
+            "deployment {} version {} is not newer than the committed version {committed_version} (anti-rollback)",
+            escaped(&manifest.deployment),
+            manifest.version
         )));
     }
     check_limits(&manifest, &config.limits)?;
@@ -94,18 +96,27 @@ fn open_bundle(path: &Path) -> Result<File> {
 /// Reads the two head entries, which must come first and be small.
 fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut archive = tar::Archive::new(BufReader::new(file));
-    let mut entries = archive
-        .entries()
-        .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
+    let mut entries = archive.entries().map_err(|error| {
+        Error::Refused(format!(
+            "not a bundle (tar): {}",
+            escaped_message(&error.to_string())
+        ))
+    })?;
     let mut next = |expected: &str| -> Result<Vec<u8>> {
         let entry = entries
             .next()
             .ok_or_else(|| Error::Refused(format!("not a bundle: {expected} is missing")))?
-            .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if name != expected || entry.header().entry_type() != tar::EntryType::Regular {
+            .map_err(|error| {
+                Error::Refused(format!(
+                    "not a bundle (tar): {}",
+                    escaped_message(&error.to_string())
+                ))
+            })?;
+        let name = entry.path_bytes();
+        if *name != *expected.as_bytes() || entry.header().entry_type() != tar::EntryType::Regular {
             return Err(Error::Refused(format!(
-                "not a bundle: it must start with {expected}, found {name:?}"
+                "not a bundle: it must start with {expected}, found {}",
+                escaped(&String::from_utf8_lossy(&name))
             )));
         }
         if entry.size() > MAX_HEAD_ENTRY {
@@ -115,7 +126,12 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
         entry
             .take(MAX_HEAD_ENTRY)
             .read_to_end(&mut bytes)
-            .map_err(|error| Error::Refused(format!("cannot read {expected}: {error}")))?;
+            .map_err(|error| {
+                Error::Refused(format!(
+                    "cannot read {expected}: {}",
+                    escaped_message(&error.to_string())
+                ))
+            })?;
         Ok(bytes)
     };
     let manifest = next(MANIFEST_PATH)?;
@@ -127,8 +143,9 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
 fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> Result<()> {
     if manifest.compatible != config.compatible {
         return Err(Error::Refused(format!(
-            "bundle is for devices compatible with {:?}, this device is {:?}",
-            manifest.compatible, config.compatible
+            "bundle is for devices compatible with {}, this device is {}",
+            escaped(&manifest.compatible),
+            escaped(&config.compatible)
         )));
     }
     if manifest.architecture != config.architecture {
@@ -156,8 +173,10 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
     for file in &manifest.payload {
         if file.size > limits.max_entry_bytes {
             return Err(Error::Refused(format!(
-                "payload {:?} is {} bytes, the device accepts at most {} per entry",
-                file.path, file.size, limits.max_entry_bytes
+                "payload {} is {} bytes, the device accepts at most {} per entry",
+                escaped(&file.path),
+                file.size,
+                limits.max_entry_bytes
             )));
         }
         total = total.saturating_add(file.size);
@@ -172,8 +191,8 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
         let prefix = format!("{}/", pair[0].path);
         if pair[1].path.starts_with(&prefix) {
             return Err(Error::Refused(format!(
-                "payload {:?} is both a file and a directory",
-                pair[0].path
+                "payload {} is both a file and a directory",
+                escaped(&pair[0].path)
             )));
         }
     }
@@ -186,8 +205,9 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
                 .any(|file| file.path.starts_with(&inside))
         {
             return Err(Error::Refused(format!(
-                "image of module {:?} points at {:?}, which holds no payload",
-                image.module, image.path
+                "image of module {} points at {}, which holds no payload",
+                escaped(&image.module),
+                escaped(&image.path)
             )));
         }
     }

@@ -9,7 +9,9 @@
 /// Canonical JSON lives in its own crate so the compiler core can use it without the bundle
 /// machinery; it is re-exported here because bundle users hash with it.
 pub use canonical_json;
+pub mod display;
 pub mod error;
+pub mod grammar;
 pub mod manifest;
 pub mod pkcs11;
 

@@ -48,7 +48,11 @@ pub struct TestDevice {
 impl TestDevice {
     /// A device trusting `keys` through its trust directory.
     pub fn new(keys: &[&Key], extra_config: &str) -> Self {
-        let root = tempfile::tempdir().unwrap();
+        Self::new_in(tempfile::tempdir().unwrap(), keys, extra_config)
+    }
+
+    /// The same inside `root` (a directory on a file system of the test's choosing).
+    pub fn new_in(root: tempfile::TempDir, keys: &[&Key], extra_config: &str) -> Self {
         let state = root.path().join("state");
         let trust_dir = root.path().join("trust");
         fs::create_dir_all(&trust_dir).unwrap();

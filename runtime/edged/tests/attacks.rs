@@ -1,0 +1,404 @@
+//! Attacks on edged and the bundle library, one harness for all: each case is a crafted bundle
+//! (and, for some, damage done to the state directory first) with the outcome it must come to.
+//! Every case runs on a fresh device that holds version 1 in one slot and version 2 (active) in
+//! the other, so a refusal that retired the inactive slot's deployment would show.
+//!
+//! For every case: edged exits with the expected code and words, prints nothing unescaped
+//! (no ESC, NUL or bidi control, at most a few KiB), a refused bundle leaves the state directory
+//! byte-for-byte as it was, and afterwards a good newer bundle still applies.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Key, RawEntry, TestDevice, bundle, files, head, manifest, raw_tar, tree_hash};
+use edge_bundle::canonical_json::to_canonical_bytes;
+use serde_json::{Value, json};
+
+/// The version of the good bundle applied after every case.
+const NEXT: u64 = 1000;
+/// The longest output edged may print for one refusal.
+const MAX_OUTPUT: usize = 4096;
+
+/// What a case must come to.
+enum Expect {
+    /// Refused with this exit code and these words; the state directory unchanged.
+    Refused { code: i32, says: &'static str },
+    /// Applied: the device then runs this version.
+    Applied(u64),
+}
+
+/// Damage done to a device before the bundle arrives.
+type Prepare<'a> = Box<dyn Fn(&TestDevice) + 'a>;
+/// Writes the bundle file.
+type Write<'a> = Box<dyn Fn(&Path) + 'a>;
+
+struct Case<'a> {
+    class: &'static str,
+    name: String,
+    prepare: Prepare<'a>,
+    bundle: Write<'a>,
+    expect: Expect,
+}
+
+/// The attack suite: its key, and the cases as they are added.
+struct Suite<'a> {
+    key: &'a Key,
+    cases: Vec<Case<'a>>,
+}
+
+impl<'a> Suite<'a> {
+    fn new(key: &'a Key) -> Self {
+        Self {
+            key,
+            cases: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        class: &'static str,
+        name: impl Into<String>,
+        bytes: Vec<u8>,
+        expect: Expect,
+    ) {
+        self.add_with(
+            class,
+            name,
+            Box::new(|_| {}),
+            Box::new(move |path| fs::write(path, &bytes).unwrap()),
+            expect,
+        );
+    }
+
+    fn add_with(
+        &mut self,
+        class: &'static str,
+        name: impl Into<String>,
+        prepare: Prepare<'a>,
+        bundle: Write<'a>,
+        expect: Expect,
+    ) {
+        self.cases.push(Case {
+            class,
+            name: name.into(),
+            prepare,
+            bundle,
+            expect,
+        });
+    }
+
+    /// A good bundle of `version`, signed.
+    fn good(&self, version: u64) -> Vec<u8> {
+        let files = files(&format!("v{version}"));
+        bundle(&manifest(version, &files), &files, &[self.key])
+    }
+
+    /// A bundle of an arbitrary (canonical) manifest value, signed, with `files` as payload.
+    fn signed_value(&self, manifest: &Value, files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+        let manifest_bytes = to_canonical_bytes(manifest);
+        let mut entries = vec![
+            RawEntry::file("bundle.json", &manifest_bytes),
+            RawEntry::file(
+                "bundle.sig.json",
+                &common::signatures(&manifest_bytes, &[self.key]),
+            ),
+        ];
+        entries.extend(
+            files
+                .iter()
+                .map(|(path, content)| RawEntry::file(path, content)),
+        );
+        raw_tar(&entries)
+    }
+
+    /// A signed version-10 bundle whose manifest `change` alters.
+    fn tampered(&self, change: impl FnOnce(&mut Value)) -> Vec<u8> {
+        let files = files("v10");
+        let mut value = serde_json::to_value(manifest(10, &files)).unwrap();
+        change(&mut value);
+        self.signed_value(&value, &files)
+    }
+}
+
+fn refused(code: i32, says: &'static str) -> Expect {
+    Expect::Refused { code, says }
+}
+
+/// Untrusted strings that must never reach a terminal as they are.
+const HOSTILE: &[(&str, &str)] = &[
+    ("ESC sequence", "\u{1b}[2J\u{1b}]0;owned\u{7}"),
+    ("bidi override", "plant\u{202e}gpj.exe"),
+    ("NUL", "plant\0x"),
+    ("parent directory", "../../etc"),
+];
+
+/// Classes 1 and 5: untrusted text is validated against the grammar and escaped when shown.
+fn untrusted_text(suite: &mut Suite<'_>) {
+    for (what, hostile) in HOSTILE {
+        let text = hostile.to_string();
+        suite.add(
+            "5",
+            format!("deployment name with {what}"),
+            suite.tampered(|value| value["deployment"] = json!(text)),
+            refused(3, "invalid deployment name"),
+        );
+        let module = text.clone();
+        suite.add(
+            "5",
+            format!("image module name with {what}"),
+            suite.tampered(|value| {
+                value["images"] = json!([{
+                    "module": module,
+                    "reference": "edgec.local/sensor:1",
+                    "path": format!("payload/images/{module}"),
+                    "manifest_digest": format!("sha256:{}", "0".repeat(64)),
+                }])
+            }),
+            refused(3, "invalid module name"),
+        );
+        let reference = format!("registry.local/{hostile}@sha256:{}", "0".repeat(64));
+        suite.add(
+            "5",
+            format!("registry image reference with {what}"),
+            suite.tampered(|value| {
+                value["registry_images"] = json!([{"module": "sensor", "reference": reference}])
+            }),
+            refused(3, "invalid image reference"),
+        );
+        let module = text.clone();
+        suite.add(
+            "5",
+            format!("IoT Edge module name with {what}"),
+            suite.tampered(|value| {
+                value["iot_edge_manifest"]["modulesContent"]["$edgeAgent"]["properties.desired"]
+                    ["modules"] = json!({ module: {"settings": {"image": "busybox:1"}}})
+            }),
+            refused(3, "invalid module name"),
+        );
+        let compatible = format!("contoso,{hostile}");
+        suite.add(
+            "5",
+            format!("compatible with {what}"),
+            suite.tampered(|value| value["compatible"] = json!(compatible)),
+            refused(3, "compatible"),
+        );
+        let field = text.clone();
+        suite.add(
+            "5",
+            format!("unknown manifest field named with {what}"),
+            suite.tampered(|value| value[field.as_str()] = json!(1)),
+            refused(3, "unknown field"),
+        );
+        let files = files("v10");
+        let mut listed = files.clone();
+        let path = format!("payload/{hostile}");
+        listed.insert(path.clone(), b"x".to_vec());
+        let mut entries = head(&manifest(10, &listed), &[suite.key]);
+        entries.extend(
+            files
+                .iter()
+                .map(|(path, content)| RawEntry::file(path, content)),
+        );
+        entries.push(RawEntry::file(&path, b"x"));
+        suite.add(
+            "5",
+            format!("listed payload path with {what}"),
+            raw_tar(&entries),
+            refused(3, "unsafe bundle entry"),
+        );
+        let mut entries = head(&manifest(10, &files), &[suite.key]);
+        entries.extend(
+            files
+                .iter()
+                .map(|(path, content)| RawEntry::file(path, content)),
+        );
+        entries.push(RawEntry::file(&path, b"x"));
+        // A tar name ends at its first NUL, so that entry is merely unlisted.
+        let says = if hostile.contains('\0') {
+            "is not listed"
+        } else {
+            "unsafe bundle entry"
+        };
+        suite.add(
+            "5",
+            format!("unlisted tar entry named with {what}"),
+            raw_tar(&entries),
+            refused(3, says),
+        );
+        let mut entries = head(&manifest(10, &files), &[suite.key]);
+        entries[0].name = format!("{hostile}bundle.json").into_bytes();
+        suite.add(
+            "5",
+            format!("first tar entry named with {what}"),
+            raw_tar(&entries),
+            refused(3, "must start with bundle.json"),
+        );
+        let mut entries = head(&manifest(10, &files), &[suite.key]);
+        let signatures: Value = serde_json::from_slice(&entries[1].data).unwrap();
+        let mut signatures = signatures;
+        signatures["signatures"][0]["key_id"] = json!(text);
+        entries[1].data = to_canonical_bytes(&signatures);
+        suite.add(
+            "5",
+            format!("signature key id with {what}"),
+            raw_tar(&entries),
+            refused(3, "not a valid signature file"),
+        );
+    }
+    // The grammar admits what edgec writes.
+    suite.add(
+        "5",
+        "names at the edge of the grammar",
+        suite.tampered(|value| {
+            value["deployment"] = json!("Plant_1.v-2");
+            value["registry_images"] = json!([{
+                "module": "_sensor-2.b",
+                "reference": format!("localhost:5000/edge.hub/agent_x@sha256:{}", "0".repeat(64)),
+            }]);
+        }),
+        Expect::Applied(10),
+    );
+    // Class 1: a key id with multi-byte characters, where 16 bytes fall inside a character.
+    let files = files("v10");
+    let mut entries = head(&manifest(10, &files), &[suite.key]);
+    let mut signatures: Value = serde_json::from_slice(&entries[1].data).unwrap();
+    signatures["signatures"][0]["key_id"] = json!(format!("a{}", "é".repeat(40)));
+    entries[1].data = to_canonical_bytes(&signatures);
+    suite.add(
+        "1",
+        "multi-byte key id",
+        raw_tar(&entries),
+        refused(3, "not a valid signature file"),
+    );
+    // Many signatures by unknown keys: the refusal lists a few, not all.
+    let mut entries = head(&manifest(10, &files), &[suite.key]);
+    let mut signatures: Value = serde_json::from_slice(&entries[1].data).unwrap();
+    signatures["signatures"] = Value::Array(
+        (0..5000)
+            .map(|index| {
+                json!({"algorithm": "ed25519", "key_id": format!("{index:064x}"), "signature": "00".repeat(64)})
+            })
+            .collect(),
+    );
+    entries[1].data = to_canonical_bytes(&signatures);
+    suite.add(
+        "1",
+        "5000 signatures by unknown keys",
+        raw_tar(&entries),
+        refused(3, "and 4992 more"),
+    );
+}
+
+/// A device with version 1 in slot a and version 2 active in slot b.
+fn device(suite: &Suite<'_>) -> TestDevice {
+    device_in(suite, tempfile::tempdir().unwrap(), "")
+}
+
+fn device_in(suite: &Suite<'_>, root: tempfile::TempDir, extra_config: &str) -> TestDevice {
+    let device = TestDevice::new_in(root, &[suite.key], extra_config);
+    for version in [1, 2] {
+        let path = device.write_bundle(&format!("v{version}.edgebundle"), &suite.good(version));
+        apply_ok(&device, &path, version);
+    }
+    device
+}
+
+fn apply_ok(device: &TestDevice, bundle: &Path, version: u64) {
+    let output = device.edged("none", &["apply", bundle.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "applying version {version}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        device.state().active.map(|active| active.version),
+        Some(version)
+    );
+}
+
+/// Nothing edged printed may carry a raw control sequence, NUL or bidi control, or be long.
+fn assert_printable(case: &str, output: &[u8]) {
+    let text = String::from_utf8_lossy(output);
+    assert!(
+        output.len() <= MAX_OUTPUT,
+        "{case}: {} bytes of output: {}…",
+        output.len(),
+        text.chars().take(400).collect::<String>()
+    );
+    let raw = text.chars().find(|character| {
+        (character.is_control() && *character != '\n')
+            || ('\u{202a}'..='\u{202e}').contains(character)
+            || ('\u{2066}'..='\u{2069}').contains(character)
+    });
+    assert!(raw.is_none(), "{case}: raw {raw:?} printed: {text:?}");
+}
+
+fn run(suite: &Suite<'_>, case: &Case<'_>, device: &TestDevice) {
+    let label = format!("class {} / {}", case.class, case.name);
+    (case.prepare)(device);
+    let before = tree_hash(&device.state);
+    let path = device.root.path().join("attack.edgebundle");
+    (case.bundle)(&path);
+    let started = Instant::now();
+    let output = device.edged("none", &["apply", path.to_str().unwrap()]);
+    let took = started.elapsed();
+    fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "{label}: edged panicked: {stderr}"
+    );
+    assert_printable(&label, &output.stderr);
+    assert_printable(&label, &output.stdout);
+    assert!(
+        took < Duration::from_secs(20),
+        "{label}: took {took:?}: {stderr}"
+    );
+    match case.expect {
+        Expect::Refused { code, says } => {
+            assert_eq!(output.status.code(), Some(code), "{label}: {stderr}");
+            assert!(
+                stderr.contains(says),
+                "{label}: expected {says:?} in {stderr}"
+            );
+            assert!(stderr.contains("hint: "), "{label}: {stderr}");
+            assert_eq!(
+                tree_hash(&device.state),
+                before,
+                "{label}: the refusal changed the state directory"
+            );
+        }
+        Expect::Applied(version) => {
+            assert!(output.status.success(), "{label}: {stderr}");
+            assert_eq!(
+                device.state().active.map(|active| active.version),
+                Some(version),
+                "{label}"
+            );
+        }
+    }
+    // Whatever happened, the device takes a good newer bundle.
+    let next = device.write_bundle("next.edgebundle", &suite.good(NEXT));
+    let output = device.edged("none", &["apply", next.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{label}: a good newer bundle is refused afterwards: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_attack_comes_to_its_expected_outcome() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "fleet");
+    let mut suite = Suite::new(&key);
+    untrusted_text(&mut suite);
+    assert!(suite.cases.len() >= 40, "only {} cases", suite.cases.len());
+    for case in &suite.cases {
+        run(&suite, case, &device(&suite));
+    }
+}
