@@ -3,13 +3,14 @@
 //! is written into a staging directory. Nothing outside staging is touched,
 //! and staging is removed again if anything is wrong.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use edge_bundle::display::{escaped, escaped_message};
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, verify_bundle_with};
+use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, TarGuard, verify_bundle_with};
 
 use crate::config::{DeviceConfig, Limits};
 use crate::durable;
@@ -95,7 +96,7 @@ fn open_bundle(path: &Path) -> Result<File> {
 
 /// Reads the two head entries, which must come first and be small.
 fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut archive = tar::Archive::new(BufReader::new(file));
+    let mut archive = tar::Archive::new(TarGuard::new(BufReader::new(file)));
     let mut entries = archive.entries().map_err(|error| {
         Error::Refused(format!(
             "not a bundle (tar): {}",
@@ -197,13 +198,17 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
         }
     }
     for image in &manifest.images {
+        // The listing is sorted, so the first path at or after the directory's is
+        // the only one that can lie inside it.
         let inside = format!("{}/", image.path);
-        if !image.path.starts_with("payload/images/")
-            || !manifest
-                .payload
-                .iter()
-                .any(|file| file.path.starts_with(&inside))
-        {
+        let first = manifest
+            .payload
+            .partition_point(|file| file.path.as_str() < inside.as_str());
+        let holds_payload = manifest
+            .payload
+            .get(first)
+            .is_some_and(|file| file.path.starts_with(&inside));
+        if !image.path.starts_with("payload/images/") || !holds_payload {
             return Err(Error::Refused(format!(
                 "image of module {} points at {}, which holds no payload",
                 escaped(&image.module),
@@ -243,7 +248,7 @@ fn extract_into(
 ) -> Result<()> {
     failpoint::hit(Failpoint::StageCreate);
     fs::create_dir(staging).map_err(Error::state("create", staging))?;
-    let mut directories: Vec<PathBuf> = vec![staging.to_owned()];
+    let mut directories: HashSet<PathBuf> = HashSet::from([staging.to_owned()]);
     let file = open_bundle(path)?;
     std::thread::scope(|scope| {
         let mut writer = Writer::start(scope);
@@ -271,6 +276,7 @@ fn extract_into(
         checked
     })?;
     failpoint::hit(Failpoint::StageFsyncDirs);
+    let mut directories: Vec<PathBuf> = directories.into_iter().collect();
     directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
     for directory in &directories {
         durable::fsync_dir(directory).map_err(Error::state("fsync", directory))?;
@@ -297,17 +303,22 @@ fn check_verified(
 
 /// Creates the missing parent directories of `target` inside `staging` and
 /// remembers each, so that all of them are fsynced once staging is complete.
-fn create_parents(staging: &Path, target: &Path, directories: &mut Vec<PathBuf>) -> io::Result<()> {
+/// The set makes each lookup constant time: a bundle may hold a hundred
+/// thousand files, each in a directory of its own.
+fn create_parents(
+    staging: &Path,
+    target: &Path,
+    directories: &mut HashSet<PathBuf>,
+) -> io::Result<()> {
     let Some(parent) = target.parent() else {
         return Ok(());
     };
-    if directories.iter().any(|known| known == parent) {
+    if directories.contains(parent) {
         return Ok(());
     }
     fs::create_dir_all(parent)?;
     let mut ancestor = parent;
-    while ancestor != staging && !directories.iter().any(|known| known == ancestor) {
-        directories.push(ancestor.to_owned());
+    while ancestor != staging && directories.insert(ancestor.to_owned()) {
         ancestor = ancestor.parent().unwrap_or(staging);
     }
     Ok(())

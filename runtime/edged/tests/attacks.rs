@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 const NEXT: u64 = 1000;
 /// The longest output edged may print for one refusal.
 const MAX_OUTPUT: usize = 4096;
+/// GNU time, which reports a process's peak memory; the memory check is skipped without it.
+const TIME: &str = "/usr/bin/time";
+/// The most memory (peak resident set) edged may use on any case.
+const MAX_RSS_KIB: u64 = 300 << 10;
 
 /// What a case must come to.
 enum Expect {
@@ -42,6 +46,8 @@ struct Case<'a> {
     prepare: Prepare<'a>,
     bundle: Write<'a>,
     expect: Expect,
+    /// How long the apply may take.
+    time_limit: Duration,
 }
 
 /// The attack suite: its key, and the cases as they are added.
@@ -88,6 +94,7 @@ impl<'a> Suite<'a> {
             prepare,
             bundle,
             expect,
+            time_limit: Duration::from_secs(20),
         });
     }
 
@@ -293,6 +300,114 @@ fn untrusted_text(suite: &mut Suite<'_>) {
     );
 }
 
+/// A raw header of `kind` declaring `size` bytes, as the first 512 bytes of a sparse file of
+/// that size: the bytes it claims are never written.
+fn sparse_record(head: Vec<u8>, kind: u8, size: u64) -> Write<'static> {
+    Box::new(move |path| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_size(size);
+        header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_cksum();
+        let mut bytes = head.clone();
+        bytes.extend_from_slice(header.as_bytes());
+        fs::write(path, &bytes).unwrap();
+        let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(bytes.len() as u64 + size + 1024).unwrap();
+    })
+}
+
+/// A tar written by the tar crate (GNU long names for long paths).
+fn gnu_tar(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, path, data.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Class 4: nothing a bundle declares before its signature is checked may make edged
+/// allocate, print or work without bound.
+fn exhaustion(suite: &mut Suite<'_>) {
+    let files = files("v10");
+    let signed_head = raw_tar(&head(&manifest(10, &files), &[suite.key]));
+    // The head without the two zero blocks that end an archive.
+    let signed_head = signed_head[..signed_head.len() - 1024].to_vec();
+    for (kind, what, says) in [
+        (
+            b'L',
+            "GNU long name",
+            "long-name record declares 1073741824 bytes",
+        ),
+        (
+            b'K',
+            "GNU long link name",
+            "long-name record declares 1073741824 bytes",
+        ),
+        (b'x', "PAX extended header", "PAX extended header"),
+        (b'g', "PAX global header", "PAX extended header"),
+    ] {
+        suite.add_with(
+            "4",
+            format!("1 GiB {what} before the manifest"),
+            Box::new(|_| {}),
+            sparse_record(Vec::new(), kind, 1 << 30),
+            refused(3, says),
+        );
+        suite.add_with(
+            "4",
+            format!("1 GiB {what} after the signed head"),
+            Box::new(|_| {}),
+            sparse_record(signed_head.clone(), kind, 1 << 30),
+            refused(3, says),
+        );
+    }
+    suite.add_with(
+        "4",
+        "GNU sparse entry",
+        Box::new(|_| {}),
+        sparse_record(signed_head.clone(), b'S', 4096),
+        refused(3, "sparse"),
+    );
+    let deep = format!("payload/{}f", "d/".repeat(1500));
+    let long = format!("payload/{}", "abcdefgh/".repeat(600));
+    for (what, path, says) in [
+        ("1,500-level deep", &deep, "more than 64 components deep"),
+        ("5,400-byte", &long, "4096 bytes"),
+    ] {
+        let mut listed = files.clone();
+        listed.insert(path.clone(), b"x".to_vec());
+        let mut entries: Vec<(String, Vec<u8>)> = head(&manifest(10, &listed), &[suite.key])
+            .into_iter()
+            .map(|entry| (String::from_utf8(entry.name).unwrap(), entry.data))
+            .collect();
+        entries.extend(listed.clone());
+        suite.add(
+            "4",
+            format!("{what} listed path"),
+            gnu_tar(&entries),
+            refused(3, says),
+        );
+        let mut entries: Vec<(String, Vec<u8>)> = head(&manifest(10, &files), &[suite.key])
+            .into_iter()
+            .map(|entry| (String::from_utf8(entry.name).unwrap(), entry.data))
+            .collect();
+        entries.extend(files.clone());
+        entries.push((path.clone(), b"x".to_vec()));
+        suite.add(
+            "4",
+            format!("{what} unlisted entry"),
+            gnu_tar(&entries),
+            refused(3, says),
+        );
+    }
+}
+
 /// A device with version 1 in slot a and version 2 active in slot b.
 fn device(suite: &Suite<'_>) -> TestDevice {
     device_in(suite, tempfile::tempdir().unwrap(), "")
@@ -344,8 +459,27 @@ fn run(suite: &Suite<'_>, case: &Case<'_>, device: &TestDevice) {
     let path = device.root.path().join("attack.edgebundle");
     (case.bundle)(&path);
     let started = Instant::now();
-    let output = device.edged("none", &["apply", path.to_str().unwrap()]);
+    let rss_file = device.root.path().join("rss");
+    let measure = Path::new(TIME).exists();
+    let wrapper = [TIME, "-o", rss_file.to_str().unwrap(), "-f", "%M"];
+    let output = device
+        .command_under(
+            if measure { &wrapper } else { &[] },
+            "none",
+            &["apply", path.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
     let took = started.elapsed();
+    if measure {
+        let text = fs::read_to_string(&rss_file).unwrap();
+        let kib: u64 = text.lines().last().unwrap().trim().parse().unwrap();
+        assert!(
+            kib < MAX_RSS_KIB,
+            "{label}: edged used {} MiB of memory",
+            kib >> 10
+        );
+    }
     fs::remove_file(&path).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -354,10 +488,7 @@ fn run(suite: &Suite<'_>, case: &Case<'_>, device: &TestDevice) {
     );
     assert_printable(&label, &output.stderr);
     assert_printable(&label, &output.stdout);
-    assert!(
-        took < Duration::from_secs(20),
-        "{label}: took {took:?}: {stderr}"
-    );
+    assert!(took < case.time_limit, "{label}: took {took:?}: {stderr}");
     match case.expect {
         Expect::Refused { code, says } => {
             assert_eq!(output.status.code(), Some(code), "{label}: {stderr}");
@@ -397,8 +528,70 @@ fn every_attack_comes_to_its_expected_outcome() {
     let key = Key::new(keys.path(), "fleet");
     let mut suite = Suite::new(&key);
     untrusted_text(&mut suite);
+    exhaustion(&mut suite);
     assert!(suite.cases.len() >= 40, "only {} cases", suite.cases.len());
     for case in &suite.cases {
         run(&suite, case, &device(&suite));
     }
+}
+
+/// A tmpfs of a given size, mounted for one test (needs root; `None` without).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Class 4: as many files as the default limit allows, each in a directory of its own, stage
+/// in linear time (a list of known directories made this quadratic: 939 s for 99,990).
+#[test]
+fn a_bundle_of_many_directories_stages_in_linear_time() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "fleet");
+    let mut suite = Suite::new(&key);
+    // On a tmpfs the fsyncs cost nothing, so the time is the staging's own.
+    let tmpfs = Tmpfs::mount(2 << 30);
+    let count = if tmpfs.is_some() { 60_000 } else { 6_000 };
+    let mut many = BTreeMap::new();
+    for index in 0..count {
+        many.insert(format!("payload/many/{index:06}/file"), vec![b'x']);
+    }
+    suite.add(
+        "4",
+        format!("{count} files in their own directories"),
+        bundle(&manifest(10, &many), &many, &[&key]),
+        Expect::Applied(10),
+    );
+    let root = match &tmpfs {
+        Some(tmpfs) => tempfile::tempdir_in(tmpfs.path()).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    // Linear staging takes about 25 s for 60,000 in a debug build on a busy machine; the
+    // quadratic lookup took over 300 s.
+    suite.cases[0].time_limit = Duration::from_secs(150);
+    let device = device_in(&suite, root, "");
+    run(&suite, &suite.cases[0], &device);
 }

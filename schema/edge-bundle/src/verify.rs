@@ -12,6 +12,7 @@ use crate::error::BundleError;
 use crate::grammar::check_payload_path;
 use crate::manifest::{BundleManifest, MANIFEST_PATH, PayloadFile, SIGNATURES_PATH};
 use crate::signature::SignatureFile;
+use crate::tar_guard::TarGuard;
 
 /// The largest `bundle.json` or `bundle.sig.json` read into memory; far
 /// above real manifests, low enough to stop a hostile bundle.
@@ -42,7 +43,7 @@ pub struct BundleInspection {
 /// Reads the manifest and signature key ids from the start of a bundle
 /// without verifying anything, for `edgec inspect`.
 pub fn inspect_bundle<R: Read>(reader: R) -> Result<BundleInspection, BundleError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(TarGuard::new(reader));
     let mut entries = archive.entries().map_err(BundleError::Read)?;
     let (manifest_bytes, signatures) = read_head(&mut entries)?;
     Ok(BundleInspection {
@@ -86,7 +87,7 @@ where
     if threshold == 0 {
         return Err(BundleError::ZeroThreshold);
     }
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(TarGuard::new(reader));
     let mut entries = archive.entries().map_err(BundleError::Read)?;
     let (manifest_bytes, signatures) = read_head(&mut entries)?;
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)?;

@@ -82,7 +82,20 @@ impl TestDevice {
     }
 
     pub fn command(&self, runtime: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edged"));
+        self.command_under(&[], runtime, args)
+    }
+
+    /// The same command run by `wrapper` (e.g. `/usr/bin/time -o FILE -f %M`).
+    pub fn command_under(&self, wrapper: &[&str], runtime: &str, args: &[&str]) -> Command {
+        let edged = env!("CARGO_BIN_EXE_edged");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(edged);
+                command
+            }
+            None => Command::new(edged),
+        };
         command
             .arg("--state-dir")
             .arg(&self.state)
