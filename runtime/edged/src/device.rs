@@ -32,6 +32,7 @@ use crate::trust::TrustStore;
 const DEPLOYMENT: &str = "deployment";
 const STAGING: &str = "staging";
 const RETIRED: &str = "retired";
+const DISCARDED: &str = "discarded";
 
 /// What a successful apply did.
 #[derive(Clone, Debug)]
@@ -152,23 +153,19 @@ impl Device {
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        let mut retired = None;
-        // Only once the bundle is proven genuine is the inactive slot's old
-        // deployment renamed aside; it is deleted past the commit point, off
-        // the transaction's path.
-        let extracted =
-            intake::extract(bundle, &accepted, self.trust.threshold(), &staging, || {
-                retired = self.retire(target)?;
-                Ok(())
-            });
-        let outcome = extracted
-            .and_then(|()| self.write_os(&staging, &accepted))
-            .and_then(|os_slot| {
-                let applied = self.switch_to(target, &staging, &state, &accepted)?;
-                Ok(Applied { os_slot, ..applied })
-            });
-        self.cleanup = retired.map(start_deletion);
-        outcome
+        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+        let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
+            let _ = durable::remove_tree(&staging);
+        })?;
+        // Only once everything that can refuse the bundle has passed is the
+        // inactive slot's old deployment (the rollback target) renamed aside;
+        // until the switch is recorded, any failure renames it back.
+        let retired = self.install(target, &staging)?;
+        let applied = self.switch_to(target, &state, &accepted, retired);
+        Ok(Applied {
+            os_slot,
+            ..applied?
+        })
     }
 
     /// Waits until the deployment the last apply replaced is deleted. A
@@ -195,25 +192,21 @@ impl Device {
         let Some(os) = &accepted.manifest.os else {
             return Ok(None);
         };
-        let config = self.config.os.as_ref().ok_or_else(|| {
-            Error::Refused(
-                "the bundle carries an OS update, but device.toml has no [os] section".into(),
-            )
-        })?;
-        let booted = crate::os_update::booted_slot()?;
+        let (config, booted) = crate::os_update::check(self.config.os.as_ref(), os)?;
         crate::os_update::install(config, booted, staging, os).map(Some)
     }
 
-    /// Installs the verified staging directory into `target`, switches to
-    /// it, runs the trial and commits or rolls back.
+    /// Switches to the deployment installed in `target`, runs the trial and
+    /// commits or rolls back. If the switch cannot be recorded, the slot's
+    /// retired deployment is put back; once it is, the retired one is
+    /// discarded whatever the trial decides.
     fn switch_to(
         &mut self,
         target: Slot,
-        staging: &Path,
         state: &State,
         accepted: &intake::Accepted,
+        retired: bool,
     ) -> Result<Applied> {
-        self.install(target, staging)?;
         let installed = Installed {
             slot: target,
             deployment: accepted.manifest.deployment.clone(),
@@ -232,8 +225,15 @@ impl Device {
             code: 417,
             description: format!("trying deployment version {}", installed.version),
         };
-        switched.store(&self.state_dir, failpoint::SWITCH)?;
-        self.trial_and_decide(switched, &installed)?;
+        if let Err(error) = switched.store(&self.state_dir, failpoint::SWITCH) {
+            self.restore_retired(target)?;
+            return Err(error);
+        }
+        let decided = self.trial_and_decide(switched, &installed);
+        if retired {
+            self.discard(target);
+        }
+        decided?;
         Ok(Applied {
             installed,
             previous_version: state.active.as_ref().map(|active| active.version),
@@ -268,10 +268,10 @@ impl Device {
         }
     }
 
-    /// Renames the slot's deployment aside; returns where to, for deleting.
-    /// Nothing refers to it: the state record only ever names the active
-    /// slot and the transaction's previous deployment, which is the active
-    /// slot too. Recovery deletes it if edged stops before it is deleted.
+    /// Renames the slot's deployment aside; returns where to. Nothing refers
+    /// to it: the state record only ever names the active slot and the
+    /// transaction's previous deployment, which is the active slot too. If
+    /// edged stops before the switch is recorded, recovery puts it back.
     fn retire(&self, slot: Slot) -> Result<Option<PathBuf>> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
@@ -284,15 +284,56 @@ impl Device {
         Ok(Some(retired))
     }
 
-    /// Renames the verified staging directory into the slot, whose old
-    /// deployment has been retired.
-    fn install(&self, slot: Slot, staging: &Path) -> Result<()> {
+    /// Retires the slot's deployment and renames the verified staging
+    /// directory into its place; returns whether there was one to retire. On
+    /// failure the retired deployment is put back and staging removed.
+    fn install(&self, slot: Slot, staging: &Path) -> Result<bool> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
-        durable::rename(staging, &current, Failpoint::SlotInstall)
-            .map_err(Error::state("rename", staging))?;
-        failpoint::hit(Failpoint::SlotFsync);
+        let installed = self.retire(slot).and_then(|retired| {
+            durable::rename(staging, &current, Failpoint::SlotInstall)
+                .map_err(Error::state("rename", staging))?;
+            failpoint::hit(Failpoint::SlotFsync);
+            durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))?;
+            Ok(retired.is_some())
+        });
+        if installed.is_err() {
+            self.restore_retired(slot)?;
+            let _ = durable::remove_tree(staging);
+        }
+        installed
+    }
+
+    /// Undoes an install the switch never recorded: the slot's new
+    /// deployment is deleted and the retired one renamed back, durably.
+    fn restore_retired(&self, slot: Slot) -> Result<()> {
+        let slot_dir = self.slot_dir(slot);
+        let retired = slot_dir.join(RETIRED);
+        if !retired.exists() {
+            return Ok(());
+        }
+        let current = slot_dir.join(DEPLOYMENT);
+        durable::remove_tree(&current).map_err(Error::state("remove", &current))?;
+        std::fs::rename(&retired, &current).map_err(Error::state("rename", &retired))?;
         durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))
+    }
+
+    /// Once the switch is decided, renames the slot's retired deployment to
+    /// `discarded` (which recovery always deletes, so a half-deleted tree is
+    /// never restored) and deletes it on a thread of its own. A failure is
+    /// only reported: the transaction was decided without it, and recovery
+    /// deletes a retired deployment of the switched-to slot.
+    fn discard(&mut self, slot: Slot) {
+        let slot_dir = self.slot_dir(slot);
+        let retired = slot_dir.join(RETIRED);
+        let discarded = slot_dir.join(DISCARDED);
+        match durable::rename(&retired, &discarded, Failpoint::SlotDiscard) {
+            Ok(()) => self.cleanup = Some(start_deletion(discarded)),
+            Err(error) => eprintln!(
+                "edged: warning: cannot rename {}: {error}; it is deleted at the next start",
+                retired.display()
+            ),
+        }
     }
 
     /// Runs the new deployment and waits out the health window.
@@ -354,17 +395,33 @@ impl Device {
     /// interrupted transaction. Returns what it did, if anything.
     pub fn recover(&mut self) -> Result<Option<String>> {
         self.wait_for_cleanup();
-        for slot in [Slot::A, Slot::B] {
-            for leftover in [STAGING, RETIRED] {
-                let path = self.slot_dir(slot).join(leftover);
-                durable::remove_tree(&path).map_err(Error::state("remove", &path))?;
-            }
-        }
         let temporary = durable::temporary_path(&State::path(&self.state_dir));
         if temporary.exists() {
             std::fs::remove_file(&temporary).map_err(Error::state("remove", &temporary))?;
         }
         let state = self.state()?;
+        for slot in [Slot::A, Slot::B] {
+            for leftover in [STAGING, DISCARDED] {
+                let path = self.slot_dir(slot).join(leftover);
+                durable::remove_tree(&path).map_err(Error::state("remove", &path))?;
+            }
+            // A retired deployment whose replacement was never switched to
+            // is still the slot's deployment: it is put back.
+            let switched = state
+                .active
+                .as_ref()
+                .is_some_and(|active| active.slot == slot)
+                || state
+                    .transaction
+                    .as_ref()
+                    .is_some_and(|transaction| transaction.target.slot == slot);
+            if switched {
+                let retired = self.slot_dir(slot).join(RETIRED);
+                durable::remove_tree(&retired).map_err(Error::state("remove", &retired))?;
+            } else {
+                self.restore_retired(slot)?;
+            }
+        }
         let Some(transaction) = state.transaction.clone() else {
             return Ok(None);
         };

@@ -66,6 +66,9 @@ pub fn accept(
         )));
     }
     check_limits(&manifest, &config.limits)?;
+    if let Some(os) = &manifest.os {
+        crate::os_update::check(config.os.as_ref(), os)?;
+    }
     Ok(Accepted {
         digest: Sha256Digest::of(&manifest_bytes),
         manifest,
@@ -221,31 +224,16 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
 
 /// Streams the bundle again, writing every payload file under `staging`
 /// while `edge-bundle` checks its size and digest, then fsyncs what was
-/// written. `on_verified` runs as soon as every byte has been checked,
-/// while the last writes are still being flushed, so that work which must
-/// wait for a genuine bundle can overlap the flush. On any failure staging
-/// is removed and the error returned.
-pub fn extract(
-    path: &Path,
-    accepted: &Accepted,
-    threshold: usize,
-    staging: &Path,
-    on_verified: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let result = extract_into(path, accepted, threshold, staging, on_verified);
+/// written. On any failure staging is removed and the error returned.
+pub fn extract(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
+    let result = extract_into(path, accepted, threshold, staging);
     if result.is_err() {
         let _ = durable::remove_tree(staging);
     }
     result
 }
 
-fn extract_into(
-    path: &Path,
-    accepted: &Accepted,
-    threshold: usize,
-    staging: &Path,
-    on_verified: impl FnOnce() -> Result<()>,
-) -> Result<()> {
+fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
     failpoint::hit(Failpoint::StageCreate);
     fs::create_dir(staging).map_err(Error::state("create", staging))?;
     let mut directories: HashSet<PathBuf> = HashSet::from([staging.to_owned()]);
@@ -267,7 +255,6 @@ fn extract_into(
             },
         );
         let checked = check_verified(verified, accepted)
-            .and_then(|()| on_verified())
             .and_then(|()| write_head(&mut writer, staging, accepted));
         // A failed write explains a verification aborted by the writer
         // stopping, so it is reported first.

@@ -48,6 +48,8 @@ struct Case<'a> {
     expect: Expect,
     /// How long the apply may take.
     time_limit: Duration,
+    /// Environment variables for edged.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 /// The attack suite: its key, and the cases as they are added.
@@ -95,6 +97,7 @@ impl<'a> Suite<'a> {
             bundle,
             expect,
             time_limit: Duration::from_secs(20),
+            env: Vec::new(),
         });
     }
 
@@ -408,6 +411,65 @@ fn exhaustion(suite: &mut Suite<'_>) {
     }
 }
 
+/// A signed version-10 bundle with an OS payload whose root hash is `root_hash` (the tree's
+/// own when `None`) and signed or not.
+fn os_bundle(key: &Key, root_hash: Option<&str>, signed: bool) -> Vec<u8> {
+    let rootfs: Vec<u8> = (0..16 * 4096).map(|index| (index % 251) as u8).collect();
+    let tree = edge_verity::build_from_bytes(&rootfs, &edge_verity::Params::derived()).unwrap();
+    let mut payload = files("v10");
+    payload.insert("payload/os/rootfs.img".to_owned(), rootfs);
+    payload.insert("payload/os/verity.img".to_owned(), tree.bytes().to_vec());
+    let mut signed_manifest = manifest(10, &payload);
+    let listing = |path: &str| signed_manifest.payload_file(path).unwrap().clone();
+    signed_manifest.os = Some(edge_bundle::OsPayload {
+        rootfs: listing("payload/os/rootfs.img"),
+        verity: listing("payload/os/verity.img"),
+        root_hash: root_hash.map_or_else(|| tree.root_hash().to_string(), str::to_owned),
+        root_hash_signature: signed.then(|| "ab".repeat(64)),
+    });
+    bundle(&signed_manifest, &payload, &[key])
+}
+
+/// Class 2: an OS payload the device cannot take is refused before the inactive slot's
+/// deployment (the rollback target) is touched.
+fn refusals_after_verification(suite: &mut Suite<'_>) {
+    let with_os = "[os]\ndisk = \"/nonexistent/disk\"\n";
+    let cases = [
+        (
+            "OS payload on a device without [os]",
+            None,
+            true,
+            "",
+            "no [os] section",
+        ),
+        ("unsigned root hash", None, false, with_os, "not signed"),
+        (
+            "root hash mismatch",
+            Some("12".repeat(32)),
+            true,
+            with_os,
+            "does not match the root hash",
+        ),
+        ("OS slot unknown", None, true, with_os, "EDGE_OS_SLOT"),
+    ];
+    for (name, root_hash, signed, config, says) in cases {
+        let bytes = os_bundle(suite.key, root_hash.as_deref(), signed);
+        suite.add_with(
+            "2",
+            name,
+            Box::new(move |device| {
+                let text = fs::read_to_string(&device.config).unwrap();
+                fs::write(&device.config, format!("{text}{config}")).unwrap();
+            }),
+            Box::new(move |path| fs::write(path, &bytes).unwrap()),
+            refused(3, says),
+        );
+        if name != "OS slot unknown" {
+            suite.cases.last_mut().unwrap().env = vec![("EDGE_OS_SLOT", "A")];
+        }
+    }
+}
+
 /// A device with version 1 in slot a and version 2 active in slot b.
 fn device(suite: &Suite<'_>) -> TestDevice {
     device_in(suite, tempfile::tempdir().unwrap(), "")
@@ -468,6 +530,7 @@ fn run(suite: &Suite<'_>, case: &Case<'_>, device: &TestDevice) {
             "none",
             &["apply", path.to_str().unwrap()],
         )
+        .envs(case.env.iter().copied())
         .output()
         .unwrap();
     let took = started.elapsed();
@@ -529,6 +592,7 @@ fn every_attack_comes_to_its_expected_outcome() {
     let mut suite = Suite::new(&key);
     untrusted_text(&mut suite);
     exhaustion(&mut suite);
+    refusals_after_verification(&mut suite);
     assert!(suite.cases.len() >= 40, "only {} cases", suite.cases.len());
     for case in &suite.cases {
         run(&suite, case, &device(&suite));
@@ -594,4 +658,71 @@ fn a_bundle_of_many_directories_stages_in_linear_time() {
     suite.cases[0].time_limit = Duration::from_secs(150);
     let device = device_in(&suite, root, "");
     run(&suite, &suite.cases[0], &device);
+}
+
+/// Bytes free on the file system holding `path`, as `df` reports them.
+fn free_bytes(path: &Path) -> u64 {
+    let output = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Class 2: the disk filling at any point of an apply (a payload file, `bundle.json`,
+/// `state.json`) is a refusal that leaves the state directory, and so the inactive slot's
+/// deployment, byte-for-byte as it was; with enough room the same bundle applies.
+#[test]
+fn a_full_disk_at_any_point_of_an_apply_changes_nothing() {
+    let Some(tmpfs) = Tmpfs::mount(8 << 20) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "fleet");
+    let suite = Suite::new(&key);
+    let device = device_in(&suite, tempfile::tempdir_in(tmpfs.path()).unwrap(), "");
+    let bundle_path = keys.path().join("v3.edgebundle");
+    fs::write(&bundle_path, suite.good(3)).unwrap();
+    let filler = tmpfs.path().join("filler");
+    let before = tree_hash(&device.state);
+    for pages in 0..64_u64 {
+        fs::write(&filler, b"").unwrap();
+        let room = free_bytes(tmpfs.path());
+        fs::write(
+            &filler,
+            vec![0_u8; room.saturating_sub(pages * 4096) as usize],
+        )
+        .unwrap();
+        let output = device.edged("none", &["apply", bundle_path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            eprintln!("with {pages} pages free it applied");
+            assert!(pages > 0, "the apply never ran out of room");
+            assert_eq!(device.state().active.unwrap().version, 3);
+            return;
+        }
+        eprintln!(
+            "{pages} pages free: {}",
+            stderr.lines().next().unwrap_or("")
+        );
+        assert!(
+            matches!(output.status.code(), Some(3 | 8)),
+            "{pages} pages free: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            tree_hash(&device.state),
+            before,
+            "{pages} pages free: the failed apply changed the state directory: {stderr}"
+        );
+    }
+    panic!("the apply failed with 64 pages free");
 }
