@@ -18,6 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use edge_bundle::display::escaped_message;
+
 use crate::config::DeviceConfig;
 use crate::deployment;
 use crate::durable;
@@ -126,6 +128,12 @@ impl Device {
         let dir = self.deployment_dir(installed.slot);
         let path = dir.join("bundle.json");
         let bytes = std::fs::read(&path).map_err(Error::state("read", &path))?;
+        if edge_bundle::Sha256Digest::of(&bytes).hex() != installed.manifest_digest {
+            return Err(Error::CorruptState(format!(
+                "{} is not the manifest the state record names (digest differs)",
+                path.display()
+            )));
+        }
         let manifest = edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
             .map_err(|error| Error::CorruptState(format!("{}: {error}", path.display())))?;
         let modules = deployment::modules(&manifest)
@@ -365,21 +373,42 @@ impl Device {
     }
 
     /// Restores the previous deployment's modules and closes the rollback.
+    /// A previous deployment that cannot be loaded (its manifest damaged or
+    /// missing) must not wedge the device in `rolling-back`: the rollback
+    /// then ends with no deployment running, the floor kept, so that any
+    /// newer good bundle applies.
     fn finish_rollback(&mut self, mut state: State) -> Result<()> {
         let transaction = state
             .transaction
             .take()
             .ok_or_else(|| Error::CorruptState("rollback without a transaction".to_owned()))?;
         failpoint::hit(Failpoint::ReconcileOld);
+        let mut unusable = None;
         let previous = match &state.active {
-            Some(installed) => Some(self.load(installed)?),
+            Some(installed) => match self.load(installed) {
+                Ok(loaded) => Some(loaded),
+                Err(error) => {
+                    unusable = Some(format!(
+                        "no deployment, because version {} in slot {} is unusable ({})",
+                        installed.version,
+                        installed.slot,
+                        escaped_message(&error.to_string())
+                    ));
+                    None
+                }
+            },
             None => None,
         };
+        if unusable.is_some() {
+            state.active = None;
+        }
         self.runtime.reconcile(previous.as_ref())?;
-        let back_to = state.active.as_ref().map_or_else(
-            || "no deployment".to_owned(),
-            |active| format!("version {}", active.version),
-        );
+        let back_to = unusable.unwrap_or_else(|| {
+            state.active.as_ref().map_or_else(
+                || "no deployment".to_owned(),
+                |active| format!("version {}", active.version),
+            )
+        });
         state.last_desired_status = DesiredStatus {
             code: 400,
             description: format!(

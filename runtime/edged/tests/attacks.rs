@@ -470,6 +470,159 @@ fn refusals_after_verification(suite: &mut Suite<'_>) {
     }
 }
 
+/// The deployment installed in `slot`, as the state record names it.
+fn installed_in(device: &TestDevice, slot: edged::Slot) -> edged::state::Installed {
+    let bytes = fs::read(slot_dir(device, slot).join("bundle.json")).unwrap();
+    let manifest = edge_bundle::BundleManifest::from_canonical_bytes(&bytes).unwrap();
+    edged::state::Installed {
+        slot,
+        deployment: manifest.deployment,
+        version: manifest.version,
+        manifest_digest: edge_bundle::Sha256Digest::of(&bytes).hex(),
+    }
+}
+
+fn slot_dir(device: &TestDevice, slot: edged::Slot) -> std::path::PathBuf {
+    device
+        .state
+        .join("slots")
+        .join(slot.name())
+        .join("deployment")
+}
+
+/// Damage done to one slot's deployment directory.
+type Damage = fn(&Path);
+
+/// Ways a slot's deployment can become unusable.
+fn damages() -> Vec<(&'static str, Damage)> {
+    vec![
+        ("garbage manifest", |dir| {
+            fs::write(dir.join("bundle.json"), b"\x00\xff garbage").unwrap()
+        }),
+        ("truncated manifest", |dir| {
+            let bytes = fs::read(dir.join("bundle.json")).unwrap();
+            fs::write(dir.join("bundle.json"), &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("deleted manifest", |dir| {
+            fs::remove_file(dir.join("bundle.json")).unwrap()
+        }),
+        ("another deployment's manifest", |dir| {
+            let files = files("other");
+            let other = manifest(7, &files).to_canonical_bytes().unwrap();
+            fs::write(dir.join("bundle.json"), other).unwrap();
+        }),
+        ("manifest with an unreadable IoT Edge manifest", |dir| {
+            let bytes = fs::read(dir.join("bundle.json")).unwrap();
+            let text = String::from_utf8(bytes)
+                .unwrap()
+                .replace("$edgeAgent", "$agent");
+            fs::write(dir.join("bundle.json"), text).unwrap();
+        }),
+        ("deployment directory gone", |dir| {
+            fs::remove_dir_all(dir).unwrap()
+        }),
+    ]
+}
+
+/// Class 3: whatever the state record says is in progress, a damaged deployment never wedges
+/// the device: recovery reaches a state from which a newer good bundle applies.
+fn wedges(suite: &mut Suite<'_>) {
+    use edged::Slot;
+    use edged::state::{Phase, Transaction};
+    for (what, damage) in damages() {
+        // Rolling back from version 2 to version 1, whose slot is damaged.
+        suite.add_with(
+            "3",
+            format!("rolling back to a deployment with a {what}"),
+            Box::new(move |device| {
+                let mut state = device.state();
+                let previous = installed_in(device, Slot::A);
+                state.transaction = Some(Transaction {
+                    phase: Phase::RollingBack,
+                    target: state.active.clone().unwrap(),
+                    previous: Some(previous.clone()),
+                    reason: Some("unhealthy".to_owned()),
+                });
+                state.active = Some(previous);
+                fs::write(
+                    device.state.join("state.json"),
+                    serde_json::to_vec(&state).unwrap(),
+                )
+                .unwrap();
+                damage(&slot_dir(device, Slot::A));
+            }),
+            {
+                let bytes = suite.good(10);
+                Box::new(move |path| fs::write(path, &bytes).unwrap())
+            },
+            Expect::Applied(10),
+        );
+        // A trial of version 2 interrupted, and both slots damaged.
+        suite.add_with(
+            "3",
+            format!("an interrupted trial with both slots' {what}"),
+            Box::new(move |device| {
+                let mut state = device.state();
+                state.transaction = Some(Transaction {
+                    phase: Phase::Trial,
+                    target: state.active.clone().unwrap(),
+                    previous: Some(installed_in(device, Slot::A)),
+                    reason: None,
+                });
+                fs::write(
+                    device.state.join("state.json"),
+                    serde_json::to_vec(&state).unwrap(),
+                )
+                .unwrap();
+                damage(&slot_dir(device, Slot::A));
+                damage(&slot_dir(device, Slot::B));
+            }),
+            {
+                let bytes = suite.good(10);
+                Box::new(move |path| fs::write(path, &bytes).unwrap())
+            },
+            Expect::Applied(10),
+        );
+        // The floor survives: version 2 was committed.
+        suite.add_with(
+            "3",
+            format!("an old bundle after rolling back to a {what}"),
+            Box::new(move |device| {
+                let mut state = device.state();
+                let previous = installed_in(device, Slot::A);
+                state.transaction = Some(Transaction {
+                    phase: Phase::RollingBack,
+                    target: state.active.clone().unwrap(),
+                    previous: Some(previous.clone()),
+                    reason: None,
+                });
+                state.active = Some(previous);
+                fs::write(
+                    device.state.join("state.json"),
+                    serde_json::to_vec(&state).unwrap(),
+                )
+                .unwrap();
+                damage(&slot_dir(device, Slot::A));
+                // Recovery runs before the bundle is looked at; the case then checks the
+                // recovered directory stays as it is.
+                let output = device.edged("none", &["recover"]);
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                assert!(device.state().active.is_none());
+                assert_eq!(device.state().committed_version, 2);
+            }),
+            {
+                let bytes = suite.good(2);
+                Box::new(move |path| fs::write(path, &bytes).unwrap())
+            },
+            refused(3, "not newer than the committed version 2"),
+        );
+    }
+}
+
 /// A device with version 1 in slot a and version 2 active in slot b.
 fn device(suite: &Suite<'_>) -> TestDevice {
     device_in(suite, tempfile::tempdir().unwrap(), "")
@@ -593,6 +746,7 @@ fn every_attack_comes_to_its_expected_outcome() {
     untrusted_text(&mut suite);
     exhaustion(&mut suite);
     refusals_after_verification(&mut suite);
+    wedges(&mut suite);
     assert!(suite.cases.len() >= 40, "only {} cases", suite.cases.len());
     for case in &suite.cases {
         run(&suite, case, &device(&suite));
