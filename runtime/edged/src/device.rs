@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use edge_bundle::display::escaped_message;
+use edge_bundle::manifest::MANIFEST_PATH;
 
 use crate::config::DeviceConfig;
 use crate::deployment;
@@ -155,7 +156,7 @@ impl Device {
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))?;
         let target = state
             .active
             .as_ref()
@@ -234,7 +235,7 @@ impl Device {
             description: format!("trying deployment version {}", installed.version),
         };
         if let Err(error) = switched.store(&self.state_dir, failpoint::SWITCH) {
-            self.restore_retired(target)?;
+            self.undo_install(target)?;
             return Err(error);
         }
         let decided = self.trial_and_decide(switched, &installed);
@@ -256,6 +257,7 @@ impl Device {
             Ok(()) => {
                 let mut committed = switched;
                 committed.committed_version = installed.version;
+                committed.rolled_back = None;
                 committed.transaction = None;
                 committed.last_desired_status = DesiredStatus {
                     code: 200,
@@ -298,22 +300,38 @@ impl Device {
     fn install(&self, slot: Slot, staging: &Path) -> Result<bool> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
-        let installed = self.retire(slot).and_then(|retired| {
-            durable::rename(staging, &current, Failpoint::SlotInstall)
-                .map_err(Error::state("rename", staging))?;
-            failpoint::hit(Failpoint::SlotFsync);
-            durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))?;
-            Ok(retired.is_some())
-        });
-        if installed.is_err() {
+        let retired = match self.retire(slot) {
+            Ok(retired) => retired.is_some(),
+            Err(error) => {
+                let _ = durable::remove_tree(staging);
+                return Err(error);
+            }
+        };
+        if let Err(error) = durable::rename(staging, &current, Failpoint::SlotInstall) {
             self.restore_retired(slot)?;
             let _ = durable::remove_tree(staging);
+            return Err(Error::state("rename", staging)(error));
         }
-        installed
+        failpoint::hit(Failpoint::SlotFsync);
+        if let Err(error) = durable::fsync_dir(&slot_dir) {
+            self.undo_install(slot)?;
+            return Err(Error::state("fsync", &slot_dir)(error));
+        }
+        Ok(retired)
     }
 
     /// Undoes an install the switch never recorded: the slot's new
-    /// deployment is deleted and the retired one renamed back, durably.
+    /// deployment is deleted and the retired one, if any, renamed back.
+    fn undo_install(&self, slot: Slot) -> Result<()> {
+        let current = self.deployment_dir(slot);
+        durable::remove_tree(&current).map_err(Error::state("remove", &current))?;
+        self.restore_retired(slot)?;
+        let slot_dir = self.slot_dir(slot);
+        durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))
+    }
+
+    /// Puts a retired deployment back in place of whatever the slot holds
+    /// (a new deployment never switched to), durably.
     fn restore_retired(&self, slot: Slot) -> Result<()> {
         let slot_dir = self.slot_dir(slot);
         let retired = slot_dir.join(RETIRED);
@@ -403,6 +421,10 @@ impl Device {
             state.active = None;
         }
         self.runtime.reconcile(previous.as_ref())?;
+        // A target that was never committed may be tried again: its slot
+        // must not raise the floor.
+        state.rolled_back = (transaction.target.version > state.committed_version)
+            .then(|| transaction.target.manifest_digest.clone());
         let back_to = unusable.unwrap_or_else(|| {
             state.active.as_ref().map_or_else(
                 || "no deployment".to_owned(),
@@ -420,6 +442,53 @@ impl Device {
         state.store(&self.state_dir, failpoint::ROLLBACK_DONE)
     }
 
+    /// The anti-rollback floor: a bundle must be newer than the record's
+    /// committed version and than every deployment in either slot, except
+    /// the one recorded as rolled back without a commit. So a record whose
+    /// committed version was lowered (a bit flip) or lost (`state.json`
+    /// deleted) cannot let an old bundle back in while a slot holds a newer
+    /// one; a damaged record errs towards a higher floor, never a lower one.
+    /// A slot's manifest only counts if it parses (a damaged one is no
+    /// evidence of anything; the record still is).
+    pub fn floor(&self, state: &State) -> u64 {
+        let slot_versions = [Slot::A, Slot::B].into_iter().filter_map(|slot| {
+            let path = self.deployment_dir(slot).join(MANIFEST_PATH);
+            let bytes = std::fs::read(path).ok()?;
+            let digest = edge_bundle::Sha256Digest::of(&bytes).hex();
+            if state.rolled_back.as_ref() == Some(&digest) {
+                return None;
+            }
+            edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
+                .ok()
+                .map(|manifest| manifest.version)
+        });
+        slot_versions.fold(state.committed_version, u64::max)
+    }
+
+    /// A device whose `state.json` is gone while its slots hold deployments
+    /// gets a record rebuilt from them: no deployment runs (none is known to
+    /// be committed) and the floor is the highest version in a slot.
+    fn rebuild_lost_record(&self) -> Result<Option<String>> {
+        if State::path(&self.state_dir).exists()
+            || [Slot::A, Slot::B]
+                .iter()
+                .all(|slot| !self.deployment_dir(*slot).exists())
+        {
+            return Ok(None);
+        }
+        let mut state = State::default();
+        state.committed_version = self.floor(&state);
+        state.last_desired_status = DesiredStatus {
+            code: 400,
+            description: format!(
+                "state.json was missing; no deployment runs, and the anti-rollback floor was rebuilt from the slots as version {}: apply a newer bundle",
+                state.committed_version
+            ),
+        };
+        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)?;
+        Ok(Some(state.last_desired_status.description))
+    }
+
     /// Removes leftovers of an interrupted apply and finishes or undoes an
     /// interrupted transaction. Returns what it did, if anything.
     pub fn recover(&mut self) -> Result<Option<String>> {
@@ -428,6 +497,7 @@ impl Device {
         if temporary.exists() {
             std::fs::remove_file(&temporary).map_err(Error::state("remove", &temporary))?;
         }
+        let rebuilt = self.rebuild_lost_record()?;
         let state = self.state()?;
         for slot in [Slot::A, Slot::B] {
             for leftover in [STAGING, DISCARDED] {
@@ -452,7 +522,7 @@ impl Device {
             }
         }
         let Some(transaction) = state.transaction.clone() else {
-            return Ok(None);
+            return Ok(rebuilt);
         };
         let version = transaction.target.version;
         match transaction.phase {

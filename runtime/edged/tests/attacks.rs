@@ -618,7 +618,131 @@ fn wedges(suite: &mut Suite<'_>) {
                 let bytes = suite.good(2);
                 Box::new(move |path| fs::write(path, &bytes).unwrap())
             },
+            // At least 2; a planted manifest of a higher version raises the floor further.
+            refused(3, "not newer than the committed version"),
+        );
+    }
+}
+
+/// Edits the state record.
+fn edit_state(device: &TestDevice, change: impl FnOnce(&mut edged::State)) {
+    let mut state = device.state();
+    change(&mut state);
+    fs::write(
+        device.state.join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Runs an edged command that must succeed, or exit with `code`.
+fn edged_ok(device: &TestDevice, runtime: &str, args: &[&str], code: i32) {
+    let output = device.edged(runtime, args);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Class 6: the anti-rollback floor survives a lowered or lost record, and versions stay
+/// where every JSON consumer reads them exactly.
+fn versions(suite: &mut Suite<'_>) {
+    for (version, what) in [(u64::MAX, "2^64 - 1"), (1 << 53, "2^53")] {
+        let files = files("big");
+        suite.add(
+            "6",
+            format!("version {what}"),
+            bundle(&manifest(version, &files), &files, &[suite.key]),
+            refused(3, "above the highest version"),
+        );
+    }
+    type Damage = fn(&TestDevice);
+    let lowered: Damage = |device| edit_state(device, |state| state.committed_version = 0);
+    let lost: Damage = |device| {
+        fs::remove_file(device.state.join("state.json")).unwrap();
+        edged_ok(device, "none", &["recover"], 0);
+        assert!(device.state().active.is_none());
+    };
+    let rolled_back_then_lowered: Damage = |device| {
+        edged_ok(device, "none", &["rollback"], 0);
+        edit_state(device, |state| state.committed_version = 1);
+    };
+    let cases: [(&str, Damage, u64, Expect); 6] = [
+        (
+            "committed version lowered",
+            lowered,
+            2,
             refused(3, "not newer than the committed version 2"),
+        ),
+        (
+            "committed version lowered, older",
+            lowered,
+            1,
+            refused(3, "not newer than the committed version 2"),
+        ),
+        (
+            "state.json deleted",
+            lost,
+            2,
+            refused(3, "not newer than the committed version 2"),
+        ),
+        ("state.json deleted, newer", lost, 3, Expect::Applied(3)),
+        (
+            "operator rollback, then the committed version lowered",
+            rolled_back_then_lowered,
+            2,
+            refused(3, "not newer than the committed version 2"),
+        ),
+        (
+            "operator rollback, then lowered, newer",
+            rolled_back_then_lowered,
+            3,
+            Expect::Applied(3),
+        ),
+    ];
+    for (name, damage, version, expect) in cases {
+        let bytes = suite.good(version);
+        suite.add_with(
+            "6",
+            name,
+            Box::new(damage),
+            Box::new(move |path| fs::write(path, &bytes).unwrap()),
+            expect,
+        );
+    }
+    // A version that was tried and rolled back may be tried again, even with the record's
+    // committed version lowered (the committed version 2 in the other slot still counts).
+    for (name, version, lower, expect) in [
+        ("a rolled-back version again", 3, false, Expect::Applied(3)),
+        (
+            "a rolled-back version, lowered record",
+            3,
+            true,
+            Expect::Applied(3),
+        ),
+        (
+            "an old version after a rollback, lowered record",
+            2,
+            true,
+            refused(3, "not newer than the committed version 2"),
+        ),
+    ] {
+        let failing = suite.good(3);
+        let bytes = suite.good(version);
+        suite.add_with(
+            "6",
+            name,
+            Box::new(move |device| {
+                let path = device.write_bundle("failing.edgebundle", &failing);
+                edged_ok(device, "failing", &["apply", path.to_str().unwrap()], 4);
+                if lower {
+                    edit_state(device, |state| state.committed_version = 0);
+                }
+            }),
+            Box::new(move |path| fs::write(path, &bytes).unwrap()),
+            expect,
         );
     }
 }
@@ -747,6 +871,7 @@ fn every_attack_comes_to_its_expected_outcome() {
     exhaustion(&mut suite);
     refusals_after_verification(&mut suite);
     wedges(&mut suite);
+    versions(&mut suite);
     assert!(suite.cases.len() >= 40, "only {} cases", suite.cases.len());
     for case in &suite.cases {
         run(&suite, case, &device(&suite));

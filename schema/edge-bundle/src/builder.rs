@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
-use crate::grammar::{check_compatible, check_name, check_registry_reference};
+use crate::grammar::{check_compatible, check_name, check_registry_reference, check_version};
 use crate::image::{ImageConfig, PreparedImage, prepare_oci_layout, prepare_rootfs_image};
 use crate::manifest::{
     Architecture, BundleManifest, FORMAT_VERSION, MANIFEST_PATH, OsPayload, RegistryImage,
@@ -83,6 +83,7 @@ impl BundleBuilder {
     pub fn new(header: BundleHeader) -> Result<Self, BundleError> {
         check_name("deployment name", &header.deployment)?;
         check_compatible(&header.compatible)?;
+        check_version(header.version)?;
         let created = rfc3339(header.source_date_epoch)?;
         Ok(Self {
             header,

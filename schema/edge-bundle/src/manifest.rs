@@ -8,7 +8,7 @@ use crate::display::escaped;
 use crate::error::BundleError;
 use crate::grammar::{
     check_compatible, check_name, check_payload_path, check_registry_reference,
-    check_tagged_reference, is_lower_hex,
+    check_tagged_reference, check_version, is_lower_hex,
 };
 use canonical_json::to_canonical_bytes;
 
@@ -196,6 +196,7 @@ impl BundleManifest {
     /// points at listed files. Parsing runs it, so no manifest that breaks a rule reaches a
     /// caller; the builder runs it before signing.
     pub fn check(&self) -> Result<(), BundleError> {
+        check_version(self.version)?;
         check_name("deployment name", &self.deployment)?;
         check_compatible(&self.compatible)?;
         let created_ok = (1..=40).contains(&self.created.len())
