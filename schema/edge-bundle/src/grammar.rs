@@ -97,11 +97,13 @@ pub fn check_tagged_reference(reference: &str) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// Checks a registry image reference pinned by digest, `name@sha256:<64 hex digits>`.
+/// Checks a registry image reference pinned by digest, `name[:tag]@sha256:<64 hex digits>`.
 pub fn check_registry_reference(reference: &str) -> Result<(), BundleError> {
     let pinned = reference
         .rsplit_once("@sha256:")
-        .is_some_and(|(name, digest)| image_name(name) && is_lower_hex(digest, 64));
+        .is_some_and(|(name, digest)| {
+            is_lower_hex(digest, 64) && (image_name(name) || check_tagged_reference(name).is_ok())
+        });
     if pinned {
         Ok(())
     } else {
@@ -259,6 +261,10 @@ mod tests {
         assert!(check_registry_reference(&format!("mcr.microsoft.com/a@sha256:{digest}")).is_ok());
         assert!(check_registry_reference(&format!("a\u{202e}@sha256:{digest}")).is_err());
         assert!(check_registry_reference("a@sha256:00").is_err());
+        assert!(
+            check_registry_reference(&format!("mcr.microsoft.com/a:1.5@sha256:{digest}")).is_ok()
+        );
+        assert!(check_registry_reference(&format!("a:\u{1b}@sha256:{digest}")).is_err());
     }
 
     #[test]
