@@ -27,7 +27,7 @@ pub use build::{HashImage, build_from_bytes, build_from_file, format_file};
 pub use error::VerityError;
 pub use ids::{RootHash, Uuid, format_salt, parse_salt};
 pub use params::Params;
-pub use superblock::{MAX_SALT_SIZE, SUPERBLOCK_SIZE, Superblock};
+pub use superblock::{MAX_DATA_BLOCKS, MAX_SALT_SIZE, SUPERBLOCK_SIZE, Superblock};
 pub use verify::{VerifiedTree, VerifyingReader, verify_bytes, verify_files};
 
 /// The size of every data block and hash block, in bytes.

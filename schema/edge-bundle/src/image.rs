@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
+use crate::grammar::check_tagged_reference;
 use crate::layer::LayerPlan;
 use crate::manifest::{Architecture, PackagedImage};
 use crate::payload::{LayerCompression, LayerSource, Payload, PayloadSource};
@@ -411,35 +412,4 @@ fn read_document(layout: &Path, entry: &Descriptor) -> Result<Vec<u8>, BundleErr
         return Err(BundleError::SourceChanged { path });
     }
     Ok(bytes)
-}
-
-/// Checks that a reference has the `name:tag` form `docker load` needs.
-pub(crate) fn check_tagged_reference(reference: &str) -> Result<(), BundleError> {
-    let invalid = |reason| BundleError::InvalidReference {
-        reference: reference.to_owned(),
-        reason,
-    };
-    let name_end = reference.rfind('/').map_or(0, |slash| slash + 1);
-    let (name, tag) = reference[name_end..]
-        .rsplit_once(':')
-        .map(|(name, tag)| (&reference[..name_end + name.len()], tag))
-        .ok_or_else(|| invalid("needs a tag, as in name:tag"))?;
-    let name_ok = !name.is_empty()
-        && name.bytes().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-/:".contains(&byte)
-        });
-    if !name_ok {
-        return Err(invalid("the name may only use a-z 0-9 . _ - / (and :port)"));
-    }
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if !tag_ok {
-        return Err(invalid(
-            "the tag may only use A-Z a-z 0-9 . _ - (at most 128)",
-        ));
-    }
-    Ok(())
 }

@@ -9,7 +9,9 @@
 /// Canonical JSON lives in its own crate so the compiler core can use it without the bundle
 /// machinery; it is re-exported here because bundle users hash with it.
 pub use canonical_json;
+pub mod display;
 pub mod error;
+pub mod grammar;
 pub mod manifest;
 pub mod pkcs11;
 
@@ -22,6 +24,7 @@ mod payload;
 mod signature;
 mod signer;
 mod stamp;
+mod tar_guard;
 mod verify;
 
 pub use builder::{BuiltBundle, BundleBuilder, BundleHeader, OsImage};
@@ -37,6 +40,7 @@ pub use payload::LayerCompression;
 pub use pkcs11::{Pkcs11Signer, Pkcs11Uri};
 pub use signature::{SignatureEntry, SignatureFile};
 pub use signer::{FileSigner, Signer};
+pub use tar_guard::{MAX_LONG_NAME_RECORD, TarGuard};
 pub use verify::{
     BundleInspection, VerifiedBundle, inspect_bundle, verify_bundle, verify_bundle_with,
 };
