@@ -1,20 +1,15 @@
-//! Container image references, `[registry[:port]/]path[:tag][@algorithm:digest]`, read by one
-//! parser: `oci_spec::distribution::Reference`, which follows the distribution reference
-//! grammar (registry host names and ports, lowercase path components joined by `.`, `_`, `__`
-//! or dashes, tags of at most 128 characters, digests whose length fits their algorithm,
-//! repository names of at most 255 characters) and fills in what Docker fills in: `docker.io`
-//! for a reference without a registry, `library/` for a single path component, and the tag
-//! `latest` when neither tag nor digest is given. The checker and the importer read references
-//! through this module; edge-bundle, which cannot depend on the compiler core, calls the same
-//! parser for the images it packages and lists.
+//! Container image references as the checker and the importer read them: the
+//! `image-reference` crate's parser of the distribution reference grammar, the one edge-bundle
+//! and edged check the references of a bundle with, plus the wording of E0213 and the
+//! architecture a conventional tag names.
 
-use oci_spec::distribution::Reference;
+pub use image_reference::Reference;
 
 use crate::check::model::Architecture;
 
 /// Parses `text`, or says in words (for E0213) why it is not a reference.
 pub fn parse(text: &str) -> Result<Reference, &'static str> {
-    text.parse::<Reference>().map_err(|_| {
+    Reference::parse(text).map_err(|_| {
         if text.chars().any(char::is_whitespace) {
             "it contains whitespace"
         } else if text.chars().any(|character| character.is_ascii_uppercase())
@@ -45,83 +40,6 @@ pub fn architecture_from_tag(reference: &Reference) -> Option<Architecture> {
 mod tests {
     use super::*;
 
-    fn parts(text: &str) -> (String, String, Option<String>, Option<String>) {
-        let reference = parse(text).unwrap();
-        (
-            reference.registry().to_owned(),
-            reference.repository().to_owned(),
-            reference.tag().map(str::to_owned),
-            reference.digest().map(str::to_owned),
-        )
-    }
-
-    #[test]
-    fn references_split_into_registry_path_tag_and_digest() {
-        let digest = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(
-            parts("localhost:5000/team/sensor:1.0"),
-            (
-                "localhost:5000".into(),
-                "team/sensor".into(),
-                Some("1.0".into()),
-                None
-            )
-        );
-        assert_eq!(
-            parts(&format!("mcr.microsoft.com/agent@{digest}")),
-            (
-                "mcr.microsoft.com".into(),
-                "agent".into(),
-                None,
-                Some(digest.clone())
-            )
-        );
-        assert_eq!(
-            parts(&format!("mcr.microsoft.com/agent:1.5@{digest}")).2,
-            Some("1.5".into())
-        );
-    }
-
-    #[test]
-    fn docker_hub_is_the_default_registry() {
-        assert_eq!(
-            parts("sensor"),
-            (
-                "docker.io".into(),
-                "library/sensor".into(),
-                Some("latest".into()),
-                None
-            )
-        );
-        // A first component without a dot, colon or `localhost` is a path, not a host.
-        assert_eq!(parts("team/sensor:2").0, "docker.io");
-        assert_eq!(parts("team/sensor:2").1, "team/sensor");
-    }
-
-    #[test]
-    fn the_grammar_decides_where_the_copies_disagreed() {
-        // Accepted by the grammar; the checker's own pattern refused double separators.
-        for valid in [
-            "registry.io/a__b:1",
-            "registry.io/a--b:1",
-            "Registry.IO/sensor:1",
-        ] {
-            assert!(parse(valid).is_ok(), "{valid}");
-        }
-        // Refused by the grammar; the checker's pattern took any host characters and any
-        // length, and a tag split at the last colon read `5000/sensor` as a tag.
-        let long = format!("registry.io/{}:1", "a".repeat(256));
-        for invalid in [
-            "-registry.io/sensor:1",
-            "registry.io/sensor::1.0",
-            "registry.io/sensor@sha256:1234",
-            long.as_str(),
-        ] {
-            assert!(parse(invalid).is_err(), "{invalid}");
-        }
-        assert_eq!(parts("localhost:5000/sensor").2, Some("latest".into()));
-    }
-
     #[test]
     fn invalid_references_say_why() {
         assert_eq!(
@@ -132,6 +50,20 @@ mod tests {
             parse("Sensor:1.0").unwrap_err(),
             "repository names must be lowercase"
         );
+        assert_eq!(
+            parse("registry.io/sensor@sha256:1234").unwrap_err(),
+            "it does not match `[registry/]repository[:tag][@sha256:digest]`"
+        );
+    }
+
+    #[test]
+    fn the_grammar_decides_where_the_checker_pattern_disagreed() {
+        // The checker's own pattern refused double separators and took any host characters
+        // and any name length.
+        assert!(parse("registry.io/a__b:1").is_ok());
+        assert!(parse("registry.io/a--b:1").is_ok());
+        assert!(parse("-registry.io/sensor:1").is_err());
+        assert!(parse(&format!("registry.io/{}:1", "a".repeat(256))).is_err());
     }
 
     #[test]

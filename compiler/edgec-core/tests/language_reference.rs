@@ -1,10 +1,11 @@
-//! The language reference (`schema/LANGUAGE.md`) is tested like code: every ```edge block in it
-//! is compiled, so the reference cannot drift from what the parser and checker do.
+//! The language reference (`schema/LANGUAGE.md`) and the project's `README.md` are tested like
+//! code: every ```edge block in them is compiled, so neither can drift from what the parser and
+//! checker do.
 //!
 //! A block tagged `edge` must be a complete program that checks with no diagnostics at all; one
 //! tagged `edge,fails=CODE` must produce that code; one tagged `edge,fragment` is a snippet that
-//! must at least parse. Imports in a block are followed on disk relative to `schema/`, where the
-//! reference lives, exactly as `edgec check` follows them relative to the importing file.
+//! must at least parse. Imports in a block are followed on disk relative to the document's
+//! directory, exactly as `edgec check` follows them relative to the importing file.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,18 @@ fn reference_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/LANGUAGE.md")
 }
 
-fn reference_text() -> String {
-    let path = reference_path();
-    std::fs::read_to_string(&path)
+/// The project's front page, whose first example is what most readers try first.
+fn readme_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")
+}
+
+fn document_text(path: &Path) -> String {
+    std::fs::read_to_string(path)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+fn reference_text() -> String {
+    document_text(&reference_path())
 }
 
 /// What a block claims about itself.
@@ -112,12 +121,13 @@ fn load(
     Ok(trees)
 }
 
-/// Compiles a block as `edgec check` would, returning its diagnostics rendered for a report.
-fn compile(block: &Block) -> Result<(Vec<Diagnostic>, String), String> {
+/// Compiles a block of `document` as `edgec check` would, returning its diagnostics rendered for
+/// a report.
+fn compile(document: &Path, block: &Block) -> Result<(Vec<Diagnostic>, String), String> {
     let mut sources = SourceSet::default();
-    let reference = reference_path();
-    let directory = reference.parent().unwrap_or(Path::new(""));
-    let name = format!("LANGUAGE.md:{}", block.line);
+    let directory = document.parent().unwrap_or(Path::new(""));
+    let file_name = document.file_name().unwrap_or_default().to_string_lossy();
+    let name = format!("{file_name}:{}", block.line);
     let trees = load(
         &mut sources,
         name,
@@ -130,8 +140,8 @@ fn compile(block: &Block) -> Result<(Vec<Diagnostic>, String), String> {
     Ok((diagnostics, rendered))
 }
 
-/// What is wrong with one block, if anything.
-fn problem(block: &Block) -> Option<String> {
+/// What is wrong with one block of `document`, if anything.
+fn problem(document: &Path, block: &Block) -> Option<String> {
     let expectation = match &block.expectation {
         Ok(expectation) => *expectation,
         Err(problem) => return Some(problem.clone()),
@@ -140,7 +150,7 @@ fn problem(block: &Block) -> Option<String> {
         let errors = edgec_core::syntax::parse(&block.text).errors;
         return (!errors.is_empty()).then(|| format!("the fragment does not parse: {errors:?}"));
     }
-    let (diagnostics, rendered) = match compile(block) {
+    let (diagnostics, rendered) = match compile(document, block) {
         Ok(compiled) => compiled,
         Err(problem) => return Some(problem),
     };
@@ -155,6 +165,17 @@ fn problem(block: &Block) -> Option<String> {
     }
 }
 
+/// Every block of `document` that is wrong, with its line, for the failure report.
+fn failures(document: &Path, blocks: &[Block]) -> Vec<String> {
+    blocks
+        .iter()
+        .filter_map(|block| {
+            problem(document, block)
+                .map(|problem| format!("block at line {}: {problem}", block.line))
+        })
+        .collect()
+}
+
 #[test]
 fn every_example_in_the_reference_means_what_its_tag_says() {
     let blocks = edge_blocks(&reference_text());
@@ -163,15 +184,28 @@ fn every_example_in_the_reference_means_what_its_tag_says() {
         "only {} ```edge blocks found; is the fence syntax right?",
         blocks.len()
     );
-    let failures: Vec<String> = blocks
-        .iter()
-        .filter_map(|block| {
-            problem(block).map(|problem| format!("block at line {}: {problem}", block.line))
-        })
-        .collect();
+    let failures = failures(&reference_path(), &blocks);
     assert!(
         failures.is_empty(),
         "{} of {} blocks are wrong:\n\n{}",
+        failures.len(),
+        blocks.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_example_in_the_readme_means_what_its_tag_says() {
+    let readme = readme_path();
+    let blocks = edge_blocks(&document_text(&readme));
+    assert!(
+        !blocks.is_empty(),
+        "README.md has no ```edge block; is the fence syntax right?"
+    );
+    let failures = failures(&readme, &blocks);
+    assert!(
+        failures.is_empty(),
+        "{} of {} README.md blocks are wrong:\n\n{}",
         failures.len(),
         blocks.len(),
         failures.join("\n\n")

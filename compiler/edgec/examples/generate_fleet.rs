@@ -90,12 +90,14 @@ fn usage() -> ExitCode {
 }
 
 fn write_fleet(directory: &Path, sites: usize) -> std::io::Result<()> {
-    let shared = directory.join("shared");
+    // The fleet-wide files live in `common/`, a name that cannot be mistaken for the `../shared`
+    // reference data some checkouts keep beside the repository.
+    let common = directory.join("common");
     let site_directory = directory.join("sites");
-    std::fs::create_dir_all(&shared)?;
+    std::fs::create_dir_all(&common)?;
     std::fs::create_dir_all(&site_directory)?;
-    std::fs::write(shared.join("hardware.edge"), HARDWARE)?;
-    std::fs::write(shared.join("schemas.edge"), SCHEMAS)?;
+    std::fs::write(common.join("hardware.edge"), HARDWARE)?;
+    std::fs::write(common.join("schemas.edge"), SCHEMAS)?;
     for site in 0..sites {
         let path = site_directory.join(format!("site-{site:04}.edge"));
         std::fs::write(path, site_source(site))?;
@@ -107,8 +109,8 @@ fn write_fleet(directory: &Path, sites: usize) -> std::io::Result<()> {
 fn site_source(site: usize) -> String {
     let mut source = format!(
         "// Site {site:04}: a chain of {MODULES_PER_SITE} processing modules.\n\
-         import \"../shared/hardware.edge\"\n\
-         import \"../shared/schemas.edge\"\n"
+         import \"../common/hardware.edge\"\n\
+         import \"../common/schemas.edge\"\n"
     );
     for index in 0..MODULES_PER_SITE {
         source.push('\n');

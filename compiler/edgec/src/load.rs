@@ -30,10 +30,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
         let metadata = std::fs::metadata(path)
             .map_err(|error| UsageError(format!("cannot read `{}`: {error}", path.display())))?;
         if metadata.is_dir() {
-            let mut found = Vec::new();
-            collect_edge_files(path, &mut found).map_err(|error| {
-                UsageError(format!("cannot list `{}`: {error}", path.display()))
-            })?;
+            let mut found = edge_files_below(path)?;
             found.sort();
             if found.is_empty() {
                 return Err(UsageError(format!(
@@ -49,19 +46,56 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, UsageError> {
     Ok(files)
 }
 
-fn collect_edge_files(directory: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(directory)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_edge_files(&path, found)?;
-        } else if path
-            .extension()
+/// The `.edge` files below `directory`, following symbolic links. A link back to a directory
+/// being read (`a -> .`) would make the walk endless, so it is an error naming the link; a
+/// dangling link is skipped unless it is named like a source, whose read then reports it.
+fn edge_files_below(directory: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    let is_edge_file = |path: &Path| {
+        path.extension()
             .is_some_and(|extension| extension == "edge")
-        {
-            found.push(path);
+    };
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(directory)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        match entry {
+            Ok(entry) => {
+                if !entry.file_type().is_dir() && is_edge_file(entry.path()) {
+                    found.push(entry.into_path());
+                }
+            }
+            Err(error) => match (error.path(), error.loop_ancestor()) {
+                (Some(link), Some(ancestor)) => {
+                    return Err(UsageError(format!(
+                        "`{}` links back to `{}`, which contains it, so reading `{}` would never end; remove the link or name the directories to read",
+                        link.display(),
+                        ancestor.display(),
+                        directory.display()
+                    )));
+                }
+                (Some(path), None) if is_dangling_link(path) => {
+                    if is_edge_file(path) {
+                        found.push(path.to_owned());
+                    }
+                }
+                _ => {
+                    return Err(UsageError(format!(
+                        "cannot list `{}`: {error}",
+                        directory.display()
+                    )));
+                }
+            },
         }
     }
-    Ok(())
+    Ok(found)
+}
+
+/// A symbolic link whose target does not exist.
+fn is_dangling_link(path: &Path) -> bool {
+    path.symlink_metadata()
+        .is_ok_and(|metadata| metadata.file_type().is_symlink())
+        && std::fs::metadata(path).is_err()
 }
 
 /// Loads the root files and, transitively, everything they import. Each file is loaded once

@@ -4,6 +4,7 @@
 #[macro_use]
 mod print;
 
+mod atomic_file;
 mod commands;
 mod output;
 
@@ -176,9 +177,9 @@ enum ImageCommand {
     BootTest {
         /// The directory `edgec image build` wrote.
         image: PathBuf,
-        /// Seconds to wait for the ready line in each boot.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        /// How long to wait for the ready line in each boot: a duration with a unit (`90s`, `2m`).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = commands::image::parse_boot_timeout)]
+        timeout: std::time::Duration,
         /// Boots to allow (a failed slot reboots the device, and QEMU exits instead).
         #[arg(long, default_value_t = 3)]
         boots: usize,

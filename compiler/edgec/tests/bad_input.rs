@@ -344,3 +344,108 @@ fn a_reader_that_stops_early_does_not_crash_edgec() {
         );
     }
 }
+
+#[test]
+fn a_boot_test_timeout_that_is_not_a_positive_duration_is_a_usage_error() {
+    let scratch = Scratch::new("boot-test-timeout");
+    let image = scratch.path.display().to_string();
+    for timeout in [
+        "inf",
+        "-1",
+        "nan",
+        "-5s",
+        "150",
+        "0s",
+        "99999999999999999999999s",
+    ] {
+        // `--timeout=VALUE`, so that `-1` reaches the parser as a value rather than an option.
+        let argument = format!("--timeout={timeout}");
+        let output = edgec(&scratch.path, &["image", "boot-test", &argument, &image]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(exit_code(&output), 2, "--timeout {timeout}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{timeout}' for '--timeout <DURATION>'"
+            )),
+            "--timeout {timeout}: {stderr}"
+        );
+        assert!(
+            stderr.contains("such as `90s`"),
+            "--timeout {timeout}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_boot_test_timeout_with_a_unit_is_accepted() {
+    // The directory holds no image, so the command gets as far as copying its disk and stops
+    // there: past argument parsing, with the I/O failure's own message.
+    let scratch = Scratch::new("boot-test-timeout-accepted");
+    let image = scratch.path.display().to_string();
+    for timeout in ["10s", "2m", "1m 30s"] {
+        let output = edgec(
+            &scratch.path,
+            &["image", "boot-test", "--timeout", timeout, &image],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(exit_code(&output), 2, "--timeout {timeout}: {stderr}");
+        assert!(
+            !stderr.contains("invalid value") && stderr.contains("cannot copy"),
+            "--timeout {timeout}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn links_back_into_the_directory_being_read_are_an_error_not_an_endless_walk() {
+    // Two `ln -s .` links used to make the walk branch twice at every level until path names
+    // grew too long: exponential time before any output.
+    let scratch = Scratch::new("directory-link-loop");
+    let fleet = scratch.path.join("fleet");
+    std::fs::create_dir_all(&fleet).expect("a fleet directory");
+    std::fs::write(fleet.join("site.edge"), "param threshold: int = 3\n").expect("a source");
+    std::os::unix::fs::symlink(".", fleet.join("a")).expect("link a");
+    std::os::unix::fs::symlink(".", fleet.join("b")).expect("link b");
+    for command in ["check", "fmt"] {
+        let started = Instant::now();
+        let output = edgec(&scratch.path, &[command, "fleet"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "edgec {command} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(exit_code(&output), 2, "edgec {command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("`fleet/a` links back to `fleet`"),
+            "edgec {command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn linked_directories_are_read_and_dangling_links_that_are_not_sources_are_skipped() {
+    let scratch = Scratch::new("directory-links");
+    let common = scratch.path.join("common");
+    let fleet = scratch.path.join("fleet");
+    std::fs::create_dir_all(&common).expect("a common directory");
+    std::fs::create_dir_all(&fleet).expect("a fleet directory");
+    std::fs::write(common.join("shared.edge"), "param shared: int = 1\n").expect("a source");
+    std::fs::write(fleet.join("site.edge"), "param site: int = shared\n").expect("a source");
+    std::os::unix::fs::symlink("../common", fleet.join("common")).expect("link a directory");
+    std::os::unix::fs::symlink("nowhere", fleet.join("README")).expect("a dangling link");
+    let output = edgec(&scratch.path, &["check", "fleet"]);
+    assert_eq!(
+        exit_code(&output),
+        0,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A dangling link named like a source is reported, not silently skipped.
+    std::os::unix::fs::symlink("nowhere", fleet.join("gone.edge")).expect("a dangling source");
+    let output = edgec(&scratch.path, &["check", "fleet"]);
+    assert_eq!(exit_code(&output), 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read `fleet/gone.edge`"), "{stderr}");
+}

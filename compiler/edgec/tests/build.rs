@@ -59,11 +59,12 @@ fn files_below(directory: &Path) -> Vec<PathBuf> {
 
 fn schema(name: &str) -> jsonschema::Validator {
     let path = project_root()
-        .join("../shared/schemas/azure-iot-edge")
+        .join("testdata/schemas/azure-iot-edge")
         .join(name);
-    let schema: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("the shared IoT Edge schemas"))
-            .expect("the schema is JSON");
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(&path).expect("the IoT Edge schemas in testdata/schemas"),
+    )
+    .expect("the schema is JSON");
     jsonschema::validator_for(&schema).expect("the schema compiles")
 }
 
@@ -430,8 +431,15 @@ fn bad_keys_and_bad_images_are_refused_with_nothing_written() {
             .arg(&key)
             .env_remove("EDGEC_TEST_REGISTRY_PASSWORD"),
         &out,
-        1,
+        2,
         "EDGEC_TEST_REGISTRY_PASSWORD",
+    );
+    // A key path that cannot be read as a file (here a directory) is an I/O failure too.
+    assert_fails_without_output(
+        base().arg("--key").arg(work.path()),
+        &out,
+        2,
+        "cannot read key file",
     );
 
     // An absolute link is fine inside an image (it resolves in the container); one that climbs
@@ -449,6 +457,51 @@ fn bad_keys_and_bad_images_are_refused_with_nothing_written() {
         .expect("socket");
     assert_fails_without_output(base().arg("--key").arg(&key), &out, 1, "control.sock");
     drop(socket);
+}
+
+#[test]
+fn an_output_directory_that_cannot_be_created_exits_2_and_errors_in_the_sources_exit_1() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let key = keygen(work.path());
+    let quickstart = project_root().join("recipes/quickstart");
+    let blocker = work.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").expect("a file in the way");
+    let output = run(edgec()
+        .arg("build")
+        .arg(&quickstart)
+        .arg("-o")
+        .arg(blocker.join("build"))
+        .arg("--key")
+        .arg(&key));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot create"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&blocker).expect("the file is still there"),
+        "not a directory"
+    );
+
+    let broken = work.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("a project directory");
+    std::fs::write(
+        broken.join("site.edge"),
+        "deployment site {\n  target = nowhere\n  version = 1\n  modules = []\n}\n",
+    )
+    .expect("a source with an error");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&out).expect("an output directory");
+    assert_fails_without_output(
+        edgec()
+            .arg("build")
+            .arg(&broken)
+            .arg("-o")
+            .arg(&out)
+            .arg("--key")
+            .arg(&key),
+        &out,
+        1,
+        "nothing was built",
+    );
 }
 
 #[test]
@@ -646,7 +699,7 @@ fn a_malformed_source_date_epoch_is_refused_with_nothing_written() {
             .arg(&key)
             .env("EDGEC_TEST_REGISTRY_PASSWORD", "hunter2")
             .env("SOURCE_DATE_EPOCH", value));
-        assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
         assert!(
             text(&output.stderr).contains("SOURCE_DATE_EPOCH must be a whole number"),
             "{}",

@@ -3,6 +3,10 @@
 //! flipped byte in the root, a root hash signed by a key the initramfs does not trust. Needs
 //! `qemu-system-x86`, `e2fsprogs` and Debian's package archive (`.ci/setup`); the static edged
 //! and edge-init are built here, as `images/README.md` says.
+//!
+//! Every test here builds OS images, and all but one boot them, which takes about ten minutes in
+//! all; their names start with `qemu_` so that `cargo test --workspace -- --skip qemu_` runs the
+//! rest of the suite on its own (CI runs everything).
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -151,7 +155,7 @@ fn boot(image: &Path) -> (bool, String) {
             "image",
             "boot-test",
             "--timeout",
-            "150",
+            "150s",
             "--boots",
             "2",
             "--verbose",
@@ -168,7 +172,7 @@ fn boot(image: &Path) -> (bool, String) {
 }
 
 #[test]
-fn slot_a_boots_and_edged_runs_the_baked_in_deployment() {
+fn qemu_slot_a_boots_and_edged_runs_the_baked_in_deployment() {
     let (ready, console) = boot(&built().image);
     assert!(ready, "{console}");
     assert!(
@@ -183,7 +187,7 @@ fn slot_a_boots_and_edged_runs_the_baked_in_deployment() {
 }
 
 #[test]
-fn a_flipped_byte_in_root_a_is_caught_and_slot_b_boots() {
+fn qemu_a_flipped_byte_in_root_a_is_caught_and_slot_b_boots() {
     let image = variant(|disk, manifest| {
         let rootfs = std::fs::metadata(built().image.join("rootfs.squashfs")).unwrap();
         let at = partition_offset(manifest, "root-a") + rootfs.len() / 2;
@@ -203,7 +207,7 @@ fn a_flipped_byte_in_root_a_is_caught_and_slot_b_boots() {
 }
 
 #[test]
-fn a_root_hash_signed_by_an_untrusted_key_is_refused() {
+fn qemu_a_root_hash_signed_by_an_untrusted_key_is_refused() {
     let scratch = tempfile::tempdir().unwrap();
     let other = scratch.path().join("other.key");
     assert!(
@@ -262,7 +266,7 @@ fn a_root_hash_signed_by_an_untrusted_key_is_refused() {
 }
 
 #[test]
-fn an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls_back() {
+fn qemu_an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls_back() {
     // Slot B gets a root whose "edged" is busybox (static, so it runs, but it is no edged): the
     // init reaches the switch, edged cannot install the bundle, and the device reboots. B is
     // preferred and unconfirmed with two tries; after them, A boots.
@@ -297,7 +301,7 @@ fn an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls
             "image",
             "boot-test",
             "--timeout",
-            "150",
+            "150s",
             "--boots",
             "4",
             "--verbose",
@@ -325,7 +329,7 @@ fn an_unconfirmed_slot_that_never_comes_up_spends_its_tries_and_the_device_falls
 }
 
 #[test]
-fn an_os_update_through_a_bundle_is_written_to_slot_b_which_boots_next() {
+fn qemu_an_os_update_through_a_bundle_is_written_to_slot_b_which_boots_next() {
     // Version 2 of the deployment, built into an image whose update.edgebundle carries its root.
     let scratch = tempfile::tempdir().unwrap();
     let recipes = scratch.path().join("recipes");
@@ -442,7 +446,7 @@ fn an_os_update_through_a_bundle_is_written_to_slot_b_which_boots_next() {
 }
 
 #[test]
-fn the_same_recipe_and_inputs_build_byte_identical_images() {
+fn qemu_the_same_recipe_and_inputs_build_byte_identical_images() {
     let again = tempfile::tempdir().unwrap();
     build_image(&built().key, again.path());
     for name in [

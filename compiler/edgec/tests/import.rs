@@ -1,4 +1,4 @@
-//! `edgec import`: every manifest of the shared corpus and of `tests/import-fixtures/` is imported,
+//! `edgec import`: every manifest of `testdata/conformance/manifests/` and of `tests/import-fixtures/` is imported,
 //! checked and built again, and the rebuilt manifest must equal the original semantically. Bad
 //! input must fail with exit status 2 and leave no output file.
 
@@ -40,8 +40,8 @@ fn manifests_in(directory: &Path) -> Vec<PathBuf> {
     manifests
 }
 
-fn shared_corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/manifests")
+fn conformance_manifests() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/conformance/manifests")
 }
 
 fn fixtures() -> PathBuf {
@@ -445,9 +445,12 @@ fn round_trip(manifest: &Path) {
 }
 
 #[test]
-fn every_shared_corpus_manifest_round_trips() {
-    let manifests = manifests_in(&shared_corpus());
-    assert!(manifests.len() >= 2, "the shared corpus holds manifests");
+fn every_conformance_manifest_round_trips() {
+    let manifests = manifests_in(&conformance_manifests());
+    assert!(
+        manifests.len() >= 2,
+        "testdata/conformance/manifests holds manifests"
+    );
     manifests.iter().for_each(|manifest| round_trip(manifest));
 }
 
@@ -505,7 +508,7 @@ fn template_placeholders_become_parameters() {
 #[test]
 fn azure_devops_placeholders_are_sanitized() {
     let directory = scratch();
-    let manifest = shared_corpus()
+    let manifest = conformance_manifests()
         .join("azure-iot-edge-deployment-template-2.0__quickstart_deployment.template.json");
     let edge = import(directory.path(), &manifest, "x.edge");
     assert!(edge.contains("param Build_BuildNumber: string"), "{edge}");

@@ -7,10 +7,10 @@ fn edgec() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgec"))
 }
 
-fn shared_corpora() -> Vec<PathBuf> {
-    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance");
+fn conformance_corpora() -> Vec<PathBuf> {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/conformance");
     let mut corpora: Vec<PathBuf> = std::fs::read_dir(&directory)
-        .expect("the shared conformance corpora are next to the project")
+        .expect("the conformance corpora are in testdata/conformance")
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| {
             path.file_name()
@@ -30,8 +30,8 @@ fn scratch_file(name: &str, contents: &str) -> PathBuf {
 }
 
 #[test]
-fn every_shared_corpus_case_passes() {
-    let corpora = shared_corpora();
+fn every_conformance_corpus_case_passes() {
+    let corpora = conformance_corpora();
     assert!(
         corpora.len() >= 2,
         "expected the route corpora, found {corpora:?}"
@@ -130,4 +130,25 @@ fn eval_reports_a_type_error_with_its_code_and_exits_one() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("R0014"), "{stderr}");
+}
+
+#[test]
+fn eval_rejects_an_unknown_message_key_naming_it_and_the_accepted_keys() {
+    let message = scratch_file(
+        "misspelt.json",
+        r#"{"source": "/messages", "app_propertes": {"level": "7"}}"#,
+    );
+    let output = edgec()
+        .args(["route", "eval", "as_number(level) > 5", "--message"])
+        .arg(&message)
+        .output()
+        .expect("edgec runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no truth value is printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("misspelt.json"), "{stderr}");
+    assert!(stderr.contains("unknown field `app_propertes`"), "{stderr}");
+    for accepted in ["source", "body", "app_properties", "system_properties"] {
+        assert!(stderr.contains(&format!("`{accepted}`")), "{stderr}");
+    }
 }

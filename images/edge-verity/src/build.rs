@@ -80,6 +80,7 @@ pub fn format_file(data: &Path, hash: &Path, params: &Params) -> Result<HashImag
 fn whole_blocks(size: u64) -> Result<u64, VerityError> {
     match size / BLOCK_SIZE as u64 {
         0 => Err(VerityError::DataTooSmall { size }),
+        blocks if blocks > crate::MAX_DATA_BLOCKS => Err(VerityError::TooManyDataBlocks { blocks }),
         blocks => Ok(blocks),
     }
 }

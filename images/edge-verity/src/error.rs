@@ -32,6 +32,12 @@ pub enum VerityError {
         "the hash file uses {what}, but only format 1, sha256 and 4096-byte blocks are supported"
     )]
     Unsupported { what: String },
+    #[error(
+        "the hash file's superblock records {blocks} data blocks, more than the {} (4 PiB) \
+         supported",
+        crate::superblock::MAX_DATA_BLOCKS
+    )]
+    TooManyDataBlocks { blocks: u64 },
     #[error("the hash file is {actual} bytes, but its superblock needs {expected}")]
     HashTooShort { expected: u64, actual: u64 },
     #[error("the data is {actual} bytes, but the hash file covers {expected}")]

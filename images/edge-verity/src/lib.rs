@@ -27,7 +27,7 @@ pub use build::{HashImage, build_from_bytes, build_from_file, format_file};
 pub use error::VerityError;
 pub use ids::{RootHash, format_salt, parse_salt, parse_uuid, uuid_from_digest};
 pub use params::Params;
-pub use superblock::{MAX_SALT_SIZE, SUPERBLOCK_SIZE, Superblock};
+pub use superblock::{MAX_DATA_BLOCKS, MAX_SALT_SIZE, SUPERBLOCK_SIZE, Superblock};
 /// UUIDs are the `uuid` crate's, shared with the GPT of the images.
 pub use uuid::Uuid;
 pub use verify::{VerifiedTree, VerifyingReader, verify_bytes, verify_files};

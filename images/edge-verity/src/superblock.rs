@@ -9,6 +9,11 @@ pub const SUPERBLOCK_SIZE: usize = 512;
 /// The longest salt the superblock can hold.
 pub const MAX_SALT_SIZE: usize = 256;
 
+/// The most data blocks a tree may cover: 2^40 blocks of 4096 bytes are 4 PiB, far above any
+/// root file system, and low enough that every offset and size derived from the count (data
+/// bytes, tree blocks, hash file bytes) fits in a `u64` without overflow.
+pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
+
 const SIGNATURE: &[u8; 8] = b"verity\0\0";
 const VERSION: u32 = 1;
 const HASH_TYPE: u32 = 1;
@@ -98,6 +103,11 @@ impl Superblock {
         if data_blocks == 0 {
             return Err(bad("it records zero data blocks"));
         }
+        if data_blocks > MAX_DATA_BLOCKS {
+            return Err(VerityError::TooManyDataBlocks {
+                blocks: data_blocks,
+            });
+        }
         let salt_size = usize::from(u16::from_le_bytes([
             bytes[SALT_SIZE_AT],
             bytes[SALT_SIZE_AT + 1],
@@ -186,5 +196,26 @@ mod tests {
             Err(VerityError::BadSuperblock { .. })
         ));
         assert!(Superblock::parse(&good[..511]).is_err());
+    }
+
+    #[test]
+    fn refuses_more_data_blocks_than_any_offset_can_address() {
+        let claiming = |data_blocks: u64| {
+            Superblock {
+                data_blocks,
+                ..sample()
+            }
+            .encode()
+        };
+        assert!(Superblock::parse(&claiming(MAX_DATA_BLOCKS)).is_ok());
+        for data_blocks in [MAX_DATA_BLOCKS + 1, 1 << 59, u64::MAX] {
+            assert!(
+                matches!(
+                    Superblock::parse(&claiming(data_blocks)),
+                    Err(VerityError::TooManyDataBlocks { blocks }) if blocks == data_blocks
+                ),
+                "{data_blocks}"
+            );
+        }
     }
 }

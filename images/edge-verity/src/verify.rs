@@ -233,6 +233,32 @@ mod tests {
         (0..blocks * BLOCK_SIZE).map(|i| (i % 253) as u8).collect()
     }
 
+    /// A hash file whose superblock claims `data_blocks`, its tree cut off after the superblock.
+    fn claiming(data_blocks: u64) -> Vec<u8> {
+        let image = build_from_bytes(&data(2), &Params::derived()).unwrap();
+        let mut bytes = image.bytes().to_vec();
+        bytes[72..80].copy_from_slice(&data_blocks.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_superblock_claiming_absurd_sizes_is_refused_without_arithmetic_overflow() {
+        let root = build_from_bytes(&data(2), &Params::derived())
+            .unwrap()
+            .root_hash();
+        for data_blocks in [1 << 59, u64::MAX, crate::MAX_DATA_BLOCKS + 1] {
+            let error = VerifiedTree::open(&claiming(data_blocks), &root).unwrap_err();
+            assert!(
+                matches!(error, VerityError::TooManyDataBlocks { .. }),
+                "{data_blocks}: {error}"
+            );
+        }
+        // The largest count allowed still computes its hash file size, and the short file
+        // is refused for it rather than read past its end.
+        let error = VerifiedTree::open(&claiming(crate::MAX_DATA_BLOCKS), &root).unwrap_err();
+        assert!(matches!(error, VerityError::HashTooShort { .. }), "{error}");
+    }
+
     #[test]
     fn good_data_verifies_in_every_way() {
         for blocks in [1, 2, 129, 600] {

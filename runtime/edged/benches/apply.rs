@@ -185,7 +185,7 @@ fn phases(root: &Path, bundle: &Path, config: &DeviceConfig, trust: &TrustStore)
     let accepted = intake::accept(bundle, config, trust, 0).unwrap();
     let accept = started.elapsed();
     let started = Instant::now();
-    intake::extract(bundle, &accepted, 1, &staging, || Ok(())).unwrap();
+    intake::extract(bundle, &accepted, 1, &staging).unwrap();
     let extract = started.elapsed();
     let started = Instant::now();
     fs::remove_dir_all(&staging).unwrap();

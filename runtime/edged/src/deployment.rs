@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use edge_bundle::BundleManifest;
+use edge_bundle::display::escaped;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -91,9 +92,11 @@ pub fn modules(manifest: &BundleManifest) -> Result<Vec<ModuleSpec>> {
         .as_object()
         .ok_or_else(|| invalid("modules is not an object".to_owned()))?;
     for (name, module) in modules {
+        // Module names become container names and labels, and are shown by `edged status`.
+        edge_bundle::grammar::check_name("module name", name)
+            .map_err(|error| invalid(error.to_string()))?;
         specs.push(
-            module_spec(name, module)
-                .map_err(|what| invalid(format!("module {name:?}: {what}")))?,
+            module_spec(name, module).map_err(|what| invalid(format!("module {name}: {what}")))?,
         );
     }
     specs.sort_by(|left, right| {
@@ -107,14 +110,13 @@ fn module_spec(name: &str, module: &Value) -> std::result::Result<ModuleSpec, St
     let image = text("/settings/image").ok_or("settings.image is missing")?;
     let restart = match text("/restartPolicy") {
         None => RestartPolicy::Always,
-        Some(policy) => {
-            RestartPolicy::parse(policy).ok_or(format!("unknown restartPolicy {policy:?}"))?
-        }
+        Some(policy) => RestartPolicy::parse(policy)
+            .ok_or(format!("unknown restartPolicy {}", escaped(policy)))?,
     };
     let running = match text("/status") {
         None | Some("running") => true,
         Some("stopped") => false,
-        Some(other) => return Err(format!("unknown status {other:?}")),
+        Some(other) => return Err(format!("unknown status {}", escaped(other))),
     };
     let mut env = BTreeMap::new();
     if let Some(variables) = module.get("env").and_then(Value::as_object) {
@@ -122,7 +124,7 @@ fn module_spec(name: &str, module: &Value) -> std::result::Result<ModuleSpec, St
             let value = match value.get("value") {
                 Some(Value::String(text)) => text.clone(),
                 Some(other) => other.to_string(),
-                None => return Err(format!("env {key:?} has no value")),
+                None => return Err(format!("env {} has no value", escaped(key))),
             };
             env.insert(key.clone(), value);
         }

@@ -18,6 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
+use edge_bundle::display::escaped_message;
+use edge_bundle::manifest::MANIFEST_PATH;
+
 use crate::config::DeviceConfig;
 use crate::deployment;
 use crate::durable;
@@ -32,6 +35,7 @@ use crate::trust::TrustStore;
 const DEPLOYMENT: &str = "deployment";
 const STAGING: &str = "staging";
 const RETIRED: &str = "retired";
+const DISCARDED: &str = "discarded";
 
 /// What a successful apply did.
 #[derive(Clone, Debug)]
@@ -125,6 +129,12 @@ impl Device {
         let dir = self.deployment_dir(installed.slot);
         let path = dir.join("bundle.json");
         let bytes = std::fs::read(&path).map_err(Error::state("read", &path))?;
+        if edge_bundle::Sha256Digest::of(&bytes).hex() != installed.manifest_digest {
+            return Err(Error::CorruptState(format!(
+                "{} is not the manifest the state record names (digest differs)",
+                path.display()
+            )));
+        }
         let manifest = edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
             .map_err(|error| Error::CorruptState(format!("{}: {error}", path.display())))?;
         let modules = deployment::modules(&manifest)
@@ -146,29 +156,25 @@ impl Device {
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))?;
         let target = state
             .active
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        let mut retired = None;
-        // Only once the bundle is proven genuine is the inactive slot's old
-        // deployment renamed aside; it is deleted past the commit point, off
-        // the transaction's path.
-        let extracted =
-            intake::extract(bundle, &accepted, self.trust.threshold(), &staging, || {
-                retired = self.retire(target)?;
-                Ok(())
-            });
-        let outcome = extracted
-            .and_then(|()| self.write_os(&staging, &accepted))
-            .and_then(|os_slot| {
-                let applied = self.switch_to(target, &staging, &state, &accepted)?;
-                Ok(Applied { os_slot, ..applied })
-            });
-        self.cleanup = retired.map(start_deletion);
-        outcome
+        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+        let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
+            let _ = durable::remove_tree(&staging);
+        })?;
+        // Only once everything that can refuse the bundle has passed is the
+        // inactive slot's old deployment (the rollback target) renamed aside;
+        // until the switch is recorded, any failure renames it back.
+        let retired = self.install(target, &staging)?;
+        let applied = self.switch_to(target, &state, &accepted, retired);
+        Ok(Applied {
+            os_slot,
+            ..applied?
+        })
     }
 
     /// Waits until the deployment the last apply replaced is deleted. A
@@ -195,25 +201,21 @@ impl Device {
         let Some(os) = &accepted.manifest.os else {
             return Ok(None);
         };
-        let config = self.config.os.as_ref().ok_or_else(|| {
-            Error::Refused(
-                "the bundle carries an OS update, but device.toml has no [os] section".into(),
-            )
-        })?;
-        let booted = crate::os_update::booted_slot()?;
+        let (config, booted) = crate::os_update::check(self.config.os.as_ref(), os)?;
         crate::os_update::install(config, booted, staging, os).map(Some)
     }
 
-    /// Installs the verified staging directory into `target`, switches to
-    /// it, runs the trial and commits or rolls back.
+    /// Switches to the deployment installed in `target`, runs the trial and
+    /// commits or rolls back. If the switch cannot be recorded, the slot's
+    /// retired deployment is put back; once it is, the retired one is
+    /// discarded whatever the trial decides.
     fn switch_to(
         &mut self,
         target: Slot,
-        staging: &Path,
         state: &State,
         accepted: &intake::Accepted,
+        retired: bool,
     ) -> Result<Applied> {
-        self.install(target, staging)?;
         let installed = Installed {
             slot: target,
             deployment: accepted.manifest.deployment.clone(),
@@ -232,8 +234,15 @@ impl Device {
             code: 417,
             description: format!("trying deployment version {}", installed.version),
         };
-        switched.store(&self.state_dir, failpoint::SWITCH)?;
-        self.trial_and_decide(switched, &installed)?;
+        if let Err(error) = switched.store(&self.state_dir, failpoint::SWITCH) {
+            self.undo_install(target)?;
+            return Err(error);
+        }
+        let decided = self.trial_and_decide(switched, &installed);
+        if retired {
+            self.discard(target);
+        }
+        decided?;
         Ok(Applied {
             installed,
             previous_version: state.active.as_ref().map(|active| active.version),
@@ -248,6 +257,7 @@ impl Device {
             Ok(()) => {
                 let mut committed = switched;
                 committed.committed_version = installed.version;
+                committed.rolled_back = None;
                 committed.transaction = None;
                 committed.last_desired_status = DesiredStatus {
                     code: 200,
@@ -268,10 +278,10 @@ impl Device {
         }
     }
 
-    /// Renames the slot's deployment aside; returns where to, for deleting.
-    /// Nothing refers to it: the state record only ever names the active
-    /// slot and the transaction's previous deployment, which is the active
-    /// slot too. Recovery deletes it if edged stops before it is deleted.
+    /// Renames the slot's deployment aside; returns where to. Nothing refers
+    /// to it: the state record only ever names the active slot and the
+    /// transaction's previous deployment, which is the active slot too. If
+    /// edged stops before the switch is recorded, recovery puts it back.
     fn retire(&self, slot: Slot) -> Result<Option<PathBuf>> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
@@ -284,15 +294,72 @@ impl Device {
         Ok(Some(retired))
     }
 
-    /// Renames the verified staging directory into the slot, whose old
-    /// deployment has been retired.
-    fn install(&self, slot: Slot, staging: &Path) -> Result<()> {
+    /// Retires the slot's deployment and renames the verified staging
+    /// directory into its place; returns whether there was one to retire. On
+    /// failure the retired deployment is put back and staging removed.
+    fn install(&self, slot: Slot, staging: &Path) -> Result<bool> {
         let slot_dir = self.slot_dir(slot);
         let current = slot_dir.join(DEPLOYMENT);
-        durable::rename(staging, &current, Failpoint::SlotInstall)
-            .map_err(Error::state("rename", staging))?;
+        let retired = match self.retire(slot) {
+            Ok(retired) => retired.is_some(),
+            Err(error) => {
+                let _ = durable::remove_tree(staging);
+                return Err(error);
+            }
+        };
+        if let Err(error) = durable::rename(staging, &current, Failpoint::SlotInstall) {
+            self.restore_retired(slot)?;
+            let _ = durable::remove_tree(staging);
+            return Err(Error::state("rename", staging)(error));
+        }
         failpoint::hit(Failpoint::SlotFsync);
+        if let Err(error) = durable::fsync_dir(&slot_dir) {
+            self.undo_install(slot)?;
+            return Err(Error::state("fsync", &slot_dir)(error));
+        }
+        Ok(retired)
+    }
+
+    /// Undoes an install the switch never recorded: the slot's new
+    /// deployment is deleted and the retired one, if any, renamed back.
+    fn undo_install(&self, slot: Slot) -> Result<()> {
+        let current = self.deployment_dir(slot);
+        durable::remove_tree(&current).map_err(Error::state("remove", &current))?;
+        self.restore_retired(slot)?;
+        let slot_dir = self.slot_dir(slot);
         durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))
+    }
+
+    /// Puts a retired deployment back in place of whatever the slot holds
+    /// (a new deployment never switched to), durably.
+    fn restore_retired(&self, slot: Slot) -> Result<()> {
+        let slot_dir = self.slot_dir(slot);
+        let retired = slot_dir.join(RETIRED);
+        if !retired.exists() {
+            return Ok(());
+        }
+        let current = slot_dir.join(DEPLOYMENT);
+        durable::remove_tree(&current).map_err(Error::state("remove", &current))?;
+        std::fs::rename(&retired, &current).map_err(Error::state("rename", &retired))?;
+        durable::fsync_dir(&slot_dir).map_err(Error::state("fsync", &slot_dir))
+    }
+
+    /// Once the switch is decided, renames the slot's retired deployment to
+    /// `discarded` (which recovery always deletes, so a half-deleted tree is
+    /// never restored) and deletes it on a thread of its own. A failure is
+    /// only reported: the transaction was decided without it, and recovery
+    /// deletes a retired deployment of the switched-to slot.
+    fn discard(&mut self, slot: Slot) {
+        let slot_dir = self.slot_dir(slot);
+        let retired = slot_dir.join(RETIRED);
+        let discarded = slot_dir.join(DISCARDED);
+        match durable::rename(&retired, &discarded, Failpoint::SlotDiscard) {
+            Ok(()) => self.cleanup = Some(start_deletion(discarded)),
+            Err(error) => eprintln!(
+                "edged: warning: cannot rename {}: {error}; it is deleted at the next start",
+                retired.display()
+            ),
+        }
     }
 
     /// Runs the new deployment and waits out the health window.
@@ -324,21 +391,46 @@ impl Device {
     }
 
     /// Restores the previous deployment's modules and closes the rollback.
+    /// A previous deployment that cannot be loaded (its manifest damaged or
+    /// missing) must not wedge the device in `rolling-back`: the rollback
+    /// then ends with no deployment running, the floor kept, so that any
+    /// newer good bundle applies.
     fn finish_rollback(&mut self, mut state: State) -> Result<()> {
         let transaction = state
             .transaction
             .take()
             .ok_or_else(|| Error::CorruptState("rollback without a transaction".to_owned()))?;
         failpoint::hit(Failpoint::ReconcileOld);
+        let mut unusable = None;
         let previous = match &state.active {
-            Some(installed) => Some(self.load(installed)?),
+            Some(installed) => match self.load(installed) {
+                Ok(loaded) => Some(loaded),
+                Err(error) => {
+                    unusable = Some(format!(
+                        "no deployment, because version {} in slot {} is unusable ({})",
+                        installed.version,
+                        installed.slot,
+                        escaped_message(&error.to_string())
+                    ));
+                    None
+                }
+            },
             None => None,
         };
+        if unusable.is_some() {
+            state.active = None;
+        }
         self.runtime.reconcile(previous.as_ref())?;
-        let back_to = state.active.as_ref().map_or_else(
-            || "no deployment".to_owned(),
-            |active| format!("version {}", active.version),
-        );
+        // A target that was never committed may be tried again: its slot
+        // must not raise the floor.
+        state.rolled_back = (transaction.target.version > state.committed_version)
+            .then(|| transaction.target.manifest_digest.clone());
+        let back_to = unusable.unwrap_or_else(|| {
+            state.active.as_ref().map_or_else(
+                || "no deployment".to_owned(),
+                |active| format!("version {}", active.version),
+            )
+        });
         state.last_desired_status = DesiredStatus {
             code: 400,
             description: format!(
@@ -350,23 +442,87 @@ impl Device {
         state.store(&self.state_dir, failpoint::ROLLBACK_DONE)
     }
 
+    /// The anti-rollback floor: a bundle must be newer than the record's
+    /// committed version and than every deployment in either slot, except
+    /// the one recorded as rolled back without a commit. So a record whose
+    /// committed version was lowered (a bit flip) or lost (`state.json`
+    /// deleted) cannot let an old bundle back in while a slot holds a newer
+    /// one; a damaged record errs towards a higher floor, never a lower one.
+    /// A slot's manifest only counts if it parses (a damaged one is no
+    /// evidence of anything; the record still is).
+    pub fn floor(&self, state: &State) -> u64 {
+        let slot_versions = [Slot::A, Slot::B].into_iter().filter_map(|slot| {
+            let path = self.deployment_dir(slot).join(MANIFEST_PATH);
+            let bytes = std::fs::read(path).ok()?;
+            let digest = edge_bundle::Sha256Digest::of(&bytes).hex();
+            if state.rolled_back.as_ref() == Some(&digest) {
+                return None;
+            }
+            edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
+                .ok()
+                .map(|manifest| manifest.version)
+        });
+        slot_versions.fold(state.committed_version, u64::max)
+    }
+
+    /// A device whose `state.json` is gone while its slots hold deployments
+    /// gets a record rebuilt from them: no deployment runs (none is known to
+    /// be committed) and the floor is the highest version in a slot.
+    fn rebuild_lost_record(&self) -> Result<Option<String>> {
+        if State::path(&self.state_dir).exists()
+            || [Slot::A, Slot::B]
+                .iter()
+                .all(|slot| !self.deployment_dir(*slot).exists())
+        {
+            return Ok(None);
+        }
+        let mut state = State::default();
+        state.committed_version = self.floor(&state);
+        state.last_desired_status = DesiredStatus {
+            code: 400,
+            description: format!(
+                "state.json was missing; no deployment runs, and the anti-rollback floor was rebuilt from the slots as version {}: apply a newer bundle",
+                state.committed_version
+            ),
+        };
+        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)?;
+        Ok(Some(state.last_desired_status.description))
+    }
+
     /// Removes leftovers of an interrupted apply and finishes or undoes an
     /// interrupted transaction. Returns what it did, if anything.
     pub fn recover(&mut self) -> Result<Option<String>> {
         self.wait_for_cleanup();
-        for slot in [Slot::A, Slot::B] {
-            for leftover in [STAGING, RETIRED] {
-                let path = self.slot_dir(slot).join(leftover);
-                durable::remove_tree(&path).map_err(Error::state("remove", &path))?;
-            }
-        }
         let temporary = durable::temporary_path(&State::path(&self.state_dir));
         if temporary.exists() {
             std::fs::remove_file(&temporary).map_err(Error::state("remove", &temporary))?;
         }
+        let rebuilt = self.rebuild_lost_record()?;
         let state = self.state()?;
+        for slot in [Slot::A, Slot::B] {
+            for leftover in [STAGING, DISCARDED] {
+                let path = self.slot_dir(slot).join(leftover);
+                durable::remove_tree(&path).map_err(Error::state("remove", &path))?;
+            }
+            // A retired deployment whose replacement was never switched to
+            // is still the slot's deployment: it is put back.
+            let switched = state
+                .active
+                .as_ref()
+                .is_some_and(|active| active.slot == slot)
+                || state
+                    .transaction
+                    .as_ref()
+                    .is_some_and(|transaction| transaction.target.slot == slot);
+            if switched {
+                let retired = self.slot_dir(slot).join(RETIRED);
+                durable::remove_tree(&retired).map_err(Error::state("remove", &retired))?;
+            } else {
+                self.restore_retired(slot)?;
+            }
+        }
         let Some(transaction) = state.transaction.clone() else {
-            return Ok(None);
+            return Ok(rebuilt);
         };
         let version = transaction.target.version;
         match transaction.phase {

@@ -24,15 +24,21 @@ pub fn replace_file(path: &Path, bytes: &[u8], points: Option<RecordPoints>) -> 
     let directory = path.parent().unwrap_or(Path::new("."));
     let temporary = temporary_path(path);
     hit(|points| points.write);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    hit(|points| points.fsync);
-    file.sync_all()?;
-    drop(file);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        hit(|points| points.fsync);
+        file.sync_all()
+    })();
+    if let Err(error) = written {
+        // A full disk must leave the directory as it was, not with half a record beside it.
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
     hit(|points| points.rename);
     fs::rename(&temporary, path)?;
     hit(|points| points.fsync_dir);

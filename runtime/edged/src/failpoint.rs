@@ -39,8 +39,8 @@ failpoints! {
     StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
     StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
     StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
-    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified.",
     StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
+    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified, staged and flushed and its OS payload written.",
     SlotInstall => "slot-install": "Before staging is renamed into the slot.",
     SlotFsync => "slot-fsync": "Before the slot directory is fsynced after the rename.",
     SwitchWrite => "switch-write": "Before the state record that switches slots is written.",
@@ -62,7 +62,8 @@ failpoints! {
     RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
     RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
     RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
-    SlotRemoveRetired => "slot-remove-retired": "Before the slot's renamed-aside old deployment is deleted (on its own thread, after the commit or rollback).",
+    SlotDiscard => "slot-discard": "Before the slot's renamed-aside old deployment is renamed to `discarded`, once the commit or rollback is recorded.",
+    SlotRemoveRetired => "slot-remove-retired": "Before the slot's discarded old deployment is deleted (on its own thread, after the commit or rollback).",
 }
 
 /// The four failpoints of one atomic state-record replacement.

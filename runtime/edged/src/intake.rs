@@ -3,12 +3,14 @@
 //! is written into a staging directory. Nothing outside staging is touched,
 //! and staging is removed again if anything is wrong.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use edge_bundle::display::{escaped, escaped_message};
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, verify_bundle_with};
+use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, TarGuard, verify_bundle_with};
 
 use crate::config::{DeviceConfig, Limits};
 use crate::durable;
@@ -49,20 +51,24 @@ pub fn accept(
     let (manifest_bytes, signature_bytes) = read_head(file)?;
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
-    let signatures: SignatureFile = serde_json::from_slice(&signature_bytes).map_err(|error| {
-        Error::Refused(format!(
-            "bundle.sig.json is not a valid signature file: {error}"
-        ))
-    })?;
+    let signatures = SignatureFile::parse(&signature_bytes)
+        .map_err(|error| Error::Refused(error.to_string()))?;
     let keys = trust.verify(&manifest_bytes, &signatures)?;
     check_device(&manifest, config)?;
+    // The modules are read now so that a deployment edged could not run is refused before
+    // anything is installed, instead of failing its trial.
+    crate::deployment::modules(&manifest)?;
     if manifest.version <= committed_version {
         return Err(Error::Refused(format!(
-            "deployment {:?} version {} is not newer than the committed version {committed_version} (anti-rollback)",
-            manifest.deployment, manifest.version
+            "deployment {} version {} is not newer than the committed version {committed_version} (anti-rollback)",
+            escaped(&manifest.deployment),
+            manifest.version
         )));
     }
     check_limits(&manifest, &config.limits)?;
+    if let Some(os) = &manifest.os {
+        crate::os_update::check(config.os.as_ref(), os)?;
+    }
     Ok(Accepted {
         digest: Sha256Digest::of(&manifest_bytes),
         manifest,
@@ -93,19 +99,28 @@ fn open_bundle(path: &Path) -> Result<File> {
 
 /// Reads the two head entries, which must come first and be small.
 fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut archive = tar::Archive::new(BufReader::new(file));
-    let mut entries = archive
-        .entries()
-        .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
+    let mut archive = tar::Archive::new(TarGuard::new(BufReader::new(file)));
+    let mut entries = archive.entries().map_err(|error| {
+        Error::Refused(format!(
+            "not a bundle (tar): {}",
+            escaped_message(&error.to_string())
+        ))
+    })?;
     let mut next = |expected: &str| -> Result<Vec<u8>> {
         let entry = entries
             .next()
             .ok_or_else(|| Error::Refused(format!("not a bundle: {expected} is missing")))?
-            .map_err(|error| Error::Refused(format!("not a bundle (tar): {error}")))?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if name != expected || entry.header().entry_type() != tar::EntryType::Regular {
+            .map_err(|error| {
+                Error::Refused(format!(
+                    "not a bundle (tar): {}",
+                    escaped_message(&error.to_string())
+                ))
+            })?;
+        let name = entry.path_bytes();
+        if *name != *expected.as_bytes() || entry.header().entry_type() != tar::EntryType::Regular {
             return Err(Error::Refused(format!(
-                "not a bundle: it must start with {expected}, found {name:?}"
+                "not a bundle: it must start with {expected}, found {}",
+                escaped(&String::from_utf8_lossy(&name))
             )));
         }
         if entry.size() > MAX_HEAD_ENTRY {
@@ -115,7 +130,12 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
         entry
             .take(MAX_HEAD_ENTRY)
             .read_to_end(&mut bytes)
-            .map_err(|error| Error::Refused(format!("cannot read {expected}: {error}")))?;
+            .map_err(|error| {
+                Error::Refused(format!(
+                    "cannot read {expected}: {}",
+                    escaped_message(&error.to_string())
+                ))
+            })?;
         Ok(bytes)
     };
     let manifest = next(MANIFEST_PATH)?;
@@ -127,8 +147,9 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
 fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> Result<()> {
     if manifest.compatible != config.compatible {
         return Err(Error::Refused(format!(
-            "bundle is for devices compatible with {:?}, this device is {:?}",
-            manifest.compatible, config.compatible
+            "bundle is for devices compatible with {}, this device is {}",
+            escaped(&manifest.compatible),
+            escaped(&config.compatible)
         )));
     }
     if manifest.architecture != config.architecture {
@@ -156,8 +177,10 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
     for file in &manifest.payload {
         if file.size > limits.max_entry_bytes {
             return Err(Error::Refused(format!(
-                "payload {:?} is {} bytes, the device accepts at most {} per entry",
-                file.path, file.size, limits.max_entry_bytes
+                "payload {} is {} bytes, the device accepts at most {} per entry",
+                escaped(&file.path),
+                file.size,
+                limits.max_entry_bytes
             )));
         }
         total = total.saturating_add(file.size);
@@ -172,22 +195,27 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
         let prefix = format!("{}/", pair[0].path);
         if pair[1].path.starts_with(&prefix) {
             return Err(Error::Refused(format!(
-                "payload {:?} is both a file and a directory",
-                pair[0].path
+                "payload {} is both a file and a directory",
+                escaped(&pair[0].path)
             )));
         }
     }
     for image in &manifest.images {
+        // The listing is sorted, so the first path at or after the directory's is
+        // the only one that can lie inside it.
         let inside = format!("{}/", image.path);
-        if !image.path.starts_with("payload/images/")
-            || !manifest
-                .payload
-                .iter()
-                .any(|file| file.path.starts_with(&inside))
-        {
+        let first = manifest
+            .payload
+            .partition_point(|file| file.path.as_str() < inside.as_str());
+        let holds_payload = manifest
+            .payload
+            .get(first)
+            .is_some_and(|file| file.path.starts_with(&inside));
+        if !image.path.starts_with("payload/images/") || !holds_payload {
             return Err(Error::Refused(format!(
-                "image of module {:?} points at {:?}, which holds no payload",
-                image.module, image.path
+                "image of module {} points at {}, which holds no payload",
+                escaped(&image.module),
+                escaped(&image.path)
             )));
         }
     }
@@ -196,34 +224,19 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
 
 /// Streams the bundle again, writing every payload file under `staging`
 /// while `edge-bundle` checks its size and digest, then fsyncs what was
-/// written. `on_verified` runs as soon as every byte has been checked,
-/// while the last writes are still being flushed, so that work which must
-/// wait for a genuine bundle can overlap the flush. On any failure staging
-/// is removed and the error returned.
-pub fn extract(
-    path: &Path,
-    accepted: &Accepted,
-    threshold: usize,
-    staging: &Path,
-    on_verified: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let result = extract_into(path, accepted, threshold, staging, on_verified);
+/// written. On any failure staging is removed and the error returned.
+pub fn extract(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
+    let result = extract_into(path, accepted, threshold, staging);
     if result.is_err() {
         let _ = durable::remove_tree(staging);
     }
     result
 }
 
-fn extract_into(
-    path: &Path,
-    accepted: &Accepted,
-    threshold: usize,
-    staging: &Path,
-    on_verified: impl FnOnce() -> Result<()>,
-) -> Result<()> {
+fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Path) -> Result<()> {
     failpoint::hit(Failpoint::StageCreate);
     fs::create_dir(staging).map_err(Error::state("create", staging))?;
-    let mut directories: Vec<PathBuf> = vec![staging.to_owned()];
+    let mut directories: HashSet<PathBuf> = HashSet::from([staging.to_owned()]);
     let file = open_bundle(path)?;
     std::thread::scope(|scope| {
         let mut writer = Writer::start(scope);
@@ -242,7 +255,6 @@ fn extract_into(
             },
         );
         let checked = check_verified(verified, accepted)
-            .and_then(|()| on_verified())
             .and_then(|()| write_head(&mut writer, staging, accepted));
         // A failed write explains a verification aborted by the writer
         // stopping, so it is reported first.
@@ -251,6 +263,7 @@ fn extract_into(
         checked
     })?;
     failpoint::hit(Failpoint::StageFsyncDirs);
+    let mut directories: Vec<PathBuf> = directories.into_iter().collect();
     directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
     for directory in &directories {
         durable::fsync_dir(directory).map_err(Error::state("fsync", directory))?;
@@ -277,17 +290,22 @@ fn check_verified(
 
 /// Creates the missing parent directories of `target` inside `staging` and
 /// remembers each, so that all of them are fsynced once staging is complete.
-fn create_parents(staging: &Path, target: &Path, directories: &mut Vec<PathBuf>) -> io::Result<()> {
+/// The set makes each lookup constant time: a bundle may hold a hundred
+/// thousand files, each in a directory of its own.
+fn create_parents(
+    staging: &Path,
+    target: &Path,
+    directories: &mut HashSet<PathBuf>,
+) -> io::Result<()> {
     let Some(parent) = target.parent() else {
         return Ok(());
     };
-    if directories.iter().any(|known| known == parent) {
+    if directories.contains(parent) {
         return Ok(());
     }
     fs::create_dir_all(parent)?;
     let mut ancestor = parent;
-    while ancestor != staging && !directories.iter().any(|known| known == ancestor) {
-        directories.push(ancestor.to_owned());
+    while ancestor != staging && directories.insert(ancestor.to_owned()) {
         ancestor = ancestor.parent().unwrap_or(staging);
     }
     Ok(())

@@ -47,6 +47,26 @@ pub fn booted_slot() -> Result<Slot> {
     }
 }
 
+/// Checks everything about an OS payload that needs no payload byte: the device has `[os]`,
+/// the root hash parses and is signed, and the running OS slot is known. It runs when the
+/// bundle's head is accepted, so such a bundle is refused before anything is written; returns
+/// the configuration and the running slot.
+pub fn check<'a>(config: Option<&'a OsConfig>, os: &OsPayload) -> Result<(&'a OsConfig, Slot)> {
+    let refuse = |why: &str| Error::Refused(format!("OS update: {why}"));
+    let config = config.ok_or_else(|| {
+        Error::Refused(
+            "the bundle carries an OS update, but device.toml has no [os] section".into(),
+        )
+    })?;
+    os.root_hash
+        .parse::<RootHash>()
+        .map_err(|error| refuse(&format!("bad root hash: {error}")))?;
+    if os.root_hash_signature.is_none() {
+        return Err(refuse("the root hash is not signed"));
+    }
+    Ok((config, booted_slot()?))
+}
+
 /// Writes the payload staged in `deployment` (`payload/os/…`) to the slot that is not
 /// `booted` and stages it for the next boot; returns that slot.
 pub fn install(config: &OsConfig, booted: Slot, deployment: &Path, os: &OsPayload) -> Result<Slot> {

@@ -101,8 +101,14 @@ pub struct State {
     pub format: u32,
     /// The deployment that runs, if any.
     pub active: Option<Installed>,
-    /// The anti-rollback floor: bundles must be newer than this.
+    /// The highest committed version; with the slots' manifests it makes the
+    /// anti-rollback floor (see `Device::floor`).
     pub committed_version: u64,
+    /// The manifest digest of the last deployment that was tried and rolled
+    /// back without ever being committed: its slot's version does not raise
+    /// the floor, so a fixed environment may try it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// The transaction in progress.
     pub transaction: Option<Transaction>,
     /// The outcome of the last requested change.
@@ -115,6 +121,7 @@ impl Default for State {
             format: 1,
             active: None,
             committed_version: 0,
+            rolled_back: None,
             transaction: None,
             last_desired_status: DesiredStatus {
                 code: 200,

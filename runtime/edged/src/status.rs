@@ -1,6 +1,7 @@
 //! `edged status`: the device's state in the shape IoT Edge's agent reports
 //! as reported properties, so fleet tooling can read either.
 
+use edge_bundle::display::{escaped, escaped_message};
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -47,7 +48,7 @@ pub fn human(report: &Value) -> String {
     match deployment["version"].as_u64() {
         Some(version) => text.push_str(&format!(
             "deployment {} version {version} (slot {}), committed version {}\n",
-            deployment["name"].as_str().unwrap_or("?"),
+            escaped(deployment["name"].as_str().unwrap_or("?")),
             deployment["slot"].as_str().unwrap_or("?"),
             deployment["committedVersion"]
         )),
@@ -56,15 +57,18 @@ pub fn human(report: &Value) -> String {
     text.push_str(&format!(
         "last change: {} {}\n",
         report["lastDesiredStatus"]["code"],
-        report["lastDesiredStatus"]["description"]
-            .as_str()
-            .unwrap_or("")
+        escaped_message(
+            report["lastDesiredStatus"]["description"]
+                .as_str()
+                .unwrap_or("")
+        )
     ));
     if let Some(modules) = report["modules"].as_object() {
         for (name, module) in modules {
             text.push_str(&format!(
-                "  {name:<20} {:<8} exit {} restarts {}\n",
-                module["runtimeStatus"].as_str().unwrap_or("?"),
+                "  {:<20} {:<8} exit {} restarts {}\n",
+                escaped(name),
+                escaped_message(module["runtimeStatus"].as_str().unwrap_or("?")),
                 module["exitCode"],
                 module["restartCount"]
             ));

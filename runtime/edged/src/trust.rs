@@ -13,6 +13,7 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use edge_bundle::display::escaped;
 use edge_bundle::{Signature, SignatureFile, VerifyingKey, key_id, load_public_key_pem, pkcs11};
 
 use crate::config::{Pkcs11Config, TrustConfig};
@@ -137,20 +138,11 @@ impl TrustStore {
             ));
         }
         if valid.len() < self.threshold {
-            let signers: Vec<&str> = signatures
-                .signatures
-                .iter()
-                .map(|entry| &entry.key_id[..entry.key_id.len().min(16)])
-                .collect();
             return Err(Error::Refused(format!(
                 "signed by {} trusted key(s), {} required (bundle signature key ids: {})",
                 valid.len(),
                 self.threshold,
-                if signers.is_empty() {
-                    "none".to_owned()
-                } else {
-                    signers.join(", ")
-                }
+                shown_key_ids(signatures)
             )));
         }
         Ok(valid.into_values().collect())
@@ -211,6 +203,28 @@ impl TrustStore {
         }
         Ok(paths)
     }
+}
+
+/// The most signature key ids a refusal lists.
+const SHOWN_KEY_IDS: usize = 8;
+
+/// The bundle's signature key ids for a refusal: the first 16 characters of each (cut by
+/// characters, never through one, and escaped: they come from the unsigned signature file),
+/// at most [`SHOWN_KEY_IDS`] of them.
+fn shown_key_ids(signatures: &SignatureFile) -> String {
+    let entries = &signatures.signatures;
+    if entries.is_empty() {
+        return "none".to_owned();
+    }
+    let mut shown: Vec<String> = entries
+        .iter()
+        .take(SHOWN_KEY_IDS)
+        .map(|entry| escaped(&entry.key_id.chars().take(16).collect::<String>()))
+        .collect();
+    if entries.len() > SHOWN_KEY_IDS {
+        shown.push(format!("and {} more", entries.len() - SHOWN_KEY_IDS));
+    }
+    shown.join(", ")
 }
 
 /// Reads a PEM public key file.

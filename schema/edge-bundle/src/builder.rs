@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::distribution::Reference;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
+use crate::grammar::{check_compatible, check_name, check_registry_reference, check_version};
 use crate::image::{ImageConfig, PreparedImage, prepare_oci_layout, prepare_rootfs_image};
 use crate::manifest::{
     Architecture, BundleManifest, FORMAT_VERSION, MANIFEST_PATH, OsPayload, RegistryImage,
@@ -82,6 +82,8 @@ impl BundleBuilder {
     /// Starts a bundle, checking the names that end up in paths.
     pub fn new(header: BundleHeader) -> Result<Self, BundleError> {
         check_name("deployment name", &header.deployment)?;
+        check_compatible(&header.compatible)?;
+        check_version(header.version)?;
         let created = rfc3339(header.source_date_epoch)?;
         Ok(Self {
             header,
@@ -155,14 +157,7 @@ impl BundleBuilder {
         reference: &str,
     ) -> Result<&mut Self, BundleError> {
         self.check_new_module(module)?;
-        let parsed: Option<Reference> = reference.parse().ok();
-        let digest = parsed.as_ref().and_then(|parsed| parsed.digest());
-        if digest.and_then(Sha256Digest::from_oci).is_none() {
-            return Err(BundleError::InvalidReference {
-                reference: reference.to_owned(),
-                reason: "registry images must be pinned as name@sha256:<64 hex digits>",
-            });
-        }
+        check_registry_reference(reference)?;
         self.registry_images
             .insert(module.to_owned(), reference.to_owned());
         Ok(self)
@@ -222,6 +217,7 @@ impl BundleBuilder {
             os: self.os.as_ref().map(|(listing, _)| listing.clone()),
             payload: payloads.iter().map(|payload| payload.listing()).collect(),
         };
+        manifest.check()?;
         let manifest_bytes = manifest.to_canonical_bytes()?;
         let signatures = SignatureFile::sign(&manifest_bytes, signers)?;
         let signature_bytes = signatures.to_canonical_bytes()?;
@@ -277,24 +273,6 @@ fn file_payload(path: &str, source: &Path) -> Result<Payload, BundleError> {
     })
 }
 
-/// Names become path components and file names, so they are restricted to
-/// a portable set.
-fn check_name(what: &'static str, value: &str) -> Result<(), BundleError> {
-    let valid = (1..=128).contains(&value.len())
-        && !value.starts_with(['.', '-'])
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if valid {
-        Ok(())
-    } else {
-        Err(BundleError::InvalidName {
-            what,
-            value: value.to_owned(),
-        })
-    }
-}
-
 /// Formats the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
 fn rfc3339(epoch: u64) -> Result<String, BundleError> {
     let seconds = i64::try_from(epoch).map_err(|_| BundleError::InvalidEpoch(epoch))?;
@@ -316,13 +294,5 @@ mod tests {
             rfc3339(u64::MAX),
             Err(BundleError::InvalidEpoch(_))
         ));
-    }
-
-    #[test]
-    fn names_are_restricted_to_portable_characters() {
-        assert!(check_name("module name", "temp-sensor_2.v1").is_ok());
-        for bad in ["", ".hidden", "-flag", "a/b", "a b", "é", &"x".repeat(129)] {
-            assert!(check_name("module name", bad).is_err(), "{bad:?}");
-        }
     }
 }

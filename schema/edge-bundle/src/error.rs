@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::display::{escaped, escaped_message};
+
 /// Why a key could not be loaded or a signature could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
@@ -134,11 +136,12 @@ pub enum BundleError {
     #[error("cannot write the bundle: {0}")]
     Write(io::Error),
     /// Reading the bundle failed (truncated, not a tar, I/O error).
-    #[error("cannot read the bundle: {0}")]
+    #[error("cannot read the bundle: {}", escaped_message(&.0.to_string()))]
     Read(io::Error),
     /// A name that becomes part of a path or a file name is not allowed.
     #[error(
-        "invalid {what} {value:?}: use 1-128 characters from A-Z a-z 0-9 . _ - and do not start with . or -"
+        "invalid {what} {}: use 1-128 characters from A-Z a-z 0-9 . _ - and do not start with . or -",
+        escaped(value)
     )]
     InvalidName {
         /// Which name (deployment, module).
@@ -147,7 +150,7 @@ pub enum BundleError {
         value: String,
     },
     /// An image reference is not in the form the format needs.
-    #[error("invalid image reference {reference:?}: {reason}")]
+    #[error("invalid image reference {}: {reason}", escaped(reference))]
     InvalidReference {
         /// The rejected reference.
         reference: String,
@@ -155,7 +158,7 @@ pub enum BundleError {
         reason: &'static str,
     },
     /// The same module was given two images.
-    #[error("module {0:?} already has an image in this bundle")]
+    #[error("module {} already has an image in this bundle", escaped(.0))]
     DuplicateModule(String),
     /// An image was built for another architecture than the bundle's.
     #[error("image for module {module:?} is {image}, but the bundle targets {bundle}")]
@@ -243,11 +246,11 @@ pub enum BundleError {
     MissingHeaderEntry {
         /// The expected entry name.
         expected: &'static str,
-        /// What was there instead.
+        /// What was there instead, already escaped for display.
         found: String,
     },
     /// bundle.json does not parse or is not a manifest of this format.
-    #[error("bundle.json is not a valid bundle manifest: {0}")]
+    #[error("bundle.json is not a valid bundle manifest: {}", escaped_message(.0))]
     MalformedManifest(String),
     /// bundle.json parses but is not in canonical form, so its bytes are
     /// ambiguous.
@@ -256,8 +259,15 @@ pub enum BundleError {
     /// The manifest's format version is not one this library reads.
     #[error("unsupported bundle format version {0}")]
     UnsupportedFormatVersion(u64),
+    /// The deployment version is above [`crate::grammar::MAX_VERSION`].
+    #[error(
+        "deployment version {version} is above the highest version, 2^53 - 1 = {max}",
+        version = .0,
+        max = crate::grammar::MAX_VERSION
+    )]
+    VersionOutOfRange(u64),
     /// bundle.sig.json does not parse.
-    #[error("bundle.sig.json is not a valid signature file: {0}")]
+    #[error("bundle.sig.json is not a valid signature file: {}", escaped_message(.0))]
     MalformedSignatures(String),
     /// A verification threshold of zero would accept unsigned bundles.
     #[error("the signature threshold must be at least 1")]
@@ -271,7 +281,7 @@ pub enum BundleError {
         threshold: usize,
     },
     /// A tar entry or manifest path that is unsafe to extract.
-    #[error("unsafe bundle entry {path:?}: {reason}")]
+    #[error("unsafe bundle entry {}: {reason}", escaped(path))]
     UnsafeEntry {
         /// The entry path as far as it could be decoded.
         path: String,
@@ -279,13 +289,16 @@ pub enum BundleError {
         reason: &'static str,
     },
     /// A tar entry the manifest does not list.
-    #[error("bundle entry {0:?} is not listed in bundle.json")]
+    #[error("bundle entry {} is not listed in bundle.json", escaped(.0))]
     UnlistedEntry(String),
     /// A tar entry or manifest path that occurs twice.
-    #[error("{0:?} occurs twice in the bundle")]
+    #[error("{} occurs twice in the bundle", escaped(.0))]
     DuplicateEntry(String),
     /// A payload whose size differs from the manifest.
-    #[error("bundle entry {path:?} has {actual} bytes, bundle.json says {expected}")]
+    #[error(
+        "bundle entry {} has {actual} bytes, bundle.json says {expected}",
+        escaped(path)
+    )]
     SizeMismatch {
         /// The entry.
         path: String,
@@ -295,7 +308,10 @@ pub enum BundleError {
         actual: u64,
     },
     /// A payload whose content differs from the manifest.
-    #[error("bundle entry {path:?} has sha256 {actual}, bundle.json says {expected}")]
+    #[error(
+        "bundle entry {} has sha256 {actual}, bundle.json says {expected}",
+        escaped(path)
+    )]
     DigestMismatch {
         /// The entry.
         path: String,
@@ -305,10 +321,10 @@ pub enum BundleError {
         actual: String,
     },
     /// A payload listed in the manifest is absent from the tar.
-    #[error("payload {0:?} is listed in bundle.json but missing from the bundle")]
+    #[error("payload {} is listed in bundle.json but missing from the bundle", escaped(.0))]
     MissingEntry(String),
     /// The caller's entry visitor failed.
-    #[error("processing bundle entry {path:?} failed: {source}")]
+    #[error("processing bundle entry {} failed: {source}", escaped(path))]
     Visitor {
         /// The entry.
         path: String,

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder, ImageIndex,
     ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayout, Os,
@@ -21,6 +20,7 @@ use serde_json::json;
 
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
+use crate::grammar::tagged_reference;
 use crate::layer::LayerPlan;
 use crate::manifest::{Architecture, PackagedImage};
 use crate::payload::{LayerCompression, LayerSource, Payload, PayloadSource};
@@ -413,70 +413,4 @@ fn read_document(layout: &Path, entry: &Descriptor) -> Result<Vec<u8>, BundleErr
         return Err(BundleError::SourceChanged { path });
     }
     Ok(bytes)
-}
-
-/// Parses the reference a packaged image is loaded under, with oci-spec's parser of the
-/// distribution reference grammar (the one edgec's checker uses too). It must name its tag:
-/// `docker load` tags the image with it, and a tag filled in as `latest` would hide a missing
-/// version.
-pub(crate) fn tagged_reference(reference: &str) -> Result<Reference, BundleError> {
-    let invalid = |reason| BundleError::InvalidReference {
-        reference: reference.to_owned(),
-        reason,
-    };
-    let parsed: Reference = reference.parse().map_err(|_| {
-        invalid("not a [registry/]name:tag reference (lowercase name, tag of A-Z a-z 0-9 . _ -)")
-    })?;
-    // The parser fills in `latest` only when neither tag nor digest is written, and a written
-    // tag without a digest ends the text.
-    let written = parsed
-        .tag()
-        .is_some_and(|tag| parsed.digest().is_some() || reference.ends_with(&format!(":{tag}")));
-    if !written {
-        return Err(invalid("needs a tag, as in name:tag"));
-    }
-    Ok(parsed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packaged_images_need_a_written_tag() {
-        let digest = format!("sha256:{}", "a".repeat(64));
-        for valid in [
-            "sensor:1.0".to_owned(),
-            "sensor:latest".to_owned(),
-            "localhost:5000/team/sensor:1.0".to_owned(),
-            format!("edgec.local/sensor:1.0@{digest}"),
-        ] {
-            assert!(tagged_reference(&valid).is_ok(), "{valid}");
-        }
-        // The tag search used to stop at the last `/`, but took uppercase registry hosts and
-        // any name characters in any order; the grammar decides now.
-        for invalid in [
-            "edgec/sensor".to_owned(),
-            "localhost:5000/sensor".to_owned(),
-            format!("edgec.local/sensor@{digest}"),
-            "Sensor:1.0".to_owned(),
-            "sensor/:1.0".to_owned(),
-            "sensor:-1".to_owned(),
-        ] {
-            assert!(
-                matches!(
-                    tagged_reference(&invalid),
-                    Err(BundleError::InvalidReference { .. })
-                ),
-                "{invalid}"
-            );
-        }
-    }
-
-    #[test]
-    fn containerd_gets_the_whole_name() {
-        let reference = tagged_reference("sensor:1.0").unwrap();
-        assert_eq!(reference.whole(), "docker.io/library/sensor:1.0");
-        assert_eq!(reference.tag(), Some("1.0"));
-    }
 }

@@ -14,7 +14,9 @@
 /// Canonical JSON lives in its own crate so the compiler core can use it without the bundle
 /// machinery; it is re-exported here because bundle users hash with it.
 pub use canonical_json;
+pub mod display;
 pub mod error;
+pub mod grammar;
 pub mod manifest;
 pub mod pkcs11;
 
@@ -35,6 +37,7 @@ mod signature;
 mod signer;
 #[cfg(feature = "build")]
 mod stamp;
+mod tar_guard;
 mod verify;
 
 #[cfg(feature = "build")]
@@ -58,6 +61,7 @@ pub use pkcs11::Pkcs11Uri;
 pub use signature::{SignatureEntry, SignatureFile};
 #[cfg(feature = "build")]
 pub use signer::{FileSigner, Signer};
+pub use tar_guard::{MAX_LONG_NAME_RECORD, TarGuard};
 pub use verify::{
     BundleInspection, VerifiedBundle, inspect_bundle, verify_bundle, verify_bundle_with,
 };

@@ -4,7 +4,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Sha256Digest;
+use crate::display::escaped;
 use crate::error::BundleError;
+use crate::grammar::{
+    check_compatible, check_name, check_payload_path, check_registry_reference,
+    check_tagged_reference, check_version, is_lower_hex,
+};
 use canonical_json::to_canonical_bytes;
 
 /// The format version this library writes and reads.
@@ -96,10 +101,37 @@ pub struct OsPayload {
     pub verity: PayloadFile,
     /// The dm-verity root hash (hex).
     pub root_hash: String,
-    /// A signature over the root hash for the kernel keyring, if any
-    /// (base64 PKCS#7, as `veritysetup --root-hash-signature` takes it).
+    /// The ed25519 signature over the root hash bytes (hex) that the init checks against
+    /// its built-in key, if the OS build made one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_hash_signature: Option<String>,
+}
+
+impl OsPayload {
+    /// The root hash and its signature are hex, and both images are listed payload.
+    fn check(&self, manifest: &BundleManifest) -> Result<(), BundleError> {
+        if !is_lower_hex(&self.root_hash, 64) {
+            return Err(BundleError::MalformedManifest(
+                "os root_hash is not 64 lower-case hex digits".to_owned(),
+            ));
+        }
+        if let Some(signature) = &self.root_hash_signature
+            && !is_lower_hex(signature, 128)
+        {
+            return Err(BundleError::MalformedManifest(
+                "os root_hash_signature is not 128 lower-case hex digits (ed25519)".to_owned(),
+            ));
+        }
+        for file in [&self.rootfs, &self.verity] {
+            if manifest.payload_file(&file.path) != Some(file) {
+                return Err(BundleError::MalformedManifest(format!(
+                    "os payload {} is not listed",
+                    escaped(&file.path)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The signed description of a bundle.
@@ -153,8 +185,125 @@ impl BundleManifest {
         if to_canonical_bytes(&value) != bytes {
             return Err(BundleError::NonCanonicalManifest);
         }
-        serde_json::from_value(value)
-            .map_err(|error| BundleError::MalformedManifest(error.to_string()))
+        let manifest: Self = serde_json::from_value(value)
+            .map_err(|error| BundleError::MalformedManifest(error.to_string()))?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    /// Checks every rule of `schema/BUNDLE.md` that the types alone do not: the grammar of
+    /// names, references, paths and digests, the order of the lists, and that the OS slot
+    /// points at listed files. Parsing runs it, so no manifest that breaks a rule reaches a
+    /// caller; the builder runs it before signing.
+    pub fn check(&self) -> Result<(), BundleError> {
+        check_version(self.version)?;
+        check_name("deployment name", &self.deployment)?;
+        check_compatible(&self.compatible)?;
+        let created_ok = (1..=40).contains(&self.created.len())
+            && self
+                .created
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || b"-:.TZ".contains(&byte));
+        if !created_ok {
+            return Err(BundleError::MalformedManifest(format!(
+                "created {} is not an RFC 3339 UTC time",
+                escaped(&self.created)
+            )));
+        }
+        self.check_images()?;
+        self.check_listing()?;
+        if let Some(os) = &self.os {
+            os.check(self)?;
+        }
+        Ok(())
+    }
+
+    /// Image modules are valid names, each with one image, the lists sorted by module; packaged
+    /// images live in `payload/images/<module>`.
+    fn check_images(&self) -> Result<(), BundleError> {
+        for image in &self.images {
+            check_name("module name", &image.module)?;
+            check_tagged_reference(&image.reference)?;
+            if image.path != format!("payload/images/{}", image.module) {
+                return Err(BundleError::MalformedManifest(format!(
+                    "the image of module {} must be at payload/images/{}, not {}",
+                    escaped(&image.module),
+                    image.module,
+                    escaped(&image.path)
+                )));
+            }
+            let digest_ok = image
+                .manifest_digest
+                .strip_prefix("sha256:")
+                .is_some_and(|hex| is_lower_hex(hex, 64));
+            if !digest_ok {
+                return Err(BundleError::MalformedManifest(format!(
+                    "the image manifest digest of module {} is not sha256:<64 hex digits>",
+                    escaped(&image.module)
+                )));
+            }
+        }
+        for image in &self.registry_images {
+            check_name("module name", &image.module)?;
+            check_registry_reference(&image.reference)?;
+        }
+        let sorted = |modules: &[&str]| modules.windows(2).all(|pair| pair[0] < pair[1]);
+        let packaged: Vec<&str> = self
+            .images
+            .iter()
+            .map(|image| image.module.as_str())
+            .collect();
+        let pulled: Vec<&str> = self
+            .registry_images
+            .iter()
+            .map(|image| image.module.as_str())
+            .collect();
+        if !sorted(&packaged) || !sorted(&pulled) {
+            return Err(BundleError::MalformedManifest(
+                "images and registry_images must be sorted by module, each module once".to_owned(),
+            ));
+        }
+        if let Some(module) = pulled
+            .iter()
+            .find(|module| packaged.binary_search(module).is_ok())
+        {
+            return Err(BundleError::DuplicateModule((*module).to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Every listed path is safe and under `payload/`, with a well-formed digest; the listing
+    /// is sorted and unique.
+    fn check_listing(&self) -> Result<(), BundleError> {
+        for file in &self.payload {
+            check_payload_path(&file.path)?;
+            if !file.path.starts_with(PAYLOAD_PREFIX) {
+                return Err(BundleError::UnsafeEntry {
+                    path: file.path.clone(),
+                    reason: "payload paths must start with payload/",
+                });
+            }
+            if Sha256Digest::from_hex(&file.sha256).is_none() {
+                return Err(BundleError::MalformedManifest(format!(
+                    "{}: sha256 is not 64 lower-case hex digits",
+                    escaped(&file.path)
+                )));
+            }
+        }
+        for pair in self.payload.windows(2) {
+            match pair[0].path.cmp(&pair[1].path) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    return Err(BundleError::DuplicateEntry(pair[0].path.clone()));
+                }
+                std::cmp::Ordering::Greater => {
+                    return Err(BundleError::MalformedManifest(
+                        "payload is not sorted by path".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Finds the listing of a payload path.

@@ -6,6 +6,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BundleError;
+use crate::grammar::check_key_id;
 use crate::keys::key_id;
 #[cfg(feature = "build")]
 use crate::signer::Signer;
@@ -80,10 +81,15 @@ impl SignatureFile {
         Ok(to_canonical_bytes(&value))
     }
 
-    /// Parses `bundle.sig.json`.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
-        serde_json::from_slice(bytes)
-            .map_err(|error| BundleError::MalformedSignatures(error.to_string()))
+    /// Parses `bundle.sig.json`; every key id must be a key id (64 lower-case hex digits),
+    /// since key ids are shown when a bundle is refused.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
+        let file: Self = serde_json::from_slice(bytes)
+            .map_err(|error| BundleError::MalformedSignatures(error.to_string()))?;
+        for entry in &file.signatures {
+            check_key_id(&entry.key_id)?;
+        }
+        Ok(file)
     }
 
     /// Returns the key ids of the trusted keys whose signature over

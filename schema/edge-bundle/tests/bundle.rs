@@ -689,7 +689,7 @@ fn built_manifests_match_the_published_json_schema() {
             rootfs: dir.path().join("rootfs.img"),
             verity: dir.path().join("rootfs.img"),
             root_hash: "ab".repeat(32),
-            root_hash_signature: Some("MIIB".to_owned()),
+            root_hash_signature: Some("cd".repeat(64)),
         })
         .unwrap();
     let bundle = build(&builder, &[&signer]);

@@ -1,7 +1,7 @@
 //! Running the shared conformance corpora (`route-*.json`) without I/O.
 //!
 //! The CLI reads corpus files and prints the results; this module only interprets their JSON
-//! format (documented in `shared/conformance/README.md`) and reports each case's outcome.
+//! format (documented in `testdata/conformance/README.md`) and reports each case's outcome.
 
 use serde::Deserialize;
 
@@ -26,8 +26,10 @@ pub struct Corpus {
     pub cases: Vec<CorpusCase>,
 }
 
-/// A message in the corpus format.
+/// A message in the corpus format. An unknown key is an error naming it and the accepted keys,
+/// so a misspelt `app_propertes` is reported rather than silently evaluated as an empty message.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CorpusMessage {
     /// The message's source path.
     #[serde(default)]

@@ -1,10 +1,10 @@
-//! Every case of the shared route corpora must pass through the public conformance API.
+//! Every case of the route corpora in `testdata/conformance/` must pass through the public conformance API.
 
 use edge_route::conformance::{CaseResult, parse_corpus, run_corpus};
 
-fn run_shared_corpus(file_name: &str) -> Vec<CaseResult> {
+fn run_corpus_file(file_name: &str) -> Vec<CaseResult> {
     let path = format!(
-        "{}/../../../shared/conformance/{file_name}",
+        "{}/../../testdata/conformance/{file_name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text =
@@ -14,7 +14,7 @@ fn run_shared_corpus(file_name: &str) -> Vec<CaseResult> {
 }
 
 fn assert_all_pass(file_name: &str) {
-    let results = run_shared_corpus(file_name);
+    let results = run_corpus_file(file_name);
     assert!(!results.is_empty(), "{file_name} has no cases");
     let failures: Vec<String> = results
         .iter()

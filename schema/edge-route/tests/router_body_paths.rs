@@ -36,7 +36,7 @@ fn matched_names(router: &Router, message: &Message) -> Vec<String> {
 #[test]
 fn a_table_of_every_body_corpus_condition_decides_each_as_it_does_alone() {
     let path = format!(
-        "{}/../../../shared/conformance/route-body-queries.json",
+        "{}/../../testdata/conformance/route-body-queries.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text =

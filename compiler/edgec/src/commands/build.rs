@@ -1,9 +1,10 @@
 //! `edgec build`: IoT Edge manifests and signed bundles for each deployment.
 //!
-//! Everything is produced in a staging directory inside the output directory first; only when
-//! every deployment has built are the files renamed into place, so a failed build leaves no
-//! partial output behind.
+//! Every file is first written under a temporary name in the output directory ([`AtomicFile`]);
+//! only when every deployment has built are the files renamed into place, so a failed build leaves
+//! no partial output behind.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use edge_bundle::canonical_json::to_pretty_bytes;
@@ -17,6 +18,7 @@ use edgec_core::emit::route_table::route_table;
 use super::check::check_program;
 use super::signing::{SigningOptions, open_signers};
 use super::source_date_epoch;
+use crate::atomic_file::{AtomicFile, Existing, StagedFile};
 use crate::output::{print_diagnostics, summary, usage_error};
 use crate::{DiagnosticFormat, Status};
 
@@ -38,8 +40,63 @@ pub struct BuildOptions {
     pub signing: SigningOptions,
 }
 
-/// A build failure that is not a diagnostic in the sources.
-pub struct BuildFailure(pub String);
+/// A build failure that is not a diagnostic in the sources, with whose problem it is.
+pub struct BuildFailure {
+    pub cause: FailureCause,
+    pub message: String,
+}
+
+/// Whose problem a build failure is, which decides the exit status: the rule of every `edgec`
+/// command is 1 for errors in the input and 2 for usage or I/O failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The program asks for something that cannot be built, such as create options longer than
+    /// IoT Edge takes or a module image directory holding a socket: exit 1, like a diagnostic.
+    Program,
+    /// The machine the build runs on: a file or directory that cannot be read or written, an
+    /// environment variable that is unset or malformed, a key or token that cannot sign: exit 2.
+    Environment,
+}
+
+impl BuildFailure {
+    pub fn program(message: String) -> BuildFailure {
+        BuildFailure {
+            cause: FailureCause::Program,
+            message,
+        }
+    }
+
+    pub fn environment(message: String) -> BuildFailure {
+        BuildFailure {
+            cause: FailureCause::Environment,
+            message,
+        }
+    }
+
+    /// A bundle error as a build failure: reading sources, writing the bundle and signing depend
+    /// on the machine; every other bundle error is about what the program put in it.
+    fn from_bundle_error(error: &edge_bundle::BundleError, message: String) -> BuildFailure {
+        use edge_bundle::BundleError;
+        match error {
+            BundleError::ReadSource { .. }
+            | BundleError::Write(_)
+            | BundleError::Read(_)
+            | BundleError::SourceChanged { .. }
+            | BundleError::Signer(_)
+            | BundleError::NoSigners
+            | BundleError::DuplicateSigner(_)
+            | BundleError::InvalidEpoch(_) => BuildFailure::environment(message),
+            _ => BuildFailure::program(message),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.cause {
+            FailureCause::Program => Status::Errors,
+            FailureCause::Environment => Status::Failure,
+        }
+    }
+}
 
 pub fn run(options: &BuildOptions) -> Status {
     let (loaded, program, diagnostics) = match check_program(&options.paths, &options.overrides) {
@@ -91,9 +148,9 @@ pub fn run(options: &BuildOptions) -> Status {
             }
             Status::Clean
         }
-        Err(BuildFailure(message)) => {
-            usage_error(&message);
-            Status::Errors
+        Err(failure) => {
+            usage_error(&failure.message);
+            failure.status()
         }
     }
 }
@@ -105,46 +162,40 @@ fn build_all(
     signers: &[Box<dyn Signer>],
 ) -> Result<Vec<PathBuf>, BuildFailure> {
     let output = &options.output;
-    std::fs::create_dir_all(output)
-        .map_err(|error| BuildFailure(format!("cannot create `{}`: {error}", output.display())))?;
-    let staging = output.join(format!(".edgec-build-{}", std::process::id()));
-    let result = stage_all(options, program, deployments, signers, &staging).and_then(|staged| {
-        let mut written = Vec::new();
-        for (staged_path, final_path) in staged {
-            if let Some(parent) = final_path.parent() {
-                std::fs::create_dir_all(parent).map_err(|error| {
-                    BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
-                })?;
-            }
-            std::fs::rename(&staged_path, &final_path).map_err(|error| {
-                BuildFailure(format!("cannot write `{}`: {error}", final_path.display()))
-            })?;
-            written.push(final_path);
-        }
-        Ok(written)
-    });
-    let _ = std::fs::remove_dir_all(&staging);
-    result
+    std::fs::create_dir_all(output).map_err(|error| {
+        BuildFailure::environment(format!("cannot create `{}`: {error}", output.display()))
+    })?;
+    let staged = stage_all(options, program, deployments, signers)?;
+    let mut written = Vec::new();
+    for file in staged {
+        let path = file.target().to_owned();
+        file.commit(Existing::Replace).map_err(|error| {
+            BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
+        })?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
-/// Builds every artefact into `staging`; returns (staged, final) path pairs.
+/// Builds every artefact under a temporary name in the output directory; dropping the result
+/// removes them all.
 fn stage_all(
     options: &BuildOptions,
     program: &Program,
     deployments: &[&Deployment],
     signers: &[Box<dyn Signer>],
-    staging: &Path,
-) -> Result<Vec<(PathBuf, PathBuf)>, BuildFailure> {
+) -> Result<Vec<StagedFile>, BuildFailure> {
     let environment = |variable: &str| std::env::var(variable).ok();
-    let source_date_epoch = source_date_epoch::from_environment().map_err(BuildFailure)?;
+    let source_date_epoch =
+        source_date_epoch::from_environment().map_err(BuildFailure::environment)?;
     let mut staged = Vec::new();
     for deployment in deployments {
         let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
-            EmitError::MissingCredential { registry, variable } => BuildFailure(format!(
+            EmitError::MissingCredential { registry, variable } => BuildFailure::environment(format!(
                 "registry `{registry}` of deployment `{}` reads its credentials from `{variable}`, which is not set in the build environment",
                 deployment.name
             )),
-            EmitError::CreateOptionsTooLong { module, characters } => BuildFailure(format!(
+            EmitError::CreateOptionsTooLong { module, characters } => BuildFailure::program(format!(
                 "the create options of `{module}` are {characters} characters, more than IoT Edge's 100 chunks of 512"
             )),
         })?;
@@ -152,35 +203,48 @@ fn stage_all(
             ManifestForm::Manifest => manifest.clone(),
             ManifestForm::AtScale => at_scale(manifest.clone()),
         };
-        let manifest_path = staging.join(&deployment.name).join("deployment.json");
-        write_file(&manifest_path, &to_pretty_bytes(&written_manifest))?;
-        staged.push((
-            manifest_path,
-            options
-                .output
-                .join(&deployment.name)
-                .join("deployment.json"),
-        ));
+        let manifest_path = options
+            .output
+            .join(&deployment.name)
+            .join("deployment.json");
+        let mut manifest_file = stage(&options.output, &manifest_path)?;
+        let written = |error: std::io::Error| {
+            BuildFailure::environment(format!(
+                "cannot write `{}`: {error}",
+                manifest_path.display()
+            ))
+        };
+        manifest_file
+            .write_all(&to_pretty_bytes(&written_manifest))
+            .map_err(written)?;
+        staged.push(manifest_file.finish().map_err(written)?);
         if signers.is_empty() {
             continue;
         }
-        let bundle_path = staging.join(format!("{}.edgebundle", deployment.name));
-        build_bundle(
+        let bundle_path = options
+            .output
+            .join(format!("{}.edgebundle", deployment.name));
+        staged.push(build_bundle(
             program,
             deployment,
             manifest,
             source_date_epoch,
             signers,
-            &bundle_path,
-        )?;
-        staged.push((
-            bundle_path,
-            options
-                .output
-                .join(format!("{}.edgebundle", deployment.name)),
-        ));
+            stage(&options.output, &bundle_path)?,
+        )?);
     }
     Ok(staged)
+}
+
+/// Starts writing `target` under a temporary name in `directory`.
+fn stage(directory: &Path, target: &Path) -> Result<AtomicFile, BuildFailure> {
+    AtomicFile::create_in(directory, target).map_err(|error| {
+        BuildFailure::environment(format!(
+            "cannot write `{}` in `{}`: {error}",
+            target.display(),
+            directory.display()
+        ))
+    })
 }
 
 fn build_bundle(
@@ -189,16 +253,16 @@ fn build_bundle(
     manifest: serde_json::Value,
     source_date_epoch: u64,
     signers: &[Box<dyn Signer>],
-    path: &Path,
-) -> Result<(), BuildFailure> {
+    file: AtomicFile,
+) -> Result<StagedFile, BuildFailure> {
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
-        BuildFailure(format!(
+        BuildFailure::program(format!(
             "deployment `{}` has no checked hardware profile",
             deployment.name
         ))
     })?;
     let builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
-    write_bundle(&builder, signers, path)
+    write_bundle(&builder, signers, file)
 }
 
 /// A bundle builder holding one deployment for `hardware`: header, IoT Edge manifest, route table
@@ -212,10 +276,11 @@ pub fn deployment_bundle(
     source_date_epoch: u64,
 ) -> Result<BundleBuilder, BuildFailure> {
     let failure = |error: edge_bundle::BundleError| {
-        BuildFailure(format!(
+        let message = format!(
             "cannot build the bundle of deployment `{}`: {error}",
             deployment.name
-        ))
+        );
+        BuildFailure::from_bundle_error(&error, message)
     };
     let architecture = bundle_architecture(hardware.architecture);
     let header = BundleHeader {
@@ -226,8 +291,9 @@ pub fn deployment_bundle(
         source_date_epoch,
     };
     let mut builder = BundleBuilder::new(header).map_err(failure)?;
-    let routes = serde_json::to_value(route_table(deployment))
-        .map_err(|error| BuildFailure(format!("cannot encode the route table: {error}")))?;
+    let routes = serde_json::to_value(route_table(deployment)).map_err(|error| {
+        BuildFailure::program(format!("cannot encode the route table: {error}"))
+    })?;
     builder.iot_edge_manifest(manifest).route_table(routes);
     for module in deployment
         .modules
@@ -279,30 +345,29 @@ pub fn deployment_bundle(
     Ok(builder)
 }
 
-/// Signs `builder` with every signer and writes the bundle to `path`, flushed to disk.
+/// Signs `builder` with every signer and writes the bundle into `file`, flushed to disk and
+/// ready for its commit.
 pub fn write_bundle(
     builder: &BundleBuilder,
     signers: &[Box<dyn Signer>],
-    path: &Path,
-) -> Result<(), BuildFailure> {
-    let written = |error: &dyn std::fmt::Display| {
-        BuildFailure(format!("cannot write `{}`: {error}", path.display()))
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|error| {
-            BuildFailure(format!("cannot create `{}`: {error}", parent.display()))
-        })?;
-    }
-    let file = std::fs::File::create(path).map_err(|error| written(&error))?;
+    file: AtomicFile,
+) -> Result<StagedFile, BuildFailure> {
+    let path = file.target().to_owned();
     let signer_references: Vec<&dyn Signer> = signers.iter().map(AsRef::as_ref).collect();
     let built = builder
         .build(&signer_references, std::io::BufWriter::new(file))
-        .map_err(|error| BuildFailure(format!("cannot build `{}`: {error}", path.display())))?;
+        .map_err(|error| {
+            let message = format!("cannot build `{}`: {error}", path.display());
+            BuildFailure::from_bundle_error(&error, message)
+        })?;
+    let written = |error: &dyn std::fmt::Display| {
+        BuildFailure::environment(format!("cannot write `{}`: {error}", path.display()))
+    };
     let file = built
         .writer
         .into_inner()
         .map_err(|error| written(error.error()))?;
-    file.sync_all().map_err(|error| written(&error))
+    file.finish().map_err(|error| written(&error))
 }
 
 pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architecture {
@@ -311,13 +376,4 @@ pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architect
         Architecture::Arm64 => edge_bundle::Architecture::Arm64,
         Architecture::Arm32v7 => edge_bundle::Architecture::Arm32v7,
     }
-}
-
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), BuildFailure> {
-    let failure =
-        |error: std::io::Error| BuildFailure(format!("cannot write `{}`: {error}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failure)?;
-    }
-    std::fs::write(path, contents).map_err(failure)
 }

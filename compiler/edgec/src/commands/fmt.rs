@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use edgec_core::source::{SourceFile, SourceSet, decode_source};
 
 use crate::Status;
+use crate::atomic_file::{Existing, write_atomically};
 use crate::output::{colour_on_stderr, usage_error};
 use edgec::load::expand_paths;
 
@@ -71,7 +72,9 @@ fn format_file(path: &Path, check_only: bool) -> Status {
         out!("would reformat {}", path.display());
         return Status::Errors;
     }
-    match write_atomically(path, formatted.as_bytes()) {
+    // Replaced all at once, keeping the file's permissions: an interrupted run never leaves a
+    // half-written source.
+    match write_atomically(path, formatted.as_bytes(), Existing::Replace) {
         Ok(()) => {
             out!("formatted {}", path.display());
             Status::Clean
@@ -81,32 +84,4 @@ fn format_file(path: &Path, check_only: bool) -> Status {
             Status::Failure
         }
     }
-}
-
-/// Writes through a temporary file in the same directory and renames it over the original, so
-/// an interrupted run never leaves a half-written source.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let directory = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = directory.join(format!(".{file_name}.edgec-tmp"));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        if let Ok(metadata) = std::fs::metadata(path) {
-            std::fs::set_permissions(&temporary, metadata.permissions())?;
-        }
-        std::fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
 }

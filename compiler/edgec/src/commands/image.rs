@@ -13,9 +13,8 @@ use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageS
 use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::deployment_manifest;
 
-use crate::commands::build::{
-    BuildFailure, BuildOptions, ManifestForm, deployment_bundle, write_bundle,
-};
+use crate::atomic_file::{AtomicFile, Existing};
+use crate::commands::build::{BuildOptions, ManifestForm, deployment_bundle, write_bundle};
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
 use crate::commands::source_date_epoch;
@@ -206,12 +205,17 @@ fn update_bundle(
     let manifest = deployment_manifest(program, deployment, &environment)
         .map_err(|error| format!("cannot emit deployment `{}`: {error:?}", deployment.name))?;
     let mut builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)
-        .map_err(|BuildFailure(message)| message)?;
+        .map_err(|failure| failure.message)?;
     builder
         .add_os_payload(os)
         .map_err(|error| format!("cannot build update.edgebundle: {error}"))?;
-    write_bundle(&builder, signers, &output.join("update.edgebundle"))
-        .map_err(|BuildFailure(message)| message)
+    let path = output.join("update.edgebundle");
+    let file = AtomicFile::create(&path)
+        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))?;
+    write_bundle(&builder, signers, file)
+        .map_err(|failure| failure.message)?
+        .commit(Existing::Replace)
+        .map_err(|error| format!("cannot write `{}`: {error}", path.display()))
 }
 
 /// A static binary for the image: the one named on the command line, else the environment
@@ -268,9 +272,24 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("edgec-cache"))
 }
 
+/// Reads `--timeout` as a duration with a unit, as the language writes them (`30s`, `2m`,
+/// `1m 30s`), so a bare number, a negative or infinite value or one too large for a duration is a
+/// usage error rather than a panic. Zero is refused too: no boot can be ready in no time.
+pub fn parse_boot_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| {
+        format!(
+            "`{text}` is not a duration ({error}); write one with a unit, such as `90s` or `2m`"
+        )
+    })?;
+    if timeout.is_zero() {
+        return Err("the timeout must be longer than zero, such as `90s`".to_owned());
+    }
+    Ok(timeout)
+}
+
 /// Boots a copy of the image (the built one stays pristine; boot counting persists across the
 /// copy's reboots) and reports whether edged came up: exit 0 ready, 1 not.
-pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Status {
+pub fn boot_test(image: &Path, timeout: Duration, boots: usize, verbose: bool) -> Status {
     let scratch = match tempfile::tempdir() {
         Ok(scratch) => scratch,
         Err(error) => {
@@ -290,14 +309,13 @@ pub fn boot_test(image: &Path, timeout: f64, boots: usize, verbose: bool) -> Sta
             err!("| {line}");
         }
     };
-    let results =
-        match boot_until_ready(&target, Duration::from_secs_f64(timeout), boots, &mut echo) {
-            Ok(results) => results,
-            Err(error) => {
-                usage_error(&error.to_string());
-                return Status::Failure;
-            }
-        };
+    let results = match boot_until_ready(&target, timeout, boots, &mut echo) {
+        Ok(results) => results,
+        Err(error) => {
+            usage_error(&error.to_string());
+            return Status::Failure;
+        }
+    };
     for (index, result) in results.iter().enumerate() {
         match &result.ready {
             Some(line) => {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use edgec_core::import::import_manifest;
 
-use super::fmt::write_atomically;
 use crate::Status;
+use crate::atomic_file::{Existing, write_atomically};
 use crate::output::usage_error;
 
 pub fn run(file: &Path, output: Option<&Path>, force: bool) -> Status {
@@ -48,33 +48,19 @@ fn import(file: &Path, output: Option<&Path>, force: bool) -> Result<(), String>
     Ok(())
 }
 
-/// Writes the source atomically. Without `force` an existing file is never replaced: the new file
-/// is linked into place, which fails if the name is taken even when another process creates it
-/// meanwhile.
+/// Writes the source all at once. Without `force` an existing file is never replaced, even one
+/// that another process creates meanwhile.
 fn write_output(output: &Path, contents: &[u8], force: bool) -> Result<(), String> {
-    let exists = || format!("`{}` exists; pass --force to replace it", output.display());
-    let cannot_write =
-        |error: std::io::Error| format!("cannot write `{}`: {error}", output.display());
-    if force {
-        return write_atomically(output, contents).map_err(cannot_write);
-    }
-    if output.exists() {
-        return Err(exists());
-    }
-    let staged = output.with_file_name(format!(
-        ".{}.edgec-import-{}",
-        output
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    write_atomically(&staged, contents).map_err(cannot_write)?;
-    let linked = std::fs::hard_link(&staged, output);
-    let _ = std::fs::remove_file(&staged);
-    match linked {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-        Err(error) => Err(cannot_write(error)),
-    }
+    let existing = if force {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    write_atomically(output, contents, existing).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AlreadyExists && !force {
+            format!("`{}` exists; pass --force to replace it", output.display())
+        } else {
+            format!("cannot write `{}`: {error}", output.display())
+        }
+    })
 }

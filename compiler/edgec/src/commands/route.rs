@@ -60,8 +60,11 @@ pub fn eval(condition: &str, message_path: Option<&Path>) -> Status {
     };
     match evaluate_condition_against_json(condition, &message_json) {
         Err(error) => {
+            let file = message_path.map_or("the message".to_owned(), |path| {
+                format!("`{}`", path.display())
+            });
             usage_error(&format!(
-                "the message is not valid JSON in the corpus message format: {error}"
+                "{file} is not a message in the corpus message format: {error}"
             ));
             Status::Failure
         }

@@ -48,7 +48,11 @@ pub struct TestDevice {
 impl TestDevice {
     /// A device trusting `keys` through its trust directory.
     pub fn new(keys: &[&Key], extra_config: &str) -> Self {
-        let root = tempfile::tempdir().unwrap();
+        Self::new_in(tempfile::tempdir().unwrap(), keys, extra_config)
+    }
+
+    /// The same inside `root` (a directory on a file system of the test's choosing).
+    pub fn new_in(root: tempfile::TempDir, keys: &[&Key], extra_config: &str) -> Self {
         let state = root.path().join("state");
         let trust_dir = root.path().join("trust");
         fs::create_dir_all(&trust_dir).unwrap();
@@ -78,7 +82,20 @@ impl TestDevice {
     }
 
     pub fn command(&self, runtime: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edged"));
+        self.command_under(&[], runtime, args)
+    }
+
+    /// The same command run by `wrapper` (e.g. `/usr/bin/time -o FILE -f %M`).
+    pub fn command_under(&self, wrapper: &[&str], runtime: &str, args: &[&str]) -> Command {
+        let edged = env!("CARGO_BIN_EXE_edged");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(edged);
+                command
+            }
+            None => Command::new(edged),
+        };
         command
             .arg("--state-dir")
             .arg(&self.state)
