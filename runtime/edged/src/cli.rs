@@ -10,9 +10,11 @@ use crate::config::{self, DeviceConfig};
 use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::error::{Error, Result};
+use crate::lock::{StateLock, Wait};
 use crate::runtime::{ModuleRuntime, NoEngine};
 use crate::status;
 use crate::trust::{AnchorSource, TrustStore};
+use crate::view::DeviceView;
 
 /// The edgec device runtime.
 #[derive(Parser)]
@@ -31,6 +33,11 @@ pub struct Cli {
     /// transaction without an engine (tests, benchmarks).
     #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
+    /// How long a command that changes the state directory waits for
+    /// another one to finish (`30s`, `5m`); without it, it exits at once
+    /// with code 9 (busy).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -111,21 +118,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs one command.
+/// Runs one command. Readers (`status`, `trust list`) only read; every
+/// other command holds the state directory's lock while it may write.
 pub fn run(cli: &Cli) -> Result<()> {
     let config = DeviceConfig::load(&cli.device_config)?;
     let trust = TrustStore::new(&config.trust, &cli.trust);
-    if let Command::Trust { action } = &cli.command {
-        return trust_command(&trust, action);
+    let wait = cli.wait.map_or(Wait::No, Wait::AtMost);
+    match &cli.command {
+        Command::Trust {
+            action: TrustAction::List,
+        } => return list_trust(&trust),
+        Command::Trust {
+            action: TrustAction::Add { key },
+        } => {
+            let _lock = StateLock::acquire(&cli.state_dir, "trust add", wait)?;
+            return add_trust(&trust, key);
+        }
+        Command::Status { json } => {
+            let runtime = open_runtime(cli, &config)?;
+            let mut view = DeviceView::open(&cli.state_dir, config, runtime)?;
+            return show_status(&mut view, *json);
+        }
+        _ => {}
     }
     let runtime = open_runtime(cli, &config)?;
+    // The lock is declared first so that it is released last, once the
+    // device has finished deleting what the command replaced.
+    let lock = StateLock::acquire(&cli.state_dir, cli.command.name(), wait)?;
     let (mut device, recovered) = Device::open(&cli.state_dir, config, trust, runtime)?;
     if let Some(what) = recovered {
         eprintln!("edged: recovered an interrupted update: {what}");
     }
     match &cli.command {
         Command::Apply { bundle } => apply(&mut device, bundle),
-        Command::Status { json } => show_status(&mut device, *json),
         Command::Rollback => {
             let previous = device.rollback()?;
             println!(
@@ -134,21 +159,37 @@ pub fn run(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Recover => Ok(()),
         Command::Run {
             inbox,
             interval,
             once,
         } => {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
+            // The daemon takes the lock for each pass and sleeps without it.
+            drop(lock);
             daemon(
                 &mut device,
+                &cli.state_dir,
                 &inbox,
                 Duration::from_secs_f64(interval.max(0.05)),
                 *once,
             )
         }
-        Command::Trust { .. } => Ok(()),
+        Command::Recover | Command::Status { .. } | Command::Trust { .. } => Ok(()),
+    }
+}
+
+impl Command {
+    /// The command's name, as the lock file records it.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Apply { .. } => "apply",
+            Self::Status { .. } => "status",
+            Self::Rollback => "rollback",
+            Self::Recover => "recover",
+            Self::Run { .. } => "run",
+            Self::Trust { .. } => "trust",
+        }
     }
 }
 
@@ -186,7 +227,7 @@ fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn show_status(device: &mut Device, json: bool) -> Result<()> {
+fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let state = device.state()?;
     let active = device.active()?;
     let modules = device.module_status()?;
@@ -202,38 +243,47 @@ fn show_status(device: &mut Device, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn trust_command(trust: &TrustStore, action: &TrustAction) -> Result<()> {
-    match action {
-        TrustAction::List => {
-            for anchor in trust.anchors()? {
-                let source = match anchor.source {
-                    AnchorSource::Token => "token",
-                    AnchorSource::File => "file",
-                };
-                println!(
-                    "{} {source} {}",
-                    edge_bundle::key_id(&anchor.key),
-                    anchor.location
-                );
-            }
-            println!("threshold {}", trust.threshold());
-            Ok(())
-        }
-        TrustAction::Add { key } => {
-            let anchor = trust.add(key)?;
-            println!(
-                "added {} to {}",
-                edge_bundle::key_id(&anchor.key),
-                anchor.location
-            );
-            Ok(())
-        }
+fn list_trust(trust: &TrustStore) -> Result<()> {
+    for anchor in trust.anchors()? {
+        let source = match anchor.source {
+            AnchorSource::Token => "token",
+            AnchorSource::File => "file",
+        };
+        println!(
+            "{} {source} {}",
+            edge_bundle::key_id(&anchor.key),
+            anchor.location
+        );
     }
+    println!("threshold {}", trust.threshold());
+    Ok(())
 }
 
-/// The daemon loop: apply inbox bundles in order, then supervise.
-fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> Result<()> {
+fn add_trust(trust: &TrustStore, key: &Path) -> Result<()> {
+    let anchor = trust.add(key)?;
+    println!(
+        "added {} to {}",
+        edge_bundle::key_id(&anchor.key),
+        anchor.location
+    );
+    Ok(())
+}
+
+/// The daemon loop: apply inbox bundles in order, then supervise. Each pass
+/// holds the state directory's lock, waiting for it if a command from the
+/// shell holds it, and finishes whatever a writer that crashed left behind.
+fn daemon(
+    device: &mut Device,
+    state_dir: &Path,
+    inbox: &Path,
+    interval: Duration,
+    once: bool,
+) -> Result<()> {
     loop {
+        let lock = StateLock::acquire(state_dir, "run", Wait::Forever)?;
+        if let Some(what) = device.recover()? {
+            eprintln!("edged: recovered an interrupted update: {what}");
+        }
         for bundle in inbox_bundles(inbox)? {
             let outcome = device.apply(&bundle);
             let os_slot = outcome.as_ref().ok().and_then(|applied| applied.os_slot);
@@ -259,6 +309,8 @@ fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> 
             }
         }
         device.supervise()?;
+        device.wait_for_cleanup();
+        drop(lock);
         if once {
             return Ok(());
         }

@@ -89,6 +89,28 @@ impl Device {
         Ok((device, recovered))
     }
 
+    /// Opens the state directory for reading only: nothing is created,
+    /// recovered or rolled back, so a reader never disturbs a transaction
+    /// another process is in the middle of (its `state.json` shows it as
+    /// such). See [`crate::view::DeviceView`], which exposes only readers.
+    pub(crate) fn open_read_only(
+        state_dir: &Path,
+        config: DeviceConfig,
+        trust: TrustStore,
+        runtime: Box<dyn ModuleRuntime>,
+    ) -> Result<Self> {
+        let mut device = Self {
+            state_dir: state_dir.to_owned(),
+            config,
+            trust,
+            runtime,
+            supervision: None,
+            cleanup: None,
+        };
+        device.restore_restart_counts()?;
+        Ok(device)
+    }
+
     /// The device configuration.
     pub fn config(&self) -> &DeviceConfig {
         &self.config

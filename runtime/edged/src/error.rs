@@ -44,6 +44,12 @@ pub enum Error {
     /// The state directory holds something edged did not write.
     #[error("state directory: {0}")]
     CorruptState(String),
+    /// Another edged process is changing the state directory.
+    #[error("the state directory is busy: {holder} is changing it")]
+    Busy {
+        /// Who holds the lock, as its lock file names it.
+        holder: String,
+    },
 }
 
 impl Error {
@@ -58,6 +64,7 @@ impl Error {
             Self::Docker(_) => 6,
             Self::Trust(_) => 7,
             Self::State { .. } | Self::CorruptState(_) => 8,
+            Self::Busy { .. } => 9,
         }
     }
 
@@ -80,6 +87,9 @@ impl Error {
             }
             Self::State { .. } | Self::CorruptState(_) => {
                 "check the disk (free space, read-only file system); do not edit the state directory by hand"
+            }
+            Self::Busy { .. } => {
+                "retry when it is done, pass --wait 5m to wait for it, or, while `edged run` is running, drop the bundle into its inbox"
             }
         }
     }

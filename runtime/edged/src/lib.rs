@@ -16,12 +16,14 @@ pub mod error;
 pub mod failpoint;
 pub mod intake;
 pub mod layout_tar;
+pub mod lock;
 pub mod os_update;
 pub mod runtime;
 pub mod state;
 pub mod status;
 pub mod supervision;
 pub mod trust;
+pub mod view;
 pub mod writer;
 
 pub use config::DeviceConfig;

@@ -53,6 +53,13 @@ pub fn human(report: &Value) -> String {
         )),
         None => text.push_str("no deployment installed\n"),
     }
+    if let Some(transaction) = deployment["transaction"].as_object() {
+        text.push_str(&format!(
+            "transaction: {} of version {} in progress\n",
+            transaction["phase"].as_str().unwrap_or("?"),
+            transaction["target"]["version"]
+        ));
+    }
     text.push_str(&format!(
         "last change: {} {}\n",
         report["lastDesiredStatus"]["code"],
