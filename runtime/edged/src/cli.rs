@@ -1,5 +1,6 @@
 //! The command line: `edged apply|status|rollback|recover|run|trust`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::error::{Error, Result};
 use crate::lock::{StateLock, Wait};
+use crate::logging::{self, LogFormat};
 use crate::runtime::{ModuleRuntime, NoEngine};
 use crate::status;
 use crate::trust::{AnchorSource, TrustStore};
@@ -38,6 +40,10 @@ pub struct Cli {
     /// with code 9 (busy).
     #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
+    /// How events are logged to stderr: text (`auto` colours it on a
+    /// terminal) or JSON lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -108,13 +114,32 @@ pub enum TrustAction {
 /// Parses the command line, runs it and reports errors with a hint.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("edged: error: {error}");
-            eprintln!("hint: {}", error.hint());
+            report(&error, cli.log_format);
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// Reports the error that ends the command: two lines for people, or one
+/// event for a log collector. A closed stderr loses the report, not the
+/// exit code.
+fn report(error: &Error, format: LogFormat) {
+    if format.is_json() {
+        tracing::error!(
+            exit_code = error.exit_code(),
+            hint = error.hint(),
+            "{error}"
+        );
+    } else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "edged: error: {error}\nhint: {}",
+            error.hint()
+        );
     }
 }
 
@@ -147,7 +172,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let lock = StateLock::acquire(&cli.state_dir, cli.command.name(), wait)?;
     let (mut device, recovered) = Device::open(&cli.state_dir, config, trust, runtime)?;
     if let Some(what) = recovered {
-        eprintln!("edged: recovered an interrupted update: {what}");
+        tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
     }
     match &cli.command {
         Command::Apply { bundle } => apply(&mut device, bundle),
@@ -202,7 +227,7 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
                 Ok(engine) => Box::new(engine),
                 // Status must work on a device whose engine is down.
                 Err(error) if matches!(cli.command, Command::Status { .. }) => {
-                    eprintln!("edged: warning: {error}; module states are unknown");
+                    tracing::warn!("{error}; module states are unknown");
                     Box::new(NoEngine { healthy: true })
                 }
                 Err(error) => return Err(error),
@@ -212,7 +237,7 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
 }
 
 fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
-    let applied = device.apply(bundle)?;
+    let applied = apply_span(bundle).in_scope(|| device.apply(bundle))?;
     let from = applied.previous_version.map_or_else(
         || "no deployment".to_owned(),
         |version| format!("version {version}"),
@@ -269,6 +294,17 @@ fn add_trust(trust: &TrustStore, key: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The span of one apply; [`Device::apply`] fills in the deployment and
+/// version once the bundle's manifest is read.
+pub fn apply_span(bundle: &Path) -> tracing::Span {
+    tracing::info_span!(
+        "apply",
+        bundle = %bundle.display(),
+        deployment = tracing::field::Empty,
+        version = tracing::field::Empty,
+    )
+}
+
 /// The daemon loop: apply inbox bundles in order, then supervise. Each pass
 /// holds the state directory's lock, waiting for it if a command from the
 /// shell holds it, and finishes whatever a writer that crashed left behind.
@@ -282,7 +318,7 @@ fn daemon(
     loop {
         let lock = StateLock::acquire(state_dir, "run", Wait::Forever)?;
         if let Some(what) = device.recover()? {
-            eprintln!("edged: recovered an interrupted update: {what}");
+            tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
         }
         for bundle in inbox_bundles(inbox)? {
             let outcome = device.apply(&bundle);
@@ -294,7 +330,7 @@ fn daemon(
                 ),
                 Err(error) => ("refused", format!("{error}\nhint: {}", error.hint())),
             };
-            eprintln!("edged: {}: {message}", bundle.display());
+            tracing::info!(bundle = %bundle.display(), "{message}");
             let target_dir = inbox.join(folder);
             std::fs::create_dir_all(&target_dir).map_err(Error::state("create", &target_dir))?;
             let name = bundle.file_name().unwrap_or_default();
@@ -304,7 +340,7 @@ fn daemon(
             std::fs::write(&note, format!("{message}\n")).map_err(Error::state("write", &note))?;
             if let Some(slot) = os_slot {
                 // The init reboots when edged exits, into the updated slot.
-                eprintln!("edged: OS update written to slot {slot}; exiting to reboot into it");
+                tracing::info!(%slot, "OS update written; exiting to reboot into it");
                 return Ok(());
             }
         }

@@ -168,7 +168,8 @@ impl Device {
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, state.committed_version)
+            .inspect_err(log_refusal)?;
         let target = state
             .active
             .as_ref()
@@ -184,6 +185,7 @@ impl Device {
                 Ok(())
             });
         let outcome = extracted
+            .inspect_err(log_refusal)
             .and_then(|()| self.write_os(&staging, &accepted))
             .and_then(|os_slot| {
                 let applied = self.switch_to(target, &staging, &state, &accepted)?;
@@ -202,8 +204,8 @@ impl Device {
         };
         match deletion.join() {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
-            Err(_) => eprintln!("edged: warning: deleting the replaced deployment failed"),
+            Ok(Err(error)) => tracing::warn!("{error}; it is deleted at the next start"),
+            Err(_) => tracing::warn!("deleting the replaced deployment failed"),
         }
     }
 
@@ -255,6 +257,14 @@ impl Device {
             description: format!("trying deployment version {}", installed.version),
         };
         switched.store(&self.state_dir, failpoint::SWITCH)?;
+        tracing::info!(
+            phase = "trial",
+            deployment = installed.deployment,
+            version = installed.version,
+            slot = %installed.slot,
+            window = %humantime::format_duration(self.config.health.window()),
+            "switched; watching the health window"
+        );
         self.trial_and_decide(switched, &installed)?;
         Ok(Applied {
             installed,
@@ -278,9 +288,23 @@ impl Device {
                         installed.deployment, installed.version
                     ),
                 };
-                committed.store(&self.state_dir, failpoint::COMMIT)
+                committed.store(&self.state_dir, failpoint::COMMIT)?;
+                tracing::info!(
+                    phase = "commit",
+                    deployment = installed.deployment,
+                    version = installed.version,
+                    "committed"
+                );
+                Ok(())
             }
             Err(reason) => {
+                tracing::warn!(
+                    phase = "rollback",
+                    deployment = installed.deployment,
+                    version = installed.version,
+                    reason,
+                    "unhealthy; rolling back"
+                );
                 self.roll_back(switched, reason.clone())?;
                 Err(Error::RolledBack {
                     version: installed.version,
@@ -369,7 +393,15 @@ impl Device {
                 transaction.reason.as_deref().unwrap_or("unhealthy")
             ),
         };
-        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)
+        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)?;
+        tracing::warn!(
+            phase = "rollback",
+            deployment = transaction.target.deployment,
+            version = transaction.target.version,
+            "{}",
+            state.last_desired_status.description
+        );
+        Ok(())
     }
 
     /// Removes leftovers of an interrupted apply and finishes or undoes an
@@ -486,6 +518,13 @@ impl Device {
     pub fn module_status(&mut self) -> Result<Vec<(String, crate::runtime::ModuleStatus)>> {
         let active = self.active()?;
         self.runtime.status(active.as_ref())
+    }
+}
+
+/// Logs a refused bundle as one event with its reason, in the apply's span.
+fn log_refusal(error: &Error) {
+    if let Error::Refused(reason) = error {
+        tracing::warn!(phase = "verify", reason, "bundle refused");
     }
 }
 

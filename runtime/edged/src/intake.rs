@@ -49,6 +49,10 @@ pub fn accept(
     let (manifest_bytes, signature_bytes) = read_head(file)?;
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
+    // The log names what the bundle claims to be, verified or not yet.
+    tracing::Span::current()
+        .record("deployment", manifest.deployment.as_str())
+        .record("version", manifest.version);
     let signatures: SignatureFile = serde_json::from_slice(&signature_bytes).map_err(|error| {
         Error::Refused(format!(
             "bundle.sig.json is not a valid signature file: {error}"

@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod intake;
 pub mod layout_tar;
 pub mod lock;
+pub mod logging;
 pub mod os_update;
 pub mod runtime;
 pub mod state;
