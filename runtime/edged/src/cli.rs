@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, DeviceConfig};
+use crate::daemon::Daemon;
 use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::error::{Error, Result};
@@ -192,13 +193,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
             // The daemon takes the lock for each pass and sleeps without it.
             drop(lock);
-            daemon(
-                &mut device,
-                &cli.state_dir,
-                &inbox,
-                Duration::from_secs_f64(interval.max(0.05)),
-                *once,
-            )
+            let interval = Duration::from_secs_f64(interval.max(0.05));
+            Daemon::new(&mut device, &cli.state_dir, &inbox, interval).run(*once)
         }
         Command::Recover | Command::Status { .. } | Command::Trust { .. } => Ok(()),
     }
@@ -303,68 +299,4 @@ pub fn apply_span(bundle: &Path) -> tracing::Span {
         deployment = tracing::field::Empty,
         version = tracing::field::Empty,
     )
-}
-
-/// The daemon loop: apply inbox bundles in order, then supervise. Each pass
-/// holds the state directory's lock, waiting for it if a command from the
-/// shell holds it, and finishes whatever a writer that crashed left behind.
-fn daemon(
-    device: &mut Device,
-    state_dir: &Path,
-    inbox: &Path,
-    interval: Duration,
-    once: bool,
-) -> Result<()> {
-    loop {
-        let lock = StateLock::acquire(state_dir, "run", Wait::Forever)?;
-        if let Some(what) = device.recover()? {
-            tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
-        }
-        for bundle in inbox_bundles(inbox)? {
-            let outcome = device.apply(&bundle);
-            let os_slot = outcome.as_ref().ok().and_then(|applied| applied.os_slot);
-            let (folder, message) = match &outcome {
-                Ok(applied) => (
-                    "applied",
-                    format!("applied version {}", applied.installed.version),
-                ),
-                Err(error) => ("refused", format!("{error}\nhint: {}", error.hint())),
-            };
-            tracing::info!(bundle = %bundle.display(), "{message}");
-            let target_dir = inbox.join(folder);
-            std::fs::create_dir_all(&target_dir).map_err(Error::state("create", &target_dir))?;
-            let name = bundle.file_name().unwrap_or_default();
-            let target = target_dir.join(name);
-            std::fs::rename(&bundle, &target).map_err(Error::state("rename", &bundle))?;
-            let note = target.with_extension("log");
-            std::fs::write(&note, format!("{message}\n")).map_err(Error::state("write", &note))?;
-            if let Some(slot) = os_slot {
-                // The init reboots when edged exits, into the updated slot.
-                tracing::info!(%slot, "OS update written; exiting to reboot into it");
-                return Ok(());
-            }
-        }
-        device.supervise()?;
-        device.wait_for_cleanup();
-        drop(lock);
-        if once {
-            return Ok(());
-        }
-        std::thread::sleep(interval);
-    }
-}
-
-/// The `*.edgebundle` files in the inbox, by name.
-fn inbox_bundles(inbox: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(inbox) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(Error::state("list", inbox)(error)),
-    };
-    let mut bundles: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "edgebundle"))
-        .collect();
-    bundles.sort();
-    Ok(bundles)
 }

@@ -8,12 +8,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deployment;
 pub mod device;
 pub mod docker;
 pub mod durable;
 pub mod error;
 pub mod failpoint;
+pub mod inbox;
 pub mod intake;
 pub mod layout_tar;
 pub mod lock;

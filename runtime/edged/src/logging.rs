@@ -51,4 +51,8 @@ pub fn init(format: LogFormat) {
     // A subscriber is already installed when edged runs inside a test
     // harness; its own then receives the events.
     drop(installed);
+    // A panic is an event too, so that a log collector sees it.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "edged panicked");
+    }));
 }
