@@ -15,7 +15,7 @@ use edged::device::Device;
 use edged::runtime::{Loaded, ModuleRuntime, ModuleStatus, NoEngine};
 use edged::trust::TrustStore;
 
-fn write_version(device: &TestDevice, key: &Key, version: u64) -> Vec<u8> {
+fn bundle_bytes(key: &Key, version: u64) -> Vec<u8> {
     let payload = files(&format!("v{version}"));
     bundle(&manifest(version, &payload), &payload, &[key])
 }
@@ -36,7 +36,7 @@ fn a_bundle_being_copied_in_is_left_alone_until_it_is_renamed() {
     let inbox = device.root.path().join("inbox");
     fs::create_dir_all(inbox.join("folder.edgebundle")).unwrap();
     let part = inbox.join("v1.edgebundle.part");
-    fs::write(&part, write_version(&device, &key, 1)).unwrap();
+    fs::write(&part, bundle_bytes(&key, 1)).unwrap();
     std::os::unix::fs::symlink(&part, inbox.join("link.edgebundle")).unwrap();
     let run_once = || {
         let output = device
@@ -112,8 +112,8 @@ fn a_panic_applying_a_bundle_refuses_it_and_the_daemon_goes_on() {
     let device = TestDevice::new(&[&key], "");
     let inbox = device.root.path().join("inbox");
     fs::create_dir_all(&inbox).unwrap();
-    fs::write(inbox.join("v1.edgebundle"), write_version(&device, &key, 1)).unwrap();
-    fs::write(inbox.join("v2.edgebundle"), write_version(&device, &key, 2)).unwrap();
+    fs::write(inbox.join("v1.edgebundle"), bundle_bytes(&key, 1)).unwrap();
+    fs::write(inbox.join("v2.edgebundle"), bundle_bytes(&key, 2)).unwrap();
     let mut device_handle = open(&device, Box::new(PanicsOnce { panicked: false }));
     let mut daemon = Daemon::new(
         &mut device_handle,
