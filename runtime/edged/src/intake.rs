@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
@@ -76,18 +77,28 @@ pub fn accept(
     })
 }
 
-/// Opens the bundle file, refusing anything but a regular file.
+/// Opens the bundle file, refusing anything but a regular file. The path is
+/// checked before it is opened, since opening a FIFO blocks until a writer
+/// comes; the open itself does not block (`O_NONBLOCK`, which changes
+/// nothing for a regular file), and the opened file is checked again in
+/// case the path was replaced in between.
 fn open_bundle(path: &Path) -> Result<File> {
-    let file = File::open(path)
+    let not_regular = || Error::Refused(format!("{} is not a regular file", path.display()));
+    let before = fs::metadata(path)
+        .map_err(|error| Error::Refused(format!("cannot open {}: {error}", path.display())))?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .map_err(|error| Error::Refused(format!("cannot open {}: {error}", path.display())))?;
     let metadata = file
         .metadata()
         .map_err(|error| Error::Refused(format!("cannot stat {}: {error}", path.display())))?;
     if !metadata.is_file() {
-        return Err(Error::Refused(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(not_regular());
     }
     if metadata.len() == 0 {
         return Err(Error::Refused(format!("{} is empty", path.display())));
