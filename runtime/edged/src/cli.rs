@@ -14,6 +14,7 @@ use crate::docker::DockerEngine;
 use crate::error::{Error, Result};
 use crate::lock::{StateLock, Wait};
 use crate::logging::{self, LogFormat};
+use crate::output;
 use crate::runtime::{ModuleRuntime, NoEngine};
 use crate::status;
 use crate::trust::{AnchorSource, TrustStore};
@@ -118,6 +119,7 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_format);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is_closed_output() => ExitCode::SUCCESS,
         Err(error) => {
             report(&error, cli.log_format);
             ExitCode::from(error.exit_code())
@@ -179,11 +181,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Apply { bundle } => apply(&mut device, bundle),
         Command::Rollback => {
             let previous = device.rollback()?;
-            println!(
+            output::line(&format!(
                 "rolled back to deployment {} version {} (slot {})",
                 previous.deployment, previous.version, previous.slot
-            );
-            Ok(())
+            ))
         }
         Command::Run {
             inbox,
@@ -238,12 +239,14 @@ fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
         || "no deployment".to_owned(),
         |version| format!("version {version}"),
     );
-    println!(
+    output::line(&format!(
         "applied deployment {} version {} (slot {}), replacing {from}",
         applied.installed.deployment, applied.installed.version, applied.installed.slot
-    );
+    ))?;
     if let Some(slot) = applied.os_slot {
-        println!("OS update written to slot {slot}: reboot to run it");
+        output::line(&format!(
+            "OS update written to slot {slot}: reboot to run it"
+        ))?;
     }
     Ok(())
 }
@@ -254,40 +257,36 @@ fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let modules = device.module_status()?;
     let report = status::report(&state, active.as_ref(), &modules);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        output::line(&serde_json::to_string_pretty(&report).unwrap_or_default())
     } else {
-        print!("{}", status::human(&report));
+        output::print(&status::human(&report))
     }
-    Ok(())
 }
 
 fn list_trust(trust: &TrustStore) -> Result<()> {
+    let mut text = String::new();
     for anchor in trust.anchors()? {
         let source = match anchor.source {
             AnchorSource::Token => "token",
             AnchorSource::File => "file",
         };
-        println!(
-            "{} {source} {}",
+        text.push_str(&format!(
+            "{} {source} {}\n",
             edge_bundle::key_id(&anchor.key),
             anchor.location
-        );
+        ));
     }
-    println!("threshold {}", trust.threshold());
-    Ok(())
+    text.push_str(&format!("threshold {}\n", trust.threshold()));
+    output::print(&text)
 }
 
 fn add_trust(trust: &TrustStore, key: &Path) -> Result<()> {
     let anchor = trust.add(key)?;
-    println!(
+    output::line(&format!(
         "added {} to {}",
         edge_bundle::key_id(&anchor.key),
         anchor.location
-    );
-    Ok(())
+    ))
 }
 
 /// The span of one apply; [`Device::apply`] fills in the deployment and

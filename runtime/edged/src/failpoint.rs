@@ -9,6 +9,7 @@
 //! process while the first is in the middle of a transaction. Unarmed
 //! failpoints cost one comparison.
 
+use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -150,11 +151,16 @@ fn armed() -> Option<(Failpoint, Action)> {
 pub fn hit(point: Failpoint) {
     match armed() {
         Some((armed, Action::Abort)) if armed == point => {
-            eprintln!("edged: failpoint {} reached, aborting", point.name());
+            let _ = writeln!(
+                std::io::stderr(),
+                "edged: failpoint {} reached, aborting",
+                point.name()
+            );
             std::process::abort();
         }
         Some((armed, Action::Pause(duration))) if armed == point => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "edged: failpoint {} reached, pausing for {}",
                 point.name(),
                 humantime::format_duration(duration)

@@ -6,6 +6,10 @@
 //! See `runtime/README.md` for the state directory layout and the
 //! transaction.
 
+// `print!` and `eprint!` panic on a closed pipe: output goes through
+// `output`, everything else through `tracing`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -21,6 +25,7 @@ pub mod layout_tar;
 pub mod lock;
 pub mod logging;
 pub mod os_update;
+pub mod output;
 pub mod runtime;
 pub mod state;
 pub mod status;
