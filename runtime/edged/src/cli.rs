@@ -11,6 +11,7 @@ use crate::config::{self, DeviceConfig};
 use crate::daemon::Daemon;
 use crate::device::Device;
 use crate::docker::DockerEngine;
+use crate::duration::Bounds;
 use crate::error::{Error, Result};
 use crate::lock::{StateLock, Wait};
 use crate::logging::{self, LogFormat};
@@ -40,7 +41,7 @@ pub struct Cli {
     /// How long a command that changes the state directory waits for
     /// another one to finish (`30s`, `5m`); without it, it exits at once
     /// with code 9 (busy).
-    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
     pub wait: Option<Duration>,
     /// How events are logged to stderr: text (`auto` colours it on a
     /// terminal) or JSON lines.
@@ -60,6 +61,27 @@ pub enum RuntimeKind {
     None,
     /// No engine, and every health check fails (exercises rollback).
     Failing,
+}
+
+/// Parses `--interval`: often enough to notice a stopped module, never a
+/// busy loop.
+fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--interval",
+        min: Duration::from_millis(10),
+        max: Duration::from_secs(3600),
+    }
+    .parse(text)
+}
+
+/// Parses `--wait`.
+fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--wait",
+        min: Duration::ZERO,
+        max: Duration::from_secs(24 * 3600),
+    }
+    .parse(text)
 }
 
 /// The subcommands.
@@ -86,9 +108,9 @@ pub enum Command {
         /// The inbox directory; bundles are applied in file-name order.
         #[arg(long)]
         inbox: Option<PathBuf>,
-        /// Seconds between supervision passes.
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
+        /// Time between supervision passes (`1s`, `500ms`).
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
         /// Process the inbox and supervise once, then exit.
         #[arg(long)]
         once: bool,
@@ -194,8 +216,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
             // The daemon takes the lock for each pass and sleeps without it.
             drop(lock);
-            let interval = Duration::from_secs_f64(interval.max(0.05));
-            Daemon::new(&mut device, &cli.state_dir, &inbox, interval).run(*once)
+            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once)
         }
         Command::Recover | Command::Status { .. } | Command::Trust { .. } => Ok(()),
     }

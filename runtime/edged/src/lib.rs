@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod device;
 pub mod docker;
 pub mod durable;
+pub mod duration;
 pub mod error;
 pub mod failpoint;
 pub mod inbox;

@@ -132,7 +132,7 @@ fn device(dir: &Path, instance: &str) -> (TestDevice, PathBuf) {
     let device = TestDevice::new(
         &[],
         &format!(
-            "instance = \"{instance}\"\n[health]\nwindow_secs = 2\n[restart]\nbackoff_base_secs = 0.2\n"
+            "instance = \"{instance}\"\n[health]\nwindow = \"2s\"\n[restart]\nbackoff_base = \"200ms\"\n"
         ),
     );
     fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
@@ -291,7 +291,7 @@ fn recipe_to_running_modules_and_automatic_rollback_of_a_crash_loop() {
         // process of its own reports the restart.
         docker(&["kill", &format!("{instance}.sensor")]);
         let mut daemon = device
-            .command("docker", &["run", "--interval", "0.1"])
+            .command("docker", &["run", "--interval", "100ms"])
             .spawn()
             .unwrap();
         let mut running = String::new();
