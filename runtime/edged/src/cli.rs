@@ -276,7 +276,8 @@ fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let state = device.state()?;
     let active = device.active()?;
     let modules = device.module_status()?;
-    let report = status::report(&state, active.as_ref(), &modules);
+    let supervision = device.supervision_failure();
+    let report = status::report(&state, active.as_ref(), &modules, supervision.as_ref());
     if json {
         output::line(&serde_json::to_string_pretty(&report).unwrap_or_default())
     } else {

@@ -5,9 +5,15 @@ use serde_json::{Map, Value, json};
 
 use crate::runtime::{Loaded, ModuleStatus};
 use crate::state::State;
+use crate::supervision::SupervisionFailure;
 
 /// Builds the status document.
-pub fn report(state: &State, active: Option<&Loaded>, modules: &[(String, ModuleStatus)]) -> Value {
+pub fn report(
+    state: &State,
+    active: Option<&Loaded>,
+    modules: &[(String, ModuleStatus)],
+    supervision: Option<&SupervisionFailure>,
+) -> Value {
     let mut module_map = Map::new();
     for (name, status) in modules {
         let mut entry = serde_json::to_value(status).unwrap_or(Value::Null);
@@ -37,6 +43,7 @@ pub fn report(state: &State, active: Option<&Loaded>, modules: &[(String, Module
             "transaction": state.transaction.as_ref().map(|transaction| serde_json::to_value(transaction).unwrap_or(Value::Null)),
         },
         "modules": module_map,
+        "supervision": supervision,
     })
 }
 

@@ -3,18 +3,20 @@
 //! on a read-only file system, or as a user who may not write the state
 //! directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::DeviceConfig;
 use crate::device::Device;
 use crate::error::Result;
 use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 use crate::state::State;
+use crate::supervision::SupervisionFailure;
 use crate::trust::TrustStore;
 
 /// A device opened for reading: only the methods that read are reachable.
 pub struct DeviceView {
     device: Device,
+    state_dir: PathBuf,
 }
 
 impl DeviceView {
@@ -28,6 +30,7 @@ impl DeviceView {
         let trust = TrustStore::new(&config.trust, &[]);
         Ok(Self {
             device: Device::open_read_only(state_dir, config, trust, runtime)?,
+            state_dir: state_dir.to_owned(),
         })
     }
 
@@ -39,6 +42,11 @@ impl DeviceView {
     /// The active deployment.
     pub fn active(&self) -> Result<Option<Loaded>> {
         self.device.active()
+    }
+
+    /// Why `edged run`'s supervision passes are failing, if they are.
+    pub fn supervision_failure(&self) -> Option<SupervisionFailure> {
+        SupervisionFailure::load(&self.state_dir)
     }
 
     /// The module states of the active deployment.
