@@ -277,9 +277,11 @@ fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let active = device.active()?;
     let modules = device.module_status()?;
     let supervision = device.supervision_failure();
-    let report = status::report(&state, active.as_ref(), &modules, supervision.as_ref());
+    let report = status::report(&state, active.as_ref(), &modules, supervision);
     if json {
-        output::line(&serde_json::to_string_pretty(&report).unwrap_or_default())
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;
+        output::line(&text)
     } else {
         output::print(&status::human(&report))
     }

@@ -19,7 +19,7 @@ use crate::duration::show;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, Taken};
 use crate::lock::{StateLock, Wait};
-use crate::supervision::SupervisionFailure;
+use crate::supervision::{FailureRecord, SupervisionFailure};
 
 /// What the daemon does after a pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -53,34 +53,32 @@ impl SupervisionRecord {
 /// while `edged run`'s supervision passes fail.
 pub const FAILURE_FILE: &str = "supervision-failure.json";
 
-/// Supervision passes failing in a row (the engine does not answer, the
-/// state directory cannot be read), as `edged status` reports them.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SupervisionFailure {
-    /// Why the last pass failed.
-    pub last_error: String,
-    /// When the first of the failing passes failed, RFC 3339.
-    pub since: String,
-    /// How many passes in a row failed.
-    pub consecutive_failures: u32,
+pub use edge_init::status::SupervisionFailure;
+
+/// Where `edged run` records its failing passes for `edged status`.
+pub trait FailureRecord: Sized {
+    /// The path of the record inside `state_dir`.
+    fn path(state_dir: &Path) -> PathBuf;
+    /// Reads the record; none, or an unreadable one, means supervision is
+    /// not known to fail.
+    fn load(state_dir: &Path) -> Option<Self>;
+    /// Replaces the record atomically.
+    fn store(&self, state_dir: &Path) -> Result<()>;
+    /// Removes the record: supervision works (again).
+    fn clear(state_dir: &Path) -> Result<()>;
 }
 
-impl SupervisionFailure {
-    /// The path of the record inside `state_dir`.
-    pub fn path(state_dir: &Path) -> PathBuf {
+impl FailureRecord for SupervisionFailure {
+    fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(FAILURE_FILE)
     }
 
-    /// Reads the record; none, or an unreadable one, means supervision is
-    /// not known to fail.
-    pub fn load(state_dir: &Path) -> Option<Self> {
+    fn load(state_dir: &Path) -> Option<Self> {
         let bytes = std::fs::read(Self::path(state_dir)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Replaces the record atomically.
-    pub fn store(&self, state_dir: &Path) -> Result<()> {
+    fn store(&self, state_dir: &Path) -> Result<()> {
         let path = Self::path(state_dir);
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|error| {
             Error::CorruptState(format!("cannot encode the supervision failure: {error}"))
@@ -89,8 +87,7 @@ impl SupervisionFailure {
         durable::replace_file(&path, &bytes, None).map_err(Error::state("write", &path))
     }
 
-    /// Removes the record: supervision works (again).
-    pub fn clear(state_dir: &Path) -> Result<()> {
+    fn clear(state_dir: &Path) -> Result<()> {
         let path = Self::path(state_dir);
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {

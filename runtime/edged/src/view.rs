@@ -10,7 +10,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 use crate::state::State;
-use crate::supervision::SupervisionFailure;
+use crate::supervision::{FailureRecord, SupervisionFailure};
 use crate::trust::TrustStore;
 
 /// A device opened for reading: only the methods that read are reachable.

@@ -28,6 +28,7 @@ fn paused_apply(device: &TestDevice, bundle: &std::path::Path, pause: &str) -> C
             failpoint::ENV,
             format!("{}:pause={pause}", Failpoint::HealthWait.name()),
         )
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -130,6 +131,7 @@ fn a_second_writer_is_busy_or_waits_and_never_half_commits() {
     wait_for_trial(&device, 2);
     let waiting = device
         .command("none", &["--wait", "1m", "apply", v3.to_str().unwrap()])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -17,7 +17,7 @@ use edged::config::DeviceConfig;
 use edged::daemon::{Daemon, Next};
 use edged::device::Device;
 use edged::runtime::{Loaded, ModuleRuntime, ModuleStatus};
-use edged::supervision::SupervisionFailure;
+use edged::supervision::{FailureRecord, SupervisionFailure};
 use edged::trust::TrustStore;
 
 /// Fails the supervision passes while `failures` is above zero, counting it
