@@ -13,6 +13,7 @@ use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::duration::Bounds;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::lock::{StateLock, Wait};
 use crate::logging::{self, LogFormat};
 use crate::output;
@@ -21,9 +22,17 @@ use crate::status;
 use crate::trust::{AnchorSource, TrustStore};
 use crate::view::DeviceView;
 
+/// `edged --version`, which says whether this is a test build that obeys
+/// `EDGED_FAILPOINT`.
+const VERSION: &str = if failpoint::COMPILED_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " (test build: failpoints)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// The edgec device runtime.
 #[derive(Parser)]
-#[command(name = "edged", version, about)]
+#[command(name = "edged", version = VERSION, about)]
 pub struct Cli {
     /// The state directory holding the deployment slots and state record.
     #[arg(long, global = true, default_value = "/var/lib/edged")]
@@ -34,8 +43,8 @@ pub struct Cli {
     /// An extra trusted public key (PEM), for development.
     #[arg(long = "trust", global = true, value_name = "KEY.pub")]
     pub trust: Vec<PathBuf>,
-    /// Where modules run: `docker`, or `none`/`failing` to exercise the
-    /// transaction without an engine (tests, benchmarks).
+    /// Where modules run: `docker`, or `none` to exercise the transaction
+    /// without an engine (tests, benchmarks).
     #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
     /// How long a command that changes the state directory waits for
@@ -59,7 +68,9 @@ pub enum RuntimeKind {
     Docker,
     /// No engine: modules are not run and deployments count as healthy.
     None,
-    /// No engine, and every health check fails (exercises rollback).
+    /// No engine, and every health check fails (exercises rollback in
+    /// tests; not shown in the help).
+    #[value(hide = true)]
     Failing,
 }
 
@@ -194,6 +205,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     let runtime = open_runtime(cli, &config)?;
     // The lock is declared first so that it is released last, once the
     // device has finished deleting what the command replaced.
+    // The daemon waits for a command from the shell to finish rather than
+    // exit (which on an OS image would reboot the device).
+    let wait = if matches!(cli.command, Command::Run { .. }) {
+        Wait::Forever
+    } else {
+        wait
+    };
     let lock = StateLock::acquire(&cli.state_dir, cli.command.name(), wait)?;
     let (mut device, recovered) = Device::open(&cli.state_dir, config, trust, runtime)?;
     if let Some(what) = recovered {

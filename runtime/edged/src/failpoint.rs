@@ -7,7 +7,9 @@
 //! power cut would stop it. `NAME:pause=DURATION` (`health-wait:pause=3s`)
 //! stops there for that long instead, so that tests can run a second
 //! process while the first is in the middle of a transaction. Unarmed
-//! failpoints cost one comparison.
+//! failpoints cost one comparison. Only builds with the `failpoints` cargo
+//! feature (tests) read the variable at all; the named points stay in the
+//! code of every build as calls that do nothing.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -141,10 +143,20 @@ pub fn parse(text: &str) -> Option<(Failpoint, Action)> {
     }
 }
 
-/// The armed failpoint, read once from the environment.
+/// Whether this build arms failpoints at all (the `failpoints` feature,
+/// which only tests turn on).
+pub const COMPILED_IN: bool = cfg!(feature = "failpoints");
+
+/// The armed failpoint, read once from the environment; never one in a
+/// build without the `failpoints` feature.
 fn armed() -> Option<(Failpoint, Action)> {
     static ARMED: OnceLock<Option<(Failpoint, Action)>> = OnceLock::new();
-    *ARMED.get_or_init(|| std::env::var(ENV).ok().and_then(|value| parse(&value)))
+    *ARMED.get_or_init(|| {
+        COMPILED_IN
+            .then(|| std::env::var(ENV).ok())
+            .flatten()
+            .and_then(|value| parse(&value))
+    })
 }
 
 /// Aborts or pauses the process if `point` is the armed failpoint.
