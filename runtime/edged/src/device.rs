@@ -502,6 +502,7 @@ impl Device {
             return self.runtime.supervise(None);
         };
         let loaded = self.load(&installed)?;
+        self.follow_deployment_change(&installed, &loaded);
         self.runtime.supervise(Some(&loaded))?;
         let record = SupervisionRecord {
             manifest_digest: installed.manifest_digest,
@@ -512,6 +513,35 @@ impl Device {
             self.supervision = Some(record);
         }
         Ok(())
+    }
+
+    /// When the active deployment is not the one the restart counts belong
+    /// to (another edged process applied or rolled back since the last
+    /// pass), the runtime counts on from what was recorded for it, or from
+    /// zero, rather than carrying the old deployment's counts over.
+    fn follow_deployment_change(&mut self, installed: &Installed, loaded: &Loaded) {
+        let current = self
+            .supervision
+            .as_ref()
+            .is_some_and(|record| record.manifest_digest == installed.manifest_digest);
+        if current {
+            return;
+        }
+        let recorded = SupervisionRecord::load(&self.state_dir)
+            .filter(|record| record.manifest_digest == installed.manifest_digest);
+        let counts = loaded
+            .modules
+            .iter()
+            .map(|module| {
+                let count = recorded
+                    .as_ref()
+                    .and_then(|record| record.restart_counts.get(&module.name).copied())
+                    .unwrap_or(0);
+                (module.name.clone(), count)
+            })
+            .collect();
+        self.runtime.restore_restart_counts(&counts);
+        self.supervision = recorded;
     }
 
     /// The module states of the active deployment.
