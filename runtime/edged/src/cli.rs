@@ -273,7 +273,7 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
 }
 
 fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
-    let applied = apply_span(bundle).in_scope(|| device.apply(bundle))?;
+    let applied = logging::apply_span(bundle).in_scope(|| device.apply(bundle))?;
     let from = applied.previous_version.map_or_else(
         || "no deployment".to_owned(),
         |version| format!("version {version}"),
@@ -329,15 +329,4 @@ fn add_trust(trust: &TrustStore, key: &Path) -> Result<()> {
         edge_bundle::key_id(&anchor.key),
         anchor.location
     ))
-}
-
-/// The span of one apply; [`Device::apply`] fills in the deployment and
-/// version once the bundle's manifest is read.
-pub fn apply_span(bundle: &Path) -> tracing::Span {
-    tracing::info_span!(
-        "apply",
-        bundle = %bundle.display(),
-        deployment = tracing::field::Empty,
-        version = tracing::field::Empty,
-    )
 }

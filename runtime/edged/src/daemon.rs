@@ -68,7 +68,12 @@ impl<'device> Daemon<'device> {
     /// once and returns a failure as the command's error.
     pub fn run(&mut self, once: bool) -> Result<()> {
         // A record a daemon before this one left describes that daemon.
-        SupervisionFailure::clear(&self.state_dir)?;
+        if let Err(error) = SupervisionFailure::clear(&self.state_dir) {
+            tracing::warn!(
+                phase = "supervise",
+                "cannot clear an earlier daemon's failure record: {error}"
+            );
+        }
         loop {
             let next = if once { self.pass()? } else { self.step() };
             match next {

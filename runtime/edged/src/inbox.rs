@@ -15,9 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use crate::cli::apply_span;
 use crate::device::{Applied, Device};
 use crate::error::Error;
+use crate::logging::apply_span;
 
 /// The extension that marks a complete bundle.
 const BUNDLE_SUFFIX: &[u8] = b".edgebundle";

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ impl Drop for StateLock {
 }
 
 /// Who holds the lock, as the lock file says.
-fn holder(path: &PathBuf) -> String {
+fn holder(path: &Path) -> String {
     let mut text = String::new();
     let named = File::open(path)
         .and_then(|mut file| file.read_to_string(&mut text))

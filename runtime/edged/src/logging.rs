@@ -5,6 +5,7 @@
 //! (`--log-format json`).
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use clap::ValueEnum;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -55,4 +56,15 @@ pub fn init(format: LogFormat) {
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "edged panicked");
     }));
+}
+
+/// The span of one apply; [`crate::intake::accept`] fills in the deployment
+/// and version the bundle's manifest claims as soon as it is read.
+pub fn apply_span(bundle: &Path) -> tracing::Span {
+    tracing::info_span!(
+        "apply",
+        bundle = %bundle.display(),
+        deployment = tracing::field::Empty,
+        version = tracing::field::Empty,
+    )
 }
