@@ -55,6 +55,10 @@ pub struct DeploymentReport {
     pub committed_version: u64,
     /// The transaction in progress, which another edged process may be in the middle of.
     pub transaction: Option<TransactionReport>,
+    /// Why the active deployment cannot be loaded (its slot is damaged), so its modules are not
+    /// listed; a newer bundle replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable: Option<String>,
 }
 
 /// How far a transaction in progress got.
@@ -165,6 +169,9 @@ impl StatusReport {
     pub fn ready_line(&self, os_slot: impl std::fmt::Display) -> Result<String, String> {
         let deployment = &self.deployment;
         let version = deployment.version.ok_or("edged reports no deployment")?;
+        if let Some(why) = &deployment.unusable {
+            return Err(format!("edged reports its deployment unusable: {why}"));
+        }
         Ok(format!(
             "edged: ready: deployment {} version {version} running (deployment slot {}, {} modules), OS slot {os_slot}",
             deployment.name.as_deref().unwrap_or("?"),

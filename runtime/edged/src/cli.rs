@@ -292,17 +292,30 @@ fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
 
 fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let state = device.state()?;
-    let active = device.active()?;
-    let modules = device.module_status()?;
+    // A damaged active deployment is reported, not a reason to report
+    // nothing: the operator needs the record, the floor and the daemon's
+    // failure to decide what to do. The command still exits with the error.
+    let (active, modules, damage) = match device.active() {
+        Ok(active) => {
+            let modules = device.module_status()?;
+            (active, modules, None)
+        }
+        Err(error) => (None, Vec::new(), Some(error)),
+    };
     let supervision = device.supervision_failure();
-    let report = status::report(&state, active.as_ref(), &modules, supervision);
+    let shown_active = match &damage {
+        None => Ok(active.as_ref()),
+        Some(error) => Err(error.to_string()),
+    };
+    let report = status::report(&state, shown_active, &modules, supervision);
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;
-        output::line(&text)
+        output::line(&text)?;
     } else {
-        output::print(&status::human(&report))
+        output::print(&status::human(&report))?;
     }
+    damage.map_or(Ok(()), Err)
 }
 
 fn list_trust(trust: &TrustStore) -> Result<()> {

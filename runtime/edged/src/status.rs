@@ -2,7 +2,7 @@
 //! [`edge_init::status::StatusReport`] (IoT Edge's reported-properties
 //! shape), which the OS image's init reads back through the same type.
 
-use edge_bundle::display::{escaped, escaped_message};
+use edge_bundle::display::escaped_message;
 use edge_init::status::{
     DeploymentReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION, StatusReport,
     SupervisionFailure, TransactionPhase, TransactionReport,
@@ -11,14 +11,19 @@ use edge_init::status::{
 use crate::runtime::{Loaded, ModuleStatus};
 use crate::state::{self, Installed, Phase, State};
 
-/// Builds the status document from the state record, the active deployment,
-/// its modules' states and the daemon's supervision failure, if any.
+/// Builds the status document from the state record, the active deployment
+/// (or why it cannot be loaded), its modules' states and the daemon's
+/// supervision failure, if any.
 pub fn report(
     state: &State,
-    active: Option<&Loaded>,
+    active: std::result::Result<Option<&Loaded>, String>,
     modules: &[(String, ModuleStatus)],
     supervision: Option<SupervisionFailure>,
 ) -> StatusReport {
+    let (active, unusable) = match active {
+        Ok(active) => (active, None),
+        Err(why) => (None, Some(why)),
+    };
     let installed = state.active.as_ref();
     StatusReport {
         schema_version: SCHEMA_VERSION.to_owned(),
@@ -34,6 +39,7 @@ pub fn report(
             manifest_digest: installed.map(|active| active.manifest_digest.clone()),
             committed_version: state.committed_version,
             transaction: state.transaction.as_ref().map(transaction_report),
+            unusable,
         },
         modules: modules
             .iter()
@@ -88,11 +94,17 @@ pub fn human(report: &StatusReport) -> String {
     match deployment.version {
         Some(version) => text.push_str(&format!(
             "deployment {} version {version} (slot {}), committed version {}\n",
-            escaped(deployment.name.as_deref().unwrap_or("?")),
+            escaped_message(deployment.name.as_deref().unwrap_or("?")),
             deployment.slot.as_deref().unwrap_or("?"),
             deployment.committed_version
         )),
         None => text.push_str("no deployment installed\n"),
+    }
+    if let Some(why) = &deployment.unusable {
+        text.push_str(&format!(
+            "the active deployment is unusable: {}\n",
+            escaped_message(why)
+        ));
     }
     if let Some(transaction) = &deployment.transaction {
         text.push_str(&format!(
@@ -117,7 +129,7 @@ pub fn human(report: &StatusReport) -> String {
     for (name, module) in &report.modules {
         text.push_str(&format!(
             "  {:<20} {:<8} exit {} restarts {}\n",
-            escaped(name),
+            escaped_message(name),
             escaped_message(&module.runtime_status),
             module.exit_code,
             module.restart_count
@@ -163,7 +175,7 @@ mod tests {
             since: "2026-01-01T00:00:00Z".to_owned(),
             consecutive_failures: 3,
         };
-        let report = report(&state, None, &[], Some(failure));
+        let report = report(&state, Ok(None), &[], Some(failure));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["schemaVersion"], "1.1");
         assert_eq!(json["lastDesiredStatus"]["code"], 417);
