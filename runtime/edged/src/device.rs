@@ -80,14 +80,7 @@ impl Device {
                 }
             }
         }
-        let mut device = Self {
-            state_dir: state_dir.to_owned(),
-            config,
-            trust,
-            runtime,
-            supervision: None,
-            cleanup: None,
-        };
+        let mut device = Self::unopened(state_dir, config, trust, runtime);
         let recovered = device.recover()?;
         device.restore_restart_counts()?;
         Ok((device, recovered))
@@ -103,16 +96,26 @@ impl Device {
         trust: TrustStore,
         runtime: Box<dyn ModuleRuntime>,
     ) -> Result<Self> {
-        let mut device = Self {
+        let mut device = Self::unopened(state_dir, config, trust, runtime);
+        device.restore_restart_counts()?;
+        Ok(device)
+    }
+
+    /// The device before anything of its state directory has been read.
+    fn unopened(
+        state_dir: &Path,
+        config: DeviceConfig,
+        trust: TrustStore,
+        runtime: Box<dyn ModuleRuntime>,
+    ) -> Self {
+        Self {
             state_dir: state_dir.to_owned(),
             config,
             trust,
             runtime,
             supervision: None,
             cleanup: None,
-        };
-        device.restore_restart_counts()?;
-        Ok(device)
+        }
     }
 
     /// The device configuration.
