@@ -62,9 +62,10 @@ pub struct Edged {
     /// `docker`, or `none` where the image has no container engine (modules are not run).
     #[serde(default = "docker")]
     pub runtime: String,
-    /// The health window before a deployment is committed.
-    #[serde(default = "thirty")]
-    pub health_window_secs: f64,
+    /// The health window before a deployment is committed, a duration with its unit (`"30s"`,
+    /// `"500ms"`), written into the image's `device.toml` as `[health] window`.
+    #[serde(default = "thirty_seconds")]
+    pub health_window: String,
     /// Extra trust anchors for bundles (PEM public keys, relative to the recipe), besides the
     /// keys the image is signed with.
     #[serde(default)]
@@ -75,7 +76,7 @@ impl Default for Edged {
     fn default() -> Self {
         Self {
             runtime: docker(),
-            health_window_secs: thirty(),
+            health_window: thirty_seconds(),
             trust: Vec::new(),
         }
     }
@@ -85,8 +86,8 @@ fn docker() -> String {
     "docker".into()
 }
 
-fn thirty() -> f64 {
-    30.0
+fn thirty_seconds() -> String {
+    "30s".into()
 }
 
 impl Recipe {
@@ -105,6 +106,13 @@ impl Recipe {
                 "{}: boot_tries must be between 1 and 15 (4 bits in the partition table), not {}",
                 path.display(),
                 recipe.boot_tries
+            )));
+        }
+        if let Err(error) = humantime::parse_duration(&recipe.edged.health_window) {
+            return Err(ImageError::Recipe(format!(
+                "{}: edged.health_window {:?} is not a duration ({error}); write a number with a unit, like \"30s\" or \"500ms\"",
+                path.display(),
+                recipe.edged.health_window
             )));
         }
         if !matches!(recipe.edged.runtime.as_str(), "docker" | "none") {
@@ -142,8 +150,8 @@ impl Recipe {
     /// `/etc/edged/device.toml` for this image.
     pub fn device_config(&self, compatible: &str, architecture: &str) -> String {
         format!(
-            "compatible = {compatible:?}\narchitecture = {architecture:?}\n\n[trust]\ndir = \"/etc/edged/trust.d\"\n\n[health]\nwindow_secs = {:?}\n\n[os]\ndisk = \"/dev/vda\"\nboot_tries = {}\n",
-            self.edged.health_window_secs, self.boot_tries
+            "compatible = {compatible:?}\narchitecture = {architecture:?}\n\n[trust]\ndir = \"/etc/edged/trust.d\"\n\n[health]\nwindow = {:?}\n\n[os]\ndisk = \"/dev/vda\"\nboot_tries = {}\n",
+            self.edged.health_window, self.boot_tries
         )
     }
 }

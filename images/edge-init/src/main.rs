@@ -24,6 +24,7 @@ use ed25519_dalek::pkcs8::DecodePublicKey;
 use edge_init::boot::{Slot, SlotState, boot_order, read_slot_state, write_slot_states};
 use edge_init::config::{CONFIG_PATH, InitConfig, MODULE_DIR, ROOT_KEY_PATH, RootHashSignature};
 use edge_init::gpt::Table;
+use edge_init::status::StatusReport;
 use edge_verity::{BLOCK_SIZE, Superblock, format_salt};
 
 const NEW_ROOT: &str = "/newroot";
@@ -229,20 +230,7 @@ fn start_edged(config: &InitConfig, slot: Slot) -> Result<(Child, String), Strin
     let output = edged(&["status", "--json"])
         .output()
         .map_err(|error| format!("cannot run {}: {error}", launch.program))?;
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("edged status is not JSON ({error})"))?;
-    let deployment = &report["deployment"];
-    let version = deployment["version"]
-        .as_u64()
-        .ok_or("edged reports no deployment")?;
-    let ready = format!(
-        "edged: ready: deployment {} version {version} running (deployment slot {}, {} modules), OS slot {slot}",
-        deployment["name"].as_str().unwrap_or("?"),
-        deployment["slot"].as_str().unwrap_or("?"),
-        report["modules"]
-            .as_object()
-            .map_or(0, serde_json::Map::len),
-    );
+    let ready = StatusReport::from_json(&output.stdout)?.ready_line(slot)?;
     let daemon = edged(&["run"])
         .spawn()
         .map_err(|error| format!("cannot start edged: {error}"))?;

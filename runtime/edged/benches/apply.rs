@@ -58,7 +58,7 @@ fn main() {
         .collect();
 
     let config = DeviceConfig::parse(
-        "compatible = \"bench\"\narchitecture = \"amd64\"\n[health]\nwindow_secs = 0\n",
+        "compatible = \"bench\"\narchitecture = \"amd64\"\n[health]\nwindow = \"0s\"\n",
     )
     .unwrap();
     let trust = TrustStore::new(&config.trust, std::slice::from_ref(&public_path));

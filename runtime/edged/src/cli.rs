@@ -1,5 +1,6 @@
 //! The command line: `edged apply|status|rollback|recover|run|trust`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,16 +8,31 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, DeviceConfig};
+use crate::daemon::Daemon;
 use crate::device::Device;
 use crate::docker::DockerEngine;
+use crate::duration::Bounds;
 use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::lock::{StateLock, Wait};
+use crate::logging::{self, LogFormat};
+use crate::output;
 use crate::runtime::{ModuleRuntime, NoEngine};
 use crate::status;
 use crate::trust::{AnchorSource, TrustStore};
+use crate::view::DeviceView;
+
+/// `edged --version`, which says whether this is a test build that obeys
+/// `EDGED_FAILPOINT`.
+const VERSION: &str = if failpoint::COMPILED_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " (test build: failpoints)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
 
 /// The edgec device runtime.
 #[derive(Parser)]
-#[command(name = "edged", version, about)]
+#[command(name = "edged", version = VERSION, about)]
 pub struct Cli {
     /// The state directory holding the deployment slots and state record.
     #[arg(long, global = true, default_value = "/var/lib/edged")]
@@ -27,10 +43,19 @@ pub struct Cli {
     /// An extra trusted public key (PEM), for development.
     #[arg(long = "trust", global = true, value_name = "KEY.pub")]
     pub trust: Vec<PathBuf>,
-    /// Where modules run: `docker`, or `none`/`failing` to exercise the
-    /// transaction without an engine (tests, benchmarks).
+    /// Where modules run: `docker`, or `none` to exercise the transaction
+    /// without an engine (tests, benchmarks).
     #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
+    /// How long a command that changes the state directory waits for
+    /// another one to finish (`30s`, `5m`); without it, it exits at once
+    /// with code 9 (busy).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
+    pub wait: Option<Duration>,
+    /// How events are logged to stderr: text (`auto` colours it on a
+    /// terminal) or JSON lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,8 +68,31 @@ pub enum RuntimeKind {
     Docker,
     /// No engine: modules are not run and deployments count as healthy.
     None,
-    /// No engine, and every health check fails (exercises rollback).
+    /// No engine, and every health check fails (exercises rollback in
+    /// tests; not shown in the help).
+    #[value(hide = true)]
     Failing,
+}
+
+/// Parses `--interval`: often enough to notice a stopped module, never a
+/// busy loop.
+fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--interval",
+        min: Duration::from_millis(10),
+        max: Duration::from_secs(3600),
+    }
+    .parse(text)
+}
+
+/// Parses `--wait`.
+fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--wait",
+        min: Duration::ZERO,
+        max: Duration::from_secs(24 * 3600),
+    }
+    .parse(text)
 }
 
 /// The subcommands.
@@ -71,9 +119,9 @@ pub enum Command {
         /// The inbox directory; bundles are applied in file-name order.
         #[arg(long)]
         inbox: Option<PathBuf>,
-        /// Seconds between supervision passes.
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
+        /// Time between supervision passes (`1s`, `500ms`).
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
         /// Process the inbox and supervise once, then exit.
         #[arg(long)]
         once: bool,
@@ -101,54 +149,108 @@ pub enum TrustAction {
 /// Parses the command line, runs it and reports errors with a hint.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is_closed_output() => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("edged: error: {error}");
-            eprintln!("hint: {}", error.hint());
+            report(&error, cli.log_format);
             ExitCode::from(error.exit_code())
         }
     }
 }
 
-/// Runs one command.
+/// Reports the error that ends the command: two lines for people, or one
+/// event for a log collector. A closed stderr loses the report, not the
+/// exit code.
+fn report(error: &Error, format: LogFormat) {
+    if format.is_json() {
+        tracing::error!(
+            exit_code = error.exit_code(),
+            hint = error.hint(),
+            "{error}"
+        );
+    } else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "edged: error: {error}\nhint: {}",
+            error.hint()
+        );
+    }
+}
+
+/// Runs one command. Readers (`status`, `trust list`) only read; every
+/// other command holds the state directory's lock while it may write.
 pub fn run(cli: &Cli) -> Result<()> {
     let config = DeviceConfig::load(&cli.device_config)?;
     let trust = TrustStore::new(&config.trust, &cli.trust);
-    if let Command::Trust { action } = &cli.command {
-        return trust_command(&trust, action);
+    let wait = cli.wait.map_or(Wait::No, Wait::AtMost);
+    match &cli.command {
+        Command::Trust {
+            action: TrustAction::List,
+        } => return list_trust(&trust),
+        Command::Trust {
+            action: TrustAction::Add { key },
+        } => {
+            let _lock = StateLock::acquire(&cli.state_dir, "trust add", wait)?;
+            return add_trust(&trust, key);
+        }
+        Command::Status { json } => {
+            let runtime = open_runtime(cli, &config)?;
+            let mut view = DeviceView::open(&cli.state_dir, config, runtime)?;
+            return show_status(&mut view, *json);
+        }
+        _ => {}
     }
     let runtime = open_runtime(cli, &config)?;
+    // The lock is declared first so that it is released last, once the
+    // device has finished deleting what the command replaced.
+    // The daemon waits for a command from the shell to finish rather than
+    // exit (which on an OS image would reboot the device).
+    let wait = if matches!(cli.command, Command::Run { .. }) {
+        Wait::Forever
+    } else {
+        wait
+    };
+    let lock = StateLock::acquire(&cli.state_dir, cli.command.name(), wait)?;
     let (mut device, recovered) = Device::open(&cli.state_dir, config, trust, runtime)?;
     if let Some(what) = recovered {
-        eprintln!("edged: recovered an interrupted update: {what}");
+        tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
     }
     match &cli.command {
         Command::Apply { bundle } => apply(&mut device, bundle),
-        Command::Status { json } => show_status(&mut device, *json),
         Command::Rollback => {
             let previous = device.rollback()?;
-            println!(
+            output::line(&format!(
                 "rolled back to deployment {} version {} (slot {})",
                 previous.deployment, previous.version, previous.slot
-            );
-            Ok(())
+            ))
         }
-        Command::Recover => Ok(()),
         Command::Run {
             inbox,
             interval,
             once,
         } => {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
-            daemon(
-                &mut device,
-                &inbox,
-                Duration::from_secs_f64(interval.max(0.05)),
-                *once,
-            )
+            // The daemon takes the lock for each pass and sleeps without it.
+            drop(lock);
+            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once)
         }
-        Command::Trust { .. } => Ok(()),
+        Command::Recover | Command::Status { .. } | Command::Trust { .. } => Ok(()),
+    }
+}
+
+impl Command {
+    /// The command's name, as the lock file records it.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Apply { .. } => "apply",
+            Self::Status { .. } => "status",
+            Self::Rollback => "rollback",
+            Self::Recover => "recover",
+            Self::Run { .. } => "run",
+            Self::Trust { .. } => "trust",
+        }
     }
 }
 
@@ -161,7 +263,7 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
                 Ok(engine) => Box::new(engine),
                 // Status must work on a device whose engine is down.
                 Err(error) if matches!(cli.command, Command::Status { .. }) => {
-                    eprintln!("edged: warning: {error}; module states are unknown");
+                    tracing::warn!("{error}; module states are unknown");
                     Box::new(NoEngine { healthy: true })
                 }
                 Err(error) => return Err(error),
@@ -171,112 +273,73 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
 }
 
 fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
-    let applied = device.apply(bundle)?;
+    let applied = logging::apply_span(bundle).in_scope(|| device.apply(bundle))?;
     let from = applied.previous_version.map_or_else(
         || "no deployment".to_owned(),
         |version| format!("version {version}"),
     );
-    println!(
+    output::line(&format!(
         "applied deployment {} version {} (slot {}), replacing {from}",
         applied.installed.deployment, applied.installed.version, applied.installed.slot
-    );
+    ))?;
     if let Some(slot) = applied.os_slot {
-        println!("OS update written to slot {slot}: reboot to run it");
+        output::line(&format!(
+            "OS update written to slot {slot}: reboot to run it"
+        ))?;
     }
     Ok(())
 }
 
-fn show_status(device: &mut Device, json: bool) -> Result<()> {
+fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
     let state = device.state()?;
-    let active = device.active()?;
-    let modules = device.module_status()?;
-    let report = status::report(&state, active.as_ref(), &modules);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        print!("{}", status::human(&report));
-    }
-    Ok(())
-}
-
-fn trust_command(trust: &TrustStore, action: &TrustAction) -> Result<()> {
-    match action {
-        TrustAction::List => {
-            for anchor in trust.anchors()? {
-                let source = match anchor.source {
-                    AnchorSource::Token => "token",
-                    AnchorSource::File => "file",
-                };
-                println!(
-                    "{} {source} {}",
-                    edge_bundle::key_id(&anchor.key),
-                    anchor.location
-                );
-            }
-            println!("threshold {}", trust.threshold());
-            Ok(())
+    // A damaged active deployment is reported, not a reason to report
+    // nothing: the operator needs the record, the floor and the daemon's
+    // failure to decide what to do. The command still exits with the error.
+    let (active, modules, damage) = match device.active() {
+        Ok(active) => {
+            let modules = device.module_status()?;
+            (active, modules, None)
         }
-        TrustAction::Add { key } => {
-            let anchor = trust.add(key)?;
-            println!(
-                "added {} to {}",
-                edge_bundle::key_id(&anchor.key),
-                anchor.location
-            );
-            Ok(())
-        }
-    }
-}
-
-/// The daemon loop: apply inbox bundles in order, then supervise.
-fn daemon(device: &mut Device, inbox: &Path, interval: Duration, once: bool) -> Result<()> {
-    loop {
-        for bundle in inbox_bundles(inbox)? {
-            let outcome = device.apply(&bundle);
-            let os_slot = outcome.as_ref().ok().and_then(|applied| applied.os_slot);
-            let (folder, message) = match &outcome {
-                Ok(applied) => (
-                    "applied",
-                    format!("applied version {}", applied.installed.version),
-                ),
-                Err(error) => ("refused", format!("{error}\nhint: {}", error.hint())),
-            };
-            eprintln!("edged: {}: {message}", bundle.display());
-            let target_dir = inbox.join(folder);
-            std::fs::create_dir_all(&target_dir).map_err(Error::state("create", &target_dir))?;
-            let name = bundle.file_name().unwrap_or_default();
-            let target = target_dir.join(name);
-            std::fs::rename(&bundle, &target).map_err(Error::state("rename", &bundle))?;
-            let note = target.with_extension("log");
-            std::fs::write(&note, format!("{message}\n")).map_err(Error::state("write", &note))?;
-            if let Some(slot) = os_slot {
-                // The init reboots when edged exits, into the updated slot.
-                eprintln!("edged: OS update written to slot {slot}; exiting to reboot into it");
-                return Ok(());
-            }
-        }
-        device.supervise()?;
-        if once {
-            return Ok(());
-        }
-        std::thread::sleep(interval);
-    }
-}
-
-/// The `*.edgebundle` files in the inbox, by name.
-fn inbox_bundles(inbox: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(inbox) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(Error::state("list", inbox)(error)),
+        Err(error) => (None, Vec::new(), Some(error)),
     };
-    let mut bundles: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "edgebundle"))
-        .collect();
-    bundles.sort();
-    Ok(bundles)
+    let supervision = device.supervision_failure();
+    let shown_active = match &damage {
+        None => Ok(active.as_ref()),
+        Some(error) => Err(error.to_string()),
+    };
+    let report = status::report(&state, shown_active, &modules, supervision);
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;
+        output::line(&text)?;
+    } else {
+        output::print(&status::human(&report))?;
+    }
+    damage.map_or(Ok(()), Err)
+}
+
+fn list_trust(trust: &TrustStore) -> Result<()> {
+    let mut text = String::new();
+    for anchor in trust.anchors()? {
+        let source = match anchor.source {
+            AnchorSource::Token => "token",
+            AnchorSource::File => "file",
+        };
+        text.push_str(&format!(
+            "{} {source} {}\n",
+            edge_bundle::key_id(&anchor.key),
+            anchor.location
+        ));
+    }
+    text.push_str(&format!("threshold {}\n", trust.threshold()));
+    output::print(&text)
+}
+
+fn add_trust(trust: &TrustStore, key: &Path) -> Result<()> {
+    let anchor = trust.add(key)?;
+    output::line(&format!(
+        "added {} to {}",
+        edge_bundle::key_id(&anchor.key),
+        anchor.location
+    ))
 }

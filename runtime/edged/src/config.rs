@@ -7,6 +7,7 @@ use std::time::Duration;
 use edge_bundle::Architecture;
 use serde::Deserialize;
 
+use crate::duration::{self, Bounds};
 use crate::error::{Error, Result};
 
 /// The default location of the device configuration.
@@ -92,53 +93,70 @@ pub struct Pkcs11Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// How long every module must run without restarting, in seconds.
-    #[serde(default = "thirty")]
-    pub window_secs: f64,
+    /// How long every module must run without restarting (`window =
+    /// "30s"`); zero commits as soon as the modules run.
+    #[serde(default = "thirty_seconds", deserialize_with = "duration::deserialize")]
+    pub window: Duration,
 }
 
-fn thirty() -> f64 {
-    30.0
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { window_secs: 30.0 }
+        Self {
+            window: thirty_seconds(),
+        }
     }
 }
 
 impl HealthConfig {
     /// The health window.
     pub fn window(&self) -> Duration {
-        Duration::from_secs_f64(self.window_secs.max(0.0))
+        self.window
     }
 }
+
+/// The range of `[health] window`.
+const WINDOW: Bounds = Bounds {
+    name: "health.window",
+    min: Duration::ZERO,
+    max: Duration::from_secs(24 * 3600),
+};
+/// The range of `[restart] backoff_base`: never zero, which would restart a
+/// crashing module in a tight loop.
+const BACKOFF_BASE: Bounds = Bounds {
+    name: "restart.backoff_base",
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(3600),
+};
 
 /// Exponential restart back-off.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartConfig {
-    /// The first delay, in seconds.
-    #[serde(default = "ten")]
-    pub backoff_base_secs: f64,
-    /// The longest delay, in seconds.
-    #[serde(default = "three_hundred")]
-    pub backoff_max_secs: f64,
+    /// The first delay (`backoff_base = "10s"`).
+    #[serde(default = "ten_seconds", deserialize_with = "duration::deserialize")]
+    pub backoff_base: Duration,
+    /// The longest delay (`backoff_max = "5m"`).
+    #[serde(default = "five_minutes", deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
 }
 
-fn ten() -> f64 {
-    10.0
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
 }
 
-fn three_hundred() -> f64 {
-    300.0
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for RestartConfig {
     fn default() -> Self {
         Self {
-            backoff_base_secs: 10.0,
-            backoff_max_secs: 300.0,
+            backoff_base: ten_seconds(),
+            backoff_max: five_minutes(),
         }
     }
 }
@@ -148,9 +166,53 @@ impl RestartConfig {
     /// per attempt, capped, and never infinite, so a module is never
     /// abandoned.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let doubled = self.backoff_base_secs * 2_f64.powi(attempt.saturating_sub(1).min(30) as i32);
-        Duration::from_secs_f64(doubled.min(self.backoff_max_secs).max(0.0))
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max)
     }
+
+    /// Checks the delays against their ranges.
+    fn check(&self) -> std::result::Result<(), String> {
+        BACKOFF_BASE.check(self.backoff_base)?;
+        Bounds {
+            name: "restart.backoff_max",
+            min: self.backoff_base,
+            max: Duration::from_secs(24 * 3600),
+        }
+        .check(self.backoff_max)
+        .map_err(|error| format!("{error} (and at least restart.backoff_base)"))?;
+        Ok(())
+    }
+}
+
+/// Keys of earlier versions that took seconds as numbers, with the key that
+/// replaced each.
+const RENAMED_KEYS: &[(&str, &str, &str)] = &[
+    ("health", "window_secs", "window = \"30s\""),
+    ("restart", "backoff_base_secs", "backoff_base = \"10s\""),
+    ("restart", "backoff_max_secs", "backoff_max = \"5m\""),
+];
+
+/// Refuses the numeric `*_secs` keys by name, saying what to write instead:
+/// a float can be infinite or not a number, a duration with a unit cannot.
+fn check_renamed_keys(text: &str) -> std::result::Result<(), String> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        // The typed parse reports the syntax error.
+        return Ok(());
+    };
+    for (section, old, new) in RENAMED_KEYS {
+        if table
+            .get(*section)
+            .and_then(toml::Value::as_table)
+            .is_some_and(|keys| keys.contains_key(*old))
+        {
+            return Err(format!(
+                "[{section}] {old} is no longer read: durations carry their unit, write {new}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Limits that stop a hostile bundle from exhausting the device.
@@ -204,7 +266,10 @@ impl DeviceConfig {
 
     /// Parses configuration text.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        check_renamed_keys(text)?;
         let config: Self = toml::from_str(text).map_err(|error| error.to_string())?;
+        WINDOW.check(config.health.window)?;
+        config.restart.check()?;
         if config.trust.threshold == 0 {
             return Err("trust.threshold must be at least 1".to_owned());
         }
@@ -227,6 +292,63 @@ mod tests {
         assert_eq!(restart.delay(5), Duration::from_secs(160));
         assert_eq!(restart.delay(6), Duration::from_secs(300));
         assert_eq!(restart.delay(10_000), Duration::from_secs(300));
+    }
+
+    fn with(section: &str) -> std::result::Result<DeviceConfig, String> {
+        DeviceConfig::parse(&format!(
+            "compatible = \"a\"\narchitecture = \"arm64\"\n{section}\n"
+        ))
+    }
+
+    #[test]
+    fn durations_carry_units_and_stay_in_range() {
+        let config = with("[health]\nwindow = \"1m30s\"\n[restart]\nbackoff_base = \"500ms\"\nbackoff_max = \"2m\"").unwrap();
+        assert_eq!(config.health.window(), Duration::from_secs(90));
+        assert_eq!(config.restart.delay(1), Duration::from_millis(500));
+        assert_eq!(config.restart.delay(100), Duration::from_secs(120));
+        assert_eq!(
+            with("[health]\nwindow = \"0s\"").unwrap().health.window(),
+            Duration::ZERO
+        );
+        for (section, expected) in [
+            ("[health]\nwindow = \"inf\"", "is not a duration"),
+            ("[health]\nwindow = \"NaN\"", "is not a duration"),
+            ("[health]\nwindow = \"-1s\"", "is not a duration"),
+            ("[health]\nwindow = 30", "a duration with a unit"),
+            ("[health]\nwindow = \"30\"", "is not a duration"),
+            (
+                "[health]\nwindow = \"100000000000000000000h\"",
+                "is not a duration",
+            ),
+            (
+                "[health]\nwindow = \"400d\"",
+                "health.window must be between 0s and 1day",
+            ),
+            (
+                "[restart]\nbackoff_base = \"0s\"",
+                "restart.backoff_base must be between 10ms and 1h",
+            ),
+            ("[restart]\nbackoff_base = \"inf\"", "is not a duration"),
+            (
+                "[restart]\nbackoff_base = \"1m\"\nbackoff_max = \"10s\"",
+                "at least restart.backoff_base",
+            ),
+            (
+                "[health]\nwindow_secs = inf",
+                "[health] window_secs is no longer read: durations carry their unit, write window = \"30s\"",
+            ),
+            (
+                "[restart]\nbackoff_base_secs = 10",
+                "write backoff_base = \"10s\"",
+            ),
+            (
+                "[restart]\nbackoff_max_secs = -1",
+                "write backoff_max = \"5m\"",
+            ),
+        ] {
+            let error = with(section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
     }
 
     #[test]

@@ -80,17 +80,42 @@ impl Device {
                 }
             }
         }
-        let mut device = Self {
+        let mut device = Self::unopened(state_dir, config, trust, runtime);
+        let recovered = device.recover()?;
+        device.restore_restart_counts()?;
+        Ok((device, recovered))
+    }
+
+    /// Opens the state directory for reading only: nothing is created,
+    /// recovered or rolled back, so a reader never disturbs a transaction
+    /// another process is in the middle of (its `state.json` shows it as
+    /// such). See [`crate::view::DeviceView`], which exposes only readers.
+    pub(crate) fn open_read_only(
+        state_dir: &Path,
+        config: DeviceConfig,
+        trust: TrustStore,
+        runtime: Box<dyn ModuleRuntime>,
+    ) -> Result<Self> {
+        let mut device = Self::unopened(state_dir, config, trust, runtime);
+        device.restore_restart_counts()?;
+        Ok(device)
+    }
+
+    /// The device before anything of its state directory has been read.
+    fn unopened(
+        state_dir: &Path,
+        config: DeviceConfig,
+        trust: TrustStore,
+        runtime: Box<dyn ModuleRuntime>,
+    ) -> Self {
+        Self {
             state_dir: state_dir.to_owned(),
             config,
             trust,
             runtime,
             supervision: None,
             cleanup: None,
-        };
-        let recovered = device.recover()?;
-        device.restore_restart_counts()?;
-        Ok((device, recovered))
+        }
     }
 
     /// The device configuration.
@@ -156,14 +181,17 @@ impl Device {
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))
+            .inspect_err(log_refusal)?;
         let target = state
             .active
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
-        let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
+        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)
+            .inspect_err(log_refusal)?;
+        let os_slot = self.write_os(&staging, &accepted).inspect_err(|error| {
+            log_refusal(error);
             let _ = durable::remove_tree(&staging);
         })?;
         // Only once everything that can refuse the bundle has passed is the
@@ -186,8 +214,8 @@ impl Device {
         };
         match deletion.join() {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("edged: warning: {error}; it is deleted at the next start"),
-            Err(_) => eprintln!("edged: warning: deleting the replaced deployment failed"),
+            Ok(Err(error)) => tracing::warn!("{error}; it is deleted at the next start"),
+            Err(_) => tracing::warn!("deleting the replaced deployment failed"),
         }
     }
 
@@ -238,6 +266,14 @@ impl Device {
             self.undo_install(target)?;
             return Err(error);
         }
+        tracing::info!(
+            phase = "trial",
+            deployment = installed.deployment,
+            version = installed.version,
+            slot = %installed.slot,
+            window = %humantime::format_duration(self.config.health.window()),
+            "switched; watching the health window"
+        );
         let decided = self.trial_and_decide(switched, &installed);
         if retired {
             self.discard(target);
@@ -266,9 +302,23 @@ impl Device {
                         installed.deployment, installed.version
                     ),
                 };
-                committed.store(&self.state_dir, failpoint::COMMIT)
+                committed.store(&self.state_dir, failpoint::COMMIT)?;
+                tracing::info!(
+                    phase = "commit",
+                    deployment = installed.deployment,
+                    version = installed.version,
+                    "committed"
+                );
+                Ok(())
             }
             Err(reason) => {
+                tracing::warn!(
+                    phase = "rollback",
+                    deployment = installed.deployment,
+                    version = installed.version,
+                    reason,
+                    "unhealthy; rolling back"
+                );
                 self.roll_back(switched, reason.clone())?;
                 Err(Error::RolledBack {
                     version: installed.version,
@@ -355,9 +405,9 @@ impl Device {
         let discarded = slot_dir.join(DISCARDED);
         match durable::rename(&retired, &discarded, Failpoint::SlotDiscard) {
             Ok(()) => self.cleanup = Some(start_deletion(discarded)),
-            Err(error) => eprintln!(
-                "edged: warning: cannot rename {}: {error}; it is deleted at the next start",
-                retired.display()
+            Err(error) => tracing::warn!(
+                path = %retired.display(),
+                "cannot rename the replaced deployment aside: {error}; it is deleted at the next start"
             ),
         }
     }
@@ -439,7 +489,15 @@ impl Device {
                 transaction.reason.as_deref().unwrap_or("unhealthy")
             ),
         };
-        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)
+        state.store(&self.state_dir, failpoint::ROLLBACK_DONE)?;
+        tracing::warn!(
+            phase = "rollback",
+            deployment = transaction.target.deployment,
+            version = transaction.target.version,
+            "{}",
+            state.last_desired_status.description
+        );
+        Ok(())
     }
 
     /// The anti-rollback floor: a bundle must be newer than the record's
@@ -604,6 +662,7 @@ impl Device {
             return self.runtime.supervise(None);
         };
         let loaded = self.load(&installed)?;
+        self.follow_deployment_change(&installed, &loaded);
         self.runtime.supervise(Some(&loaded))?;
         let record = SupervisionRecord {
             manifest_digest: installed.manifest_digest,
@@ -616,10 +675,46 @@ impl Device {
         Ok(())
     }
 
+    /// When the active deployment is not the one the restart counts belong
+    /// to (another edged process applied or rolled back since the last
+    /// pass), the runtime counts on from what was recorded for it, or from
+    /// zero, rather than carrying the old deployment's counts over.
+    fn follow_deployment_change(&mut self, installed: &Installed, loaded: &Loaded) {
+        let current = self
+            .supervision
+            .as_ref()
+            .is_some_and(|record| record.manifest_digest == installed.manifest_digest);
+        if current {
+            return;
+        }
+        let recorded = SupervisionRecord::load(&self.state_dir)
+            .filter(|record| record.manifest_digest == installed.manifest_digest);
+        let counts = loaded
+            .modules
+            .iter()
+            .map(|module| {
+                let count = recorded
+                    .as_ref()
+                    .and_then(|record| record.restart_counts.get(&module.name).copied())
+                    .unwrap_or(0);
+                (module.name.clone(), count)
+            })
+            .collect();
+        self.runtime.restore_restart_counts(&counts);
+        self.supervision = recorded;
+    }
+
     /// The module states of the active deployment.
     pub fn module_status(&mut self) -> Result<Vec<(String, crate::runtime::ModuleStatus)>> {
         let active = self.active()?;
         self.runtime.status(active.as_ref())
+    }
+}
+
+/// Logs a refused bundle as one event with its reason, in the apply's span.
+fn log_refusal(error: &Error) {
+    if let Error::Refused(reason) = error {
+        tracing::warn!(phase = "verify", reason, "bundle refused");
     }
 }
 

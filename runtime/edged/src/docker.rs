@@ -409,10 +409,34 @@ impl ModuleRuntime for DockerEngine {
                 None => {
                     backoff.restarts += 1;
                     backoff.streak += 1;
-                    backoff.next_attempt = Some(now + self.restart.delay(backoff.streak));
+                    let delay = self.restart.delay(backoff.streak);
+                    backoff.next_attempt = Some(now + delay);
+                    let reason = if unhealthy {
+                        "failed its health check".to_owned()
+                    } else {
+                        format!("exited with code {exit}")
+                    };
+                    tracing::warn!(
+                        phase = "supervise",
+                        deployment = loaded.manifest.deployment,
+                        version = loaded.manifest.version,
+                        module = module.name,
+                        restart = backoff.restarts,
+                        delay = %humantime::format_duration(delay),
+                        reason,
+                        "module stopped; restarting after a back-off"
+                    );
                 }
                 Some(when) if now >= when => {
                     backoff.next_attempt = None;
+                    tracing::info!(
+                        phase = "supervise",
+                        deployment = loaded.manifest.deployment,
+                        version = loaded.manifest.version,
+                        module = module.name,
+                        restart = backoff.restarts,
+                        "restarting module"
+                    );
                     if running {
                         let _ = self
                             .runtime

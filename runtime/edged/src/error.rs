@@ -44,6 +44,15 @@ pub enum Error {
     /// The state directory holds something edged did not write.
     #[error("state directory: {0}")]
     CorruptState(String),
+    /// The command's output could not be written to stdout.
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
+    /// Another edged process is changing the state directory.
+    #[error("the state directory is busy: {holder} is changing it")]
+    Busy {
+        /// Who holds the lock, as its lock file names it.
+        holder: String,
+    },
 }
 
 impl Error {
@@ -58,6 +67,8 @@ impl Error {
             Self::Docker(_) => 6,
             Self::Trust(_) => 7,
             Self::State { .. } | Self::CorruptState(_) => 8,
+            Self::Busy { .. } => 9,
+            Self::Output(_) => 1,
         }
     }
 
@@ -81,7 +92,17 @@ impl Error {
             Self::State { .. } | Self::CorruptState(_) => {
                 "check the disk (free space, read-only file system); do not edit the state directory by hand"
             }
+            Self::Output(_) => "check where the output goes (a full disk, a closed terminal)",
+            Self::Busy { .. } => {
+                "retry when it is done, pass --wait 5m to wait for it, or, while `edged run` is running, drop the bundle into its inbox"
+            }
         }
+    }
+
+    /// Whether this is stdout closed by its reader (`edged status | head`):
+    /// the reader has what it wanted, so the command ends quietly.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, Self::Output(error) if error.kind() == io::ErrorKind::BrokenPipe)
     }
 
     /// Wraps an I/O error on a state-directory path.

@@ -4,9 +4,16 @@
 //!
 //! A failpoint is armed by naming it in the `EDGED_FAILPOINT` environment
 //! variable; when execution reaches it, the process aborts on the spot, as a
-//! power cut would stop it. Unarmed failpoints cost one comparison.
+//! power cut would stop it. `NAME:pause=DURATION` (`health-wait:pause=3s`)
+//! stops there for that long instead, so that tests can run a second
+//! process while the first is in the middle of a transaction. Unarmed
+//! failpoints cost one comparison. Only builds with the `failpoints` cargo
+//! feature (tests) read the variable at all; the named points stay in the
+//! code of every build as calls that do nothing.
 
+use std::io::Write;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The environment variable that arms one failpoint by name.
 pub const ENV: &str = "EDGED_FAILPOINT";
@@ -116,17 +123,64 @@ pub fn by_name(name: &str) -> Option<Failpoint> {
         .find(|point| point.name() == name)
 }
 
-/// The armed failpoint, read once from the environment.
-fn armed() -> Option<Failpoint> {
-    static ARMED: OnceLock<Option<Failpoint>> = OnceLock::new();
-    *ARMED.get_or_init(|| std::env::var(ENV).ok().and_then(|name| by_name(&name)))
+/// What an armed failpoint does when it is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Action {
+    /// Abort the process, as a power cut would stop it.
+    Abort,
+    /// Stop there for a while, then go on.
+    Pause(Duration),
 }
 
-/// Aborts the process if `point` is the armed failpoint.
+/// Parses an `EDGED_FAILPOINT` value: `NAME` or `NAME:pause=DURATION`.
+pub fn parse(text: &str) -> Option<(Failpoint, Action)> {
+    match text.split_once(':') {
+        None => Some((by_name(text)?, Action::Abort)),
+        Some((name, action)) => {
+            let pause = action.strip_prefix("pause=")?;
+            let duration = humantime::parse_duration(pause).ok()?;
+            Some((by_name(name)?, Action::Pause(duration)))
+        }
+    }
+}
+
+/// Whether this build arms failpoints at all (the `failpoints` feature,
+/// which only tests turn on).
+pub const COMPILED_IN: bool = cfg!(feature = "failpoints");
+
+/// The armed failpoint, read once from the environment; never one in a
+/// build without the `failpoints` feature.
+fn armed() -> Option<(Failpoint, Action)> {
+    static ARMED: OnceLock<Option<(Failpoint, Action)>> = OnceLock::new();
+    *ARMED.get_or_init(|| {
+        COMPILED_IN
+            .then(|| std::env::var(ENV).ok())
+            .flatten()
+            .and_then(|value| parse(&value))
+    })
+}
+
+/// Aborts or pauses the process if `point` is the armed failpoint.
 pub fn hit(point: Failpoint) {
-    if armed() == Some(point) {
-        eprintln!("edged: failpoint {} reached, aborting", point.name());
-        std::process::abort();
+    match armed() {
+        Some((armed, Action::Abort)) if armed == point => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "edged: failpoint {} reached, aborting",
+                point.name()
+            );
+            std::process::abort();
+        }
+        Some((armed, Action::Pause(duration))) if armed == point => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "edged: failpoint {} reached, pausing for {}",
+                point.name(),
+                humantime::format_duration(duration)
+            );
+            std::thread::sleep(duration);
+        }
+        _ => {}
     }
 }
 
@@ -143,5 +197,23 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Failpoint::ALL.len());
+    }
+
+    #[test]
+    fn values_arm_an_abort_or_a_pause() {
+        assert_eq!(
+            parse("health-wait"),
+            Some((Failpoint::HealthWait, Action::Abort))
+        );
+        assert_eq!(
+            parse("health-wait:pause=1m30s"),
+            Some((
+                Failpoint::HealthWait,
+                Action::Pause(Duration::from_secs(90))
+            ))
+        );
+        assert_eq!(parse("health-wait:pause=soon"), None);
+        assert_eq!(parse("health-wait:sleep=1s"), None);
+        assert_eq!(parse("nowhere"), None);
     }
 }

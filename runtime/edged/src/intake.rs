@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use edge_bundle::display::{escaped, escaped_message};
@@ -51,6 +52,11 @@ pub fn accept(
     let (manifest_bytes, signature_bytes) = read_head(file)?;
     let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
+    // The log names what the bundle claims to be, verified or not yet (the manifest's grammar
+    // has already been checked, so the names are printable).
+    tracing::Span::current()
+        .record("deployment", manifest.deployment.as_str())
+        .record("version", manifest.version);
     let signatures = SignatureFile::parse(&signature_bytes)
         .map_err(|error| Error::Refused(error.to_string()))?;
     let keys = trust.verify(&manifest_bytes, &signatures)?;
@@ -78,18 +84,28 @@ pub fn accept(
     })
 }
 
-/// Opens the bundle file, refusing anything but a regular file.
+/// Opens the bundle file, refusing anything but a regular file. The path is
+/// checked before it is opened, since opening a FIFO blocks until a writer
+/// comes; the open itself does not block (`O_NONBLOCK`, which changes
+/// nothing for a regular file), and the opened file is checked again in
+/// case the path was replaced in between.
 fn open_bundle(path: &Path) -> Result<File> {
-    let file = File::open(path)
+    let not_regular = || Error::Refused(format!("{} is not a regular file", path.display()));
+    let before = fs::metadata(path)
+        .map_err(|error| Error::Refused(format!("cannot open {}: {error}", path.display())))?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .map_err(|error| Error::Refused(format!("cannot open {}: {error}", path.display())))?;
     let metadata = file
         .metadata()
         .map_err(|error| Error::Refused(format!("cannot stat {}: {error}", path.display())))?;
     if !metadata.is_file() {
-        return Err(Error::Refused(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(not_regular());
     }
     if metadata.len() == 0 {
         return Err(Error::Refused(format!("{} is empty", path.display())));

@@ -6,22 +6,33 @@
 //! See `runtime/README.md` for the state directory layout and the
 //! transaction.
 
+// `print!` and `eprint!` panic on a closed pipe: output goes through
+// `output`, everything else through `tracing`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deployment;
 pub mod device;
 pub mod docker;
 pub mod durable;
+pub mod duration;
 pub mod error;
 pub mod failpoint;
+pub mod inbox;
 pub mod intake;
 pub mod layout_tar;
+pub mod lock;
+pub mod logging;
 pub mod os_update;
+pub mod output;
 pub mod runtime;
 pub mod state;
 pub mod status;
 pub mod supervision;
 pub mod trust;
+pub mod view;
 pub mod writer;
 
 pub use config::DeviceConfig;

@@ -1,78 +1,196 @@
-//! `edged status`: the device's state in the shape IoT Edge's agent reports
-//! as reported properties, so fleet tooling can read either.
+//! `edged status`: the device's state as the typed document
+//! [`edge_init::status::StatusReport`] (IoT Edge's reported-properties
+//! shape), which the OS image's init reads back through the same type.
 
-use edge_bundle::display::{escaped, escaped_message};
-use serde_json::{Map, Value, json};
+use edge_bundle::display::escaped_message;
+use edge_init::status::{
+    DeploymentReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION, StatusReport,
+    SupervisionFailure, TransactionPhase, TransactionReport,
+};
 
 use crate::runtime::{Loaded, ModuleStatus};
-use crate::state::State;
+use crate::state::{self, Installed, Phase, State};
 
-/// Builds the status document.
-pub fn report(state: &State, active: Option<&Loaded>, modules: &[(String, ModuleStatus)]) -> Value {
-    let mut module_map = Map::new();
-    for (name, status) in modules {
-        let mut entry = serde_json::to_value(status).unwrap_or(Value::Null);
-        if let Some(spec) =
-            active.and_then(|loaded| loaded.modules.iter().find(|module| &module.name == name))
-        {
-            entry["version"] = json!(spec.version);
-            entry["status"] = json!(if spec.running { "running" } else { "stopped" });
-            entry["restartPolicy"] = json!(spec.restart.as_str());
-            entry["settings"] = json!({ "image": spec.image });
-        }
-        module_map.insert(name.clone(), entry);
+/// Builds the status document from the state record, the active deployment
+/// (or why it cannot be loaded), its modules' states and the daemon's
+/// supervision failure, if any.
+pub fn report(
+    state: &State,
+    active: std::result::Result<Option<&Loaded>, String>,
+    modules: &[(String, ModuleStatus)],
+    supervision: Option<SupervisionFailure>,
+) -> StatusReport {
+    let (active, unusable) = match active {
+        Ok(active) => (active, None),
+        Err(why) => (None, Some(why)),
+    };
+    let installed = state.active.as_ref();
+    StatusReport {
+        schema_version: SCHEMA_VERSION.to_owned(),
+        last_desired_status: edge_init::status::DesiredStatus {
+            code: state.last_desired_status.code,
+            description: state.last_desired_status.description.clone(),
+        },
+        last_desired_version: installed.map(|active| active.version),
+        deployment: DeploymentReport {
+            name: installed.map(|active| active.deployment.clone()),
+            version: installed.map(|active| active.version),
+            slot: installed.map(|active| active.slot.name().to_owned()),
+            manifest_digest: installed.map(|active| active.manifest_digest.clone()),
+            committed_version: state.committed_version,
+            transaction: state.transaction.as_ref().map(transaction_report),
+            unusable,
+        },
+        modules: modules
+            .iter()
+            .filter_map(|(name, status)| {
+                let spec = active?.modules.iter().find(|module| &module.name == name)?;
+                let report = ModuleReport {
+                    runtime_status: status.runtime_status.clone(),
+                    exit_code: status.exit_code,
+                    restart_count: status.restart_count,
+                    last_start_time_utc: status.last_start_time_utc.clone(),
+                    last_exit_time_utc: status.last_exit_time_utc.clone(),
+                    health: status.health.clone(),
+                    version: spec.version.clone(),
+                    status: if spec.running { "running" } else { "stopped" }.to_owned(),
+                    restart_policy: spec.restart.as_str().to_owned(),
+                    settings: ModuleSettings {
+                        image: spec.image.clone(),
+                    },
+                };
+                Some((name.clone(), report))
+            })
+            .collect(),
+        supervision,
     }
-    json!({
-        "schemaVersion": "1.1",
-        "lastDesiredStatus": {
-            "code": state.last_desired_status.code,
-            "description": state.last_desired_status.description,
+}
+
+fn transaction_report(transaction: &state::Transaction) -> TransactionReport {
+    TransactionReport {
+        phase: match transaction.phase {
+            Phase::Trial => TransactionPhase::Trial,
+            Phase::RollingBack => TransactionPhase::RollingBack,
         },
-        "lastDesiredVersion": state.active.as_ref().map(|active| active.version),
-        "deployment": {
-            "name": state.active.as_ref().map(|active| active.deployment.clone()),
-            "version": state.active.as_ref().map(|active| active.version),
-            "slot": state.active.as_ref().map(|active| active.slot.name()),
-            "manifestDigest": state.active.as_ref().map(|active| active.manifest_digest.clone()),
-            "committedVersion": state.committed_version,
-            "transaction": state.transaction.as_ref().map(|transaction| serde_json::to_value(transaction).unwrap_or(Value::Null)),
-        },
-        "modules": module_map,
-    })
+        target: installed_report(&transaction.target),
+        previous: transaction.previous.as_ref().map(installed_report),
+        reason: transaction.reason.clone(),
+    }
+}
+
+fn installed_report(installed: &Installed) -> InstalledReport {
+    InstalledReport {
+        slot: installed.slot.name().to_owned(),
+        deployment: installed.deployment.clone(),
+        version: installed.version,
+        manifest_digest: installed.manifest_digest.clone(),
+    }
 }
 
 /// The same document for people.
-pub fn human(report: &Value) -> String {
+pub fn human(report: &StatusReport) -> String {
     let mut text = String::new();
-    let deployment = &report["deployment"];
-    match deployment["version"].as_u64() {
+    let deployment = &report.deployment;
+    match deployment.version {
         Some(version) => text.push_str(&format!(
             "deployment {} version {version} (slot {}), committed version {}\n",
-            escaped(deployment["name"].as_str().unwrap_or("?")),
-            deployment["slot"].as_str().unwrap_or("?"),
-            deployment["committedVersion"]
+            escaped_message(deployment.name.as_deref().unwrap_or("?")),
+            deployment.slot.as_deref().unwrap_or("?"),
+            deployment.committed_version
         )),
         None => text.push_str("no deployment installed\n"),
     }
+    if let Some(why) = &deployment.unusable {
+        text.push_str(&format!(
+            "the active deployment is unusable: {}\n",
+            escaped_message(why)
+        ));
+    }
+    if let Some(transaction) = &deployment.transaction {
+        text.push_str(&format!(
+            "transaction: {} of version {} in progress\n",
+            transaction.phase.as_str(),
+            transaction.target.version
+        ));
+    }
     text.push_str(&format!(
         "last change: {} {}\n",
-        report["lastDesiredStatus"]["code"],
-        escaped_message(
-            report["lastDesiredStatus"]["description"]
-                .as_str()
-                .unwrap_or("")
-        )
+        report.last_desired_status.code,
+        escaped_message(&report.last_desired_status.description)
     ));
-    if let Some(modules) = report["modules"].as_object() {
-        for (name, module) in modules {
-            text.push_str(&format!(
-                "  {:<20} {:<8} exit {} restarts {}\n",
-                escaped(name),
-                escaped_message(module["runtimeStatus"].as_str().unwrap_or("?")),
-                module["exitCode"],
-                module["restartCount"]
-            ));
-        }
+    if let Some(failure) = &report.supervision {
+        text.push_str(&format!(
+            "supervision failing since {} ({} passes in a row): {}\n",
+            failure.since,
+            failure.consecutive_failures,
+            escaped_message(&failure.last_error)
+        ));
+    }
+    for (name, module) in &report.modules {
+        text.push_str(&format!(
+            "  {:<20} {:<8} exit {} restarts {}\n",
+            escaped_message(name),
+            escaped_message(&module.runtime_status),
+            module.exit_code,
+            module.restart_count
+        ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{DesiredStatus, Slot, Transaction};
+
+    fn installed(slot: Slot, version: u64) -> Installed {
+        Installed {
+            slot,
+            deployment: "plant".to_owned(),
+            version,
+            manifest_digest: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn the_report_round_trips_and_keeps_iot_edge_names() {
+        let state = State {
+            format: 1,
+            active: Some(installed(Slot::B, 2)),
+            committed_version: 1,
+            transaction: Some(Transaction {
+                phase: Phase::Trial,
+                target: installed(Slot::B, 2),
+                previous: Some(installed(Slot::A, 1)),
+                reason: None,
+            }),
+            last_desired_status: DesiredStatus {
+                code: 417,
+                description: "trying deployment version 2".to_owned(),
+            },
+            rolled_back: None,
+        };
+        let failure = SupervisionFailure {
+            last_error: "container engine: connection refused".to_owned(),
+            since: "2026-01-01T00:00:00Z".to_owned(),
+            consecutive_failures: 3,
+        };
+        let report = report(&state, Ok(None), &[], Some(failure));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["schemaVersion"], "1.1");
+        assert_eq!(json["lastDesiredStatus"]["code"], 417);
+        assert_eq!(json["lastDesiredVersion"], 2);
+        assert_eq!(json["deployment"]["slot"], "b");
+        assert_eq!(json["deployment"]["committedVersion"], 1);
+        assert_eq!(json["deployment"]["transaction"]["phase"], "trial");
+        assert_eq!(
+            json["deployment"]["transaction"]["previous"]["manifestDigest"],
+            "ab".repeat(32)
+        );
+        assert_eq!(json["supervision"]["consecutiveFailures"], 3);
+        let parsed = StatusReport::from_json(json.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed, report);
+        assert!(human(&report).contains("transaction: trial of version 2 in progress"));
+        assert!(human(&report).contains("supervision failing since 2026-01-01T00:00:00Z"));
+    }
 }

@@ -49,6 +49,55 @@ impl SupervisionRecord {
     }
 }
 
+/// The failure record's file name inside the state directory; it exists only
+/// while `edged run`'s supervision passes fail.
+pub const FAILURE_FILE: &str = "supervision-failure.json";
+
+pub use edge_init::status::SupervisionFailure;
+
+/// Where `edged run` records its failing passes for `edged status`.
+pub trait FailureRecord: Sized {
+    /// The path of the record inside `state_dir`.
+    fn path(state_dir: &Path) -> PathBuf;
+    /// Reads the record; none, or an unreadable one, means supervision is
+    /// not known to fail.
+    fn load(state_dir: &Path) -> Option<Self>;
+    /// Replaces the record atomically.
+    fn store(&self, state_dir: &Path) -> Result<()>;
+    /// Removes the record: supervision works (again).
+    fn clear(state_dir: &Path) -> Result<()>;
+}
+
+impl FailureRecord for SupervisionFailure {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(FAILURE_FILE)
+    }
+
+    fn load(state_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(Self::path(state_dir)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn store(&self, state_dir: &Path) -> Result<()> {
+        let path = Self::path(state_dir);
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|error| {
+            Error::CorruptState(format!("cannot encode the supervision failure: {error}"))
+        })?;
+        bytes.push(b'\n');
+        durable::replace_file(&path, &bytes, None).map_err(Error::state("write", &path))
+    }
+
+    fn clear(state_dir: &Path) -> Result<()> {
+        let path = Self::path(state_dir);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::state("remove", &path)(error))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

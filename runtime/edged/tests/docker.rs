@@ -132,7 +132,7 @@ fn device(dir: &Path, instance: &str) -> (TestDevice, PathBuf) {
     let device = TestDevice::new(
         &[],
         &format!(
-            "instance = \"{instance}\"\n[health]\nwindow_secs = 2\n[restart]\nbackoff_base_secs = 0.2\n"
+            "instance = \"{instance}\"\n[health]\nwindow = \"2s\"\n[restart]\nbackoff_base = \"200ms\"\n"
         ),
     );
     fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
@@ -291,7 +291,7 @@ fn recipe_to_running_modules_and_automatic_rollback_of_a_crash_loop() {
         // process of its own reports the restart.
         docker(&["kill", &format!("{instance}.sensor")]);
         let mut daemon = device
-            .command("docker", &["run", "--interval", "0.1"])
+            .command("docker", &["run", "--interval", "100ms"])
             .spawn()
             .unwrap();
         let mut running = String::new();
@@ -377,5 +377,153 @@ fn a_failing_health_command_rolls_the_update_back() {
         let report = status(&device);
         assert_eq!(report["deployment"]["version"], 1);
         assert_eq!(report["modules"]["probe"]["health"], "healthy", "{report}");
+    });
+}
+
+/// A unix socket forwarding to the engine's, which a test can take away
+/// (connections cut, socket removed) and bring back, as an engine that
+/// restarts or hangs would.
+struct EngineProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn start(path: &Path) -> Self {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let upstream = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut open: Vec<UnixStream> = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(engine) = UnixStream::connect(&upstream) else {
+                            continue;
+                        };
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                            (engine.try_clone().unwrap(), client.try_clone().unwrap()),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                        open.extend([client, engine]);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for stream in open {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Self {
+            path: path.to_owned(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Polls `condition` every 100 ms for at most `seconds`.
+fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..seconds * 10 {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn supervision_outlives_an_engine_that_goes_away_and_comes_back() {
+    let instance = format!("edgedflaky{}", std::process::id());
+    let suffix = std::process::id().to_string();
+    with_engine(&instance.clone(), &["ticker"], move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, key) = device(dir.path(), &instance);
+        let bundle = build(
+            dir.path(),
+            &key,
+            1,
+            &suffix,
+            &[Module {
+                name: "ticker",
+                script: SERVE,
+                health: None,
+            }],
+        );
+        succeeded(&device.edged("docker", &["apply", bundle.to_str().unwrap()]));
+        let socket = dir.path().join("engine.sock");
+        let proxy = EngineProxy::start(&socket);
+        let mut daemon = device
+            .command("docker", &["run", "--interval", "100ms"])
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+
+        // The engine goes away: the daemon records the failing passes and
+        // stays up.
+        drop(proxy);
+        let failure = device.state.join("supervision-failure.json");
+        assert!(
+            eventually(20, || failure.exists()),
+            "no failure was recorded"
+        );
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "edged run ended when the engine went away"
+        );
+        let report = status(&device);
+        assert!(
+            report["supervision"]["consecutiveFailures"].as_u64() >= Some(1),
+            "{report}"
+        );
+        assert!(
+            report["supervision"]["lastError"]
+                .as_str()
+                .is_some_and(|error| !error.is_empty()),
+            "{report}"
+        );
+        docker(&["kill", &format!("{instance}.ticker")]);
+
+        // The engine is back: supervision carries on and restarts the
+        // module that died meanwhile.
+        let _proxy = EngineProxy::start(&socket);
+        assert!(
+            eventually(60, || !failure.exists()
+                && container(&instance, "ticker").starts_with("true")),
+            "supervision did not resume"
+        );
+        assert!(daemon.try_wait().unwrap().is_none());
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let report = status(&device);
+        assert!(report["supervision"].is_null(), "{report}");
+        assert_eq!(report["modules"]["ticker"]["restartCount"], 1, "{report}");
     });
 }

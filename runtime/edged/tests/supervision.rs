@@ -130,3 +130,23 @@ fn restart_counts_outlive_the_supervising_process() {
     daemon.supervise().unwrap();
     assert_eq!(sensor_restarts(&mut open(&device)), 1);
 }
+
+#[test]
+fn counts_start_afresh_when_another_process_changes_the_deployment() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "fleet");
+    let device = TestDevice::new(&[&key], "");
+    let mut daemon = open(&device);
+    daemon.apply(&sensor_bundle(&device, &key, 1)).unwrap();
+    for _ in 0..3 {
+        daemon.supervise().unwrap();
+    }
+    assert_eq!(sensor_restarts(&mut open(&device)), 3);
+    // `edged apply` from the shell, between two passes of the daemon.
+    open(&device)
+        .apply(&sensor_bundle(&device, &key, 2))
+        .unwrap();
+    daemon.supervise().unwrap();
+    assert_eq!(sensor_restarts(&mut open(&device)), 1);
+    assert_eq!(sensor_restarts(&mut daemon), 1);
+}

@@ -1,0 +1,182 @@
+//! The document `edged status --json` prints, in the shape IoT Edge's agent reports as reported
+//! properties (`runtimeStatus`, `exitCode`, `restartCount`, `lastStartTimeUtc`,
+//! `lastExitTimeUtc`, `lastDesiredStatus`), so fleet tooling can read either.
+//!
+//! It lives here, the crate edged already depends on, because the init reads it too: edged
+//! writes it and the init reads it through this one definition (`runtime/README.md`, "Status").
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version IoT Edge's agent reports.
+pub const SCHEMA_VERSION: &str = "1.1";
+
+/// The whole status document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// The outcome of the last requested change.
+    pub last_desired_status: DesiredStatus,
+    /// The version of the active deployment, if any.
+    pub last_desired_version: Option<u64>,
+    /// The active deployment and the transaction in progress.
+    pub deployment: DeploymentReport,
+    /// The active deployment's modules, by name.
+    pub modules: BTreeMap<String, ModuleReport>,
+    /// Why `edged run`'s supervision passes are failing; absent while they work.
+    pub supervision: Option<SupervisionFailure>,
+}
+
+/// The outcome of the last requested change, as IoT Edge reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStatus {
+    /// 200 applied, 400 refused or rolled back, 417 trial in progress.
+    pub code: u16,
+    /// A sentence for people.
+    pub description: String,
+}
+
+/// The active deployment; every field but the floor is absent on a device never deployed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentReport {
+    /// The deployment name.
+    pub name: Option<String>,
+    /// Its version.
+    pub version: Option<u64>,
+    /// The state slot holding it (`a` or `b`).
+    pub slot: Option<String>,
+    /// SHA-256 of its canonical manifest.
+    pub manifest_digest: Option<String>,
+    /// The anti-rollback floor: bundles must be newer.
+    pub committed_version: u64,
+    /// The transaction in progress, which another edged process may be in the middle of.
+    pub transaction: Option<TransactionReport>,
+    /// Why the active deployment cannot be loaded (its slot is damaged), so its modules are not
+    /// listed; a newer bundle replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable: Option<String>,
+}
+
+/// How far a transaction in progress got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransactionPhase {
+    /// The new deployment runs, not yet proven healthy.
+    Trial,
+    /// The previous deployment is active again; its modules are being restored.
+    RollingBack,
+}
+
+impl TransactionPhase {
+    /// The name the JSON uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trial => "trial",
+            Self::RollingBack => "rolling-back",
+        }
+    }
+}
+
+/// A transaction in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionReport {
+    /// How far it got.
+    pub phase: TransactionPhase,
+    /// The deployment being tried (or abandoned).
+    pub target: InstalledReport,
+    /// The deployment to go back to; absent on a device's first deployment.
+    pub previous: Option<InstalledReport>,
+    /// Why a rollback happens.
+    pub reason: Option<String>,
+}
+
+/// A deployment installed in a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstalledReport {
+    /// The state slot (`a` or `b`).
+    pub slot: String,
+    /// The deployment name.
+    pub deployment: String,
+    /// The version.
+    pub version: u64,
+    /// SHA-256 of its canonical manifest.
+    pub manifest_digest: String,
+}
+
+/// One module, as IoT Edge's agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleReport {
+    /// `running`, `stopped`, `failed`, `backoff` or `unknown`.
+    pub runtime_status: String,
+    /// The last exit code.
+    pub exit_code: i64,
+    /// How often edged restarted it in this deployment, across edged processes.
+    pub restart_count: u32,
+    /// When it last started, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_start_time_utc: Option<String>,
+    /// When it last exited, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_time_utc: Option<String>,
+    /// Docker's health status, when the module has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The module version the deployment asks for.
+    pub version: String,
+    /// The desired status: `running` or `stopped`.
+    pub status: String,
+    /// `never`, `on-failure`, `on-unhealthy` or `always`.
+    pub restart_policy: String,
+    /// How the module runs.
+    pub settings: ModuleSettings,
+}
+
+/// A module's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleSettings {
+    /// The image reference.
+    pub image: String,
+}
+
+/// Supervision passes of `edged run` failing in a row (the engine does not answer, the state
+/// directory cannot be read); also the content of `STATE/supervision-failure.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisionFailure {
+    /// Why the last pass failed.
+    pub last_error: String,
+    /// When the first of the failing passes failed, RFC 3339.
+    pub since: String,
+    /// How many passes in a row failed.
+    pub consecutive_failures: u32,
+}
+
+impl StatusReport {
+    /// Parses `edged status --json` output.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|error| format!("edged status is not JSON ({error})"))
+    }
+
+    /// The line the init prints once edged reports its deployment (the QEMU boot tests wait
+    /// for it); an error if edged reports none.
+    pub fn ready_line(&self, os_slot: impl std::fmt::Display) -> Result<String, String> {
+        let deployment = &self.deployment;
+        let version = deployment.version.ok_or("edged reports no deployment")?;
+        if let Some(why) = &deployment.unusable {
+            return Err(format!("edged reports its deployment unusable: {why}"));
+        }
+        Ok(format!(
+            "edged: ready: deployment {} version {version} running (deployment slot {}, {} modules), OS slot {os_slot}",
+            deployment.name.as_deref().unwrap_or("?"),
+            deployment.slot.as_deref().unwrap_or("?"),
+            self.modules.len(),
+        ))
+    }
+}
