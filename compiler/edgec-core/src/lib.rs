@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod image_reference;
 pub mod render;
 pub mod source;
 pub mod span;

@@ -680,3 +680,31 @@ fn a_bundle_signed_in_a_pkcs11_token_verifies_and_a_wrong_pin_writes_nothing() {
         );
     }
 }
+
+#[test]
+fn a_malformed_source_date_epoch_is_refused_with_nothing_written() {
+    use std::os::unix::ffi::OsStrExt;
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let key = keygen(work.path());
+    let project = work.path().join("project");
+    write_project(&project);
+    let output_dir = work.path().join("out");
+    // A non-UTF-8 value used to be read as 0, a signed one as the number.
+    for value in [std::ffi::OsStr::from_bytes(b"17\xff"), "+5".as_ref()] {
+        let output = run(edgec()
+            .current_dir(&project)
+            .args(["build", "plant.edge", "-o"])
+            .arg(&output_dir)
+            .arg("--key")
+            .arg(&key)
+            .env("EDGEC_TEST_REGISTRY_PASSWORD", "hunter2")
+            .env("SOURCE_DATE_EPOCH", value));
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains("SOURCE_DATE_EPOCH must be a whole number"),
+            "{}",
+            text(&output.stderr)
+        );
+        assert_eq!(files_below(&output_dir), Vec::<PathBuf>::new());
+    }
+}

@@ -7,27 +7,27 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use edge_init::boot::{Slot, SlotState};
-use edge_init::gpt::{Guid, Partition, SECTOR, Table};
+use edge_init::gpt::{Partition, SECTOR, Table, Uuid};
 use sha2::{Digest, Sha256};
 
 use crate::ImageError;
 
 const ALIGNMENT: u64 = 1024 * 1024;
-const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
-const LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+const ESP: Uuid = Uuid::from_u128(0xc12a7328_f81f_11d2_ba4b_00a0c93ec93b);
+const LINUX_DATA: Uuid = Uuid::from_u128(0x0fc63daf_8483_4772_8e79_3d69d8477de4);
 
 /// The DPS root, root-verity and root-verity-signature type GUIDs of an architecture.
-pub fn root_types(architecture: &str) -> Option<[&'static str; 3]> {
+pub fn root_types(architecture: &str) -> Option<[Uuid; 3]> {
     match architecture {
         "amd64" => Some([
-            "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
-            "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5",
-            "41092b05-9fc8-4523-994f-2def0408b176",
+            Uuid::from_u128(0x4f68bce3_e8cd_4db1_96e7_fbcaf984b709),
+            Uuid::from_u128(0x2c7357ed_ebd2_46d9_aec1_23d437ec2bf5),
+            Uuid::from_u128(0x41092b05_9fc8_4523_994f_2def0408b176),
         ]),
         "arm64" => Some([
-            "b921b045-1df0-41c3-af44-4c6f280d3fae",
-            "df3300ce-d69f-4c92-978c-9bfb0f38d820",
-            "6db69de6-29f4-4758-a7a5-962190f00ce3",
+            Uuid::from_u128(0xb921b045_1df0_41c3_af44_4c6f280d3fae),
+            Uuid::from_u128(0xdf3300ce_d69f_4c92_978c_9bfb0f38d820),
+            Uuid::from_u128(0x6db69de6_29f4_4758_a7a5_962190f00ce3),
         ]),
         _ => None,
     }
@@ -76,15 +76,16 @@ pub struct DiskContents<'a> {
     pub boot_tries: u8,
 }
 
-/// A GUID from a SHA-256 of `parts`, for identifiers that must follow from the content.
-pub fn derived_guid(parts: &[&[u8]]) -> Guid {
+/// A GUID from a SHA-256 of `parts`, for identifiers that must follow from the content;
+/// marked as a random (version 4) UUID, as edge-verity marks the UUIDs it derives.
+pub fn derived_guid(parts: &[&[u8]]) -> Uuid {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
     let digest = hash.finalize();
-    Guid(digest[..16].try_into().unwrap_or_default())
+    edge_verity::uuid_from_digest(&digest[..16].try_into().unwrap_or_default())
 }
 
 /// Lays out the partition table.
@@ -98,14 +99,13 @@ pub fn layout(contents: &DiskContents<'_>) -> Result<Table, ImageError> {
         })?;
     let sizes = contents.sizes;
     let root_hash = contents.slot.root_hash;
-    let type_guid = |text: &str| Guid::parse(text).unwrap_or_default();
     let signature_guid = derived_guid(&[b"verity-sig", contents.slot.signature]);
     let mut next = ALIGNMENT / SECTOR;
     let mut partitions = Vec::new();
-    let mut add = |name: String, type_text: &str, unique: Guid, size: u64, attributes: u64| {
+    let mut add = |name: String, type_guid: Uuid, unique: Uuid, size: u64, attributes: u64| {
         let sectors = size.div_ceil(ALIGNMENT) * ALIGNMENT / SECTOR;
         partitions.push(Partition {
-            type_guid: type_guid(type_text),
+            type_guid,
             unique_guid: unique,
             first_lba: next,
             last_lba: next + sectors - 1,
@@ -123,12 +123,13 @@ pub fn layout(contents: &DiskContents<'_>) -> Result<Table, ImageError> {
     );
     for (slot, priority) in [(Slot::A, 2), (Slot::B, 1)] {
         // DPS: the root partition's UUID is the first 128 bits of the root hash, the verity
-        // partition's the last 128. Slot B holds the same root on a new device; its UUIDs are
+        // partition's the last 128, as they are (not marked as version 4), since that is how
+        // the root hash finds its partitions. Slot B holds the same root on a new device; its UUIDs are
         // derived through one more hash so that no two partitions on the disk share a UUID.
         let (root_guid, verity_guid) = match slot {
             Slot::A => (
-                Guid(root_hash[..16].try_into().unwrap_or_default()),
-                Guid(root_hash[16..].try_into().unwrap_or_default()),
+                Uuid::from_bytes(root_hash[..16].try_into().unwrap_or_default()),
+                Uuid::from_bytes(root_hash[16..].try_into().unwrap_or_default()),
             ),
             Slot::B => (
                 derived_guid(&[b"root-b", &root_hash]),
@@ -212,4 +213,53 @@ pub fn write(output: &Path, contents: &DiskContents<'_>) -> Result<Table, ImageE
         .map_err(|error| ImageError::Tool(error.to_string()))?;
     disk.sync_all().map_err(ImageError::io("sync", output))?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_guids_are_the_root_hash_and_the_others_are_version_4() {
+        let root_hash: [u8; 32] = std::array::from_fn(|index| index as u8);
+        let contents = DiskContents {
+            architecture: "amd64",
+            sizes: Sizes {
+                esp: 1 << 20,
+                root: 1 << 20,
+                verity: 1 << 20,
+                signature: 1 << 20,
+                data: 1 << 20,
+            },
+            slot: SlotImage {
+                rootfs: Path::new("unused"),
+                verity: &[],
+                signature: b"{}",
+                root_hash,
+            },
+            esp: None,
+            data: Path::new("unused"),
+            boot_tries: 3,
+        };
+        let table = layout(&contents).unwrap();
+        let (_, root) = table.find("root-a").unwrap();
+        assert_eq!(
+            root.type_guid.to_string(),
+            "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"
+        );
+        assert_eq!(root.unique_guid.as_bytes()[..], root_hash[..16]);
+        let (_, verity) = table.find("root-a-verity").unwrap();
+        assert_eq!(verity.unique_guid.as_bytes()[..], root_hash[16..]);
+        for name in [
+            "esp",
+            "root-b",
+            "root-b-verity",
+            "root-a-verity-sig",
+            "data",
+        ] {
+            let (_, partition) = table.find(name).unwrap();
+            assert_eq!(partition.unique_guid.get_version_num(), 4, "{name}");
+        }
+        assert_eq!(table.disk_guid.get_version_num(), 4);
+    }
 }

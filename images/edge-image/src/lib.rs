@@ -13,6 +13,7 @@ pub mod disk;
 mod elf;
 mod esp;
 pub mod kernel;
+pub mod output;
 pub mod progress;
 pub mod qemu;
 pub mod recipe;
@@ -20,12 +21,13 @@ mod rootfs;
 
 use std::path::{Path, PathBuf};
 
-use edge_bundle::Signer;
-use edge_init::config::{EdgedLaunch, InitConfig, RootHashSignature, key_id};
+use edge_bundle::{Signer, key_id};
+use edge_init::config::{EdgedLaunch, InitConfig, RootHashSignature};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use disk::Sizes;
+pub use output::StagedOutput;
 pub use progress::Progress;
 
 /// Why an image could not be built or booted.
@@ -56,6 +58,14 @@ pub enum ImageError {
     /// Signing the root hash failed.
     #[error("cannot sign the root hash: {0}")]
     Sign(String),
+    /// The output path holds something an image build must not replace.
+    #[error("cannot build into `{path}`: {reason}; remove it or choose another output directory")]
+    OutputNotReplaceable {
+        /// The output path.
+        path: PathBuf,
+        /// Why it is left alone.
+        reason: &'static str,
+    },
 }
 
 impl ImageError {
@@ -176,9 +186,9 @@ pub struct PartitionRecord {
     /// Its label.
     pub name: String,
     /// The DPS type GUID.
-    pub type_guid: String,
+    pub type_guid: uuid::Uuid,
     /// Its GUID.
-    pub uuid: String,
+    pub uuid: uuid::Uuid,
     /// Byte offset on the disk.
     pub offset: u64,
     /// Size in bytes.
@@ -188,15 +198,16 @@ pub struct PartitionRecord {
 /// Steps [`build`] reports to its [`Progress`].
 pub const BUILD_STEPS: usize = 8;
 
-/// Builds the image into `output`, signing the root hash with `root_signer` (whose public key
-/// goes into the initramfs).
+/// Builds the image into the staged `output`, signing the root hash with `root_signer` (whose
+/// public key goes into the initramfs). The caller adds what else belongs with the image and
+/// commits the stage; on an error it drops it, and nothing of the build is left.
 pub fn build(
     spec: &ImageSpec,
     root_signer: &dyn Signer,
-    output: &Path,
+    output: &StagedOutput,
     progress: &mut Progress,
 ) -> Result<ImageManifest, ImageError> {
-    std::fs::create_dir_all(output).map_err(ImageError::io("create", output))?;
+    let output = output.path();
     progress.step("checking the static binaries");
     let edged = elf::read_static(&spec.edged, &spec.architecture)?;
     let init = elf::read_static(&spec.init, &spec.architecture)?;
@@ -273,15 +284,8 @@ pub fn build(
     write_file(&output.join("initramfs.cpio"), &initramfs)?;
     std::fs::copy(&kernel.image, output.join("vmlinuz"))
         .map_err(ImageError::io("copy", &kernel.image))?;
-    let pvh_output = output.join("vmlinux");
-    match &kernel.pvh {
-        Some(pvh) => {
-            std::fs::copy(pvh, &pvh_output).map_err(ImageError::io("copy", pvh))?;
-        }
-        None if pvh_output.exists() => {
-            std::fs::remove_file(&pvh_output).map_err(ImageError::io("remove", &pvh_output))?;
-        }
-        None => {}
+    if let Some(pvh) = &kernel.pvh {
+        std::fs::copy(pvh, output.join("vmlinux")).map_err(ImageError::io("copy", pvh))?;
     }
 
     progress.step("making the ESP and the data partition");
@@ -355,8 +359,8 @@ pub fn build(
             .map(|(index, partition)| PartitionRecord {
                 number: index + 1,
                 name: partition.name.clone(),
-                type_guid: partition.type_guid.to_string(),
-                uuid: partition.unique_guid.to_string(),
+                type_guid: partition.type_guid,
+                uuid: partition.unique_guid,
                 offset: partition.offset(),
                 size: partition.size(),
             })

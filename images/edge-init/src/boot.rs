@@ -3,7 +3,11 @@
 //! bit 56 successful. Keeping it in the partition table means it needs no file system, survives
 //! any damage to the slots themselves, and is rewritten in one sector-sized step per copy.
 
+use std::fs::File;
+
 use serde::{Deserialize, Serialize};
+
+use crate::gpt::{GptError, Table};
 
 const PRIORITY_SHIFT: u32 = 48;
 const TRIES_SHIFT: u32 = 52;
@@ -160,6 +164,37 @@ pub fn stage_update(
     }
 }
 
+/// A slot's state as the partition table records it; an error if the table has no root
+/// partition for the slot, since such a disk is not one this scheme laid out.
+pub fn read_slot_state(table: &Table, slot: Slot) -> Result<SlotState, GptError> {
+    let (_, root) = table
+        .find(&slot.root_name())
+        .ok_or_else(|| GptError::MissingPartition(slot.root_name()))?;
+    Ok(SlotState::from_attributes(root.attributes))
+}
+
+/// Records the states of one or both slots in `table` and writes it to `disk`: both copies
+/// of the table in one pass, then fsync, so that the states are on the disk when this
+/// returns. Nothing is written when a slot has no root partition.
+pub fn write_slot_states(
+    table: &mut Table,
+    disk: &mut File,
+    states: &[(Slot, SlotState)],
+) -> Result<(), GptError> {
+    for (slot, _) in states {
+        read_slot_state(table, *slot)?;
+    }
+    for (slot, state) in states {
+        let name = slot.root_name();
+        if let Some(root) = table.partitions.iter_mut().find(|entry| entry.name == name) {
+            root.attributes = state.to_attributes(root.attributes);
+        }
+    }
+    table.write(disk)?;
+    disk.sync_all()?;
+    Ok(())
+}
+
 /// The slots to try in order: bootable ones by priority, A first on a tie.
 pub fn boot_order(a: SlotState, b: SlotState) -> Vec<Slot> {
     let mut order: Vec<(Slot, SlotState)> = vec![(Slot::A, a), (Slot::B, b)]
@@ -209,6 +244,67 @@ mod tests {
         let b = SlotState::fresh(3, 1).confirmed();
         let (a, b) = stage_update(Slot::A, 2, a, b);
         assert_eq!(boot_order(a, b), vec![Slot::A, Slot::B]);
+    }
+
+    fn disk_with_roots(names: &[&str]) -> (tempfile::NamedTempFile, Table) {
+        let table = Table {
+            disk_guid: uuid::Uuid::nil(),
+            disk_sectors: 8192,
+            partitions: names
+                .iter()
+                .enumerate()
+                .map(|(index, name)| crate::gpt::Partition {
+                    type_guid: uuid::Uuid::from_bytes([index as u8 + 1; 16]),
+                    unique_guid: uuid::Uuid::from_bytes([index as u8 + 9; 16]),
+                    first_lba: 2048 + index as u64 * 1024,
+                    last_lba: 3071 + index as u64 * 1024,
+                    attributes: 1 << 60,
+                    name: (*name).into(),
+                })
+                .collect(),
+        };
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(8192 * 512).unwrap();
+        table.write(file.as_file_mut()).unwrap();
+        (file, table)
+    }
+
+    #[test]
+    fn slot_states_written_to_the_disk_read_back_with_the_other_bits_kept() {
+        let (mut file, mut table) = disk_with_roots(&["root-a", "root-b"]);
+        let a = SlotState::fresh(2, 3).confirmed();
+        let b = SlotState::fresh(3, 2);
+        write_slot_states(
+            &mut table,
+            file.as_file_mut(),
+            &[(Slot::A, a), (Slot::B, b)],
+        )
+        .unwrap();
+        let read = Table::read(file.as_file_mut()).unwrap();
+        assert_eq!(read_slot_state(&read, Slot::A).unwrap(), a);
+        assert_eq!(read_slot_state(&read, Slot::B).unwrap(), b);
+        assert!(
+            read.partitions
+                .iter()
+                .all(|entry| entry.attributes & (1 << 60) != 0)
+        );
+    }
+
+    #[test]
+    fn a_disk_without_a_slot_is_an_error_and_is_left_unchanged() {
+        let (mut file, mut table) = disk_with_roots(&["root-a"]);
+        let before = std::fs::read(file.path()).unwrap();
+        assert!(matches!(
+            read_slot_state(&table, Slot::B),
+            Err(GptError::MissingPartition(name)) if name == "root-b"
+        ));
+        let states = [
+            (Slot::A, SlotState::default()),
+            (Slot::B, SlotState::default()),
+        ];
+        let error = write_slot_states(&mut table, file.as_file_mut(), &states).unwrap_err();
+        assert_eq!(error.to_string(), "the disk has no root-b partition");
+        assert_eq!(std::fs::read(file.path()).unwrap(), before);
     }
 
     #[test]

@@ -91,9 +91,3 @@ impl RootHashSignature {
         Ok(root)
     }
 }
-
-/// The SHA-256 of a raw public key, hex: how signatures name their key.
-pub fn key_id(key: &VerifyingKey) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(key.as_bytes()))
-}

@@ -6,6 +6,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use thiserror::Error;
+pub use uuid::Uuid;
 
 /// The logical sector size the images use.
 pub const SECTOR: u64 = 512;
@@ -35,58 +36,28 @@ pub enum GptError {
     /// A partition name is longer than the 36 UTF-16 units an entry holds.
     #[error("partition name `{0}` is longer than 36 UTF-16 units")]
     NameTooLong(String),
+    /// A partition the caller needs is not in the table.
+    #[error("the disk has no {0} partition")]
+    MissingPartition(String),
 }
 
-/// A GUID in its textual (RFC 4122) byte order; GPT stores the first three fields little-endian.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Guid(pub [u8; 16]);
-
-impl Guid {
-    /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`; `None` if it is not one.
-    pub fn parse(text: &str) -> Option<Self> {
-        let digits: String = text.chars().filter(|c| *c != '-').collect();
-        let bytes = hex::decode(digits).ok()?;
-        Some(Self(bytes.try_into().ok()?))
-    }
-
-    /// The 16 bytes as GPT stores them (mixed endian).
-    pub fn to_disk(self) -> [u8; 16] {
-        let mut disk = self.0;
-        disk[0..4].reverse();
-        disk[4..6].reverse();
-        disk[6..8].reverse();
-        disk
-    }
-
-    /// The inverse of [`Guid::to_disk`].
-    pub fn from_disk(disk: [u8; 16]) -> Self {
-        // The byte swaps are their own inverse.
-        Self(Self(disk).to_disk())
-    }
+/// A GUID as GPT stores it: the first three fields little-endian (Microsoft's layout), which
+/// is `uuid`'s `to_bytes_le` and `from_bytes_le`.
+fn guid_to_disk(guid: Uuid) -> [u8; 16] {
+    guid.to_bytes_le()
 }
 
-impl std::fmt::Display for Guid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    }
+fn guid_from_disk(bytes: &[u8]) -> Uuid {
+    Uuid::from_bytes_le(bytes.try_into().unwrap_or_default())
 }
 
 /// One partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
     /// What the partition holds (a Discoverable Partitions Specification type).
-    pub type_guid: Guid,
+    pub type_guid: Uuid,
     /// This partition's own GUID.
-    pub unique_guid: Guid,
+    pub unique_guid: Uuid,
     /// The first sector.
     pub first_lba: u64,
     /// The last sector (inclusive).
@@ -110,8 +81,8 @@ impl Partition {
 
     fn encode(&self) -> Result<[u8; ENTRY_SIZE as usize], GptError> {
         let mut entry = [0u8; ENTRY_SIZE as usize];
-        entry[0..16].copy_from_slice(&self.type_guid.to_disk());
-        entry[16..32].copy_from_slice(&self.unique_guid.to_disk());
+        entry[0..16].copy_from_slice(&guid_to_disk(self.type_guid));
+        entry[16..32].copy_from_slice(&guid_to_disk(self.unique_guid));
         entry[32..40].copy_from_slice(&self.first_lba.to_le_bytes());
         entry[40..48].copy_from_slice(&self.last_lba.to_le_bytes());
         entry[48..56].copy_from_slice(&self.attributes.to_le_bytes());
@@ -126,13 +97,11 @@ impl Partition {
     }
 
     fn decode(entry: &[u8]) -> Option<Self> {
-        let guid = |range: std::ops::Range<usize>| {
-            Guid::from_disk(entry[range].try_into().unwrap_or_default())
-        };
+        let guid = |range: std::ops::Range<usize>| guid_from_disk(&entry[range]);
         let number =
             |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or_default());
         let type_guid = guid(0..16);
-        if type_guid == Guid::default() {
+        if type_guid.is_nil() {
             return None;
         }
         let units: Vec<u16> = entry[56..128]
@@ -155,7 +124,7 @@ impl Partition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
     /// The disk GUID.
-    pub disk_guid: Guid,
+    pub disk_guid: Uuid,
     /// The disk size in sectors.
     pub disk_sectors: u64,
     /// The partitions, numbered from 1 in this order.
@@ -218,7 +187,7 @@ impl Table {
             return Err(GptError::BadHeader("partition entries CRC mismatch"));
         }
         Ok(Self {
-            disk_guid: Guid::from_disk(header[56..72].try_into().unwrap_or_default()),
+            disk_guid: guid_from_disk(&header[56..72]),
             disk_sectors: alternate + 1,
             partitions: entries
                 .chunks_exact(ENTRY_SIZE as usize)
@@ -253,7 +222,7 @@ impl Table {
         header[32..40].copy_from_slice(&alternate_lba.to_le_bytes());
         header[40..48].copy_from_slice(&FIRST_USABLE.to_le_bytes());
         header[48..56].copy_from_slice(&self.last_usable().to_le_bytes());
-        header[56..72].copy_from_slice(&self.disk_guid.to_disk());
+        header[56..72].copy_from_slice(&guid_to_disk(self.disk_guid));
         header[72..80].copy_from_slice(&entries_lba.to_le_bytes());
         header[80..84].copy_from_slice(&ENTRY_COUNT.to_le_bytes());
         header[84..88].copy_from_slice(&ENTRY_SIZE.to_le_bytes());
@@ -284,11 +253,11 @@ mod tests {
 
     fn table() -> Table {
         Table {
-            disk_guid: Guid([7; 16]),
+            disk_guid: Uuid::from_bytes([7; 16]),
             disk_sectors: 8192,
             partitions: vec![Partition {
-                type_guid: Guid::parse("4f68bce3-e8cd-4db1-96e7-fbcaf984b709").unwrap(),
-                unique_guid: Guid([1; 16]),
+                type_guid: Uuid::from_u128(0x4f68bce3_e8cd_4db1_96e7_fbcaf984b709),
+                unique_guid: Uuid::from_bytes([1; 16]),
                 first_lba: 2048,
                 last_lba: 4095,
                 attributes: 0x0123_0000_0000_0000,
@@ -317,11 +286,12 @@ mod tests {
 
     #[test]
     fn guids_are_stored_mixed_endian() {
-        let guid = Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").unwrap();
+        let guid = Uuid::from_u128(0xc12a7328_f81f_11d2_ba4b_00a0c93ec93b);
         assert_eq!(
-            hex::encode(guid.to_disk()),
+            hex::encode(guid_to_disk(guid)),
             "28732ac11ff8d211ba4b00a0c93ec93b"
         );
+        assert_eq!(guid_from_disk(&guid_to_disk(guid)), guid);
         assert_eq!(guid.to_string(), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::DecodePublicKey;
-use edge_init::boot::{Slot, SlotState, boot_order};
+use edge_init::boot::{Slot, SlotState, boot_order, read_slot_state, write_slot_states};
 use edge_init::config::{CONFIG_PATH, InitConfig, MODULE_DIR, ROOT_KEY_PATH, RootHashSignature};
 use edge_init::gpt::Table;
 use edge_init::status::StatusReport;
@@ -107,10 +107,7 @@ fn partition(config: &InitConfig, number: usize) -> String {
 }
 
 fn state(table: &Table, slot: Slot) -> Result<SlotState, String> {
-    let (_, root) = table
-        .find(&slot.root_name())
-        .ok_or_else(|| format!("the disk has no {} partition", slot.root_name()))?;
-    Ok(SlotState::from_attributes(root.attributes))
+    read_slot_state(table, slot).map_err(|error| error.to_string())
 }
 
 /// Records a slot's boot-counting state in both copies of the partition table.
@@ -120,13 +117,8 @@ fn set_state(
     slot: Slot,
     state: SlotState,
 ) -> Result<(), String> {
-    let name = slot.root_name();
-    if let Some(root) = table.partitions.iter_mut().find(|entry| entry.name == name) {
-        root.attributes = state.to_attributes(root.attributes);
-    }
-    table.write(disk).map_err(|error| error.to_string())?;
-    disk.sync_all()
-        .map_err(|error| format!("cannot sync the partition table: {error}"))
+    write_slot_states(table, disk, &[(slot, state)])
+        .map_err(|error| format!("cannot record slot {slot}'s boot state: {error}"))
 }
 
 /// Checks the signature, maps the slot through dm-verity, reads it end to end and mounts it

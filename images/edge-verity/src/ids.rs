@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use uuid::Uuid;
+
 use crate::{DIGEST_SIZE, MAX_SALT_SIZE, VerityError};
 
 /// The root hash: the one value that must be trusted (signed) for the whole tree to be.
@@ -29,52 +31,24 @@ impl FromStr for RootHash {
     }
 }
 
-/// The UUID stored in the superblock; veritysetup shows it but the kernel never checks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Uuid(pub [u8; 16]);
-
-impl Uuid {
-    /// Marks arbitrary (hash-derived) bytes as a random, version-4 RFC 4122 UUID, so tools that
-    /// inspect the version see a well-formed one.
-    pub(crate) fn version_4(mut bytes: [u8; 16]) -> Self {
-        bytes[6] = (bytes[6] & 0x0f) | 0x40;
-        bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        Uuid(bytes)
+/// Parses a UUID the way veritysetup's `--uuid` does (libuuid's `uuid_parse`): only the
+/// hyphenated 8-4-4-4-12 form, either case. The `uuid` crate also reads the braced, URN and
+/// unhyphenated forms, which veritysetup refuses.
+pub fn parse_uuid(text: &str) -> Result<Uuid, VerityError> {
+    let error = || VerityError::Syntax {
+        text: text.to_owned(),
+        expected: "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+    };
+    if text.len() != uuid::fmt::Hyphenated::LENGTH {
+        return Err(error());
     }
+    Uuid::try_parse(text).map_err(|_| error())
 }
 
-impl fmt::Display for Uuid {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = hex::encode(self.0);
-        write!(
-            formatter,
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        )
-    }
-}
-
-impl FromStr for Uuid {
-    type Err = VerityError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || VerityError::Syntax {
-            text: text.to_owned(),
-            expected: "a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-        };
-        let groups: Vec<&str> = text.split('-').collect();
-        let lengths: Vec<usize> = groups.iter().map(|group| group.len()).collect();
-        if lengths != [8, 4, 4, 4, 12] {
-            return Err(error());
-        }
-        let mut bytes = [0; 16];
-        hex::decode_to_slice(groups.concat(), &mut bytes).map_err(|_| error())?;
-        Ok(Uuid(bytes))
-    }
+/// Marks hash-derived bytes as a random (version 4, RFC 9562 variant) UUID, so that tools that
+/// inspect the version see a well-formed one.
+pub fn uuid_from_digest(digest: &[u8; 16]) -> Uuid {
+    uuid::Builder::from_random_bytes(*digest).into_uuid()
 }
 
 /// Parses a salt the way veritysetup's `--salt` does: hexadecimal, or `-` for no salt.
@@ -106,12 +80,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uuids_round_trip_and_reject_malformed_text() {
+    fn uuids_round_trip_and_reject_what_veritysetup_rejects() {
         let text = "12345678-1234-4234-8234-123456789abc";
-        assert_eq!(text.parse::<Uuid>().unwrap().to_string(), text);
+        assert_eq!(parse_uuid(text).unwrap().to_string(), text);
         assert_eq!(
-            "12345678-1234-4234-8234-123456789ABC"
-                .parse::<Uuid>()
+            parse_uuid("12345678-1234-4234-8234-123456789ABC")
                 .unwrap()
                 .to_string(),
             text
@@ -119,18 +92,20 @@ mod tests {
         for bad in [
             "",
             "12345678123442348234123456789abc",
+            "{12345678-1234-4234-8234-123456789abc}",
+            "urn:uuid:12345678-1234-4234-8234-123456789abc",
             "12345678-1234-4234-8234-123456789abg",
             "1234567-81234-4234-8234-123456789abc",
         ] {
-            assert!(bad.parse::<Uuid>().is_err(), "{bad}");
+            assert!(parse_uuid(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn version_4_sets_only_the_version_and_variant_bits() {
-        let uuid = Uuid::version_4([0xff; 16]);
+    fn derived_uuids_set_only_the_version_and_variant_bits() {
+        let uuid = uuid_from_digest(&[0xff; 16]);
         assert_eq!(uuid.to_string(), "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        let uuid = Uuid::version_4([0; 16]);
+        let uuid = uuid_from_digest(&[0; 16]);
         assert_eq!(uuid.to_string(), "00000000-0000-4000-8000-000000000000");
     }
 

@@ -25,9 +25,11 @@ mod verify;
 
 pub use build::{HashImage, build_from_bytes, build_from_file, format_file};
 pub use error::VerityError;
-pub use ids::{RootHash, Uuid, format_salt, parse_salt};
+pub use ids::{RootHash, format_salt, parse_salt, parse_uuid, uuid_from_digest};
 pub use params::Params;
 pub use superblock::{MAX_DATA_BLOCKS, MAX_SALT_SIZE, SUPERBLOCK_SIZE, Superblock};
+/// UUIDs are the `uuid` crate's, shared with the GPT of the images.
+pub use uuid::Uuid;
 pub use verify::{VerifiedTree, VerifyingReader, verify_bytes, verify_files};
 
 /// The size of every data block and hash block, in bytes.

@@ -82,7 +82,7 @@ impl Params {
             let digest = Sha256::new_with_prefix(UUID_DOMAIN)
                 .chain_update(root_hash.0)
                 .finalize();
-            Uuid::version_4(digest[..16].try_into().expect("a digest has 32 bytes"))
+            crate::uuid_from_digest(&digest[..16].try_into().expect("a digest has 32 bytes"))
         })
     }
 }
@@ -125,8 +125,8 @@ mod tests {
     fn derived_uuids_are_version_4_and_follow_the_root_hash() {
         let params = Params::derived();
         let first = params.uuid_for(&RootHash([1; 32]));
-        assert_eq!(first.0[6] >> 4, 4);
-        assert_eq!(first.0[8] >> 6, 0b10);
+        assert_eq!(first.get_version_num(), 4);
+        assert_eq!(first.get_variant(), uuid::Variant::RFC4122);
         assert_eq!(params.uuid_for(&RootHash([1; 32])), first);
         assert_ne!(params.uuid_for(&RootHash([2; 32])), first);
     }

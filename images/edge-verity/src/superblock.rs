@@ -45,7 +45,7 @@ impl Superblock {
         bytes[..8].copy_from_slice(SIGNATURE);
         put_u32(&mut bytes, VERSION_AT, VERSION);
         put_u32(&mut bytes, HASH_TYPE_AT, HASH_TYPE);
-        bytes[UUID_AT..UUID_AT + 16].copy_from_slice(&self.uuid.0);
+        bytes[UUID_AT..UUID_AT + 16].copy_from_slice(self.uuid.as_bytes());
         bytes[ALGORITHM_AT..ALGORITHM_AT + ALGORITHM.len()].copy_from_slice(ALGORITHM);
         put_u32(&mut bytes, DATA_BLOCK_SIZE_AT, BLOCK_SIZE as u32);
         put_u32(&mut bytes, HASH_BLOCK_SIZE_AT, BLOCK_SIZE as u32);
@@ -116,7 +116,7 @@ impl Superblock {
             return Err(bad("its salt size is over 256 bytes"));
         }
         Ok(Superblock {
-            uuid: Uuid(bytes[UUID_AT..UUID_AT + 16].try_into().unwrap()),
+            uuid: Uuid::from_bytes(bytes[UUID_AT..UUID_AT + 16].try_into().unwrap()),
             data_blocks,
             salt: bytes[SALT_AT..SALT_AT + salt_size].to_vec(),
         })

@@ -56,7 +56,7 @@ impl Random {
     }
 
     fn uuid(&mut self) -> Uuid {
-        Uuid(self.bytes(16).try_into().unwrap())
+        Uuid::from_bytes(self.bytes(16).try_into().unwrap())
     }
 
     /// Salts of every interesting length: none, one byte, a digest's 32, the maximum 256, and

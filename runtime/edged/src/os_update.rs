@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use edge_bundle::OsPayload;
-use edge_init::boot::{Slot, SlotState, stage_update};
+use edge_init::boot::{Slot, SlotState, read_slot_state, stage_update, write_slot_states};
 use edge_init::config::RootHashSignature;
 use edge_init::gpt::Table;
 use edge_verity::{RootHash, VerifiedTree};
@@ -121,7 +121,7 @@ pub fn install(config: &OsConfig, booted: Slot, deployment: &Path, os: &OsPayloa
     }
     // The slot is unbootable while it is written: a crash half-way leaves the running slot the
     // only candidate.
-    set_state(&mut table, &mut disk, target, SlotState::default())?;
+    set_states(&mut table, &mut disk, &[(target, SlotState::default())])?;
     let rootfs = File::open(&rootfs_path).map_err(Error::state("open", &rootfs_path))?;
     let covered = tree.data_blocks() * edge_verity::BLOCK_SIZE as u64;
     let mut reader = tree.reader(rootfs.take(covered));
@@ -143,41 +143,31 @@ pub fn install(config: &OsConfig, booted: Slot, deployment: &Path, os: &OsPayloa
         .map_err(disk_error("seek"))?;
     disk.write_all(&padded).map_err(disk_error("write"))?;
     disk.sync_all().map_err(disk_error("sync"))?;
-    let current = |slot: Slot| {
-        table
-            .find(&slot.root_name())
-            .map(|(_, partition)| SlotState::from_attributes(partition.attributes))
-            .unwrap_or_default()
-    };
+    let current =
+        |slot: Slot| read_slot_state(&table, slot).map_err(|error| refuse(error.to_string()));
     let (a, b) = stage_update(
         target,
         config.boot_tries,
-        current(Slot::A),
-        current(Slot::B),
+        current(Slot::A)?,
+        current(Slot::B)?,
     );
-    set_state(&mut table, &mut disk, Slot::A, a)?;
-    set_state(&mut table, &mut disk, Slot::B, b)?;
+    // Both slots' states in one write of the table, so no crash can leave one updated alone.
+    set_states(&mut table, &mut disk, &[(Slot::A, a), (Slot::B, b)])?;
     Ok(target)
 }
 
-fn set_state(table: &mut Table, disk: &mut File, slot: Slot, state: SlotState) -> Result<()> {
-    let name = slot.root_name();
-    if let Some(root) = table.partitions.iter_mut().find(|entry| entry.name == name) {
-        root.attributes = state.to_attributes(root.attributes);
-    }
-    table.write(disk).map_err(|error| {
+fn set_states(table: &mut Table, disk: &mut File, states: &[(Slot, SlotState)]) -> Result<()> {
+    write_slot_states(table, disk, states).map_err(|error| {
         Error::Refused(format!(
             "OS update: cannot write the partition table: {error}"
         ))
-    })?;
-    disk.sync_all()
-        .map_err(Error::state("sync", Path::new("the disk")))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use edge_bundle::PayloadFile;
-    use edge_init::gpt::{Guid, Partition};
+    use edge_init::gpt::{Partition, Uuid};
 
     use super::*;
 
@@ -195,14 +185,14 @@ mod tests {
             "root-b-verity-sig",
         ];
         let table = Table {
-            disk_guid: Guid([1; 16]),
+            disk_guid: Uuid::from_bytes([1; 16]),
             disk_sectors: 8 * MIB / 512,
             partitions: names
                 .iter()
                 .enumerate()
                 .map(|(index, name)| Partition {
-                    type_guid: Guid([2; 16]),
-                    unique_guid: Guid([index as u8 + 3; 16]),
+                    type_guid: Uuid::from_bytes([2; 16]),
+                    unique_guid: Uuid::from_bytes([index as u8 + 3; 16]),
                     first_lba: (index as u64 + 1) * MIB / 512,
                     last_lba: (index as u64 + 2) * MIB / 512 - 1,
                     attributes: if *name == "root-a" {

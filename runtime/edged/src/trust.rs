@@ -7,16 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use edge_bundle::display::escaped;
-use edge_bundle::{Signature, SignatureFile, VerifyingKey, key_id, load_public_key_pem};
+use edge_bundle::{Signature, SignatureFile, VerifyingKey, key_id, load_public_key_pem, pkcs11};
 
 use crate::config::{Pkcs11Config, TrustConfig};
 use crate::error::{Error, Result};
@@ -245,20 +243,18 @@ impl TokenSession {
     /// Loads the module and opens a session on the token found by label
     /// (slot ids change between module loads).
     fn open(config: &Pkcs11Config) -> Result<Self> {
-        let fail = |what: &str, error: CryptokiError| {
-            Error::Trust(format!("{what} ({}): {error}", config.module.display()))
-        };
-        let context = Pkcs11::new(&config.module)
-            .map_err(|error| fail("cannot load the PKCS#11 module", error))?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(error) => return Err(fail("C_Initialize failed", error)),
-        }
-        let slot = find_token(&context, &config.token)?;
+        let trust_error = |error: edge_bundle::SignerError| Error::Trust(error.to_string());
+        let context = pkcs11::load_module(&config.module).map_err(trust_error)?;
+        let slot = pkcs11::find_token(&context, &config.token).map_err(trust_error)?;
         let session = context
             .open_rw_session(slot)
             .or_else(|_| context.open_ro_session(slot))
-            .map_err(|error| fail("C_OpenSession failed", error))?;
+            .map_err(|error| {
+                Error::Trust(format!(
+                    "C_OpenSession failed ({}): {error}",
+                    config.module.display()
+                ))
+            })?;
         Ok(Self { session })
     }
 
@@ -287,12 +283,7 @@ impl TokenSession {
                     _ => {}
                 }
             }
-            let raw: Option<[u8; 32]> = match point.as_deref() {
-                Some([0x04, 0x20, rest @ ..]) if rest.len() == 32 => rest.try_into().ok(),
-                Some(raw) if raw.len() == 32 => raw.try_into().ok(),
-                _ => None,
-            };
-            if let Some(key) = raw.and_then(|raw| VerifyingKey::from_bytes(&raw).ok()) {
+            if let Some(key) = point.as_deref().and_then(pkcs11::decode_ec_point) {
                 keys.push((key, handle, label));
             }
         }
@@ -324,8 +315,6 @@ impl TokenSession {
             Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(error) => return Err(Error::Trust(format!("cannot log in to the token: {error}"))),
         }
-        let mut point = vec![0x04, 0x20];
-        point.extend_from_slice(key.as_bytes());
         self.session
             .create_object(&[
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -334,36 +323,10 @@ impl TokenSession {
                 Attribute::Verify(true),
                 Attribute::Private(false),
                 Attribute::EcParams(ED25519_OID.to_vec()),
-                Attribute::EcPoint(point),
+                Attribute::EcPoint(pkcs11::encode_ec_point(key)),
                 Attribute::Label(label.as_bytes().to_vec()),
             ])
             .map_err(|error| Error::Trust(format!("C_CreateObject failed: {error}")))?;
         Ok(())
     }
-}
-
-/// Finds the slot whose token carries `label`.
-fn find_token(context: &Pkcs11, label: &str) -> Result<Slot> {
-    let slots = context
-        .get_slots_with_token()
-        .map_err(|error| Error::Trust(format!("C_GetSlotList failed: {error}")))?;
-    let mut present = Vec::new();
-    for slot in slots {
-        let info = context
-            .get_token_info(slot)
-            .map_err(|error| Error::Trust(format!("C_GetTokenInfo failed: {error}")))?;
-        let found = info.label().trim_end().to_owned();
-        if found == label {
-            return Ok(slot);
-        }
-        present.push(format!("{found:?}"));
-    }
-    Err(Error::Trust(format!(
-        "no PKCS#11 token labelled {label:?} (tokens present: {})",
-        if present.is_empty() {
-            "none".to_owned()
-        } else {
-            present.join(", ")
-        }
-    )))
 }

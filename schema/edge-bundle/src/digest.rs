@@ -6,13 +6,17 @@
 //! packaging fast.
 
 use std::fmt;
+#[cfg(feature = "build")]
 use std::fs::File;
 use std::io::{self, Read, Write};
+#[cfg(feature = "build")]
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
+#[cfg(feature = "build")]
 use crate::error::BundleError;
+#[cfg(feature = "build")]
 use crate::stamp::FileStamp;
 
 /// A SHA-256 digest, shown as lower-case hex.
@@ -57,6 +61,7 @@ impl fmt::Display for Sha256Digest {
     }
 }
 
+#[cfg(feature = "build")]
 /// A writer that hashes and counts everything that passes through it.
 pub(crate) struct HashingWriter<W> {
     inner: W,
@@ -64,6 +69,7 @@ pub(crate) struct HashingWriter<W> {
     written: u64,
 }
 
+#[cfg(feature = "build")]
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
         Self {
@@ -83,6 +89,7 @@ impl<W: Write> HashingWriter<W> {
     }
 }
 
+#[cfg(feature = "build")]
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         let count = self.inner.write(buffer)?;
@@ -127,6 +134,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+#[cfg(feature = "build")]
 /// Streams a reader to its end and returns its digest and size.
 pub(crate) fn hash_reader<R: Read>(reader: R) -> io::Result<(Sha256Digest, u64)> {
     let mut hashing = HashingReader::new(reader);
@@ -134,6 +142,7 @@ pub(crate) fn hash_reader<R: Read>(reader: R) -> io::Result<(Sha256Digest, u64)>
     Ok(hashing.finish())
 }
 
+#[cfg(feature = "build")]
 /// Hashes a file and returns its digest with the stamp it had before and
 /// after reading, failing if it changed meanwhile.
 pub(crate) fn hash_file(path: &Path) -> Result<(Sha256Digest, FileStamp), BundleError> {
@@ -173,7 +182,7 @@ pub(crate) fn copy_large<R: Read + ?Sized, W: Write + ?Sized>(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "build"))]
 mod tests {
     use super::*;
 

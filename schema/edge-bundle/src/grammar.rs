@@ -3,6 +3,8 @@
 //! digests and versions. A manifest that breaks any rule is refused when it is parsed, so no
 //! caller ever sees, prints or writes a name outside the grammar.
 
+use image_reference::{Reference, ReferenceError};
+
 use crate::display::escaped;
 use crate::error::BundleError;
 
@@ -74,72 +76,57 @@ pub fn is_lower_hex(text: &str, digits: usize) -> bool {
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
-/// Checks that a reference has the `name:tag` form `docker load` needs.
-pub fn check_tagged_reference(reference: &str) -> Result<(), BundleError> {
+/// Parses the reference a packaged image is loaded under (the distribution grammar, through
+/// `image_reference`, as the compiler reads it): it must name its tag, since `docker load`
+/// tags the image with it and a `latest` filled in would hide a missing version.
+pub fn tagged_reference(reference: &str) -> Result<Reference, BundleError> {
     let invalid = |reason| BundleError::InvalidReference {
         reference: reference.to_owned(),
         reason,
     };
-    let name_end = reference.rfind('/').map_or(0, |slash| slash + 1);
-    let (name, tag) = reference[name_end..]
-        .rsplit_once(':')
-        .map(|(name, tag)| (&reference[..name_end + name.len()], tag))
-        .ok_or_else(|| invalid("needs a tag, as in name:tag"))?;
-    if !image_name(name) {
-        return Err(invalid("the name may only use a-z 0-9 . _ - / (and :port)"));
+    let parsed = Reference::parse(reference).map_err(|error| invalid(reference_reason(error)))?;
+    if parsed.tag().is_none() {
+        return Err(invalid("needs a tag, as in name:tag"));
     }
-    let tag_ok = !tag.is_empty() && tag.len() <= 128 && tag.bytes().all(portable);
-    if !tag_ok {
-        return Err(invalid(
-            "the tag may only use A-Z a-z 0-9 . _ - (at most 128)",
-        ));
-    }
-    Ok(())
+    Ok(parsed)
 }
 
-/// Checks a registry image reference pinned by digest, `name[:tag]@sha256:<64 hex digits>`.
+/// Checks that a reference has the `name:tag` form `docker load` needs.
+pub fn check_tagged_reference(reference: &str) -> Result<(), BundleError> {
+    tagged_reference(reference).map(drop)
+}
+
+/// Checks a registry image reference pinned by digest, `name[:tag]@sha256:<64 hex digits>`
+/// (lower-case hex, the form [`Sha256Digest`](crate::Sha256Digest) writes).
 pub fn check_registry_reference(reference: &str) -> Result<(), BundleError> {
-    let pinned = reference
-        .rsplit_once("@sha256:")
-        .is_some_and(|(name, digest)| {
-            is_lower_hex(digest, 64) && (image_name(name) || check_tagged_reference(name).is_ok())
-        });
+    let pinned = Reference::parse(reference).is_ok_and(|parsed| {
+        parsed
+            .digest()
+            .and_then(|digest| digest.strip_prefix("sha256:"))
+            .is_some_and(|hex| is_lower_hex(hex, 64))
+    });
     if pinned {
         Ok(())
     } else {
         Err(BundleError::InvalidReference {
             reference: reference.to_owned(),
-            reason: "registry images must be pinned as name@sha256:<64 hex digits>, the name from a-z 0-9 . _ - / (and :port)",
+            reason: "registry images must be pinned as name@sha256:<64 lower-case hex digits>, the name from a-z 0-9 . _ - / (and host:port)",
         })
     }
 }
 
-/// An image name as Docker reads it, at most 255 characters: `/`-separated components of
-/// `a-z 0-9 . _ -`, each starting and ending with a letter or digit, the first optionally
-/// followed by `:port` when more components follow (a registry host).
-fn image_name(name: &str) -> bool {
-    let component = |part: &str| {
-        let bytes = part.as_bytes();
-        let alphanumeric = |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
-        bytes.first().is_some_and(alphanumeric)
-            && bytes.last().is_some_and(alphanumeric)
-            && bytes
-                .iter()
-                .all(|byte| alphanumeric(byte) || b"._-".contains(byte))
-    };
-    let mut parts = name.split('/');
-    let first = parts.next().unwrap_or_default();
-    let rest: Vec<&str> = parts.collect();
-    let first_ok = match first.split_once(':') {
-        Some((host, port)) => {
-            !rest.is_empty()
-                && component(host)
-                && !port.is_empty()
-                && port.bytes().all(|byte| byte.is_ascii_digit())
+/// The words for why a reference does not parse.
+fn reference_reason(error: ReferenceError) -> &'static str {
+    match error {
+        ReferenceError::InvalidTag => "the tag may only use A-Z a-z 0-9 . _ - (at most 128)",
+        ReferenceError::InvalidDigest => "the digest must be sha256:<64 hex digits>",
+        ReferenceError::Empty
+        | ReferenceError::Uppercase
+        | ReferenceError::NameTooLong
+        | ReferenceError::InvalidName => {
+            "the name may only use a-z 0-9 . _ - / (and host:port), at most 255 characters"
         }
-        None => component(first),
-    };
-    (1..=255).contains(&name.len()) && first_ok && rest.into_iter().all(component)
+    }
 }
 
 /// Payload paths are relative, at most [`MAX_PATH_BYTES`] long and [`MAX_PATH_DEPTH`]
@@ -265,6 +252,30 @@ mod tests {
             check_registry_reference(&format!("mcr.microsoft.com/a:1.5@sha256:{digest}")).is_ok()
         );
         assert!(check_registry_reference(&format!("a:\u{1b}@sha256:{digest}")).is_err());
+    }
+
+    #[test]
+    fn packaged_images_need_a_written_tag_and_containerd_gets_the_whole_name() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert!(check_tagged_reference(&format!("edgec.local/sensor:1.0@{digest}")).is_ok());
+        for untagged in [
+            "edgec/sensor".to_owned(),
+            "localhost:5000/sensor".to_owned(),
+            format!("edgec.local/sensor@{digest}"),
+        ] {
+            assert!(check_tagged_reference(&untagged).is_err(), "{untagged}");
+        }
+        let reference = tagged_reference("sensor:1.0").unwrap();
+        assert_eq!(reference.whole(), "docker.io/library/sensor:1.0");
+        // Only the text after the last `@sha256:` used to be looked at.
+        for invalid in [
+            format!("my registry/agent@{digest}"),
+            format!("Agent@{digest}"),
+            format!("agent@sha256:{}", "A".repeat(64)),
+            format!("agent@sha512:{}", "a".repeat(128)),
+        ] {
+            assert!(check_registry_reference(&invalid).is_err(), "{invalid}");
+        }
     }
 
     #[test]

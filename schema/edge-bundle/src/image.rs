@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::digest::{Sha256Digest, hash_file};
 use crate::error::BundleError;
-use crate::grammar::check_tagged_reference;
+use crate::grammar::tagged_reference;
 use crate::layer::LayerPlan;
 use crate::manifest::{Architecture, PackagedImage};
 use crate::payload::{LayerCompression, LayerSource, Payload, PayloadSource};
@@ -66,7 +66,7 @@ pub(crate) fn prepare_rootfs_image(
     epoch: u64,
     created: &str,
 ) -> Result<PreparedImage, BundleError> {
-    check_tagged_reference(&config.reference)?;
+    tagged_reference(&config.reference)?;
     let metadata_error = |error: oci_spec::OciSpecError| BundleError::ImageMetadata {
         module: module.to_owned(),
         reason: error.to_string(),
@@ -150,7 +150,7 @@ pub(crate) fn prepare_oci_layout(
     reference: &str,
     architecture: Architecture,
 ) -> Result<PreparedImage, BundleError> {
-    check_tagged_reference(reference)?;
+    tagged_reference(reference)?;
     let invalid = |reason: String| BundleError::InvalidOciLayout {
         path: layout.to_owned(),
         reason,
@@ -265,13 +265,14 @@ fn assemble(
     let base = format!("payload/images/{module}");
     let (manifest_media_type, manifest) = manifest;
     let manifest_digest = manifest.digest;
-    let (_, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+    let parsed = tagged_reference(reference)?;
     let annotations = HashMap::from([
         (
             "org.opencontainers.image.ref.name".to_owned(),
-            tag.to_owned(),
+            parsed.tag().unwrap_or_default().to_owned(),
         ),
-        ("io.containerd.image.name".to_owned(), reference.to_owned()),
+        // containerd names images in full (`docker.io/library/sensor:1.0`).
+        ("io.containerd.image.name".to_owned(), parsed.whole()),
     ]);
     let mut manifest_descriptor =
         descriptor(manifest_media_type, manifest_digest, manifest.size).map_err(metadata_error)?;

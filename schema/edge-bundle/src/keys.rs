@@ -5,15 +5,19 @@
 //! RFC 8410), the forms `openssl genpkey -algorithm ed25519` and
 //! `openssl pkey -pubout` use, so keys can be inspected with standard tools.
 
+use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePublicKey};
+#[cfg(feature = "build")]
+use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
+#[cfg(feature = "build")]
 use zeroize::Zeroizing;
 
 use crate::digest::Sha256Digest;
 use crate::error::SignerError;
 
 /// A freshly generated key pair, as the bytes of the two key files.
+#[cfg(feature = "build")]
 pub struct KeyPair {
     /// The PKCS#8 PEM private key; wiped from memory on drop.
     pub private_pem: Zeroizing<String>,
@@ -24,6 +28,7 @@ pub struct KeyPair {
 }
 
 /// Generates an ed25519 key pair from the operating system's randomness.
+#[cfg(feature = "build")]
 pub fn generate_keypair() -> Result<KeyPair, SignerError> {
     let mut seed = Zeroizing::new([0_u8; 32]);
     getrandom::fill(seed.as_mut_slice()).map_err(|error| SignerError::Randomness {
@@ -64,7 +69,7 @@ pub fn load_public_key_pem(pem: &str) -> Result<VerifyingKey, SignerError> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "build"))]
 mod tests {
     use super::*;
 
@@ -79,6 +84,22 @@ mod tests {
         let public = load_public_key_pem(&pair.public_pem).unwrap();
         assert_eq!(key_id(&public), pair.key_id);
         assert_eq!(pair.key_id.len(), 64);
+    }
+
+    #[test]
+    fn key_ids_are_the_sha256_of_the_raw_public_key() {
+        // RFC 8032, section 7.1, test 1.
+        let mut raw = [0_u8; 32];
+        hex::decode_to_slice(
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            &mut raw,
+        )
+        .unwrap();
+        let key = VerifyingKey::from_bytes(&raw).unwrap();
+        assert_eq!(
+            key_id(&key),
+            "21fe31dfa154a261626bf854046fd2271b7bed4b6abe45aa58877ef47f9721b9"
+        );
     }
 
     #[test]

@@ -1,19 +1,18 @@
-//! Signing with an ed25519 key that never leaves a PKCS#11 token (HSM,
-//! smart card, SoftHSM in tests).
+//! PKCS#11 tokens (HSM, smart card, SoftHSM in tests): loading the module,
+//! finding a token by label and reading ed25519 public keys, which edged's
+//! trust anchors use too, and (with the `build` feature) signing with a key
+//! that never leaves the token.
 
 use std::path::Path;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CryptokiError, RvError};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
-use ed25519_dalek::{Signature, VerifyingKey};
+use cryptoki::slot::Slot;
+use ed25519_dalek::VerifyingKey;
 
 use crate::error::SignerError;
-use crate::signer::Signer;
+#[cfg(feature = "build")]
+pub use crate::pkcs11_signer::Pkcs11Signer;
 
 /// The parts of an RFC 7512 `pkcs11:` URI this signer uses.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -82,91 +81,31 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A logged-in session on a token holding the signing key.
-pub struct Pkcs11Signer {
-    session: Session,
-    private_key: ObjectHandle,
-    public_key: VerifyingKey,
-}
-
-impl Pkcs11Signer {
-    /// Loads `module`, finds the token by label, logs in with `pin`, and
-    /// finds the ed25519 private and public key objects labelled as the
-    /// URI says.
-    pub fn open(module: &Path, uri: &Pkcs11Uri, pin: &str) -> Result<Self, SignerError> {
-        let module_error = |reason: String| SignerError::Pkcs11Module {
-            module: module.to_owned(),
-            reason,
-        };
-        let context = Pkcs11::new(module).map_err(|error| module_error(error.to_string()))?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(error) => return Err(module_error(error.to_string())),
-        }
-        let slot = find_token(&context, &uri.token)?;
-        let session = context
-            .open_ro_session(slot)
-            .map_err(|error| other("C_OpenSession", &error))?;
-        let auth = AuthPin::from(pin);
-        match session.login(UserType::User, Some(&auth)) {
-            Ok(()) | Err(CryptokiError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CryptokiError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                return Err(SignerError::WrongPin {
-                    token: uri.token.clone(),
-                });
-            }
-            Err(CryptokiError::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(SignerError::PinLocked {
-                    token: uri.token.clone(),
-                });
-            }
-            Err(error) => return Err(other("C_Login", &error)),
-        }
-        let private_key = find_key(&session, uri, ObjectClass::PRIVATE_KEY, "private")?;
-        let public_handle = find_key(&session, uri, ObjectClass::PUBLIC_KEY, "public")?;
-        let public_key = read_public_key(&session, public_handle, &uri.object)?;
-        Ok(Self {
-            session,
-            private_key,
-            public_key,
-        })
-    }
-}
-
-impl Signer for Pkcs11Signer {
-    fn public_key(&self) -> VerifyingKey {
-        self.public_key
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Signature, SignerError> {
-        let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let bytes = self
-            .session
-            .sign(&mechanism, self.private_key, message)
-            .map_err(|error| other("C_Sign", &error))?;
-        let bytes: [u8; 64] = bytes
-            .try_into()
-            .map_err(|bytes: Vec<u8>| SignerError::Pkcs11 {
-                operation: "C_Sign",
-                reason: format!(
-                    "returned {} bytes instead of a 64-byte ed25519 signature",
-                    bytes.len()
-                ),
-            })?;
-        Ok(Signature::from_bytes(&bytes))
-    }
-}
-
 /// Wraps an unexpected PKCS#11 failure with the function that failed.
-fn other(operation: &'static str, error: &CryptokiError) -> SignerError {
+pub(crate) fn other(operation: &'static str, error: &CryptokiError) -> SignerError {
     SignerError::Pkcs11 {
         operation,
         reason: error.to_string(),
     }
 }
 
-/// Finds the slot whose token carries `label` (padding trimmed).
-fn find_token(context: &Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, SignerError> {
+/// Loads a PKCS#11 module and initialises it; a module another part of the process already
+/// initialised is used as it is.
+pub fn load_module(module: &Path) -> Result<Pkcs11, SignerError> {
+    let module_error = |reason: String| SignerError::Pkcs11Module {
+        module: module.to_owned(),
+        reason,
+    };
+    let context = Pkcs11::new(module).map_err(|error| module_error(error.to_string()))?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CryptokiError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
+        Err(error) => Err(module_error(error.to_string())),
+    }
+}
+
+/// Finds the slot whose token carries `label` (padding trimmed). Tokens are found by label
+/// because slot ids change between module loads.
+pub fn find_token(context: &Pkcs11, label: &str) -> Result<Slot, SignerError> {
     let slots = context
         .get_slots_with_token()
         .map_err(|error| other("C_GetSlotList", &error))?;
@@ -191,63 +130,27 @@ fn find_token(context: &Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, Sig
     })
 }
 
-/// Finds exactly one ed25519 key of `class` labelled as the URI's object.
-fn find_key(
-    session: &Session,
-    uri: &Pkcs11Uri,
-    class: ObjectClass,
-    class_name: &'static str,
-) -> Result<ObjectHandle, SignerError> {
-    let template = [
-        Attribute::Class(class),
-        Attribute::KeyType(KeyType::EC_EDWARDS),
-        Attribute::Label(uri.object.as_bytes().to_vec()),
-    ];
-    let handles = session
-        .find_objects(&template)
-        .map_err(|error| other("C_FindObjects", &error))?;
-    match handles.as_slice() {
-        [handle] => Ok(*handle),
-        [] => Err(SignerError::KeyNotFound {
-            token: uri.token.clone(),
-            object: uri.object.clone(),
-            class: class_name,
-        }),
-        _ => Err(SignerError::AmbiguousKey {
-            token: uri.token.clone(),
-            object: uri.object.clone(),
-            class: class_name,
-        }),
-    }
-}
+/// The DER OCTET STRING header of a 32-byte ed25519 point.
+const OCTET_STRING_32: [u8; 2] = [0x04, 0x20];
 
-/// Reads CKA_EC_POINT, a DER OCTET STRING (`04 20` + 32 bytes); some
-/// modules return the raw 32 bytes, which is accepted too.
-fn read_public_key(
-    session: &Session,
-    handle: ObjectHandle,
-    object: &str,
-) -> Result<VerifyingKey, SignerError> {
-    let malformed = || SignerError::MalformedTokenPublicKey {
-        object: object.to_owned(),
-    };
-    let attributes = session
-        .get_attributes(handle, &[AttributeType::EcPoint])
-        .map_err(|error| other("C_GetAttributeValue", &error))?;
-    let point = attributes
-        .into_iter()
-        .find_map(|attribute| match attribute {
-            Attribute::EcPoint(point) => Some(point),
-            _ => None,
-        })
-        .ok_or_else(malformed)?;
-    let raw = match point.as_slice() {
+/// Decodes an ed25519 CKA_EC_POINT. PKCS#11 3.0 specifies a DER OCTET STRING (`04 20` and the
+/// 32 bytes), which SoftHSM2 and most modules return; some modules return the raw 32 bytes,
+/// which is accepted too (the two cannot be confused: they differ in length). `None` for any
+/// other length or a point that is not on the curve.
+pub fn decode_ec_point(point: &[u8]) -> Option<VerifyingKey> {
+    let raw = match point {
         [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
         raw if raw.len() == 32 => raw,
-        _ => return Err(malformed()),
+        _ => return None,
     };
-    let bytes: [u8; 32] = raw.try_into().map_err(|_| malformed())?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| malformed())
+    VerifyingKey::from_bytes(raw.try_into().ok()?).ok()
+}
+
+/// The CKA_EC_POINT of an ed25519 key in the DER form PKCS#11 3.0 specifies.
+pub fn encode_ec_point(key: &VerifyingKey) -> Vec<u8> {
+    let mut point = OCTET_STRING_32.to_vec();
+    point.extend_from_slice(key.as_bytes());
+    point
 }
 
 #[cfg(test)]
@@ -265,6 +168,42 @@ mod tests {
                 object: "bundle-signing".to_owned()
             }
         );
+    }
+
+    #[cfg(feature = "build")]
+    #[test]
+    fn ec_points_decode_in_der_and_raw_form() {
+        let key =
+            crate::FileSigner::from_pem(&crate::generate_keypair().unwrap().private_pem).unwrap();
+        let key = crate::Signer::public_key(&key);
+        let der = encode_ec_point(&key);
+        assert_eq!(der[..2], [0x04, 0x20]);
+        assert_eq!(der.len(), 34);
+        assert_eq!(decode_ec_point(&der), Some(key));
+        assert_eq!(decode_ec_point(key.as_bytes()), Some(key));
+    }
+
+    #[test]
+    fn other_ec_points_are_refused() {
+        let key = [9_u8; 32];
+        let mut wrong_tag = vec![0x03, 0x20];
+        wrong_tag.extend_from_slice(&key);
+        let mut wrong_length = vec![0x04, 0x21];
+        wrong_length.extend_from_slice(&key);
+        wrong_length.push(0);
+        // y = 2 is not the y-coordinate of a point on edwards25519.
+        let mut off_curve = [0_u8; 32];
+        off_curve[0] = 2;
+        for point in [
+            &[][..],
+            &key[..31],
+            &[0x04, 0x20],
+            &wrong_tag,
+            &wrong_length,
+            &off_curve,
+        ] {
+            assert_eq!(decode_ec_point(point), None, "{point:02x?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::BundleError;
 use crate::grammar::check_key_id;
 use crate::keys::key_id;
+#[cfg(feature = "build")]
 use crate::signer::Signer;
+#[cfg(feature = "build")]
 use canonical_json::to_canonical_bytes;
 
 /// The only signature algorithm of format version 1.
@@ -39,6 +41,7 @@ pub struct SignatureEntry {
 impl SignatureFile {
     /// Signs `manifest` with every signer, checking each signature against
     /// the signer's own public key before accepting it.
+    #[cfg(feature = "build")]
     pub(crate) fn sign(manifest: &[u8], signers: &[&dyn Signer]) -> Result<Self, BundleError> {
         if signers.is_empty() {
             return Err(BundleError::NoSigners);
@@ -70,6 +73,7 @@ impl SignatureFile {
         })
     }
 
+    #[cfg(feature = "build")]
     /// Returns the canonical bytes stored as `bundle.sig.json`.
     pub(crate) fn to_canonical_bytes(&self) -> Result<Vec<u8>, BundleError> {
         let value = serde_json::to_value(self)

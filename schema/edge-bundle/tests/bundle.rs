@@ -623,6 +623,21 @@ fn builder_inputs_are_validated() {
         builder.add_registry_image("agent", "mcr.microsoft.com/agent:1.5"),
         Err(BundleError::InvalidReference { .. })
     ));
+    // Only the text after the last `@sha256:` used to be looked at.
+    let pinned = format!("@sha256:{}", "a".repeat(64));
+    for invalid in [
+        format!("my registry/agent{pinned}"),
+        format!("Agent{pinned}"),
+        format!("mcr.microsoft.com/agent@sha512:{}", "a".repeat(128)),
+    ] {
+        assert!(
+            matches!(
+                builder.add_registry_image("agent", &invalid),
+                Err(BundleError::InvalidReference { .. })
+            ),
+            "{invalid}"
+        );
+    }
     builder
         .add_local_image("sensor", dir.path(), &image_config(LayerCompression::None))
         .unwrap();

@@ -1,9 +1,7 @@
 //! Modules: image, policies, environment, create options, limits, endpoints and twin.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde_json::Value as Json;
 
 use super::context::Checker;
@@ -13,6 +11,7 @@ use super::reader::{BlockReader, malformed};
 use super::types::Bounds;
 use super::{Definition, ParsedFile, environment, twin};
 use crate::diagnostic::DiagnosticKind;
+use crate::image_reference;
 use crate::span::{FileId, Location};
 use crate::syntax::ast::{Value, ValueKind};
 
@@ -36,14 +35,6 @@ const LIMIT_ATTRIBUTES: &[&str] = &["memory", "cpus"];
 const MINIMUM_MEMORY_LIMIT: u64 = 6 * 1024 * 1024;
 /// The largest CPU limit accepted, matching the largest CPU count of a hardware profile.
 const MAXIMUM_CPUS: f64 = 1024.0;
-
-/// `[registry/]repository[:tag][@sha256:digest]`, following the distribution reference grammar.
-static IMAGE_REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::([\w][\w.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$",
-    )
-    .expect("the image reference pattern is valid")
-});
 
 /// Checks one module. A module whose attributes have errors still yields a model (with defaults
 /// where values were wrong) so that the deployments using it are checked too; only a missing or
@@ -96,7 +87,10 @@ pub fn check<'a>(
             .map(|architecture| (architecture, Location::new(file, value.span))),
         None => match (&image, image_value) {
             (Some(ImageSource::Registry { reference, .. }), Some(value)) => {
-                architecture_from_tag(reference)
+                image_reference::parse(reference)
+                    .ok()
+                    .as_ref()
+                    .and_then(image_reference::architecture_from_tag)
                     .map(|architecture| (architecture, Location::new(file, value.span)))
             }
             _ => None,
@@ -196,26 +190,18 @@ fn image_source<'a>(
         });
     }
     let reference = checker.string(file, value)?;
-    let Some(captures) = IMAGE_REFERENCE.captures(&reference) else {
-        let reason = if reference.chars().any(char::is_whitespace) {
-            "it contains whitespace"
-        } else if reference
-            .chars()
-            .any(|character| character.is_ascii_uppercase())
-            && !reference.contains('/')
-        {
-            "repository names must be lowercase"
-        } else {
-            "it does not match `[registry/]repository[:tag][@sha256:digest]`"
-        };
-        checker.report(
-            DiagnosticKind::InvalidImageReference { reference, reason },
-            file,
-            value.span,
-        );
-        return None;
+    let parsed = match image_reference::parse(&reference) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            checker.report(
+                DiagnosticKind::InvalidImageReference { reference, reason },
+                file,
+                value.span,
+            );
+            return None;
+        }
     };
-    let digest = captures.get(2).map(|digest| digest.as_str().to_owned());
+    let digest = parsed.digest().map(str::to_owned);
     if digest.is_none() {
         // A tag can move: two devices given the same deployment could run different bytes.
         checker.report(
@@ -227,27 +213,6 @@ fn image_source<'a>(
         );
     }
     Some(ImageSource::Registry { reference, digest })
-}
-
-/// The architecture a conventional tag names (`1.5-linux-arm32v7`, `…-arm64v8`, `…-amd64`).
-fn architecture_from_tag(reference: &str) -> Option<Architecture> {
-    let tag = reference
-        .rsplit_once('/')
-        .map_or(reference, |(_, last)| last)
-        .split('@')
-        .next()?
-        .split_once(':')?
-        .1;
-    let tag = tag.to_ascii_lowercase();
-    if tag.contains("arm32v7") {
-        Some(Architecture::Arm32v7)
-    } else if tag.contains("arm64") || tag.contains("aarch64") {
-        Some(Architecture::Arm64)
-    } else if tag.contains("amd64") || tag.contains("x86_64") {
-        Some(Architecture::Amd64)
-    } else {
-        None
-    }
 }
 
 fn startup<'a>(

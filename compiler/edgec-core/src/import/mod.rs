@@ -17,6 +17,9 @@ mod twin;
 
 use serde_json::{Map, Value as Json};
 
+use crate::check::model::Architecture;
+use crate::image_reference;
+
 pub use error::{ImportError, NotAManifest, Note};
 
 use fields::{optional_object, required_object};
@@ -256,25 +259,11 @@ fn architecture(modules: &Map<String, Json>, context: &mut Context) -> &'static 
     }
 }
 
+/// The architecture a module's image tag names. A reference that does not parse, such as a
+/// template's `${MODULES.filter}` or `$REGISTRY/filter:1.0`, names none.
 fn tag_architecture(reference: &str) -> Option<&'static str> {
-    let last = reference
-        .rsplit_once('/')
-        .map_or(reference, |(_, last)| last);
-    let tag = last
-        .split('@')
-        .next()?
-        .split_once(':')?
-        .1
-        .to_ascii_lowercase();
-    if tag.contains("arm32v7") {
-        Some("arm32v7")
-    } else if tag.contains("arm64") || tag.contains("aarch64") {
-        Some("arm64")
-    } else if tag.contains("amd64") || tag.contains("x86_64") {
-        Some("amd64")
-    } else {
-        None
-    }
+    let reference = image_reference::parse(reference).ok()?;
+    image_reference::architecture_from_tag(&reference).map(Architecture::name)
 }
 
 #[cfg(test)]
@@ -292,13 +281,13 @@ mod tests {
     }
 
     #[test]
-    fn architectures_come_from_tags() {
+    fn architectures_come_from_tags_of_references_that_parse() {
         assert_eq!(
             tag_architecture("reg:5000/m:1.0-linux-arm32v7"),
             Some("arm32v7")
         );
         assert_eq!(tag_architecture("m:1.0-arm64v8"), Some("arm64"));
         assert_eq!(tag_architecture("m:1.0"), None);
-        assert_eq!(tag_architecture("host:5000/m"), None);
+        assert_eq!(tag_architecture("$REGISTRY/m:1.0-arm64v8"), None);
     }
 }

@@ -17,6 +17,7 @@ use edgec_core::emit::route_table::route_table;
 
 use super::check::check_program;
 use super::signing::{SigningOptions, open_signers};
+use super::source_date_epoch;
 use crate::atomic_file::{AtomicFile, Existing, StagedFile};
 use crate::output::{print_diagnostics, summary, usage_error};
 use crate::{DiagnosticFormat, Status};
@@ -185,7 +186,8 @@ fn stage_all(
     signers: &[Box<dyn Signer>],
 ) -> Result<Vec<StagedFile>, BuildFailure> {
     let environment = |variable: &str| std::env::var(variable).ok();
-    let source_date_epoch = source_date_epoch()?;
+    let source_date_epoch =
+        source_date_epoch::from_environment().map_err(BuildFailure::environment)?;
     let mut staged = Vec::new();
     for deployment in deployments {
         let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
@@ -373,17 +375,5 @@ pub fn bundle_architecture(architecture: Architecture) -> edge_bundle::Architect
         Architecture::Amd64 => edge_bundle::Architecture::Amd64,
         Architecture::Arm64 => edge_bundle::Architecture::Arm64,
         Architecture::Arm32v7 => edge_bundle::Architecture::Arm32v7,
-    }
-}
-
-/// `SOURCE_DATE_EPOCH` when set (reproducible builds), otherwise 0.
-fn source_date_epoch() -> Result<u64, BuildFailure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            BuildFailure::environment(format!(
-                "SOURCE_DATE_EPOCH must be a number of seconds since 1970, not `{text}`"
-            ))
-        }),
-        Err(_) => Ok(0),
     }
 }

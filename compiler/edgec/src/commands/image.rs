@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use edge_bundle::{OsImage, Signer};
 use edge_image::qemu::{BootTarget, boot_until_ready};
 use edge_image::recipe::Recipe;
-use edge_image::{BUILD_STEPS, ImageSpec, Progress};
+use edge_image::{BUILD_STEPS, ImageSpec, Progress, StagedOutput};
 use edgec_core::check::Program;
 use edgec_core::check::model::{Architecture, Deployment, HardwareProfile, ImageSource};
 use edgec_core::diagnostic::has_errors;
@@ -17,6 +17,7 @@ use crate::atomic_file::{AtomicFile, Existing};
 use crate::commands::build::{BuildOptions, ManifestForm, deployment_bundle, write_bundle};
 use crate::commands::check::check_program;
 use crate::commands::signing::{SigningOptions, open_signers};
+use crate::commands::source_date_epoch;
 use crate::output::{print_diagnostics, usage_error};
 use crate::{DiagnosticFormat, Status};
 
@@ -105,7 +106,8 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
     for signer in &signers {
         let key = signer.public_key();
         let pem = edge_bundle::public_key_pem(&key).map_err(|error| error.to_string())?;
-        trust_anchors.push((format!("{}.pub", &edge_bundle::key_id(&key)[..16]), pem));
+        // Named by the whole key id, as `edged trust add` names the anchors it adds.
+        trust_anchors.push((format!("{}.pub", edge_bundle::key_id(&key)), pem));
     }
     for anchor in &recipe.edged.trust {
         let pem = std::fs::read_to_string(anchor)
@@ -132,18 +134,22 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
             .path()
             .join(format!("{}.edgebundle", deployment.name)),
         trust_anchors,
-        source_date_epoch: source_date_epoch()?,
+        source_date_epoch: source_date_epoch::from_environment()?,
         cache: cache_dir().join("kernels"),
     };
     let output = options
         .output
         .clone()
         .unwrap_or_else(|| Path::new("build/images").join(&recipe.name));
+    // The image and its update bundle are written into a stage next to the output and moved
+    // into place together, so a failure at any step leaves no partial image behind.
+    let staged = StagedOutput::new(&output).map_err(|error| error.to_string())?;
     let mut progress = Progress::new(BUILD_STEPS, false);
-    let manifest = edge_image::build(&spec, root_signer.as_ref(), &output, &mut progress)
+    let manifest = edge_image::build(&spec, root_signer.as_ref(), &staged, &mut progress)
         .map_err(|error| error.to_string())?;
+    let staged_path = staged.path();
     let signature: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(output.join("root-hash.sig.json"))
+        &std::fs::read(staged_path.join("root-hash.sig.json"))
             .map_err(|error| format!("cannot read the root hash signature: {error}"))?,
     )
     .map_err(|error| format!("cannot read the root hash signature: {error}"))?;
@@ -152,15 +158,16 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         deployment,
         hardware,
         &signers,
-        &output,
+        staged_path,
         &OsImage {
-            rootfs: output.join("rootfs.squashfs"),
-            verity: output.join("rootfs.verity"),
+            rootfs: staged_path.join("rootfs.squashfs"),
+            verity: staged_path.join("rootfs.verity"),
             root_hash: manifest.root_hash.clone(),
             root_hash_signature: signature["signature"].as_str().map(str::to_owned),
         },
         spec.source_date_epoch,
     )?;
+    let output = staged.commit().map_err(|error| error.to_string())?;
     out!(
         "built {} in {:.1} s: kernel {} {}, root hash {}",
         output.join("disk.img").display(),
@@ -263,16 +270,6 @@ fn cache_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|home| PathBuf::from(home).join(".cache/edgec"))
         .unwrap_or_else(|| std::env::temp_dir().join("edgec-cache"))
-}
-
-fn source_date_epoch() -> Result<u64, String> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("SOURCE_DATE_EPOCH must be a number of seconds, not `{text}`")),
-        Err(_) => Ok(0),
-    }
 }
 
 /// Reads `--timeout` as a duration with a unit, as the language writes them (`30s`, `2m`,

@@ -9,4 +9,5 @@ pub mod import;
 pub mod keys;
 pub mod route;
 pub mod signing;
+pub mod source_date_epoch;
 pub mod verity;

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use edge_verity::{HashImage, Params, RootHash, VerityError, format_file, format_salt, parse_salt};
+use edge_verity::{
+    HashImage, Params, RootHash, VerityError, format_file, format_salt, parse_salt, parse_uuid,
+};
 
 use crate::Status;
 use crate::output::usage_error;
@@ -66,7 +68,7 @@ fn params(salt: Option<&str>, uuid: Option<&str>) -> Result<Params, VerityError>
         params = params.with_salt(parse_salt(salt)?)?;
     }
     if let Some(uuid) = uuid {
-        params = params.with_uuid(uuid.parse()?);
+        params = params.with_uuid(parse_uuid(uuid)?);
     }
     Ok(params)
 }
