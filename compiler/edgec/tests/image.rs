@@ -435,7 +435,7 @@ fn qemu_an_os_update_through_a_bundle_is_written_to_slot_b_which_boots_next() {
     assert!(!second.timed_out, "{console}");
     let third = qemu::boot(&target, timeout, &mut echo).unwrap();
     assert!(
-        console.contains("edged: OS update written to slot B"),
+        console.contains("OS update written to slot B; exiting to reboot into it"),
         "{console}"
     );
     let ready = third.ready.unwrap_or_default();

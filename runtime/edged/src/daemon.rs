@@ -78,7 +78,7 @@ impl<'device> Daemon<'device> {
             let next = if once { self.pass()? } else { self.step() };
             match next {
                 Next::Reboot(slot) => {
-                    tracing::info!(%slot, "OS update written; exiting to reboot into it");
+                    tracing::info!(%slot, "OS update written to slot {slot}; exiting to reboot into it");
                     return Ok(());
                 }
                 Next::Sleep(_) if once => return Ok(()),

@@ -197,12 +197,61 @@ impl Device {
         // Only once everything that can refuse the bundle has passed is the
         // inactive slot's old deployment (the rollback target) renamed aside;
         // until the switch is recorded, any failure renames it back.
-        let retired = self.install(target, &staging)?;
-        let applied = self.switch_to(target, &state, &accepted, retired);
-        Ok(Applied {
-            os_slot,
-            ..applied?
-        })
+        let retired = self
+            .install(target, &staging)
+            .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
+        let applied = self
+            .switch_to(target, &state, &accepted, retired)
+            .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
+        Ok(Applied { os_slot, ..applied })
+    }
+
+    /// Takes back the OS update of a bundle that is not kept after all.
+    fn withdraw_if_written(&self, os_slot: Option<edge_init::boot::Slot>, version: u64) {
+        if os_slot.is_some() {
+            self.withdraw_os_update(version);
+        }
+    }
+
+    /// Whether the deployment a rollback leaves carried an OS update: its
+    /// manifest says so, or it cannot be read, in which case the safe answer
+    /// (stay on the running OS) is yes.
+    fn carries_os_update(&self, target: &Installed) -> bool {
+        if self.config.os.is_none() {
+            return false;
+        }
+        let path = self.deployment_dir(target.slot).join(MANIFEST_PATH);
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| edge_bundle::BundleManifest::from_canonical_bytes(&bytes).ok())
+            .is_none_or(|manifest| manifest.os.is_some())
+    }
+
+    /// Makes a pending OS update in the slot that is not running unbootable,
+    /// because the deployment that carried it (version `version`) is not
+    /// kept: the device must not reboot into an OS whose deployment was
+    /// refused or rolled back. A failure is logged, not returned, so it can
+    /// never wedge a rollback; the init's boot counting still falls back
+    /// from an OS update that does not come up.
+    fn withdraw_os_update(&self, version: u64) {
+        let Some(config) = &self.config.os else {
+            return;
+        };
+        let outcome = crate::os_update::booted_slot()
+            .and_then(|booted| crate::os_update::withdraw(config, booted));
+        match outcome {
+            Ok(true) => tracing::warn!(
+                phase = "rollback",
+                version,
+                "withdrew the OS update of a deployment that is not kept; the next boot stays on the running OS"
+            ),
+            Ok(false) => {}
+            Err(error) => tracing::error!(
+                phase = "rollback",
+                version,
+                "cannot withdraw the OS update of a deployment that is not kept: {error}"
+            ),
+        }
     }
 
     /// Waits until the deployment the last apply replaced is deleted. A
@@ -451,6 +500,9 @@ impl Device {
             .take()
             .ok_or_else(|| Error::CorruptState("rollback without a transaction".to_owned()))?;
         failpoint::hit(Failpoint::ReconcileOld);
+        if self.carries_os_update(&transaction.target) {
+            self.withdraw_os_update(transaction.target.version);
+        }
         let mut unusable = None;
         let previous = match &state.active {
             Some(installed) => match self.load(installed) {

@@ -156,6 +156,34 @@ pub fn install(config: &OsConfig, booted: Slot, deployment: &Path, os: &OsPayloa
     Ok(target)
 }
 
+/// Takes back an update [`install`] staged in the OS slot that is not `booted`, because the
+/// deployment that carried it is not kept (its switch could not be recorded, or its trial
+/// rolled back): the slot is made unbootable, so the next boot stays on the running OS. Only a
+/// pending update is taken back: a slot that has booted and been confirmed is the running OS's
+/// fallback and is left as it is, as is a slot that is not bootable anyway. Returns whether it
+/// took an update back.
+pub fn withdraw(config: &OsConfig, booted: Slot) -> Result<bool> {
+    let pending = booted.other();
+    let mut disk = File::options()
+        .read(true)
+        .write(true)
+        .open(&config.disk)
+        .map_err(Error::state("open", &config.disk))?;
+    let unreadable = |error: edge_init::gpt::GptError| {
+        Error::CorruptState(format!(
+            "OS update: cannot read the partition table of {}: {error}",
+            config.disk.display()
+        ))
+    };
+    let mut table = Table::read(&mut disk).map_err(unreadable)?;
+    let state = read_slot_state(&table, pending).map_err(unreadable)?;
+    if state.successful || !state.bootable() {
+        return Ok(false);
+    }
+    set_states(&mut table, &mut disk, &[(pending, state.abandoned())])?;
+    Ok(true)
+}
+
 fn set_states(table: &mut Table, disk: &mut File, states: &[(Slot, SlotState)]) -> Result<()> {
     write_slot_states(table, disk, states).map_err(|error| {
         Error::Refused(format!(
@@ -260,6 +288,29 @@ mod tests {
         let (a, b) = states(&disk_path);
         assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::B, Slot::A]);
         assert_eq!((b.tries, b.successful), (2, false));
+    }
+
+    #[test]
+    fn a_withdrawn_update_never_boots_and_a_confirmed_fallback_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk_path = dir.path().join("disk.img");
+        disk(&disk_path);
+        let os = payload(&dir.path().join("deployment"), false);
+        let config = OsConfig {
+            disk: disk_path.clone(),
+            boot_tries: 2,
+        };
+        install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap();
+        assert!(withdraw(&config, Slot::A).unwrap());
+        let (a, b) = states(&disk_path);
+        assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::A]);
+        assert!(a.successful);
+        // Nothing is pending any more, and from slot B's point of view slot A is its
+        // confirmed fallback: neither is taken back.
+        assert!(!withdraw(&config, Slot::A).unwrap());
+        assert!(!withdraw(&config, Slot::B).unwrap());
+        let (a, _) = states(&disk_path);
+        assert!(a.bootable() && a.successful);
     }
 
     #[test]

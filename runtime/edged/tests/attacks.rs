@@ -14,7 +14,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Key, RawEntry, TestDevice, bundle, files, head, manifest, raw_tar, tree_hash};
+use common::{
+    Key, RawEntry, TestDevice, bundle, files, head, manifest, os_bundle, raw_tar, tree_hash,
+};
 use edge_bundle::canonical_json::to_canonical_bytes;
 use serde_json::{Value, json};
 
@@ -409,25 +411,6 @@ fn exhaustion(suite: &mut Suite<'_>) {
             refused(3, says),
         );
     }
-}
-
-/// A signed version-10 bundle with an OS payload whose root hash is `root_hash` (the tree's
-/// own when `None`) and signed or not.
-fn os_bundle(key: &Key, root_hash: Option<&str>, signed: bool) -> Vec<u8> {
-    let rootfs: Vec<u8> = (0..16 * 4096).map(|index| (index % 251) as u8).collect();
-    let tree = edge_verity::build_from_bytes(&rootfs, &edge_verity::Params::derived()).unwrap();
-    let mut payload = files("v10");
-    payload.insert("payload/os/rootfs.img".to_owned(), rootfs);
-    payload.insert("payload/os/verity.img".to_owned(), tree.bytes().to_vec());
-    let mut signed_manifest = manifest(10, &payload);
-    let listing = |path: &str| signed_manifest.payload_file(path).unwrap().clone();
-    signed_manifest.os = Some(edge_bundle::OsPayload {
-        rootfs: listing("payload/os/rootfs.img"),
-        verity: listing("payload/os/verity.img"),
-        root_hash: root_hash.map_or_else(|| tree.root_hash().to_string(), str::to_owned),
-        root_hash_signature: signed.then(|| "ab".repeat(64)),
-    });
-    bundle(&signed_manifest, &payload, &[key])
 }
 
 /// Class 2: an OS payload the device cannot take is refused before the inactive slot's

@@ -333,3 +333,22 @@ pub fn assert_consistent(device: &TestDevice, allowed_versions: &[Option<u64>]) 
         assert_eq!(manifest.version, active.version);
     }
 }
+
+/// A signed version-10 bundle with an OS payload whose root hash is `root_hash` (the tree's
+/// own when `None`) and signed or not.
+pub fn os_bundle(key: &Key, root_hash: Option<&str>, signed: bool) -> Vec<u8> {
+    let rootfs: Vec<u8> = (0..16 * 4096).map(|index| (index % 251) as u8).collect();
+    let tree = edge_verity::build_from_bytes(&rootfs, &edge_verity::Params::derived()).unwrap();
+    let mut payload = files("v10");
+    payload.insert("payload/os/rootfs.img".to_owned(), rootfs);
+    payload.insert("payload/os/verity.img".to_owned(), tree.bytes().to_vec());
+    let mut signed_manifest = manifest(10, &payload);
+    let listing = |path: &str| signed_manifest.payload_file(path).unwrap().clone();
+    signed_manifest.os = Some(edge_bundle::OsPayload {
+        rootfs: listing("payload/os/rootfs.img"),
+        verity: listing("payload/os/verity.img"),
+        root_hash: root_hash.map_or_else(|| tree.root_hash().to_string(), str::to_owned),
+        root_hash_signature: signed.then(|| "ab".repeat(64)),
+    });
+    bundle(&signed_manifest, &payload, &[key])
+}
