@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, DeviceConfig};
-use crate::daemon::Daemon;
+use crate::daemon::{self, Daemon};
 use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::duration::Bounds;
@@ -265,6 +265,13 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
                 Err(error) if matches!(cli.command, Command::Status { .. }) => {
                     tracing::warn!("{error}; module states are unknown");
                     Box::new(NoEngine { healthy: true })
+                }
+                // The daemon waits for an engine that is not up yet; the
+                // first attempt of the wait reports why.
+                Err(_) if matches!(cli.command, Command::Run { once: false, .. }) => {
+                    Box::new(daemon::until_connected(&cli.state_dir, || {
+                        DockerEngine::connect(&config.instance, config.restart.clone())
+                    }))
                 }
                 Err(error) => return Err(error),
             }

@@ -38,7 +38,7 @@ pub struct Daemon<'device> {
     inbox: Inbox,
     interval: Duration,
     /// The passes failing in a row, if the last one failed.
-    failure: Option<SupervisionFailure>,
+    streak: FailureStreak,
 }
 
 /// The back-off after the first failed pass …
@@ -60,7 +60,7 @@ impl<'device> Daemon<'device> {
             state_dir: state_dir.to_owned(),
             inbox: Inbox::new(inbox),
             interval,
-            failure: None,
+            streak: FailureStreak::new(state_dir),
         }
     }
 
@@ -92,15 +92,61 @@ impl<'device> Daemon<'device> {
     pub fn step(&mut self) -> Next {
         match self.pass() {
             Ok(next) => {
-                self.succeeded();
+                self.streak.succeeded();
                 next
             }
-            Err(error) => Next::Sleep(self.failed(&error)),
+            Err(error) => Next::Sleep(self.streak.failed(&error)),
+        }
+    }
+
+    /// One pass under the lock: recover, apply the inbox, supervise.
+    pub fn pass(&mut self) -> Result<Next> {
+        let _lock = StateLock::acquire(&self.state_dir, "run", Wait::Forever)?;
+        self.recover()?;
+        for bundle in self.inbox.bundles() {
+            match self.inbox.take(self.device, &bundle) {
+                Taken::Applied(Some(slot)) => return Ok(Next::Reboot(slot)),
+                Taken::Applied(None) | Taken::Refused => {}
+                // A panic may have left a trial open: it is rolled back
+                // before the next bundle is tried against it.
+                Taken::Panicked => self.recover()?,
+            }
+        }
+        self.device.supervise()?;
+        // What the last apply replaced is deleted before another writer may
+        // take the lock.
+        self.device.wait_for_cleanup();
+        Ok(Next::Sleep(self.interval))
+    }
+
+    /// Finishes or undoes a transaction a crashed or panicked writer left.
+    fn recover(&mut self) -> Result<()> {
+        if let Some(what) = self.device.recover()? {
+            tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
+        }
+        Ok(())
+    }
+}
+
+/// Failures of the daemon's passes in a row: each is logged, recorded for
+/// `edged status` (`supervision-failure.json`) and answered with a back-off;
+/// the record is cleared once a pass works again.
+pub struct FailureStreak {
+    state_dir: PathBuf,
+    failure: Option<SupervisionFailure>,
+}
+
+impl FailureStreak {
+    /// No failures yet, recorded in `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            state_dir: state_dir.to_owned(),
+            failure: None,
         }
     }
 
     /// Records a failed pass; returns how long to wait before the next.
-    fn failed(&mut self, error: &Error) -> Duration {
+    pub fn failed(&mut self, error: &Error) -> Duration {
         let failure = match self.failure.take() {
             Some(failure) => SupervisionFailure {
                 last_error: error.to_string(),
@@ -134,7 +180,7 @@ impl<'device> Daemon<'device> {
     }
 
     /// Clears the failure record once a pass succeeds again.
-    fn succeeded(&mut self) {
+    pub fn succeeded(&mut self) {
         let Some(failure) = self.failure.take() else {
             return;
         };
@@ -151,32 +197,22 @@ impl<'device> Daemon<'device> {
             );
         }
     }
+}
 
-    /// One pass under the lock: recover, apply the inbox, supervise.
-    pub fn pass(&mut self) -> Result<Next> {
-        let _lock = StateLock::acquire(&self.state_dir, "run", Wait::Forever)?;
-        self.recover()?;
-        for bundle in self.inbox.bundles() {
-            match self.inbox.take(self.device, &bundle) {
-                Taken::Applied(Some(slot)) => return Ok(Next::Reboot(slot)),
-                Taken::Applied(None) | Taken::Refused => {}
-                // A panic may have left a trial open: it is rolled back
-                // before the next bundle is tried against it.
-                Taken::Panicked => self.recover()?,
+/// Connects to the module runtime for the daemon, waiting while it does not
+/// answer: an engine that comes up after edged (as on a booting device) or
+/// is restarting must not end the daemon, which on an OS image would reboot
+/// the device. Each failed attempt is a failing pass (logged, recorded for
+/// `edged status`, retried after the same back-off).
+pub fn until_connected<T>(state_dir: &Path, mut connect: impl FnMut() -> Result<T>) -> T {
+    let mut streak = FailureStreak::new(state_dir);
+    loop {
+        match connect() {
+            Ok(connected) => {
+                streak.succeeded();
+                return connected;
             }
+            Err(error) => std::thread::sleep(streak.failed(&error)),
         }
-        self.device.supervise()?;
-        // What the last apply replaced is deleted before another writer may
-        // take the lock.
-        self.device.wait_for_cleanup();
-        Ok(Next::Sleep(self.interval))
-    }
-
-    /// Finishes or undoes a transaction a crashed or panicked writer left.
-    fn recover(&mut self) -> Result<()> {
-        if let Some(what) = self.device.recover()? {
-            tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
-        }
-        Ok(())
     }
 }

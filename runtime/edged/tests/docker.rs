@@ -527,3 +527,63 @@ fn supervision_outlives_an_engine_that_goes_away_and_comes_back() {
         assert_eq!(report["modules"]["ticker"]["restartCount"], 1, "{report}");
     });
 }
+
+#[test]
+fn a_daemon_started_before_its_engine_waits_for_it() {
+    let instance = format!("edgedlate{}", std::process::id());
+    let suffix = format!("late{}", std::process::id());
+    with_engine(&instance.clone(), &["ticker"], move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, key) = device(dir.path(), &instance);
+        let bundle = build(
+            dir.path(),
+            &key,
+            1,
+            &suffix,
+            &[Module {
+                name: "ticker",
+                script: SERVE,
+                health: None,
+            }],
+        );
+        succeeded(&device.edged("docker", &["apply", bundle.to_str().unwrap()]));
+        docker(&["kill", &format!("{instance}.ticker")]);
+
+        // The engine's socket is not there yet, as on a device whose engine
+        // starts after edged: the daemon waits instead of exiting.
+        let socket = dir.path().join("engine.sock");
+        let mut daemon = device
+            .command("docker", &["run", "--interval", "100ms"])
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let failure = device.state.join("supervision-failure.json");
+        assert!(
+            eventually(20, || failure.exists()),
+            "no failure was recorded"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "edged run ended because the engine was not up"
+        );
+        let report = status(&device);
+        assert!(
+            report["supervision"]["lastError"]
+                .as_str()
+                .is_some_and(|error| error.contains("container engine")),
+            "{report}"
+        );
+
+        // The engine comes up: the daemon connects and supervises.
+        let _proxy = EngineProxy::start(&socket);
+        assert!(
+            eventually(90, || !failure.exists()
+                && container(&instance, "ticker").starts_with("true")),
+            "the daemon did not connect to the engine once it was up"
+        );
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    });
+}
