@@ -446,6 +446,24 @@ impl Drop for EngineProxy {
     }
 }
 
+/// A device of `instance` running version 1 of a one-module deployment, `ticker`.
+fn running_ticker(dir: &Path, instance: &str, suffix: &str) -> TestDevice {
+    let (device, key) = device(dir, instance);
+    let bundle = build(
+        dir,
+        &key,
+        1,
+        suffix,
+        &[Module {
+            name: "ticker",
+            script: SERVE,
+            health: None,
+        }],
+    );
+    succeeded(&device.edged("docker", &["apply", bundle.to_str().unwrap()]));
+    device
+}
+
 /// Polls `condition` every 100 ms for at most `seconds`.
 fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
     for _ in 0..seconds * 10 {
@@ -463,19 +481,7 @@ fn supervision_outlives_an_engine_that_goes_away_and_comes_back() {
     let suffix = std::process::id().to_string();
     with_engine(&instance.clone(), &["ticker"], move || {
         let dir = tempfile::tempdir().unwrap();
-        let (device, key) = device(dir.path(), &instance);
-        let bundle = build(
-            dir.path(),
-            &key,
-            1,
-            &suffix,
-            &[Module {
-                name: "ticker",
-                script: SERVE,
-                health: None,
-            }],
-        );
-        succeeded(&device.edged("docker", &["apply", bundle.to_str().unwrap()]));
+        let device = running_ticker(dir.path(), &instance, &suffix);
         let socket = dir.path().join("engine.sock");
         let proxy = EngineProxy::start(&socket);
         let mut daemon = device
@@ -534,19 +540,7 @@ fn a_daemon_started_before_its_engine_waits_for_it() {
     let suffix = format!("late{}", std::process::id());
     with_engine(&instance.clone(), &["ticker"], move || {
         let dir = tempfile::tempdir().unwrap();
-        let (device, key) = device(dir.path(), &instance);
-        let bundle = build(
-            dir.path(),
-            &key,
-            1,
-            &suffix,
-            &[Module {
-                name: "ticker",
-                script: SERVE,
-                health: None,
-            }],
-        );
-        succeeded(&device.edged("docker", &["apply", bundle.to_str().unwrap()]));
+        let device = running_ticker(dir.path(), &instance, &suffix);
         docker(&["kill", &format!("{instance}.ticker")]);
 
         // The engine's socket is not there yet, as on a device whose engine
