@@ -177,31 +177,34 @@ impl Device {
     /// deployment the new one replaced may still be being deleted when this
     /// returns (see [`Self::wait_for_cleanup`]).
     pub fn apply(&mut self, bundle: &Path) -> Result<Applied> {
+        self.apply_bundle(bundle).inspect_err(log_refusal)
+    }
+
+    /// [`Self::apply`], without the refusal's log event.
+    fn apply_bundle(&mut self, bundle: &Path) -> Result<Applied> {
         // The slot about to be retired may be the one still being deleted
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))
-            .inspect_err(log_refusal)?;
+        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))?;
         let target = state
             .active
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)
-            .inspect_err(log_refusal)?;
-        let os_slot = self.write_os(&staging, &accepted).inspect_err(|error| {
-            log_refusal(error);
+        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+        let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
             let _ = durable::remove_tree(&staging);
         })?;
         // Only once everything that can refuse the bundle has passed is the
         // inactive slot's old deployment (the rollback target) renamed aside;
-        // until the switch is recorded, any failure renames it back.
-        let retired = self
-            .install(target, &staging)
-            .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
+        // until the switch is recorded, any failure renames it back. If the
+        // deployment is not kept, neither is its OS update (a rollback has
+        // withdrawn it already; withdrawing again changes nothing, and covers
+        // the failures before a rollback could run).
         let applied = self
-            .switch_to(target, &state, &accepted, retired)
+            .install(target, &staging)
+            .and_then(|retired| self.switch_to(target, &state, &accepted, retired))
             .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
         Ok(Applied { os_slot, ..applied })
     }
