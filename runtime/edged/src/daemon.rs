@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::device::Device;
-use crate::duration::show;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, Taken};
 use crate::lock::{StateLock, Wait};
@@ -165,7 +164,7 @@ impl FailureStreak {
             phase = "supervise",
             consecutive_failures = failure.consecutive_failures,
             since = failure.since,
-            retry_in = %show(retry),
+            retry_in = %humantime::format_duration(retry),
             reason = %error,
             "supervision pass failed; retrying after a back-off"
         );

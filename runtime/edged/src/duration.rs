@@ -35,21 +35,12 @@ impl Bounds {
             return Err(format!(
                 "{} must be between {} and {}, not {}",
                 self.name,
-                show(self.min),
-                show(self.max),
-                show(duration)
+                humantime::format_duration(self.min),
+                humantime::format_duration(self.max),
+                humantime::format_duration(duration)
             ));
         }
         Ok(duration)
-    }
-}
-
-/// A duration as people write it.
-pub fn show(duration: Duration) -> String {
-    if duration.is_zero() {
-        "0s".to_owned()
-    } else {
-        humantime::format_duration(duration).to_string()
     }
 }
 
