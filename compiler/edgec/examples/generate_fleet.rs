@@ -90,8 +90,7 @@ fn usage() -> ExitCode {
 }
 
 fn write_fleet(directory: &Path, sites: usize) -> std::io::Result<()> {
-    // The fleet-wide files live in `common/`, a name that cannot be mistaken for the `../shared`
-    // reference data some checkouts keep beside the repository.
+    // The fleet-wide files live in `common/`: the hardware profile and schemas every site imports.
     let common = directory.join("common");
     let site_directory = directory.join("sites");
     std::fs::create_dir_all(&common)?;
