@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Key, TestDevice, bundle, files, manifest};
+use common::{Key, TestDevice};
 use edged::failpoint::{self, Failpoint};
 
 /// Applies a bundle with the first failpoint armed; returns the exit code.
@@ -18,11 +18,7 @@ fn apply_with_failpoint(program: &Path) -> Option<i32> {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let payload = files("v1");
-    let v1 = device.write_bundle(
-        "v1.edgebundle",
-        &bundle(&manifest(1, &payload), &payload, &[&key]),
-    );
+    let v1 = device.write_version(&key, 1);
     let template = device.command("none", &["apply", v1.to_str().unwrap()]);
     let output = Command::new(program)
         .args(template.get_args())

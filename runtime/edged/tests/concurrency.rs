@@ -9,16 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Key, TestDevice, assert_consistent, bundle, files, manifest, tree_hash};
+use common::{Key, TestDevice, assert_consistent, tree_hash};
 use edged::failpoint::{self, Failpoint};
-
-fn write_version(device: &TestDevice, key: &Key, version: u64) -> std::path::PathBuf {
-    let payload = files(&format!("v{version}"));
-    device.write_bundle(
-        &format!("v{version}.edgebundle"),
-        &bundle(&manifest(version, &payload), &payload, &[key]),
-    )
-}
 
 /// Starts `edged apply` paused in its health window for `pause`.
 fn paused_apply(device: &TestDevice, bundle: &std::path::Path, pause: &str) -> Child {
@@ -66,7 +58,7 @@ fn status_during_a_trial_reports_it_and_rolls_nothing_back() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let v1 = write_version(&device, &key, 1);
+    let v1 = device.write_version(&key, 1);
     let writer = paused_apply(&device, &v1, "3s");
     wait_for_trial(&device, 1);
     let before = tree_hash(&device.state);
@@ -105,9 +97,9 @@ fn a_second_writer_is_busy_or_waits_and_never_half_commits() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let v1 = write_version(&device, &key, 1);
-    let v2 = write_version(&device, &key, 2);
-    let v3 = write_version(&device, &key, 3);
+    let v1 = device.write_version(&key, 1);
+    let v2 = device.write_version(&key, 2);
+    let v3 = device.write_version(&key, 3);
 
     let writer = paused_apply(&device, &v1, "2s");
     wait_for_trial(&device, 1);
@@ -146,7 +138,7 @@ fn status_works_where_it_cannot_write() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let v1 = write_version(&device, &key, 1);
+    let v1 = device.write_version(&key, 1);
     let applied = device.edged("none", &["apply", v1.to_str().unwrap()]);
     assert!(applied.status.success());
     // The state directory is root's; the reader runs as nobody, who may read

@@ -8,25 +8,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Key, TestDevice, bundle, files, manifest};
-use edged::config::DeviceConfig;
+use common::{Key, TestDevice, signed_bundle};
 use edged::daemon::{Daemon, Next};
-use edged::device::Device;
 use edged::runtime::{Loaded, ModuleRuntime, ModuleStatus, NoEngine};
-use edged::trust::TrustStore;
-
-fn bundle_bytes(key: &Key, version: u64) -> Vec<u8> {
-    let payload = files(&format!("v{version}"));
-    bundle(&manifest(version, &payload), &payload, &[key])
-}
-
-fn open(device: &TestDevice, runtime: Box<dyn ModuleRuntime>) -> Device {
-    let config = DeviceConfig::load(&device.config).unwrap();
-    let trust = TrustStore::new(&config.trust, &[]);
-    Device::open(&device.state, config, trust, runtime)
-        .unwrap()
-        .0
-}
 
 #[test]
 fn a_bundle_being_copied_in_is_left_alone_until_it_is_renamed() {
@@ -36,7 +20,7 @@ fn a_bundle_being_copied_in_is_left_alone_until_it_is_renamed() {
     let inbox = device.root.path().join("inbox");
     fs::create_dir_all(inbox.join("folder.edgebundle")).unwrap();
     let part = inbox.join("v1.edgebundle.part");
-    fs::write(&part, bundle_bytes(&key, 1)).unwrap();
+    fs::write(&part, signed_bundle(&key, 1)).unwrap();
     std::os::unix::fs::symlink(&part, inbox.join("link.edgebundle")).unwrap();
     let run_once = || {
         let output = device
@@ -112,9 +96,9 @@ fn a_panic_applying_a_bundle_refuses_it_and_the_daemon_goes_on() {
     let device = TestDevice::new(&[&key], "");
     let inbox = device.root.path().join("inbox");
     fs::create_dir_all(&inbox).unwrap();
-    fs::write(inbox.join("v1.edgebundle"), bundle_bytes(&key, 1)).unwrap();
-    fs::write(inbox.join("v2.edgebundle"), bundle_bytes(&key, 2)).unwrap();
-    let mut device_handle = open(&device, Box::new(PanicsOnce { panicked: false }));
+    fs::write(inbox.join("v1.edgebundle"), signed_bundle(&key, 1)).unwrap();
+    fs::write(inbox.join("v2.edgebundle"), signed_bundle(&key, 2)).unwrap();
+    let mut device_handle = device.open(Box::new(PanicsOnce { panicked: false }));
     let mut daemon = Daemon::new(
         &mut device_handle,
         &device.state,
@@ -156,7 +140,7 @@ fn a_bundle_that_cannot_be_moved_away_is_not_retried() {
     fs::write(inbox.join("refused"), b"in the way").unwrap();
     let garbage = inbox.join("garbage.edgebundle");
     fs::write(&garbage, b"not a bundle").unwrap();
-    let mut device_handle = open(&device, Box::new(NoEngine { healthy: true }));
+    let mut device_handle = device.open(Box::new(NoEngine { healthy: true }));
     let mut daemon = Daemon::new(
         &mut device_handle,
         &device.state,

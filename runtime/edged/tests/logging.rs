@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Key, TestDevice, bundle, files, manifest};
+use common::{Key, TestDevice};
 use serde_json::Value;
 
 fn events(stderr: &[u8]) -> Vec<Value> {
@@ -18,11 +18,7 @@ fn refusals_commits_and_errors_are_json_events() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let payload = files("v1");
-    let v1 = device.write_bundle(
-        "v1.edgebundle",
-        &bundle(&manifest(1, &payload), &payload, &[&key]),
-    );
+    let v1 = device.write_version(&key, 1);
     let v1 = v1.to_str().unwrap();
 
     let applied = device.edged("none", &["--log-format", "json", "apply", v1]);

@@ -58,11 +58,7 @@ fn a_damaged_active_deployment_is_reported_not_hidden() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
-    let payload = files("v1");
-    let v1 = device.write_bundle(
-        "v1.edgebundle",
-        &bundle(&manifest(1, &payload), &payload, &[&key]),
-    );
+    let v1 = device.write_version(&key, 1);
     assert!(
         device
             .edged("none", &["apply", v1.to_str().unwrap()])
@@ -97,11 +93,7 @@ fn a_damaged_active_deployment_is_reported_not_hidden() {
     );
 
     // A newer good bundle replaces it, and status is whole again.
-    let payload = files("v2");
-    let v2 = device.write_bundle(
-        "v2.edgebundle",
-        &bundle(&manifest(2, &payload), &payload, &[&key]),
-    );
+    let v2 = device.write_version(&key, 2);
     assert!(
         device
             .edged("none", &["apply", v2.to_str().unwrap()])

@@ -10,11 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Key, TestDevice, bundle, files, manifest};
-use edged::config::DeviceConfig;
 use edged::device::Device;
 use edged::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 use edged::supervision::SupervisionRecord;
-use edged::trust::TrustStore;
 use serde_json::json;
 
 /// Restarts the module `sensor` on every supervision pass.
@@ -78,17 +76,9 @@ fn sensor_bundle(device: &TestDevice, key: &Key, version: u64) -> std::path::Pat
     )
 }
 
+/// The device in this process, its sensor crashing on every pass.
 fn open(device: &TestDevice) -> Device {
-    let config = DeviceConfig::load(&device.config).unwrap();
-    let trust = TrustStore::new(&config.trust, &[]);
-    Device::open(
-        &device.state,
-        config,
-        trust,
-        Box::new(CrashingSensor::default()),
-    )
-    .unwrap()
-    .0
+    device.open(Box::new(CrashingSensor::default()))
 }
 
 fn sensor_restarts(device: &mut Device) -> u32 {

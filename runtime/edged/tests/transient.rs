@@ -12,13 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Key, TestDevice, bundle, files, manifest};
-use edged::config::DeviceConfig;
+use common::{Key, TestDevice};
 use edged::daemon::{Daemon, Next};
-use edged::device::Device;
 use edged::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 use edged::supervision::{FailureRecord, SupervisionFailure};
-use edged::trust::TrustStore;
 
 /// Fails the supervision passes while `failures` is above zero, counting it
 /// down; counts the passes that succeed.
@@ -66,20 +63,11 @@ fn failing_passes_back_off_are_reported_and_supervision_carries_on() {
     let device = TestDevice::new(&[&key], "");
     let failures = Arc::new(AtomicU32::new(0));
     let supervised = Arc::new(AtomicU32::new(0));
-    let config = DeviceConfig::load(&device.config).unwrap();
-    let trust = TrustStore::new(&config.trust, &[]);
-    let runtime = Flaky {
+    let mut handle = device.open(Box::new(Flaky {
         failures: failures.clone(),
         supervised: supervised.clone(),
-    };
-    let (mut handle, _) = Device::open(&device.state, config, trust, Box::new(runtime)).unwrap();
-    let payload = files("v1");
-    handle
-        .apply(&device.write_bundle(
-            "v1.edgebundle",
-            &bundle(&manifest(1, &payload), &payload, &[&key]),
-        ))
-        .unwrap();
+    }));
+    handle.apply(&device.write_version(&key, 1)).unwrap();
     let interval = Duration::from_millis(100);
     let inbox = device.root.path().join("inbox");
     let mut daemon = Daemon::new(&mut handle, &device.state, &inbox, interval);

@@ -117,6 +117,30 @@ impl TestDevice {
         fs::write(&path, bytes).unwrap();
         path
     }
+
+    /// Writes `vVERSION.edgebundle`, version `version` of the test deployment signed by
+    /// `key` (see [`signed_bundle`]).
+    pub fn write_version(&self, key: &Key, version: u64) -> PathBuf {
+        self.write_bundle(
+            &format!("v{version}.edgebundle"),
+            &signed_bundle(key, version),
+        )
+    }
+
+    /// Opens this device in the test process, with `runtime` running its modules.
+    pub fn open(&self, runtime: Box<dyn edged::runtime::ModuleRuntime>) -> edged::Device {
+        let config = edged::DeviceConfig::load(&self.config).unwrap();
+        let trust = edged::trust::TrustStore::new(&config.trust, &[]);
+        edged::Device::open(&self.state, config, trust, runtime)
+            .unwrap()
+            .0
+    }
+}
+
+/// Version `version` of the test deployment (payload `files("vVERSION")`), signed by `key`.
+pub fn signed_bundle(key: &Key, version: u64) -> Vec<u8> {
+    let payload = files(&format!("v{version}"));
+    bundle(&manifest(version, &payload), &payload, &[key])
 }
 
 /// The IoT Edge manifest of a deployment without user modules.
