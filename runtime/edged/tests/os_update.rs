@@ -155,16 +155,24 @@ fn states(path: &Path) -> (SlotState, SlotState) {
     (state("root-a"), state("root-b"))
 }
 
-#[test]
-fn an_update_is_written_to_the_other_slot_and_boots_next() {
+/// A test disk and a staged deployment directory (`DIR/deployment`) holding an OS payload,
+/// tampered with or not, and the `[os]` configuration naming the disk.
+fn written_payload(tamper: bool) -> (tempfile::TempDir, OsConfig, OsPayload) {
     let dir = tempfile::tempdir().unwrap();
     let disk_path = dir.path().join("disk.img");
     disk(&disk_path);
-    let os = payload(&dir.path().join("deployment"), false);
+    let os = payload(&dir.path().join("deployment"), tamper);
     let config = OsConfig {
-        disk: disk_path.clone(),
+        disk: disk_path,
         boot_tries: 2,
     };
+    (dir, config, os)
+}
+
+#[test]
+fn an_update_is_written_to_the_other_slot_and_boots_next() {
+    let (dir, config, os) = written_payload(false);
+    let disk_path = config.disk.clone();
     let slot = install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap();
     assert_eq!(slot, Slot::B);
     let disk_bytes = std::fs::read(&disk_path).unwrap();
@@ -173,26 +181,19 @@ fn an_update_is_written_to_the_other_slot_and_boots_next() {
         &disk_bytes[(4 * MIB) as usize..(4 * MIB) as usize + written.len()],
         &written[..]
     );
-    let (a, b) = states(&disk_path);
-    assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::B, Slot::A]);
+    assert_eq!(order(&disk_path), vec![Slot::B, Slot::A]);
+    let (_, b) = states(&disk_path);
     assert_eq!((b.tries, b.successful), (2, false));
 }
 
 #[test]
 fn a_withdrawn_update_never_boots_and_a_confirmed_fallback_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk_path = dir.path().join("disk.img");
-    disk(&disk_path);
-    let os = payload(&dir.path().join("deployment"), false);
-    let config = OsConfig {
-        disk: disk_path.clone(),
-        boot_tries: 2,
-    };
+    let (dir, config, os) = written_payload(false);
+    let disk_path = config.disk.clone();
     install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap();
     assert!(withdraw(&config, Slot::A).unwrap());
-    let (a, b) = states(&disk_path);
-    assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::A]);
-    assert!(a.successful);
+    assert_eq!(order(&disk_path), vec![Slot::A]);
+    assert!(states(&disk_path).0.successful);
     // Nothing is pending any more, and from slot B's point of view slot A is its
     // confirmed fallback: neither is taken back.
     assert!(!withdraw(&config, Slot::A).unwrap());
@@ -203,16 +204,9 @@ fn a_withdrawn_update_never_boots_and_a_confirmed_fallback_is_kept() {
 
 #[test]
 fn a_root_that_does_not_match_its_signed_hash_is_refused_and_the_slot_left_unbootable() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk_path = dir.path().join("disk.img");
-    disk(&disk_path);
-    let os = payload(&dir.path().join("deployment"), true);
-    let config = OsConfig {
-        disk: disk_path.clone(),
-        boot_tries: 2,
-    };
+    let (dir, config, os) = written_payload(true);
+    let disk_path = config.disk.clone();
     let error = install(&config, Slot::A, &dir.path().join("deployment"), &os).unwrap_err();
     assert!(error.to_string().contains("does not verify"), "{error}");
-    let (a, b) = states(&disk_path);
-    assert_eq!(edge_init::boot::boot_order(a, b), vec![Slot::A]);
+    assert_eq!(order(&disk_path), vec![Slot::A]);
 }
