@@ -1,0 +1,36 @@
+//! What the hub needs to know about the device it runs on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The largest message a module may send, as on IoT Hub.
+pub const MAXIMUM_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The hub's settings; edged fills them from `device.toml`'s `[hub]` table.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// The device id modules see (`IOTEDGE_DEVICEID`).
+    pub device_id: String,
+    /// The IoT Hub host name in SAS resources and user names
+    /// (`IOTEDGE_IOTHUBHOSTNAME`).
+    pub iothub_hostname: String,
+    /// The name modules reach the hub by (`IOTEDGE_GATEWAYHOSTNAME`), the
+    /// server certificate's subject alternative name.
+    pub gateway_hostname: String,
+    /// The MQTT/TLS listener (`0.0.0.0:8883`).
+    pub mqtt_listen: SocketAddr,
+    /// The HTTPS listener for module-to-module direct methods (`0.0.0.0:443`).
+    pub https_listen: SocketAddr,
+    /// The Prometheus metrics listener (`127.0.0.1:9600`); `None` turns it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The hub's directory: store, keys, certificates, workload sockets.
+    pub dir: PathBuf,
+    /// The store's size limit in bytes.
+    pub store_limit_bytes: u64,
+    /// How long undelivered messages are kept when neither the route nor the
+    /// deployment says (`store_and_forward_ttl`).
+    pub default_time_to_live: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
+}

@@ -1,0 +1,18 @@
+//! The edge hub: what edgeHub is on Azure IoT Edge, inside edged.
+//!
+//! Modules built on the unmodified Azure IoT SDKs connect over MQTT 3.1.1
+//! on TLS, authenticate with SAS tokens signed by their own key (through
+//! the workload API), and exchange messages along the deployment's compiled
+//! routes. Every accepted message is in the durable store before the hub
+//! acknowledges it. Twins and direct methods work as on IoT Hub.
+//!
+//! See `runtime/README.md` ("The edge hub") for the protocol subset, the
+//! store and the limits.
+
+pub mod config;
+pub mod keys;
+pub mod message;
+
+pub use config::HubConfig;
+pub use keys::{FileKeys, KeyError, KeyStore};
+pub use message::{HubMessage, SystemProperty};
