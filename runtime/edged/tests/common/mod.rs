@@ -60,10 +60,18 @@ impl TestDevice {
             fs::copy(&key.public_path, trust_dir.join(format!("{index}.pub"))).unwrap();
         }
         let config = root.path().join("device.toml");
+        // The hub listens on fixed ports (8883, 443): only the tests that
+        // exercise it (hub_sdk.rs, each in its own network namespace or
+        // serialized) turn it on, so the others can run in parallel.
+        let hub = if extra_config.contains("[hub]") {
+            ""
+        } else {
+            "[hub]\nenabled = false\n"
+        };
         fs::write(
             &config,
             format!(
-                "compatible = \"{COMPATIBLE}\"\narchitecture = \"amd64\"\n{extra_config}\n[trust]\ndir = \"{}\"\n",
+                "compatible = \"{COMPATIBLE}\"\narchitecture = \"amd64\"\n{extra_config}\n{hub}[trust]\ndir = \"{}\"\n",
                 trust_dir.display()
             ),
         )
