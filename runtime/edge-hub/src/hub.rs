@@ -18,8 +18,8 @@ use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::MethodRouter;
 use crate::store::{
-    self, EndpointCounters, NEVER, Pending, QueueEntry, Removal, Store, StoreError, StoredMessage,
-    Target, UPSTREAM, Wake,
+    self, EndpointCounters, NEVER, PRIORITIES, Pending, QueueEntry, Removal, Store, StoreError,
+    StoredMessage, Target, UPSTREAM, Wake,
 };
 use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
 
@@ -714,7 +714,7 @@ impl Hub {
             epoch,
             state,
             cursors: Default::default(),
-            seen_arrivals: None,
+            seen_arrivals: [0; PRIORITIES],
             buffer: VecDeque::new(),
             inflight: HashMap::new(),
             next_id: 0,
@@ -959,9 +959,9 @@ pub struct InputStream {
     epoch: u64,
     state: Option<Arc<ModuleState>>,
     /// Per priority, the last entry delivered.
-    cursors: [Option<(u64, String)>; 10],
-    /// The module's arrival count when the buffer was read.
-    seen_arrivals: Option<u64>,
+    cursors: [Option<(u64, String)>; PRIORITIES],
+    /// The module's arrival counts (per priority) when the buffer was read.
+    seen_arrivals: [u64; PRIORITIES],
     buffer: VecDeque<Pending>,
     inflight: HashMap<DeliveryId, QueueEntry>,
     next_id: u64,
@@ -1000,11 +1000,15 @@ impl InputStream {
     }
 
     /// Takes the next unexpired entry, refilling the buffer from the store
-    /// when it is empty or new messages arrived (they may be more urgent).
+    /// when it is empty or when messages more urgent than its first arrived.
     fn take(&mut self) -> Option<Delivery> {
-        let arrivals = self.wake.arrivals.load(Ordering::Acquire);
-        if self.buffer.is_empty() || self.seen_arrivals != Some(arrivals) {
-            self.seen_arrivals = Some(arrivals);
+        let arrivals: [u64; PRIORITIES] =
+            std::array::from_fn(|priority| self.wake.arrivals[priority].load(Ordering::Acquire));
+        let urgent = self.buffer.front().map_or(PRIORITIES, |pending| {
+            usize::from(pending.entry.priority).min(PRIORITIES)
+        });
+        if self.buffer.is_empty() || arrivals[..urgent] != self.seen_arrivals[..urgent] {
+            self.seen_arrivals = arrivals;
             match self
                 .hub
                 .inner
@@ -1021,8 +1025,9 @@ impl InputStream {
         let now = store::now_ms();
         while let Some(pending) = self.buffer.pop_front() {
             let entry = pending.entry;
-            self.cursors[usize::from(entry.priority).min(9)] =
-                Some((entry.id, entry.input.clone()));
+            if let Some(cursor) = self.cursors.get_mut(usize::from(entry.priority)) {
+                *cursor = Some((entry.id, entry.input.clone()));
+            }
             if pending.expiry <= now {
                 self.hub.inner.store.remove(entry, Removal::Expired);
                 continue;

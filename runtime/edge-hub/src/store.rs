@@ -29,7 +29,7 @@
 //! second later, makes them durable. A crash in between redelivers those
 //! messages, which at-least-once delivery allows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +41,13 @@ use redb::{
 };
 use tokio::sync::{Notify, oneshot};
 
+use edge_route::LOWEST_PRIORITY;
+
 use crate::failpoint::{self, Failpoint};
 use crate::message::{HubMessage, SystemProperty};
+
+/// The priorities, 0 (most urgent) to [`LOWEST_PRIORITY`].
+pub(crate) const PRIORITIES: usize = LOWEST_PRIORITY as usize + 1;
 
 /// No expiry.
 pub(crate) const NEVER: u64 = u64::MAX;
@@ -339,8 +344,9 @@ pub(crate) struct CommitCounters {
 /// What wakes a module's input stream.
 #[derive(Debug, Default)]
 pub(crate) struct Wake {
-    /// Bumped after each commit that queued messages for the module.
-    pub arrivals: AtomicU64,
+    /// Per priority, bumped after each commit that queued messages of that
+    /// priority for the module.
+    pub arrivals: [AtomicU64; PRIORITIES],
     /// Bumped when the module's stream is replaced or the module removed.
     pub epoch: AtomicU64,
     pub notify: Notify,
@@ -365,14 +371,18 @@ impl Shared {
         wakes.entry(module.to_owned()).or_default().clone()
     }
 
-    fn arrived(&self, modules: &HashSet<String>) {
+    fn arrived(&self, modules: &HashMap<String, u16>) {
         let wakes = self
             .wakes
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        for module in modules {
+        for (module, priorities) in modules {
             if let Some(wake) = wakes.get(module) {
-                wake.arrivals.fetch_add(1, Ordering::Release);
+                for (priority, arrivals) in wake.arrivals.iter().enumerate() {
+                    if priorities & (1 << priority) != 0 {
+                        arrivals.fetch_add(1, Ordering::Release);
+                    }
+                }
                 wake.notify.notify_waiters();
             }
         }
@@ -424,6 +434,11 @@ impl Drop for Store {
 impl Store {
     /// Opens (creates) the database at `path` and starts its writer thread.
     pub fn open(path: &Path, limit: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, limit, SWEEP_INTERVAL)
+    }
+
+    /// [`Store::open`], sweeping expired messages every `sweep_interval`.
+    fn open_with(path: &Path, limit: u64, sweep_interval: Duration) -> Result<Self, StoreError> {
         let path_text = path.display().to_string();
         let error = |error: redb::Error| StoreError::Database {
             path: path_text.clone(),
@@ -474,6 +489,7 @@ impl Store {
             next_id,
             stored_bytes,
             limit,
+            sweep_interval,
         };
         let writer = std::thread::Builder::new()
             .name("edge-hub-store".to_owned())
@@ -550,7 +566,7 @@ impl Store {
             .open_table(MESSAGES)
             .map_err(|e| self.database_error(e))?;
         let mut pending = Vec::new();
-        for priority in 0..=edge_route::LOWEST_PRIORITY {
+        for priority in 0..=LOWEST_PRIORITY {
             if pending.len() >= limit {
                 break;
             }
@@ -650,8 +666,8 @@ pub(crate) struct Batch<'t> {
     limit: u64,
     /// Per endpoint: change of depth, expired entries.
     endpoints: HashMap<String, (i64, u64)>,
-    /// Targets that got new messages.
-    arrived: HashSet<String>,
+    /// Targets that got new messages, with a bit per priority.
+    arrived: HashMap<String, u16>,
     /// A storage error: the batch is aborted and every waiter fails.
     failed: Option<StoreError>,
 }
@@ -669,7 +685,7 @@ impl<'t> Batch<'t> {
             stored_bytes: writer.stored_bytes,
             limit: writer.limit,
             endpoints: HashMap::new(),
-            arrived: HashSet::new(),
+            arrived: HashMap::new(),
             failed: None,
         })
     }
@@ -733,7 +749,8 @@ impl<'t> Batch<'t> {
                 .entry(endpoint_name(&target.target, &target.input))
                 .or_default()
                 .0 += 1;
-            self.arrived.insert(target.target.clone());
+            *self.arrived.entry(target.target.clone()).or_default() |=
+                1 << target.priority.min(LOWEST_PRIORITY);
         }
         self.stored_bytes += needed;
         Ok(())
@@ -898,6 +915,7 @@ struct Writer {
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
+    sweep_interval: Duration,
 }
 
 impl Writer {
@@ -911,7 +929,7 @@ impl Writer {
             let wait = if unflushed {
                 CHECKPOINT_FLUSH.saturating_sub(last_durable.elapsed())
             } else {
-                SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed())
+                self.sweep_interval.saturating_sub(last_sweep.elapsed())
             };
             let mut ops = Vec::new();
             let mut closed = false;
@@ -926,7 +944,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let sweep = last_sweep.elapsed() >= SWEEP_INTERVAL;
+            let sweep = last_sweep.elapsed() >= self.sweep_interval;
             let flush = unflushed && (closed || last_durable.elapsed() >= CHECKPOINT_FLUSH);
             let durable = flush
                 || ops
@@ -1071,6 +1089,185 @@ struct Applied {
     next_id: u64,
     stored_bytes: u64,
     endpoints: HashMap<String, (i64, u64)>,
-    arrived: HashSet<String>,
+    arrived: HashMap<String, u16>,
     expired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message_strategy() -> impl Strategy<Value = StoredMessage> {
+        let system = proptest::collection::btree_map(
+            proptest::sample::select(SystemProperty::ALL.to_vec()),
+            ".{0,40}",
+            0..6,
+        );
+        let application = proptest::collection::vec((".{0,20}", ".{0,40}"), 0..8);
+        let body = proptest::collection::vec(any::<u8>(), 0..2048);
+        (any::<u64>(), ".{0,80}", system, application, body).prop_map(
+            |(enqueued, source, system_properties, application_properties, body)| StoredMessage {
+                enqueued,
+                source,
+                message: HubMessage {
+                    system_properties,
+                    application_properties,
+                    body,
+                },
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in message_strategy()) {
+            prop_assert_eq!(decode_record(&encode_record(&record)), Ok(record));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_record(&bytes);
+        }
+
+        #[test]
+        fn damaged_records_are_refused_or_decode(
+            record in message_strategy(),
+            position in any::<usize>(),
+            flip in 1u8..,
+        ) {
+            let mut bytes = encode_record(&record);
+            let position = position % bytes.len();
+            bytes[position] ^= flip;
+            // A flipped byte in the body or a text still decodes (to a
+            // different message); anything else is an error, never a panic.
+            if let Ok(decoded) = decode_record(&bytes) {
+                prop_assert_ne!(decoded, record);
+            }
+            prop_assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+
+    fn record(body: &str) -> Vec<u8> {
+        encode_record(&StoredMessage {
+            enqueued: now_ms(),
+            source: "/messages/modules/s".to_owned(),
+            message: HubMessage {
+                body: body.as_bytes().to_vec(),
+                ..HubMessage::default()
+            },
+        })
+    }
+
+    fn target(input: &str, expiry: u64) -> Target {
+        Target {
+            target: "m".to_owned(),
+            input: input.to_owned(),
+            priority: 0,
+            expiry,
+        }
+    }
+
+    fn depth(store: &Store, endpoint: &str) -> EndpointCounters {
+        store
+            .shared
+            .endpoints
+            .lock()
+            .expect("counters")
+            .get(endpoint)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_and_counts_expired_messages() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            Duration::from_millis(100),
+        )
+        .expect("store");
+        let soon = now_ms() + 50;
+        store
+            .append(record("short"), vec![target("a", soon)], true)
+            .await
+            .expect("append");
+        store
+            .append(record("long"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        assert_eq!(depth(&store, "m/a").depth, 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while depth(&store, "m/a").expired == 0 {
+            assert!(Instant::now() < deadline, "the sweep did not run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            depth(&store, "m/a"),
+            EndpointCounters {
+                depth: 1,
+                expired: 1
+            }
+        );
+        let left = store
+            .read_queue("m", &[], 10)
+            .expect("read")
+            .into_iter()
+            .map(|pending| pending.record.message.body)
+            .collect::<Vec<_>>();
+        assert_eq!(left, vec![b"long".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn references_free_the_message_with_the_last_entry() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let bytes = record(&"x".repeat(1000));
+        let length = u64::try_from(bytes.len()).expect("length");
+        store
+            .append(bytes, vec![target("a", NEVER), target("b", NEVER)], true)
+            .await
+            .expect("append");
+        let stored = store.shared.stored_bytes.load(Ordering::Relaxed);
+        assert_eq!(stored, length + 2 * ENTRY_OVERHEAD);
+        let entry = |input: &str| QueueEntry {
+            target: "m".to_owned(),
+            priority: 0,
+            id: 1,
+            input: input.to_owned(),
+        };
+        store.remove(entry("a"), Removal::Delivered);
+        // A second removal of the same entry (a redelivery acked twice)
+        // changes nothing.
+        store.remove(entry("a"), Removal::Delivered);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(
+            store.shared.stored_bytes.load(Ordering::Relaxed),
+            length + ENTRY_OVERHEAD
+        );
+        assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
+        store.remove(entry("b"), Removal::Delivered);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
+        assert!(store.read_queue("m", &[], 10).expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_without_writing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 3000).expect("store");
+        store
+            .append(record(&"x".repeat(2000)), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        let refused = store
+            .append(record(&"y".repeat(2000)), vec![target("a", NEVER)], true)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Full { limit: 3000, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(depth(&store, "m/a").depth, 1);
+    }
 }

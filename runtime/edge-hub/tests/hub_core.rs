@@ -528,3 +528,238 @@ async fn queued_messages_survive_a_reopen() {
         inputs.ack(delivery.id);
     }
 }
+
+#[tokio::test]
+async fn an_urgent_message_overtakes_a_queue_being_delivered() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hub = open(&config(dir.path()));
+    hub.deploy(deployment(
+        vec![
+            route(
+                "urgent",
+                "FROM /messages/modules/s/outputs/alarm INTO BrokeredEndpoint(\"/modules/r/inputs/alarm\")",
+                0,
+            ),
+            route(
+                "bulk",
+                "FROM /messages/modules/s/outputs/data INTO BrokeredEndpoint(\"/modules/r/inputs/data\")",
+                9,
+            ),
+        ],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    for index in 0..10 {
+        hub.publish(
+            "s",
+            Some("data"),
+            message(&format!("d{index}")),
+            Qos::AtLeastOnce,
+        )
+        .await
+        .expect("publish");
+    }
+    let mut inputs = hub.open_inputs("r");
+    let first = next(&mut inputs).await;
+    assert_eq!(first.message.body, b"d0");
+    inputs.ack(first.id);
+    hub.publish("s", Some("alarm"), message("alarm"), Qos::AtLeastOnce)
+        .await
+        .expect("publish");
+    let urgent = next(&mut inputs).await;
+    assert_eq!(urgent.input, "alarm");
+    inputs.ack(urgent.id);
+    let rest = next(&mut inputs).await;
+    assert_eq!(rest.message.body, b"d1");
+}
+
+#[tokio::test]
+async fn expired_messages_are_not_delivered_and_are_counted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hub = open(&config(dir.path()));
+    let mut short = route(
+        "short",
+        "FROM /messages/modules/s/outputs/short INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+        0,
+    );
+    short.time_to_live_secs = 1;
+    let long = route(
+        "long",
+        "FROM /messages/modules/s/outputs/long INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+        0,
+    );
+    hub.deploy(deployment(vec![short, long], &["s", "r"]))
+        .await
+        .expect("deploy");
+    hub.publish("s", Some("short"), message("gone"), Qos::AtLeastOnce)
+        .await
+        .expect("publish");
+    hub.publish("s", Some("long"), message("kept"), Qos::AtLeastOnce)
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut inputs = hub.open_inputs("r");
+    let delivery = next(&mut inputs).await;
+    assert_eq!(delivery.message.body, b"kept");
+    inputs.ack(delivery.id);
+    hub.save_session("flush", &StoredSession::default())
+        .await
+        .expect("flush");
+    let stats = hub.stats();
+    assert_eq!(stats.modules["r"].queues["r/in"].expired, 1);
+    assert_eq!(stats.modules["r"].queues["r/in"].depth, 0);
+    assert_eq!(stats.totals.expired, 1);
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_new_messages_and_keeps_the_stored_ones() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(dir.path());
+    config.store_limit_bytes = 100 * 1024;
+    let hub = open(&config);
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/modules/s/outputs/out INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    let body = "x".repeat(1000);
+    let mut accepted = 0;
+    loop {
+        match hub
+            .publish("s", Some("out"), message(&body), Qos::AtLeastOnce)
+            .await
+        {
+            Ok(()) => accepted += 1,
+            Err(PublishRefused::StoreFull(_)) => break,
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+        assert!(accepted < 200, "the limit is not enforced");
+    }
+    assert!(accepted > 50, "only {accepted} messages fit in 100 KiB");
+    assert!(matches!(
+        hub.publish("s", Some("out"), message(&body), Qos::AtMostOnce)
+            .await,
+        Err(PublishRefused::StoreFull(_))
+    ));
+    let stats = hub.stats();
+    assert_eq!(stats.modules["s"].refused_store_full, 1);
+    assert_eq!(stats.modules["s"].dropped_store_full, 1);
+    assert_eq!(stats.modules["r"].queues["r/in"].depth, accepted);
+    assert!(stats.store.stored_bytes <= config.store_limit_bytes);
+    // Delivering one makes room for one.
+    let mut inputs = hub.open_inputs("r");
+    let delivery = next(&mut inputs).await;
+    inputs.ack(delivery.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hub
+        .publish("s", Some("out"), message(&body), Qos::AtLeastOnce)
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "no room after an ack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every accepted message is still there, in order.
+    drop(inputs);
+    let mut inputs = hub.open_inputs("r");
+    let mut count = 0;
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_millis(300), inputs.next()).await
+    {
+        inputs.ack(delivery.id);
+        count += 1;
+    }
+    assert_eq!(count, accepted);
+}
+
+#[tokio::test]
+async fn expired_messages_make_room_in_a_full_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(dir.path());
+    config.store_limit_bytes = 50 * 1024;
+    let hub = open(&config);
+    let mut brief = route(
+        "brief",
+        "FROM /messages/modules/s/outputs/brief INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+        0,
+    );
+    brief.time_to_live_secs = 1;
+    hub.deploy(deployment(vec![brief], &["s", "r"]))
+        .await
+        .expect("deploy");
+    let body = "x".repeat(1000);
+    while hub
+        .publish("s", Some("brief"), message(&body), Qos::AtLeastOnce)
+        .await
+        .is_ok()
+    {}
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    hub.publish("s", Some("brief"), message(&body), Qos::AtLeastOnce)
+        .await
+        .expect("expired messages made room");
+    let stats = hub.stats();
+    assert!(stats.totals.expired > 0, "{stats:?}");
+    assert_eq!(stats.modules["r"].queues["r/in"].depth, 1);
+}
+
+#[tokio::test]
+async fn disk_space_is_reused_after_delivery() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = config(dir.path());
+    let hub = open(&config);
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    let file = config.dir.join("store.redb");
+    let body = "x".repeat(1000);
+    let mut sizes = Vec::new();
+    for _ in 0..12 {
+        let publishes: Vec<_> = (0..500)
+            .map(|_| {
+                let hub = hub.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    hub.publish("s", None, message(&body), Qos::AtLeastOnce)
+                        .await
+                })
+            })
+            .collect();
+        for publish in publishes {
+            publish.await.expect("task").expect("publish");
+        }
+        let mut inputs = hub.open_inputs("r");
+        for _ in 0..500 {
+            let delivery = next(&mut inputs).await;
+            inputs.ack(delivery.id);
+        }
+        // A durable commit after the acks lets redb reuse their pages.
+        hub.save_session("flush", &StoredSession::default())
+            .await
+            .expect("flush");
+        hub.save_session("flush", &StoredSession::default())
+            .await
+            .expect("flush");
+        assert_eq!(hub.stats().totals.queued, 0);
+        sizes.push(std::fs::metadata(&file).expect("store file").len());
+    }
+    eprintln!("store file bytes after each round: {sizes:?}");
+    let settled = sizes[2];
+    let last = sizes[sizes.len() - 1];
+    assert!(
+        last <= settled + settled / 2,
+        "the store file keeps growing while its queues drain: {sizes:?}"
+    );
+}
