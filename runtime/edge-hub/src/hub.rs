@@ -18,8 +18,8 @@ use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::MethodRouter;
 use crate::store::{
-    self, EndpointCounters, NEVER, PRIORITIES, Pending, QueueEntry, Removal, Store, StoreError,
-    StoredMessage, Target, UPSTREAM, Wake,
+    self, EndpointCounters, LogThrottle, NEVER, PRIORITIES, Pending, QueueEntry, Removal, Store,
+    StoreError, StoredMessage, Target, UPSTREAM, Wake,
 };
 use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
 
@@ -233,6 +233,7 @@ struct ModuleState {
     messages_out: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    full_log: LogThrottle,
     desired: broadcast::Sender<DesiredPatch>,
 }
 
@@ -245,6 +246,7 @@ impl ModuleState {
             messages_out: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            full_log: LogThrottle::default(),
             desired: broadcast::channel(DESIRED_PATCH_BACKLOG).0,
         }
     }
@@ -609,15 +611,18 @@ impl Hub {
                 Ok(())
             }
             Err(error @ StoreError::Full { .. }) => {
-                match qos {
-                    Qos::AtLeastOnce => {
-                        state.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(module, %error, "hub store full: a QoS 1 message is refused (not acknowledged; the module sends it again)");
-                    }
-                    Qos::AtMostOnce => {
-                        state.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(module, %error, "hub store full: a QoS 0 message is dropped");
-                    }
+                let counter = match qos {
+                    Qos::AtLeastOnce => &state.refused,
+                    Qos::AtMostOnce => &state.dropped,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(messages) = state.full_log.add(1) {
+                    tracing::warn!(
+                        module,
+                        messages,
+                        %error,
+                        "hub store full: QoS 1 messages are refused (not acknowledged; the module sends them again), QoS 0 messages dropped"
+                    );
                 }
                 Err(PublishRefused::StoreFull(error))
             }

@@ -58,6 +58,9 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 
 /// The most operations one transaction takes; more wait for the next.
 const MAXIMUM_BATCH: usize = 4096;
+/// How many record bytes one read for delivery takes at most (beyond the
+/// first record).
+const READ_BUDGET_BYTES: usize = 1024 * 1024;
 /// How often expired messages are swept out.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The most expired entries one sweep transaction removes.
@@ -325,6 +328,34 @@ pub(crate) fn now_ms() -> u64 {
         })
 }
 
+/// How often a repeating event is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs a repeating event at most every [`LOG_INTERVAL`], with the count of
+/// the occurrences since the last log, so a full store or a stream of
+/// expiries does not flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct LogThrottle {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    /// Counts `occurrences`; returns the count to log when it is time.
+    pub fn add(&self, occurrences: u64) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let (last, count) = &mut *state;
+        *count += occurrences;
+        if last.is_some_and(|last| last.elapsed() < LOG_INTERVAL) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(std::mem::take(count))
+    }
+}
+
 /// Counters of one endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EndpointCounters {
@@ -490,6 +521,7 @@ impl Store {
             stored_bytes,
             limit,
             sweep_interval,
+            expired_log: LogThrottle::default(),
         };
         let writer = std::thread::Builder::new()
             .name("edge-hub-store".to_owned())
@@ -553,7 +585,9 @@ impl Store {
     }
 
     /// Reads up to `limit` of `target`'s queue entries after the cursors
-    /// (one per priority: the last entry delivered), priority 0 first.
+    /// (one per priority: the last entry delivered), priority 0 first, and
+    /// stops early past [`READ_BUDGET_BYTES`] of records, so a stream holds
+    /// little however long its queues are.
     pub fn read_queue(
         &self,
         target: &str,
@@ -566,8 +600,9 @@ impl Store {
             .open_table(MESSAGES)
             .map_err(|e| self.database_error(e))?;
         let mut pending = Vec::new();
+        let mut bytes_read = 0;
         for priority in 0..=LOWEST_PRIORITY {
-            if pending.len() >= limit {
+            if pending.len() >= limit || bytes_read >= READ_BUDGET_BYTES {
                 break;
             }
             let cursor = cursors.get(usize::from(priority)).cloned().flatten();
@@ -580,6 +615,9 @@ impl Store {
                 .range::<(&str, u8, u64, &str)>((lower, upper))
                 .map_err(|e| self.database_error(e))?;
             for item in range.take(limit - pending.len()) {
+                if bytes_read >= READ_BUDGET_BYTES {
+                    break;
+                }
                 let (key, expiry) = item.map_err(|e| self.database_error(e))?;
                 let (_, priority, id, input) = key.value();
                 let entry = QueueEntry {
@@ -589,6 +627,7 @@ impl Store {
                     input: input.to_owned(),
                 };
                 let bytes = messages.get(id).map_err(|e| self.database_error(e))?;
+                bytes_read += bytes.as_ref().map_or(0, |bytes| bytes.value().len());
                 let record = match bytes.map(|bytes| decode_record(bytes.value())) {
                     Some(Ok(record)) => record,
                     Some(Err(error)) => {
@@ -916,6 +955,7 @@ struct Writer {
     stored_bytes: u64,
     limit: u64,
     sweep_interval: Duration,
+    expired_log: LogThrottle,
 }
 
 impl Writer {
@@ -996,10 +1036,13 @@ impl Writer {
                     }
                 }
                 if applied.expired > 0 {
-                    tracing::info!(
-                        expired = applied.expired,
-                        "dropped expired messages from the hub store"
-                    );
+                    let unlogged = self.expired_log.add(applied.expired);
+                    if let Some(expired) = unlogged {
+                        tracing::info!(
+                            expired,
+                            "dropped messages whose time to live passed from the hub store"
+                        );
+                    }
                 }
                 let commits = &self.shared.commits;
                 commits.commits.fetch_add(1, Ordering::Relaxed);

