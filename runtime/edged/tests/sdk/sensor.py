@@ -3,6 +3,9 @@ a message id and custom properties, and prints the id of every message the hub a
 
     sensor.py COUNT [--output NAME] [--interval SECONDS] [--prefix TEXT]
 
+Message ids are PREFIX-SEQ; `--prefix auto` takes a prefix unique to this run, so the runs of a
+restarted module can be told apart.
+
 Message `seq` i has temperature 20 + (i % 10), so a route condition such as
 `$body.temperature > 25` lets a known subset through. A send that fails (the hub went away) is
 retried with the same message id: the hub may then hold it twice, which at-least-once allows."""
@@ -23,10 +26,11 @@ def main():
     parser.add_argument("--interval", type=float, default=0.0)
     parser.add_argument("--prefix", default="m")
     args = parser.parse_args()
+    prefix = args.prefix if args.prefix != "auto" else "r%d" % time.time_ns()
     client = connect()
     for seq in range(args.count):
         body = {"seq": seq, "temperature": 20 + seq % 10, "unit": "C"}
-        message_id = "%s-%d" % (args.prefix, seq)
+        message_id = "%s-%d" % (prefix, seq)
         while True:
             message = Message(
                 json.dumps(body),
