@@ -549,7 +549,7 @@ fn sdk_modules_as_plain_processes_route_twin_method_queue_and_are_isolated() {
     let mut edged = run_edged(&device, &netns);
 
     // sensor → filter (only temperature > 25) → sink.
-    let _filter = run_module(&device, &netns, module(&modules, "filter"));
+    let filter = run_module(&device, &netns, module(&modules, "filter"));
     let mut sink = run_module(&device, &netns, module(&modules, "sink"));
     let mut sensor = run_module(&device, &netns, module(&modules, "sensor"));
     sensor.wait(120);
@@ -557,8 +557,12 @@ fn sdk_modules_as_plain_processes_route_twin_method_queue_and_are_isolated() {
     let expected = expected_through_filter(&first);
     assert!(
         eventually(60, || expected.is_subset(&received_ids(&sink.events()))),
-        "sink got {:?}, expected {expected:?}",
-        received_ids(&sink.events())
+        "sink got {:?}, expected {expected:?}\nfilter:\n{}\nsink:\n{}\nedged:\n{}\nstatus: {}",
+        received_ids(&sink.events()),
+        filter.text(),
+        sink.text(),
+        edged.text(),
+        status(&device, "none")["hub"]
     );
     check_filtered(&first, &sink.events());
 
