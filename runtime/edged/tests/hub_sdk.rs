@@ -771,11 +771,18 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
             firsts.push(seq);
         }
     }
-    assert!(
-        firsts.windows(2).all(|pair| pair[0] < pair[1]),
-        "out of order: {:?}",
-        firsts.windows(2).find(|pair| pair[0] >= pair[1])
-    );
+    if let Some(index) = firsts.windows(2).position(|pair| pair[0] >= pair[1]) {
+        let all = seqs(&sink);
+        let at = all.iter().position(|seq| *seq == firsts[index]).unwrap_or(0);
+        panic!(
+            "out of order: {} first delivered before {}; deliveries around it: {:?}; the sensor's retries: {:?}\nedged:\n{}",
+            firsts[index],
+            firsts[index + 1],
+            &all[at.saturating_sub(10)..(at + 10).min(all.len())],
+            of_kind(&sensor.events(), "send-retry"),
+            edged.text()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------
