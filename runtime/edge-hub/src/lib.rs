@@ -9,9 +9,11 @@
 //! See `runtime/README.md` ("The edge hub") for the protocol subset, the
 //! store and the limits.
 
+pub mod certs;
 pub mod config;
 pub mod keys;
 pub mod message;
+pub mod pkcs11_keys;
 
 pub use config::HubConfig;
 pub use keys::{FileKeys, KeyError, KeyStore};
