@@ -14,6 +14,7 @@ pub mod config;
 pub mod keys;
 pub mod message;
 pub mod pkcs11_keys;
+pub mod workload;
 
 pub use config::HubConfig;
 pub use keys::{FileKeys, KeyError, KeyStore};
