@@ -76,10 +76,12 @@ async fn send(socket: &Path, method: &str, target: &str, body: &str) -> Vec<u8> 
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
-    // A connection closed over the limit may reset instead of ending.
-    let _ = stream.read_to_end(&mut response).await;
+    // A connection closed over the limit fails to write or read; the
+    // caller sees no response.
+    if stream.write_all(request.as_bytes()).await.is_ok() {
+        let _ = stream.read_to_end(&mut response).await;
+    }
     response
 }
 
