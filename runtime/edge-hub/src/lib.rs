@@ -11,6 +11,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod gateway;
 pub mod keys;
 pub mod message;
 pub mod pkcs11_keys;

@@ -1,0 +1,253 @@
+//! The direct-method gateway over real TLS with the hub's certificate:
+//! requests as the Python SDK sends them (absolute-form target, SAS token,
+//! `x-ms-edge-moduleId`), and IoT Hub's answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge_hub::certs::{CaKeySource, Certificates};
+use edge_hub::gateway::{Backend, BoxFuture, CallFailure, MethodAnswer, MethodCall, serve};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A hub stand-in: `good-token` authenticates `sensor`; module `echo`
+/// answers with its payload, `slow` never answers, anything else is not
+/// connected.
+#[derive(Default)]
+struct TestBackend {
+    calls: Mutex<Vec<(String, MethodCall)>>,
+}
+
+impl Backend for TestBackend {
+    fn authenticate(&self, module: &str, token: &str) -> Result<(), String> {
+        if module == "sensor" && token == "SharedAccessSignature good-token" {
+            Ok(())
+        } else {
+            Err("signature mismatch".to_owned())
+        }
+    }
+
+    fn invoke<'a>(
+        &'a self,
+        module: &'a str,
+        call: &'a MethodCall,
+    ) -> BoxFuture<'a, Result<MethodAnswer, CallFailure>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push((module.to_owned(), call.clone()));
+            match module {
+                "echo" => Ok(MethodAnswer {
+                    status: 200,
+                    payload: call.payload.clone(),
+                }),
+                "slow" => Err(CallFailure::Timeout),
+                _ => Err(CallFailure::NotConnected),
+            }
+        })
+    }
+}
+
+struct Gateway {
+    address: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    backend: Arc<TestBackend>,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let certificates =
+            Certificates::open(dir.path(), "localhost", &CaKeySource::File).expect("certificates");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let backend = Arc::new(TestBackend::default());
+        let task = tokio::spawn(serve(
+            listener,
+            certificates.server_config().expect("TLS"),
+            "dev1".to_owned(),
+            backend.clone(),
+        ));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificates.ca_der().clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            address,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            backend,
+            _dir: dir,
+            task,
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let stream = TcpStream::connect(self.address).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut stream = self
+            .connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        let mut request = format!(
+            "POST https://localhost/{path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // The gateway may answer an oversized body before reading all of it.
+        let _ = stream.write_all(body.as_bytes()).await;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// A path, headers, body and the expected status.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16);
+
+const CALLER: [(&str, &str); 2] = [
+    ("Authorization", "SharedAccessSignature good-token"),
+    ("x-ms-edge-moduleId", "dev1/sensor"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_are_forwarded_and_answered_as_iot_hub_does() {
+    let gateway = Gateway::start().await;
+    let body = r#"{"methodName":"reset","payload":{"hard":true},"responseTimeoutInSeconds":7,"connectTimeoutInSeconds":0}"#;
+    let path = "twins/dev1/modules/echo/methods?api-version=2020-09-30";
+    let (status, reply) = gateway.post(path, &CALLER, body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply,
+        serde_json::json!({"status": 200, "payload": {"hard": true}})
+    );
+    let calls = gateway.backend.calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "echo");
+    assert_eq!(calls[0].1.name, "reset");
+    assert_eq!(calls[0].1.response_timeout, Duration::from_secs(7));
+
+    let (status, reply) = gateway
+        .post(
+            "twins/dev1/modules/absent/methods?api-version=1",
+            &CALLER,
+            body,
+        )
+        .await;
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["errorCode"], 404103);
+    let (status, reply) = gateway
+        .post(
+            "twins/dev1/modules/slow/methods?api-version=1",
+            &CALLER,
+            body,
+        )
+        .await;
+    assert_eq!(status, 504, "{reply}");
+    assert_eq!(reply["errorCode"], 504101);
+
+    // A connect timeout keeps trying while the target is not connected.
+    let waiting = r#"{"methodName":"m","connectTimeoutInSeconds":1}"#;
+    let before = gateway.backend.calls.lock().expect("lock").len();
+    let (status, _) = gateway
+        .post(
+            "twins/dev1/modules/absent/methods?api-version=1",
+            &CALLER,
+            waiting,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(gateway.backend.calls.lock().expect("lock").len() - before >= 3);
+    gateway.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_callers_and_requests_are_refused() {
+    let gateway = Gateway::start().await;
+    let body = r#"{"methodName":"reset","payload":null}"#;
+    let path = "twins/dev1/modules/echo/methods?api-version=1";
+    let cases: Vec<Case> = vec![
+        (path, vec![CALLER[1]], body.to_owned(), 401),
+        (path, vec![CALLER[0]], body.to_owned(), 401),
+        (
+            path,
+            vec![("Authorization", "SharedAccessSignature forged"), CALLER[1]],
+            body.to_owned(),
+            401,
+        ),
+        (
+            path,
+            vec![CALLER[0], ("x-ms-edge-moduleId", "dev2/sensor")],
+            body.to_owned(),
+            401,
+        ),
+        (
+            "twins/dev1/modules/echo/methods",
+            CALLER.to_vec(),
+            body.to_owned(),
+            400,
+        ),
+        (
+            "twins/dev2/modules/echo/methods?api-version=1",
+            CALLER.to_vec(),
+            body.to_owned(),
+            404,
+        ),
+        (
+            "twins/dev1/methods?api-version=1",
+            CALLER.to_vec(),
+            body.to_owned(),
+            404,
+        ),
+        (path, CALLER.to_vec(), "{".to_owned(), 400),
+        (
+            path,
+            CALLER.to_vec(),
+            format!(
+                r#"{{"methodName":"m","payload":"{}"}}"#,
+                "x".repeat(200 * 1024)
+            ),
+            413,
+        ),
+    ];
+    for (path, headers, body, expected) in cases {
+        let (status, reply) = gateway.post(path, &headers, &body).await;
+        assert_eq!(status, expected, "{path} {headers:?}: {reply}");
+    }
+    assert!(
+        gateway.backend.calls.lock().expect("lock").is_empty(),
+        "no refused request reached a module"
+    );
+    gateway.task.abort();
+}
