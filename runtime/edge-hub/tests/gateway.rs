@@ -197,7 +197,7 @@ async fn bad_callers_and_requests_are_refused() {
     let gateway = Gateway::start().await;
     let body = r#"{"methodName":"reset","payload":null}"#;
     let path = "twins/dev1/modules/echo/methods?api-version=1";
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (path, vec![CALLER[1]], body.to_owned(), 401),
         (path, vec![CALLER[0]], body.to_owned(), 401),
         (
