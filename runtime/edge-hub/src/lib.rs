@@ -14,6 +14,7 @@ pub mod config;
 pub mod gateway;
 pub mod keys;
 pub mod message;
+pub mod metrics;
 pub mod pkcs11_keys;
 pub mod workload;
 
