@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use edge_hub::certs::{CaKeySource, Certificates};
 use edge_hub::gateway::{Backend, BoxFuture, CallFailure, MethodAnswer, MethodCall, serve};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+mod common;
+use common::{Reply, https_post, tls_connector};
 
 /// A hub stand-in: `good-token` authenticates `sensor`; module `echo`
 /// answers with its payload, `slow` never answers, anything else is not
@@ -72,64 +73,17 @@ impl Gateway {
             "dev1".to_owned(),
             backend.clone(),
         ));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certificates.ca_der().clone()).expect("root");
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .expect("TLS 1.2")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Self {
             address,
-            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            connector: tls_connector(certificates.ca_der()),
             backend,
             _dir: dir,
             task,
         }
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> (u16, serde_json::Value) {
-        let stream = TcpStream::connect(self.address).await.expect("connect");
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut stream = self
-            .connector
-            .connect(name, stream)
-            .await
-            .expect("TLS handshake");
-        let mut request = format!(
-            "POST https://localhost/{path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        // The gateway may answer an oversized body before reading all of it.
-        let _ = stream.write_all(body.as_bytes()).await;
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response).await;
-        let text = String::from_utf8_lossy(&response);
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .unwrap_or("");
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        https_post(&self.connector, self.address, path, headers, body).await
     }
 }
 
