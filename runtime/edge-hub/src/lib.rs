@@ -11,13 +11,26 @@
 
 pub mod certs;
 pub mod config;
+pub mod failpoint;
 pub mod gateway;
+pub mod hub;
 pub mod keys;
 pub mod message;
+pub mod methods;
 pub mod metrics;
 pub mod pkcs11_keys;
+pub mod store;
+pub mod twin;
 pub mod workload;
 
 pub use config::HubConfig;
+pub use failpoint::Failpoint;
+pub use hub::{
+    Delivery, DeliveryId, EndpointStats, Hub, HubDeployment, HubError, HubStats, InputStream,
+    ModuleIdentity, ModuleStats, PublishRefused, Qos, StoreStats, StoredSession, Totals,
+};
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
+pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use store::StoreError;
+pub use twin::{DesiredPatch, Twin, TwinError};
