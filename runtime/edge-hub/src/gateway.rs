@@ -27,10 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-/// The largest method payload, as on IoT Hub.
-pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodError, MethodResponse};
+
 /// The request body: the payload plus the method name and timeouts.
-const MAX_BODY_BYTES: usize = MAX_PAYLOAD_BYTES + 4 * 1024;
+const MAX_BODY_BYTES: usize = MAXIMUM_PAYLOAD_BYTES + 4 * 1024;
 /// IoT Hub's default response timeout.
 const DEFAULT_RESPONSE_TIMEOUT: u64 = 30;
 /// IoT Hub's largest response and connect timeouts.
@@ -57,29 +57,6 @@ pub struct MethodCall {
     pub connect_timeout: Duration,
 }
 
-/// The target module's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MethodAnswer {
-    /// The status the module chose.
-    pub status: i32,
-    /// Its payload (JSON text, or empty).
-    pub payload: Vec<u8>,
-}
-
-/// Why a call got no answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CallFailure {
-    /// The target module is not connected (or not subscribed to methods).
-    #[error("the module is not connected")]
-    NotConnected,
-    /// The module did not answer in time.
-    #[error("the module did not answer in time")]
-    Timeout,
-    /// The payload is over the limit.
-    #[error("the payload is larger than {MAX_PAYLOAD_BYTES} bytes")]
-    TooLarge,
-}
-
 /// A boxed future, for the object-safe [`Backend`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -87,12 +64,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Backend: Send + Sync + 'static {
     /// Checks `token` (the `Authorization` header) as `module`'s SAS token.
     fn authenticate(&self, module: &str, token: &str) -> Result<(), String>;
-    /// Calls `call.name` on `module`, waiting at most `call.response_timeout`.
+    /// Calls `call.name` on `module` for `caller` (both module names of
+    /// this device), waiting at most `call.response_timeout`.
     fn invoke<'a>(
         &'a self,
+        caller: &'a str,
         module: &'a str,
         call: &'a MethodCall,
-    ) -> BoxFuture<'a, Result<MethodAnswer, CallFailure>>;
+    ) -> BoxFuture<'a, Result<MethodResponse, MethodError>>;
 }
 
 #[derive(Deserialize)]
@@ -259,11 +238,11 @@ fn parse_call(body: &[u8]) -> Result<MethodCall, Refusal> {
         ));
     }
     let payload = serde_json::to_vec(&request.payload).unwrap_or_default();
-    if payload.len() > MAX_PAYLOAD_BYTES {
+    if payload.len() > MAXIMUM_PAYLOAD_BYTES {
         return Err(refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             413_001,
-            format!("the method payload is larger than {MAX_PAYLOAD_BYTES} bytes"),
+            format!("the method payload is larger than {MAXIMUM_PAYLOAD_BYTES} bytes"),
         ));
     }
     let response = request
@@ -290,7 +269,7 @@ fn parse_call(body: &[u8]) -> Result<MethodCall, Refusal> {
 /// The module's answer as IoT Hub returns it: its status, and its payload
 /// as JSON (a payload that is not JSON is returned as a string, so the
 /// caller still gets it).
-fn answer_body(answer: &MethodAnswer) -> serde_json::Value {
+fn answer_body(answer: &MethodResponse) -> serde_json::Value {
     let payload = if answer.payload.is_empty() {
         serde_json::Value::Null
     } else {
@@ -355,16 +334,23 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
         Err(refusal) => return refusal.response(),
     };
     let started = Instant::now();
-    let outcome = invoke_waiting_for_connect(backend, &module, &call).await;
+    let outcome = invoke_waiting_for_connect(backend, &caller, &module, &call).await;
     tracing::debug!(caller = %caller, module = %module, method = %call.name, elapsed = ?started.elapsed(), ok = outcome.is_ok(), "direct method call");
     match outcome {
         Ok(answer) => respond(StatusCode::OK, &answer_body(&answer)),
-        Err(CallFailure::NotConnected) => refuse(
+        Err(MethodError::NotConnected) => refuse(
             StatusCode::NOT_FOUND,
             404_103,
             format!("module {module} is not connected (DeviceNotOnline)"),
         ),
-        Err(CallFailure::Timeout) => refuse(
+        // The target went away before it answered: to the caller it is
+        // offline, as IoT Hub reports a device that disconnected mid-call.
+        Err(MethodError::Closed) => refuse(
+            StatusCode::NOT_FOUND,
+            404_103,
+            format!("module {module} disconnected before it answered (DeviceNotOnline)"),
+        ),
+        Err(MethodError::Timeout) => refuse(
             StatusCode::GATEWAY_TIMEOUT,
             504_101,
             format!(
@@ -373,10 +359,10 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
                 call.response_timeout.as_secs()
             ),
         ),
-        Err(CallFailure::TooLarge) => refuse(
+        Err(MethodError::TooLarge) => refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             413_001,
-            format!("the method payload is larger than {MAX_PAYLOAD_BYTES} bytes"),
+            format!("the method payload is larger than {MAXIMUM_PAYLOAD_BYTES} bytes"),
         ),
     }
 }
@@ -419,13 +405,14 @@ fn authenticate(
 /// call's connect timeout has passed (IoT Hub's `connectTimeoutInSeconds`).
 async fn invoke_waiting_for_connect(
     backend: &dyn Backend,
+    caller: &str,
     module: &str,
     call: &MethodCall,
-) -> Result<MethodAnswer, CallFailure> {
+) -> Result<MethodResponse, MethodError> {
     let deadline = Instant::now() + call.connect_timeout;
     loop {
-        match backend.invoke(module, call).await {
-            Err(CallFailure::NotConnected) if Instant::now() + CONNECT_RETRY <= deadline => {
+        match backend.invoke(caller, module, call).await {
+            Err(MethodError::NotConnected) if Instant::now() + CONNECT_RETRY <= deadline => {
                 tokio::time::sleep(CONNECT_RETRY).await;
             }
             outcome => return outcome,
@@ -484,7 +471,7 @@ mod tests {
         }
         let big = format!(
             r#"{{"methodName":"m","payload":"{}"}}"#,
-            "x".repeat(MAX_PAYLOAD_BYTES)
+            "x".repeat(MAXIMUM_PAYLOAD_BYTES)
         );
         assert_eq!(
             parse_call(big.as_bytes()).expect_err("too large").status,
@@ -495,7 +482,7 @@ mod tests {
     #[test]
     fn answers_carry_status_and_json_payload() {
         let answer = |payload: &[u8]| {
-            answer_body(&MethodAnswer {
+            answer_body(&MethodResponse {
                 status: 201,
                 payload: payload.to_vec(),
             })

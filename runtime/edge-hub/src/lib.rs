@@ -19,6 +19,7 @@ pub mod message;
 pub mod methods;
 pub mod metrics;
 pub mod pkcs11_keys;
+pub mod server;
 pub mod store;
 pub mod twin;
 pub mod workload;

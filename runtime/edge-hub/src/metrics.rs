@@ -5,9 +5,10 @@
 //! and `instance_number` (a random id per start, so a restart that resets
 //! the counters is visible).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::hub::HubStats;
 
 /// The exposition format's content type.
 const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -155,6 +158,182 @@ fn handle<B>(render: &Render, request: &Request<B>) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
     response
+}
+
+/// Direct method calls by caller and target, for
+/// `edgehub_direct_methods_total`.
+#[derive(Debug, Default)]
+pub struct MethodCounts {
+    calls: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl MethodCounts {
+    /// Counts a call from `from` to `to` (`{device}/{module}`, or `edged`
+    /// for `edged method invoke`).
+    pub fn record(&self, from: &str, to: &str) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        *calls.entry((from.to_owned(), to.to_owned())).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, String), u64> {
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Who the samples are about: edgeHub's common labels.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// The IoT Hub host name (`iothub`).
+    pub iothub: String,
+    /// The device id (`edge_device`).
+    pub device: String,
+    /// A random id of this start (`instance_number`).
+    pub instance: String,
+}
+
+impl Instance {
+    /// The labels of `config`'s device, with a new random instance id.
+    pub fn new(iothub: &str, device: &str) -> Self {
+        let mut bytes = [0_u8; 16];
+        // Without randomness the instance id is only less unique; the
+        // counters are still right.
+        let _ = getrandom::fill(&mut bytes);
+        Self {
+            iothub: iothub.to_owned(),
+            device: device.to_owned(),
+            instance: hex::encode(bytes),
+        }
+    }
+}
+
+/// The exposition text of the hub's counters, under edgeHub's names where
+/// edgeHub has the metric (`edgehub_*`) and edged's own for the store
+/// (`edged_hub_*`). Module ids are `{device}/{module}` as edgeHub writes
+/// them; queues are named by endpoint (`{module}/{input}`, `$upstream`).
+pub fn render(stats: &HubStats, methods: &MethodCounts, instance: &Instance) -> String {
+    let mut text = Exposition::new(&[
+        ("iothub", &instance.iothub),
+        ("edge_device", &instance.device),
+        ("instance_number", &instance.instance),
+    ]);
+    let id = |module: &str| format!("{}/{module}", instance.device);
+
+    let name = "edgehub_messages_received_total";
+    text.family(
+        name,
+        Kind::Counter,
+        "Total number of messages received from clients",
+    );
+    for (module, module_stats) in &stats.modules {
+        text.sample(name, &[("id", &id(module))], module_stats.messages_in);
+    }
+    let name = "edgehub_messages_sent_total";
+    text.family(
+        name,
+        Kind::Counter,
+        "Total number of messages sent to clients (acknowledged by them)",
+    );
+    for (module, module_stats) in &stats.modules {
+        text.sample(name, &[("to", &id(module))], module_stats.messages_out);
+    }
+    let name = "edgehub_queue_length";
+    text.family(
+        name,
+        Kind::Gauge,
+        "Current length of the hub's queue for an endpoint",
+    );
+    for module_stats in stats.modules.values() {
+        for (endpoint, queue) in &module_stats.queues {
+            text.sample(name, &[("endpoint", endpoint)], queue.depth);
+        }
+    }
+    text.sample(name, &[("endpoint", "$upstream")], stats.upstream.depth);
+    let name = "edgehub_messages_dropped_total";
+    text.family(
+        name,
+        Kind::Counter,
+        "Total number of messages removed because of reason",
+    );
+    for module_stats in stats.modules.values() {
+        for (endpoint, queue) in &module_stats.queues {
+            text.sample(
+                name,
+                &[("reason", "ttl_expiry"), ("endpoint", endpoint)],
+                queue.expired,
+            );
+        }
+    }
+    text.sample(
+        name,
+        &[("reason", "ttl_expiry"), ("endpoint", "$upstream")],
+        stats.upstream.expired,
+    );
+    for (module, module_stats) in &stats.modules {
+        text.sample(
+            name,
+            &[("reason", "store_full"), ("from", &id(module))],
+            module_stats.dropped_store_full,
+        );
+    }
+    let name = "edgehub_messages_unack_total";
+    text.family(
+        name,
+        Kind::Counter,
+        "Total number of QoS 1 messages not acknowledged because the store is full",
+    );
+    for (module, module_stats) in &stats.modules {
+        text.sample(
+            name,
+            &[("reason", "store_full"), ("from", &id(module))],
+            module_stats.refused_store_full,
+        );
+    }
+    let name = "edgehub_connected_clients";
+    text.family(
+        name,
+        Kind::Gauge,
+        "Current number of connected clients to edge hub",
+    );
+    let connected = stats
+        .modules
+        .values()
+        .filter(|module| module.connected)
+        .count();
+    text.sample(name, &[], u64::try_from(connected).unwrap_or(u64::MAX));
+    let name = "edgehub_direct_methods_total";
+    text.family(name, Kind::Counter, "Total number of direct methods sent");
+    for ((from, to), count) in methods.snapshot() {
+        text.sample(name, &[("from", &from), ("to", &to)], count);
+    }
+    let name = "edged_hub_store_bytes";
+    text.family(
+        name,
+        Kind::Gauge,
+        "Bytes the store holds, counted against its limit",
+    );
+    text.sample(name, &[], stats.store.stored_bytes);
+    let name = "edged_hub_store_limit_bytes";
+    text.family(name, Kind::Gauge, "The store's size limit");
+    text.sample(name, &[], stats.store.limit_bytes);
+    let name = "edged_hub_store_commits_total";
+    text.family(
+        name,
+        Kind::Counter,
+        "Store transactions committed, by whether they were fsynced",
+    );
+    text.sample(name, &[("durable", "true")], stats.store.durable_commits);
+    text.sample(
+        name,
+        &[("durable", "false")],
+        stats
+            .store
+            .commits
+            .saturating_sub(stats.store.durable_commits),
+    );
+    text.finish()
 }
 
 /// Checks that `text` follows the exposition grammar: comment lines are

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_hub::certs::{CaKeySource, Certificates};
-use edge_hub::gateway::{Backend, BoxFuture, CallFailure, MethodAnswer, MethodCall, serve};
+use edge_hub::gateway::{Backend, BoxFuture, MethodCall, serve};
+use edge_hub::{MethodError, MethodResponse};
 use tokio::net::TcpListener;
 
 mod common;
@@ -31,21 +32,22 @@ impl Backend for TestBackend {
 
     fn invoke<'a>(
         &'a self,
+        caller: &'a str,
         module: &'a str,
         call: &'a MethodCall,
-    ) -> BoxFuture<'a, Result<MethodAnswer, CallFailure>> {
+    ) -> BoxFuture<'a, Result<MethodResponse, MethodError>> {
         Box::pin(async move {
             self.calls
                 .lock()
                 .expect("lock")
                 .push((module.to_owned(), call.clone()));
             match module {
-                "echo" => Ok(MethodAnswer {
+                "echo" if caller == "sensor" => Ok(MethodResponse {
                     status: 200,
                     payload: call.payload.clone(),
                 }),
-                "slow" => Err(CallFailure::Timeout),
-                _ => Err(CallFailure::NotConnected),
+                "slow" => Err(MethodError::Timeout),
+                _ => Err(MethodError::NotConnected),
             }
         })
     }
