@@ -86,6 +86,27 @@ struct Shared {
     our_uid: u32,
 }
 
+impl Shared {
+    fn check_peer(&self, module: &str, peer: Peer) -> Result<(), String> {
+        let container = self
+            .containers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(module)
+            .cloned();
+        peer_allowed(
+            self.policy,
+            self.our_uid,
+            peer.uid,
+            container.as_deref(),
+            || {
+                peer.pid
+                    .and_then(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+            },
+        )
+    }
+}
+
 /// The workload sockets of all deployed modules.
 pub struct WorkloadSockets {
     dir: PathBuf,
@@ -216,6 +237,9 @@ impl Drop for WorkloadSockets {
 /// Accepts connections on one module's socket.
 async fn serve(listener: UnixListener, module: String, shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    // Peers that fail the check get connections of their own, each closed
+    // after its one (403) answer, so they cannot take the module's slots.
+    let refused = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -227,14 +251,17 @@ async fn serve(listener: UnixListener, module: String, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let peer = Peer::of(&stream);
+        let admitted = shared.check_peer(&module, peer).is_ok();
+        let pool = if admitted { &permits } else { &refused };
+        let Ok(permit) = pool.clone().try_acquire_owned() else {
             tracing::warn!(
                 module,
+                admitted,
                 "workload socket has {MAX_CONCURRENT} connections already; closing a new one"
             );
             continue;
         };
-        let peer = Peer::of(&stream);
         let shared = shared.clone();
         let module = module.clone();
         tokio::spawn(async move {
@@ -249,6 +276,7 @@ async fn serve(listener: UnixListener, module: String, shared: Arc<Shared>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_BODY_BYTES)
+                .keep_alive(admitted)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "workload connection ended with an error");
@@ -404,20 +432,9 @@ async fn handle(
     peer: Peer,
     request: Request<Incoming>,
 ) -> HttpResponse {
-    let container = shared
-        .containers
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(socket_module)
-        .cloned();
-    let pid = peer.pid;
-    if let Err(reason) = peer_allowed(
-        shared.policy,
-        shared.our_uid,
-        peer.uid,
-        container.as_deref(),
-        || pid.and_then(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()),
-    ) {
+    // Checked on every request, not only at connect: the module's
+    // container changes when it is restarted.
+    if let Err(reason) = shared.check_peer(socket_module, peer) {
         tracing::warn!(module = socket_module, pid = ?peer.pid, uid = ?peer.uid, %reason, "workload request refused");
         return refuse(StatusCode::FORBIDDEN, reason);
     }
