@@ -24,6 +24,7 @@ pub mod store;
 pub mod twin;
 pub mod workload;
 
+pub use certs::CaKeySource;
 pub use config::HubConfig;
 pub use failpoint::Failpoint;
 pub use hub::{
@@ -33,5 +34,8 @@ pub use hub::{
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
 pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use pkcs11_keys::Pkcs11Keys;
+pub use server::{HubServer, ServerError};
 pub use store::StoreError;
 pub use twin::{DesiredPatch, Twin, TwinError};
+pub use workload::PeerPolicy;

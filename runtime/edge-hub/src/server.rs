@@ -252,12 +252,6 @@ impl HubServer {
         )
     }
 
-    /// The workload URI a plain process on this host uses for `module`
-    /// (`--runtime none`).
-    pub fn host_workload_uri(&self, module: &str) -> String {
-        format!("unix://{}", self.workload.socket_path(module).display())
-    }
-
     /// The device CA certificate (PEM).
     pub fn trust_bundle_pem(&self) -> String {
         self.certificates.trust_bundle_pem().to_owned()

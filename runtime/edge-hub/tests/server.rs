@@ -133,10 +133,9 @@ fn deployments_identities_methods_and_metrics_survive_a_restart() {
     let generation = environment["IOTEDGE_MODULEGENERATIONID"].clone();
     assert_eq!(generation.len(), 32, "{generation}");
     assert!(server.module_environment("absent", "unix:///x").is_none());
-    assert!(
-        server
-            .host_workload_uri("sensor")
-            .ends_with("/hub/workload/sensor/workload.sock")
+    assert_eq!(
+        server.workload_socket_dir("sensor"),
+        dir.path().join("hub/workload/sensor")
     );
 
     answer_methods(&server, "filter");
