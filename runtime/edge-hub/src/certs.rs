@@ -237,10 +237,15 @@ impl Certificates {
     /// [`RENEW_BEFORE`]; returns whether it did. Connections made after it
     /// get the new certificate.
     pub fn renew_if_needed(&self) -> Result<bool, CertError> {
+        self.renew_if_needed_at(SystemTime::now())
+    }
+
+    /// [`Certificates::renew_if_needed`] as if it were `now`.
+    fn renew_if_needed_at(&self, now: SystemTime) -> Result<bool, CertError> {
         let current = self.resolver.get();
         if let Some(current) = &current
             && let Some(leaf) = current.cert.first()
-            && self.server_cert_is_good(leaf)
+            && self.server_cert_is_good(leaf, now)
         {
             return Ok(false);
         }
@@ -317,8 +322,8 @@ impl Certificates {
 
     /// Whether `leaf` is a certificate this hub may keep serving: it chains
     /// to the current CA and names the host name, still so 30 days from now.
-    fn server_cert_is_good(&self, leaf: &CertificateDer<'_>) -> bool {
-        match self.verify_server(leaf, SystemTime::now() + RENEW_BEFORE) {
+    fn server_cert_is_good(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> bool {
+        match self.verify_server(leaf, now + RENEW_BEFORE) {
             Ok(()) => true,
             Err(reason) => {
                 tracing::info!(%reason, hostname = %self.hostname, "the hub's server certificate will be reissued");
@@ -355,7 +360,7 @@ impl Certificates {
             let cert_pem = read_text(&cert_path)?;
             let certs = pem_certificates(&cert_path, &cert_pem)?;
             if let Some(leaf) = certs.first()
-                && self.server_cert_is_good(leaf)
+                && self.server_cert_is_good(leaf, SystemTime::now())
             {
                 let key_pem = read_text(&key_path)?;
                 match self.certified_key(certs, &key_path, &key_pem) {
@@ -646,6 +651,13 @@ mod tests {
         assert_eq!(first.trust_bundle_pem(), second.trust_bundle_pem());
         assert_eq!(leaf(&first), leaf(&second));
         assert!(!second.renew_if_needed().expect("renew check"));
+        // Sixty-one days on, fewer than thirty are left: a new certificate
+        // is served, and stored for the next start.
+        let later = SystemTime::now() + Duration::from_secs(61 * 24 * 3600);
+        assert!(second.renew_if_needed_at(later).expect("renewal"));
+        let renewed = leaf(&second);
+        assert_ne!(renewed, leaf(&first));
+        assert_eq!(leaf(&open(dir.path(), "edged")), renewed);
         // A certificate from another CA is replaced.
         let foreign = tempfile::tempdir().expect("temporary directory");
         open(foreign.path(), "edged");
