@@ -19,6 +19,8 @@ use edge_hub::certs::{CA_TOKEN_LABEL, CaKeySource, Certificates};
 use edge_hub::pkcs11_keys::Pkcs11Keys;
 use edge_hub::{KeyError, KeyStore};
 
+mod common;
+
 /// Where Debian's softhsm2 package installs the module.
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN: &str = "edge-hub-test";
@@ -200,4 +202,65 @@ fn softhsm_scenarios() {
         .get_attributes(private[0], &[AttributeType::Extractable])
         .expect("attributes");
     assert_eq!(attributes, vec![Attribute::Extractable(false)]);
+
+    // The whole server with both kinds of key on the token: a module's
+    // workload socket signs with its token key, and the token agrees.
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let config = edge_hub::HubConfig {
+        device_id: "dev1".to_owned(),
+        iothub_hostname: "myhub.azure-devices.net".to_owned(),
+        gateway_hostname: "edged".to_owned(),
+        mqtt_listen: any,
+        https_listen: any,
+        metrics_listen: None,
+        dir: hub.clone(),
+        store_limit_bytes: 16 * 1024 * 1024,
+        default_time_to_live: std::time::Duration::from_secs(60),
+        max_connections: 10,
+    };
+    let server = edge_hub::HubServer::start(
+        config,
+        std::sync::Arc::new(keys),
+        source,
+        edge_hub::PeerPolicy::SameUser,
+    )
+    .expect("the hub starts with its keys on the token");
+    assert_eq!(server.trust_bundle_pem(), certificates.trust_bundle_pem());
+    server
+        .deploy(edge_hub::HubDeployment {
+            routes: Vec::new(),
+            modules: vec!["camera".to_owned()],
+            desired: Default::default(),
+            default_time_to_live: None,
+        })
+        .expect("deploy");
+    let generation = server
+        .hub()
+        .identity("camera")
+        .expect("deployed")
+        .generation_id;
+    let socket = server.workload_socket_dir("camera").join("workload.sock");
+    let body = serde_json::json!({"keyId": "primary", "algo": "HMACSHA256", "data": "aGVsbG8="});
+    let (status, reply) = server.runtime().block_on(common::unix_call(
+        &socket,
+        "POST",
+        &format!("/modules/camera/genid/{generation}/sign?api-version=2020-07-07"),
+        &body.to_string(),
+    ));
+    assert_eq!(status, 200, "{reply}");
+    use base64::Engine as _;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(reply["digest"].as_str().expect("digest"))
+        .expect("base64");
+    let camera = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"edged-module-camera".to_vec()),
+        ])
+        .expect("find");
+    assert_eq!(camera.len(), 1, "deploy made the key on the token");
+    session
+        .verify(&Mechanism::Sha256Hmac, camera[0], b"hello", &digest)
+        .expect("the workload API signed with the token key");
+    server.shutdown();
 }
