@@ -573,10 +573,17 @@ async fn server_certificate(shared: &Shared, module: &str, body: &[u8]) -> HttpR
         }
     };
     let name = request.common_name.trim();
-    if name.is_empty() || name.len() > MAX_COMMON_NAME || name.chars().any(char::is_control) {
+    // The name becomes a DNS subject alternative name too, which X.509
+    // writes as IA5 (ASCII) text.
+    if name.is_empty()
+        || name.len() > MAX_COMMON_NAME
+        || !name.bytes().all(|byte| byte.is_ascii_graphic())
+    {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("commonName must be 1 to {MAX_COMMON_NAME} printable characters"),
+            format!(
+                "commonName must be 1 to {MAX_COMMON_NAME} printable ASCII characters without spaces"
+            ),
         );
     }
     let expiration = match time::OffsetDateTime::parse(

@@ -263,6 +263,8 @@ async fn trust_bundle_and_module_server_certificates() {
         serde_json::json!({"commonName": "x", "expiration": "tomorrow"}),
         serde_json::json!({"commonName": "x", "expiration": "2001-01-01T00:00:00Z"}),
         serde_json::json!({"commonName": "", "expiration": expiration}),
+        serde_json::json!({"commonName": "caméra", "expiration": expiration}),
+        serde_json::json!({"commonName": "two words", "expiration": expiration}),
         serde_json::json!({"expiration": expiration}),
     ] {
         let (status, reply) = call(
