@@ -12,6 +12,9 @@
 pub mod config;
 pub mod keys;
 pub mod message;
+pub mod properties;
+pub mod sas;
+pub mod topic;
 
 pub use config::HubConfig;
 pub use keys::{FileKeys, KeyError, KeyStore};
