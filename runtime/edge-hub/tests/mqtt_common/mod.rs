@@ -146,6 +146,11 @@ impl TestHub {
     }
 
     pub async fn start_with(configure: impl Fn(&std::path::Path) -> HubConfig) -> Self {
+        // The hub's log, shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::DEBUG)
+            .try_init();
         let dir = tempfile::Builder::new()
             .prefix("edge-hub-mqtt-")
             .tempdir()
