@@ -10,12 +10,26 @@
 //! store and the limits.
 
 pub mod config;
+pub mod failpoint;
+pub mod hub;
 pub mod keys;
 pub mod message;
+pub mod methods;
+pub mod mqtt;
 pub mod properties;
 pub mod sas;
+pub mod store;
 pub mod topic;
+pub mod twin;
 
 pub use config::HubConfig;
+pub use failpoint::Failpoint;
+pub use hub::{
+    Delivery, DeliveryId, EndpointStats, Hub, HubDeployment, HubError, HubStats, InputStream,
+    ModuleIdentity, ModuleStats, PublishRefused, Qos, StoreStats, StoredSession, Totals,
+};
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
+pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use store::StoreError;
+pub use twin::{DesiredPatch, Twin, TwinError};

@@ -37,12 +37,12 @@ use tokio::time::{Instant, sleep_until};
 use super::session::{Claim, Clients, Outbox, Subscriptions, granted_qos};
 use crate::config::MAXIMUM_MESSAGE_BYTES;
 use crate::hub::{Delivery, DeliveryId, Hub, InputStream, PublishRefused, Qos};
-use crate::twin::{DesiredPatch, TwinError, VERSION_KEY};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodRequest, MethodResponse};
 use crate::properties;
 use crate::sas::{SasToken, UserName};
 use crate::topic::{self, PublishTopic, Subscription};
+use crate::twin::{DesiredPatch, TwinError, VERSION_KEY};
 
 /// The largest packet read: a full message and 8 KiB for the topic and
 /// packet overhead. A larger one closes the connection.
@@ -236,7 +236,8 @@ pub(crate) fn authenticate(
         .login
         .as_ref()
         .ok_or_else(|| not_authorized("no user name and password".to_owned()))?;
-    let user = UserName::parse(&login.username).map_err(|error| not_authorized(error.to_string()))?;
+    let user =
+        UserName::parse(&login.username).map_err(|error| not_authorized(error.to_string()))?;
     if !user.hub.eq_ignore_ascii_case(&config.iothub_hostname)
         || user.device != device
         || user.module != module
@@ -499,8 +500,8 @@ impl Connection {
     ) -> Result<Closed, Closed> {
         // MQTT 3.1.1: the server closes a connection that sends nothing
         // for one and a half keep-alive periods; 0 turns the check off.
-        let keep_alive = (self.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let keep_alive =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let mut deadline = keep_alive.map(|period| Instant::now() + period);
         let token_expiry = Instant::now()
             + self
@@ -749,9 +750,10 @@ impl Connection {
         };
         let mut publish = Publish::new(topic, qos, body);
         if qos == QoS::AtLeastOnce {
-            publish.pkid = self.outbox.insert(sent).ok_or_else(|| {
-                Closed::Protocol("every packet id is in use".to_owned())
-            })?;
+            publish.pkid = self
+                .outbox
+                .insert(sent)
+                .ok_or_else(|| Closed::Protocol("every packet id is in use".to_owned()))?;
         }
         self.send(Packet::Publish(publish)).await
     }
@@ -940,8 +942,7 @@ impl Connection {
     async fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Closed> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
-            match Subscription::parse(&filter.path, &self.identity.device, &self.identity.module)
-            {
+            match Subscription::parse(&filter.path, &self.identity.device, &self.identity.module) {
                 Ok(subscription) => {
                     let qos = granted_qos(filter.qos as u8);
                     self.subscribe(subscription, qos);

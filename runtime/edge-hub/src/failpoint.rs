@@ -1,0 +1,11 @@
+//! The hub's failpoints, on the store's write path (see `edge-failpoint`).
+
+pub(crate) use edge_failpoint::hit;
+
+edge_failpoint::failpoints! {
+    /// A point on the store's write path where a crash is simulated.
+    pub enum Failpoint {
+        StoreBeforeCommit => "hub.store.before_commit": "After a batch is written, before its transaction commits.",
+        StoreAfterCommitBeforeAck => "hub.store.after_commit_before_ack": "After a batch commits, before its waiters (PUBACKs) hear of it.",
+    }
+}

@@ -1,0 +1,1071 @@
+//! The hub's core: the installed deployment (routes, modules, desired
+//! twins), publishing along the routes into the store, input deliveries,
+//! twins, sessions and counters. The MQTT, workload and HTTPS layers are
+//! built on [`Hub`].
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use edge_route::{RouteTableEntry, Router, Sink};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+use crate::config::{HubConfig, MAXIMUM_MESSAGE_BYTES};
+use crate::keys::{KeyError, KeyStore};
+use crate::message::{HubMessage, SystemProperty};
+use crate::methods::MethodRouter;
+use crate::store::{
+    self, EndpointCounters, LogThrottle, NEVER, PRIORITIES, Pending, QueueEntry, Removal, Store,
+    StoreError, StoredMessage, Target, UPSTREAM, Wake,
+};
+use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
+
+/// The most deliveries a module has unacknowledged before `next` waits.
+pub const INFLIGHT_WINDOW: usize = 64;
+
+/// How many queue entries a stream reads from the store at once.
+const READ_BATCH: usize = 64;
+
+/// How many desired patches wait for a slow connection before it misses
+/// some (it then reads the whole twin again).
+const DESIRED_PATCH_BACKLOG: usize = 16;
+
+/// The route source of twin change notifications.
+pub const TWIN_CHANGE_SOURCE: &str = "/twinChangeNotifications";
+
+/// Document kinds in the store.
+const GENERATION: &str = "generation";
+const TWIN: &str = "twin";
+const SESSION: &str = "session";
+const DEPLOYMENT: &str = "deployment";
+
+/// Why a hub operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The deployment's route table does not compile; nothing was changed.
+    #[error("the deployment's route table does not compile, nothing was installed: {0}")]
+    Routes(String),
+    /// A desired twin is not a JSON object.
+    #[error(
+        "the desired properties of module {0} are not a JSON object; write them as `twin {{ … }}` in the .edge file"
+    )]
+    DesiredNotObject(String),
+    /// A module key could not be created or removed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The module is not part of the deployment.
+    #[error("module {0} is not part of the deployment")]
+    UnknownModule(String),
+    /// A stored document does not decode.
+    #[error("the hub store's {kind} record of {name} is corrupt: {message}")]
+    Corrupt {
+        /// What kind of record.
+        kind: &'static str,
+        /// Whose.
+        name: String,
+        /// What the decoder said.
+        message: String,
+    },
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefused {
+    /// Over the message size limit.
+    #[error(
+        "the message is {size} bytes (body and properties), over the limit of {MAXIMUM_MESSAGE_BYTES}; send smaller messages"
+    )]
+    TooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// The store is full; the message was not stored. A QoS 1 sender is not
+    /// acknowledged and sends it again later.
+    #[error(transparent)]
+    StoreFull(StoreError),
+    /// The sender is not part of the deployment.
+    #[error("module {0} is not part of the deployment")]
+    UnknownModule(String),
+    /// The store failed; the message was not stored.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// What the hub needs of a deployment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HubDeployment {
+    /// The bundle's route table.
+    pub routes: Vec<RouteTableEntry>,
+    /// The deployment's user modules.
+    pub modules: Vec<String>,
+    /// Module → desired properties (an object, without `$version`).
+    pub desired: BTreeMap<String, Value>,
+    /// `storeAndForwardConfiguration.timeToLiveSecs`.
+    pub default_time_to_live: Option<Duration>,
+}
+
+/// How a publish is to be made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    /// QoS 0: committed, not waited for to reach the disk.
+    AtMostOnce,
+    /// QoS 1: fsynced before the publish returns.
+    AtLeastOnce,
+}
+
+/// A deployed module's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleIdentity {
+    /// The module name.
+    pub module: String,
+    /// Its generation id: random, stable while the module stays deployed.
+    pub generation_id: String,
+}
+
+/// A client's persistent MQTT session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// Topic filters with their granted QoS.
+    pub subscriptions: Vec<(String, u8)>,
+}
+
+/// One message delivered to a module's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// What to acknowledge it with.
+    pub id: DeliveryId,
+    /// The module's input.
+    pub input: String,
+    /// The message.
+    pub message: HubMessage,
+}
+
+/// Identifies an unacknowledged delivery within its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryId(u64);
+
+/// Counters of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointStats {
+    /// Messages queued (not yet acknowledged).
+    pub depth: u64,
+    /// Messages dropped because their time to live passed.
+    pub expired: u64,
+}
+
+/// Counters of one module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModuleStats {
+    /// Whether the module is connected.
+    pub connected: bool,
+    /// Messages the hub accepted from it.
+    pub messages_in: u64,
+    /// Messages it acknowledged on its inputs.
+    pub messages_out: u64,
+    /// QoS 1 messages it sent that were refused because the store was full.
+    pub refused_store_full: u64,
+    /// QoS 0 messages it sent that were dropped because the store was full.
+    pub dropped_store_full: u64,
+    /// Its input queues by endpoint (`{module}/{input}`).
+    pub queues: BTreeMap<String, EndpointStats>,
+}
+
+/// Counters of the store's group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Of those, fsynced ones.
+    pub durable_commits: u64,
+    /// Operations (publishes, acknowledgements, twin and session writes)
+    /// committed.
+    pub operations: u64,
+    /// The most operations one commit took.
+    pub largest_batch: u64,
+    /// Bytes counted against the limit.
+    pub stored_bytes: u64,
+    /// The limit.
+    pub limit_bytes: u64,
+}
+
+/// Totals over all modules and endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Messages accepted.
+    pub messages_in: u64,
+    /// Messages acknowledged by modules.
+    pub messages_out: u64,
+    /// Messages queued on all endpoints.
+    pub queued: u64,
+    /// Messages expired on all endpoints.
+    pub expired: u64,
+    /// QoS 1 messages refused because the store was full.
+    pub refused_store_full: u64,
+    /// QoS 0 messages dropped because the store was full.
+    pub dropped_store_full: u64,
+}
+
+/// The hub's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HubStats {
+    /// Per deployed module.
+    pub modules: BTreeMap<String, ModuleStats>,
+    /// The `$upstream` queue.
+    pub upstream: EndpointStats,
+    /// Totals.
+    pub totals: Totals,
+    /// The store.
+    pub store: StoreStats,
+}
+
+/// A deployed module's live state.
+#[derive(Debug)]
+struct ModuleState {
+    identity: ModuleIdentity,
+    connected: AtomicBool,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    refused: AtomicU64,
+    dropped: AtomicU64,
+    full_log: LogThrottle,
+    desired: broadcast::Sender<DesiredPatch>,
+}
+
+impl ModuleState {
+    fn new(identity: ModuleIdentity) -> Self {
+        Self {
+            identity,
+            connected: AtomicBool::new(false),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            full_log: LogThrottle::default(),
+            desired: broadcast::channel(DESIRED_PATCH_BACKLOG).0,
+        }
+    }
+}
+
+/// The installed deployment.
+struct Installed {
+    router: Arc<Router>,
+    modules: BTreeMap<String, Arc<ModuleState>>,
+    default_time_to_live: Duration,
+}
+
+/// The deployment as the store keeps it, so that the hub routes after a
+/// restart before edged installs the deployment again.
+#[derive(Serialize, Deserialize)]
+struct SavedDeployment {
+    routes: Vec<RouteTableEntry>,
+    default_time_to_live_secs: Option<u64>,
+}
+
+struct Inner {
+    config: HubConfig,
+    keys: Arc<dyn KeyStore>,
+    store: Store,
+    methods: MethodRouter,
+    installed: RwLock<Installed>,
+    /// Serializes deployments.
+    deploying: tokio::sync::Mutex<()>,
+    /// Counts messages removed modules had sent, so totals never go back.
+    removed: RemovedCounters,
+}
+
+#[derive(Default)]
+struct RemovedCounters {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    refused: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Hub")
+            .field("dir", &self.inner.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn compile(routes: &[RouteTableEntry]) -> Result<Router, HubError> {
+    Router::new(routes).map_err(|failures| {
+        HubError::Routes(
+            failures
+                .iter()
+                .map(|failure| {
+                    let errors: Vec<String> = failure
+                        .errors
+                        .iter()
+                        .map(edge_route::describe::message)
+                        .collect();
+                    format!("route {}: {}", failure.name, errors.join("; "))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    })
+}
+
+fn corrupt(kind: &'static str, name: &str, error: &serde_json::Error) -> HubError {
+    HubError::Corrupt {
+        kind,
+        name: name.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // The documents are plain structs of strings, numbers and JSON values,
+    // which always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Hub {
+    /// Opens (creates) the store at `config.dir/store.redb` and starts its
+    /// group-commit writer; the deployment installed last is in effect until
+    /// the next [`Hub::deploy`].
+    pub fn open(config: &HubConfig, keys: Arc<dyn KeyStore>) -> Result<Hub, HubError> {
+        std::fs::create_dir_all(&config.dir).map_err(|error| StoreError::Database {
+            path: config.dir.display().to_string(),
+            message: format!("cannot create the hub directory: {error}"),
+        })?;
+        let store = Store::open(&config.dir.join("store.redb"), config.store_limit_bytes)?;
+        let mut modules = BTreeMap::new();
+        for (module, generation) in store.documents(GENERATION)? {
+            let generation_id = String::from_utf8(generation).map_err(|_| HubError::Corrupt {
+                kind: GENERATION,
+                name: module.clone(),
+                message: "not UTF-8".to_owned(),
+            })?;
+            let identity = ModuleIdentity {
+                module: module.clone(),
+                generation_id,
+            };
+            modules.insert(module, Arc::new(ModuleState::new(identity)));
+        }
+        let (router, default_time_to_live) = match store.document(DEPLOYMENT, "")? {
+            None => (compile(&[])?, config.default_time_to_live),
+            Some(bytes) => {
+                let saved: SavedDeployment = serde_json::from_slice(&bytes)
+                    .map_err(|error| corrupt(DEPLOYMENT, "", &error))?;
+                let router = compile(&saved.routes)?;
+                let ttl = saved
+                    .default_time_to_live_secs
+                    .map_or(config.default_time_to_live, Duration::from_secs);
+                (router, ttl)
+            }
+        };
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                keys,
+                store,
+                methods: MethodRouter::default(),
+                installed: RwLock::new(Installed {
+                    router: Arc::new(router),
+                    modules,
+                    default_time_to_live,
+                }),
+                deploying: tokio::sync::Mutex::new(()),
+                removed: RemovedCounters::default(),
+            }),
+        })
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The module key store.
+    pub fn keys(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.keys
+    }
+
+    /// The direct-method router.
+    pub fn methods(&self) -> &MethodRouter {
+        &self.inner.methods
+    }
+
+    fn installed(&self) -> std::sync::RwLockReadGuard<'_, Installed> {
+        self.inner
+            .installed
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn module(&self, module: &str) -> Option<Arc<ModuleState>> {
+        self.installed().modules.get(module).cloned()
+    }
+
+    /// Installs a deployment: compiles its routes (an error changes
+    /// nothing), gives each new module a key and a generation id, forgets
+    /// removed modules (key, queues, twin, session), sets the desired twins
+    /// and sends connected modules the patches of those that changed.
+    pub async fn deploy(&self, deployment: HubDeployment) -> Result<(), HubError> {
+        let router = Arc::new(compile(&deployment.routes)?);
+        let mut desired = BTreeMap::new();
+        for module in &deployment.modules {
+            let section = match deployment.desired.get(module) {
+                None => Map::new(),
+                Some(Value::Object(section)) => {
+                    let mut section = section.clone();
+                    section.remove(twin::VERSION_KEY);
+                    section
+                }
+                Some(_) => return Err(HubError::DesiredNotObject(module.clone())),
+            };
+            desired.insert(module.clone(), section);
+        }
+        let _deploying = self.inner.deploying.lock().await;
+        for module in &deployment.modules {
+            self.inner.keys.ensure(module)?;
+        }
+        let previous: Vec<String> = self.installed().modules.keys().cloned().collect();
+        let removed: Vec<String> = previous
+            .iter()
+            .filter(|module| !desired.contains_key(*module))
+            .cloned()
+            .collect();
+        let saved = json_bytes(&SavedDeployment {
+            routes: deployment.routes.clone(),
+            default_time_to_live_secs: deployment
+                .default_time_to_live
+                .map(|duration| duration.as_secs()),
+        });
+        let device = self.inner.config.device_id.clone();
+        let gone = removed.clone();
+        let (identities, patches) = self
+            .inner
+            .store
+            .write(true, move |batch| {
+                let mut identities = Vec::new();
+                let mut patches = Vec::new();
+                for (module, section) in desired {
+                    let generation_id = match batch.document(GENERATION, &module)? {
+                        Some(existing) => String::from_utf8_lossy(&existing).into_owned(),
+                        None => {
+                            let generation_id = new_generation_id()?;
+                            batch.put_document(GENERATION, &module, generation_id.as_bytes())?;
+                            generation_id
+                        }
+                    };
+                    let mut record = match batch.document(TWIN, &module)? {
+                        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                            tracing::error!(module = %module, %error, "a stored twin is corrupt; it starts again empty");
+                            TwinRecord::default()
+                        }),
+                        None => TwinRecord::default(),
+                    };
+                    if let Some(patch) = record.set_desired(section) {
+                        patches.push((module.clone(), patch));
+                    }
+                    batch.put_document(TWIN, &module, &json_bytes(&record))?;
+                    identities.push(ModuleIdentity {
+                        module,
+                        generation_id,
+                    });
+                }
+                for module in &gone {
+                    batch.remove_target(module)?;
+                    batch.delete_document(GENERATION, module)?;
+                    batch.delete_document(TWIN, module)?;
+                    batch.delete_document(SESSION, &format!("{device}/{module}"))?;
+                }
+                batch.put_document(DEPLOYMENT, "", &saved)?;
+                Ok((identities, patches))
+            })
+            .await?;
+        for module in &removed {
+            self.inner.keys.remove(module)?;
+            // The module's stream, if any, ends.
+            let wake = self.inner.store.shared.wake(module);
+            wake.epoch.fetch_add(1, Ordering::AcqRel);
+            wake.notify.notify_waiters();
+        }
+        let module_count = identities.len();
+        {
+            let mut installed = self
+                .inner
+                .installed
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let mut modules = BTreeMap::new();
+            for identity in identities {
+                let state = match installed.modules.get(&identity.module) {
+                    Some(state) if state.identity == identity => state.clone(),
+                    _ => Arc::new(ModuleState::new(identity.clone())),
+                };
+                modules.insert(identity.module.clone(), state);
+            }
+            for (module, state) in &installed.modules {
+                if !modules.contains_key(module) {
+                    let removed = &self.inner.removed;
+                    let add = |counter: &AtomicU64, value: &AtomicU64| {
+                        counter.fetch_add(value.load(Ordering::Relaxed), Ordering::Relaxed);
+                    };
+                    add(&removed.messages_in, &state.messages_in);
+                    add(&removed.messages_out, &state.messages_out);
+                    add(&removed.refused, &state.refused);
+                    add(&removed.dropped, &state.dropped);
+                }
+            }
+            installed.modules = modules;
+            installed.router = router;
+            installed.default_time_to_live = deployment
+                .default_time_to_live
+                .unwrap_or(self.inner.config.default_time_to_live);
+            for (module, patch) in &patches {
+                if let Some(state) = installed.modules.get(module) {
+                    // No receiver means no connection listens; it reads the
+                    // whole twin when it connects.
+                    let _ = state.desired.send(patch.clone());
+                }
+            }
+        }
+        tracing::info!(
+            modules = module_count,
+            routes = deployment.routes.len(),
+            removed = removed.len(),
+            desired_changed = patches.len(),
+            "hub deployment installed"
+        );
+        Ok(())
+    }
+
+    /// A deployed module's identity.
+    pub fn identity(&self, module: &str) -> Option<ModuleIdentity> {
+        self.module(module).map(|state| state.identity.clone())
+    }
+
+    /// Every deployed module's identity, by name.
+    pub fn identities(&self) -> Vec<ModuleIdentity> {
+        self.installed()
+            .modules
+            .values()
+            .map(|state| state.identity.clone())
+            .collect()
+    }
+
+    /// Routes and stores a message `module` sent on `output`; returns once
+    /// it is stored (fsynced for [`Qos::AtLeastOnce`]). Sets `$.cdid` and
+    /// `$.cmid` (and `$.on` from `output`).
+    pub async fn publish(
+        &self,
+        module: &str,
+        output: Option<&str>,
+        mut message: HubMessage,
+        qos: Qos,
+    ) -> Result<(), PublishRefused> {
+        let size = message.size();
+        if size > MAXIMUM_MESSAGE_BYTES {
+            return Err(PublishRefused::TooLarge { size });
+        }
+        let (state, router, ttl) = {
+            let installed = self.installed();
+            let state = installed
+                .modules
+                .get(module)
+                .cloned()
+                .ok_or_else(|| PublishRefused::UnknownModule(module.to_owned()))?;
+            (
+                state,
+                installed.router.clone(),
+                installed.default_time_to_live,
+            )
+        };
+        let properties = &mut message.system_properties;
+        properties.insert(
+            SystemProperty::ConnectionDeviceId,
+            self.inner.config.device_id.clone(),
+        );
+        properties.insert(SystemProperty::ConnectionModuleId, module.to_owned());
+        if let Some(output) = output {
+            properties.insert(SystemProperty::OutputName, output.to_owned());
+        }
+        let source = match output {
+            Some(output) => format!("/messages/modules/{module}/outputs/{output}"),
+            None => format!("/messages/modules/{module}"),
+        };
+        let result = self
+            .store_routed(message, source, &router, ttl, qos == Qos::AtLeastOnce)
+            .await;
+        match result {
+            Ok(()) => {
+                state.messages_in.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error @ StoreError::Full { .. }) => {
+                let counter = match qos {
+                    Qos::AtLeastOnce => &state.refused,
+                    Qos::AtMostOnce => &state.dropped,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(messages) = state.full_log.add(1) {
+                    tracing::warn!(
+                        module,
+                        messages,
+                        %error,
+                        "hub store full: QoS 1 messages are refused (not acknowledged; the module sends them again), QoS 0 messages dropped"
+                    );
+                }
+                Err(PublishRefused::StoreFull(error))
+            }
+            Err(error) => Err(PublishRefused::Store(error)),
+        }
+    }
+
+    /// Stores `message` for the sinks of the routes it matches.
+    async fn store_routed(
+        &self,
+        message: HubMessage,
+        source: String,
+        router: &Router,
+        default_time_to_live: Duration,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let now = store::now_ms();
+        let targets = self.targets(&message, &source, router, default_time_to_live, now);
+        if targets.is_empty() {
+            // Like edgeHub, a message no route takes is accepted and dropped.
+            return Ok(());
+        }
+        let record = store::encode_record(&StoredMessage {
+            enqueued: now,
+            source,
+            message,
+        });
+        self.inner.store.append(record, targets, durable).await
+    }
+
+    /// The queues the routes send `message` to: one entry per endpoint,
+    /// with the priority and time to live of the most urgent route that
+    /// takes it there (routes come in priority order).
+    fn targets(
+        &self,
+        message: &HubMessage,
+        source: &str,
+        router: &Router,
+        default_time_to_live: Duration,
+        now: u64,
+    ) -> Vec<Target> {
+        let matches = router.route(&message.to_route_message(source));
+        let installed = self.installed();
+        let mut seen = HashSet::new();
+        let mut targets = Vec::new();
+        for matched in matches {
+            let (target, input) = match matched.sink {
+                Sink::Upstream => (UPSTREAM, ""),
+                Sink::ModuleInput { module, input } => {
+                    if !installed.modules.contains_key(module) {
+                        tracing::debug!(route = matched.name, module = %module, "a route's target module is not deployed");
+                        continue;
+                    }
+                    (module.as_str(), input.as_str())
+                }
+            };
+            if !seen.insert((target, input)) {
+                continue;
+            }
+            let ttl = if matched.time_to_live_secs > 0 {
+                Duration::from_secs(u64::from(matched.time_to_live_secs))
+            } else {
+                default_time_to_live
+            };
+            // A zero time to live keeps messages until they are delivered.
+            let expiry = if ttl.is_zero() {
+                NEVER
+            } else {
+                now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            };
+            targets.push(Target {
+                target: target.to_owned(),
+                input: input.to_owned(),
+                priority: matched.priority,
+                expiry,
+            });
+        }
+        targets
+    }
+
+    /// `module`'s input deliveries. A new stream replaces the module's
+    /// previous one (whose `next` then returns `None`) and starts at the
+    /// head of the queues, so what was delivered and not acknowledged comes
+    /// again.
+    pub fn open_inputs(&self, module: &str) -> InputStream {
+        let wake = self.inner.store.shared.wake(module);
+        let epoch = wake.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        wake.notify.notify_waiters();
+        let state = self.module(module);
+        InputStream {
+            hub: self.clone(),
+            module: module.to_owned(),
+            wake,
+            epoch,
+            state,
+            cursors: Default::default(),
+            seen_arrivals: [0; PRIORITIES],
+            buffer: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// `module`'s twin: desired and reported properties, each with
+    /// `$version`.
+    pub async fn twin(&self, module: &str) -> Result<Twin, HubError> {
+        if self.module(module).is_none() {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        }
+        let record = match self.inner.store.document(TWIN, module)? {
+            Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
+                .map_err(|error| corrupt(TWIN, module, &error))?,
+            None => TwinRecord::default(),
+        };
+        Ok(record.to_twin())
+    }
+
+    /// Applies a reported patch (JSON merge: `null` deletes); returns the
+    /// new reported `$version`. Routes a `/twinChangeNotifications` message
+    /// with the patch.
+    pub async fn patch_reported(&self, module: &str, patch: Value) -> Result<u64, TwinError> {
+        let object = twin::validate_reported_patch(&patch)?.clone();
+        let (router, ttl) = {
+            let installed = self.installed();
+            if !installed.modules.contains_key(module) {
+                return Err(TwinError::UnknownModule(module.to_owned()));
+            }
+            (installed.router.clone(), installed.default_time_to_live)
+        };
+        let hub = self.clone();
+        let name = module.to_owned();
+        self.inner
+            .store
+            .write(true, move |batch| {
+                let mut record = match batch.document(TWIN, &name)? {
+                    Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                        tracing::error!(module = %name, %error, "a stored twin is corrupt; it starts again empty");
+                        TwinRecord::default()
+                    }),
+                    None => TwinRecord::default(),
+                };
+                let version = match record.patch_reported(&object) {
+                    Ok(version) => version,
+                    Err(error) => return Ok(Err(error)),
+                };
+                batch.put_document(TWIN, &name, &json_bytes(&record))?;
+                let notification = hub.twin_change_notification(&name, &object, version);
+                let now = store::now_ms();
+                let targets =
+                    hub.targets(&notification, TWIN_CHANGE_SOURCE, &router, ttl, now);
+                let record = store::encode_record(&StoredMessage {
+                    enqueued: now,
+                    source: TWIN_CHANGE_SOURCE.to_owned(),
+                    message: notification,
+                });
+                match batch.append(&record, &targets) {
+                    Ok(()) => {}
+                    Err(error @ StoreError::Full { .. }) => {
+                        // The twin is the module's state and is kept; only
+                        // the notification is lost, as a QoS 0 message.
+                        tracing::warn!(module = %name, %error, "hub store full: a twin change notification is dropped");
+                    }
+                    Err(error) => return Err(error),
+                }
+                Ok(Ok(version))
+            })
+            .await
+            .map_err(|error| TwinError::Store(error.to_string()))?
+    }
+
+    fn twin_change_notification(
+        &self,
+        module: &str,
+        patch: &Map<String, Value>,
+        version: u64,
+    ) -> HubMessage {
+        let mut message = HubMessage::default();
+        let properties = &mut message.system_properties;
+        properties.insert(
+            SystemProperty::ConnectionDeviceId,
+            self.inner.config.device_id.clone(),
+        );
+        properties.insert(SystemProperty::ConnectionModuleId, module.to_owned());
+        properties.insert(SystemProperty::ContentType, "application/json".to_owned());
+        properties.insert(SystemProperty::ContentEncoding, "utf-8".to_owned());
+        message.body = json_bytes(&twin::with_version(patch, version));
+        message
+    }
+
+    /// Desired patches for `module` from the deployments installed after
+    /// this call.
+    pub fn desired_patches(&self, module: &str) -> broadcast::Receiver<DesiredPatch> {
+        match self.module(module) {
+            Some(state) => state.desired.subscribe(),
+            // An unknown module never gets a patch: the sender is dropped
+            // and the receiver reports it closed.
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// `client_id`'s persistent session, if it has one.
+    pub fn load_session(&self, client_id: &str) -> Option<StoredSession> {
+        match self.inner.store.document(SESSION, client_id) {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(session) => Some(session),
+                Err(error) => {
+                    tracing::error!(client = client_id, %error, "a stored session is corrupt; the client starts a new one");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(client = client_id, %error, "a stored session cannot be read; the client starts a new one");
+                None
+            }
+        }
+    }
+
+    /// Stores `client_id`'s persistent session (durably).
+    pub async fn save_session(
+        &self,
+        client_id: &str,
+        session: &StoredSession,
+    ) -> Result<(), HubError> {
+        let bytes = json_bytes(session);
+        let client = client_id.to_owned();
+        self.inner
+            .store
+            .write(true, move |batch| {
+                batch.put_document(SESSION, &client, &bytes)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `client_id`'s persistent session.
+    pub async fn forget_session(&self, client_id: &str) -> Result<(), HubError> {
+        let client = client_id.to_owned();
+        self.inner
+            .store
+            .write(true, move |batch| batch.delete_document(SESSION, &client))
+            .await?;
+        Ok(())
+    }
+
+    /// Records whether `module` is connected, for the counters.
+    pub fn set_connected(&self, module: &str, connected: bool) {
+        if let Some(state) = self.module(module) {
+            state.connected.store(connected, Ordering::Relaxed);
+        }
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStats {
+        let endpoints: HashMap<String, EndpointCounters> = self
+            .inner
+            .store
+            .shared
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        let endpoint = |counters: &EndpointCounters| EndpointStats {
+            depth: counters.depth,
+            expired: counters.expired,
+        };
+        let mut stats = HubStats::default();
+        let removed = &self.inner.removed;
+        let mut totals = Totals {
+            messages_in: removed.messages_in.load(Ordering::Relaxed),
+            messages_out: removed.messages_out.load(Ordering::Relaxed),
+            refused_store_full: removed.refused.load(Ordering::Relaxed),
+            dropped_store_full: removed.dropped.load(Ordering::Relaxed),
+            ..Totals::default()
+        };
+        for counters in endpoints.values() {
+            totals.queued += counters.depth;
+            totals.expired += counters.expired;
+        }
+        for (module, state) in &self.installed().modules {
+            let prefix = format!("{module}/");
+            let queues = endpoints
+                .iter()
+                .filter(|(name, _)| name.starts_with(&prefix))
+                .map(|(name, counters)| (name.clone(), endpoint(counters)))
+                .collect();
+            let module_stats = ModuleStats {
+                connected: state.connected.load(Ordering::Relaxed),
+                messages_in: state.messages_in.load(Ordering::Relaxed),
+                messages_out: state.messages_out.load(Ordering::Relaxed),
+                refused_store_full: state.refused.load(Ordering::Relaxed),
+                dropped_store_full: state.dropped.load(Ordering::Relaxed),
+                queues,
+            };
+            totals.messages_in += module_stats.messages_in;
+            totals.messages_out += module_stats.messages_out;
+            totals.refused_store_full += module_stats.refused_store_full;
+            totals.dropped_store_full += module_stats.dropped_store_full;
+            stats.modules.insert(module.clone(), module_stats);
+        }
+        if let Some(upstream) = endpoints.get(UPSTREAM) {
+            stats.upstream = endpoint(upstream);
+        }
+        stats.totals = totals;
+        let commits = &self.inner.store.shared.commits;
+        stats.store = StoreStats {
+            commits: commits.commits.load(Ordering::Relaxed),
+            durable_commits: commits.durable_commits.load(Ordering::Relaxed),
+            operations: commits.operations.load(Ordering::Relaxed),
+            largest_batch: commits.largest_batch.load(Ordering::Relaxed),
+            stored_bytes: self.inner.store.shared.stored_bytes.load(Ordering::Relaxed),
+            limit_bytes: self.inner.config.store_limit_bytes,
+        };
+        stats
+    }
+}
+
+/// A random 128-bit generation id in hex.
+fn new_generation_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| StoreError::Database {
+        path: "generation id".to_owned(),
+        message: format!("no randomness: {error}"),
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+/// A module's input deliveries (see [`Hub::open_inputs`]).
+///
+/// The stream reads the module's queues from the store in small batches,
+/// priority 0 first and in order within each queue, so a long queue is
+/// never in memory. At most [`INFLIGHT_WINDOW`] deliveries are
+/// unacknowledged; `next` waits while the window is full. `next` is
+/// cancel-safe: dropping its future loses no delivery.
+pub struct InputStream {
+    hub: Hub,
+    module: String,
+    wake: Arc<Wake>,
+    epoch: u64,
+    state: Option<Arc<ModuleState>>,
+    /// Per priority, the last entry delivered.
+    cursors: [Option<(u64, String)>; PRIORITIES],
+    /// The module's arrival counts (per priority) when the buffer was read.
+    seen_arrivals: [u64; PRIORITIES],
+    buffer: VecDeque<Pending>,
+    inflight: HashMap<DeliveryId, QueueEntry>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for InputStream {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("InputStream")
+            .field("module", &self.module)
+            .field("inflight", &self.inflight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InputStream {
+    /// The next delivery; `None` when a newer stream replaced this one or
+    /// the module is not (or no longer) deployed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.state.as_ref()?;
+        let wake = self.wake.clone();
+        loop {
+            let notified = wake.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if wake.epoch.load(Ordering::Acquire) != self.epoch {
+                return None;
+            }
+            if self.inflight.len() < INFLIGHT_WINDOW
+                && let Some(delivery) = self.take()
+            {
+                return Some(delivery);
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes the next unexpired entry, refilling the buffer from the store
+    /// when it is empty or when messages more urgent than its first arrived.
+    fn take(&mut self) -> Option<Delivery> {
+        let arrivals: [u64; PRIORITIES] =
+            std::array::from_fn(|priority| self.wake.arrivals[priority].load(Ordering::Acquire));
+        let urgent = self.buffer.front().map_or(PRIORITIES, |pending| {
+            usize::from(pending.entry.priority).min(PRIORITIES)
+        });
+        if self.buffer.is_empty() || arrivals[..urgent] != self.seen_arrivals[..urgent] {
+            self.seen_arrivals = arrivals;
+            match self
+                .hub
+                .inner
+                .store
+                .read_queue(&self.module, &self.cursors, READ_BATCH)
+            {
+                Ok(pending) => self.buffer = pending.into(),
+                Err(error) => {
+                    tracing::error!(module = %self.module, %error, "the module's queue cannot be read");
+                    self.buffer.clear();
+                }
+            }
+        }
+        let now = store::now_ms();
+        while let Some(pending) = self.buffer.pop_front() {
+            let entry = pending.entry;
+            if let Some(cursor) = self.cursors.get_mut(usize::from(entry.priority)) {
+                *cursor = Some((entry.id, entry.input.clone()));
+            }
+            if pending.expiry <= now {
+                self.hub.inner.store.remove(entry, Removal::Expired);
+                continue;
+            }
+            let id = DeliveryId(self.next_id);
+            self.next_id += 1;
+            let input = entry.input.clone();
+            self.inflight.insert(id, entry);
+            return Some(Delivery {
+                id,
+                input,
+                message: pending.record.message,
+            });
+        }
+        None
+    }
+
+    /// The module acknowledged a delivery: its queue entry is removed (the
+    /// removal is batched and not fsynced on its own; a crash delivers the
+    /// message again).
+    pub fn ack(&mut self, id: DeliveryId) {
+        if let Some(entry) = self.inflight.remove(&id) {
+            self.hub.inner.store.remove(entry, Removal::Delivered);
+            if let Some(state) = &self.state {
+                state.messages_out.fetch_add(1, Ordering::Relaxed);
+            }
+            // A waiting `next` cannot exist while `ack` runs (both take
+            // `&mut self`); the next call sees the freed window.
+        }
+    }
+
+    /// Deliveries not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.inflight.len()
+    }
+}

@@ -1,0 +1,1316 @@
+//! The hub's durable store: messages, queues, twins, sessions and
+//! generation ids in one redb database.
+//!
+//! # Layout
+//! - `messages`: message id → the encoded record (see [`encode_record`]);
+//!   every message is stored once, however many routes take it.
+//! - `references`: message id → how many queue entries still point at it;
+//!   the record is deleted with the last one.
+//! - `queue`: (target, priority, message id, input) → expiry (ms since the
+//!   Unix epoch, [`NEVER`] for no expiry). The target is a module name or
+//!   `$upstream` (whose input is empty). Keys order each module's queues by
+//!   priority first and by message id within a priority, and message ids
+//!   only grow, so a range scan yields priority 0 first and FIFO per queue.
+//! - `expiry`: (expiry, target, priority, message id, input) → (), so the
+//!   sweep finds expired entries without scanning the queues.
+//! - `counters`: the next message id and the stored bytes.
+//! - `documents`: (kind, name) → bytes, for twins, sessions, generation ids
+//!   and the installed deployment.
+//!
+//! # Group commit
+//! One writer thread owns all writes. It takes every operation waiting in
+//! its channel, applies them all in one write transaction and commits once,
+//! then completes each waiter; while a commit is being fsynced, the next
+//! batch gathers. A batch with at least one durable operation (a QoS 1
+//! message, a twin, a session, a deployment) commits with
+//! `Durability::Immediate`, so the data is fsynced before any waiter hears
+//! back. Batches of acknowledgements (checkpoints) only commit with
+//! `Durability::None`; the next durable commit, or an idle flush at most a
+//! second later, makes them durable. A crash in between redelivers those
+//! messages, which at-least-once delivery allows.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
+use tokio::sync::{Notify, oneshot};
+
+use edge_route::LOWEST_PRIORITY;
+
+use crate::failpoint::{self, Failpoint};
+use crate::message::{HubMessage, SystemProperty};
+
+/// The priorities, 0 (most urgent) to [`LOWEST_PRIORITY`].
+pub(crate) const PRIORITIES: usize = LOWEST_PRIORITY as usize + 1;
+
+/// No expiry.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// What a queue entry costs against the size limit beside its message:
+/// its key in `queue` and `expiry` and the B-tree overhead, roughly.
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
+
+/// The most operations one transaction takes; more wait for the next.
+const MAXIMUM_BATCH: usize = 4096;
+/// How many record bytes one read for delivery takes at most (beyond the
+/// first record).
+const READ_BUDGET_BYTES: usize = 1024 * 1024;
+/// How often expired messages are swept out.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The most expired entries one sweep transaction removes.
+const SWEEP_LIMIT: usize = 10_000;
+/// How long non-durable checkpoints may wait for a durable commit.
+const CHECKPOINT_FLUSH: Duration = Duration::from_secs(1);
+
+type QueueKey = (&'static str, u8, u64, &'static str);
+type ExpiryKey = (u64, &'static str, u8, u64, &'static str);
+
+const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
+const REFERENCES: TableDefinition<'_, u64, u32> = TableDefinition::new("references");
+const QUEUE: TableDefinition<'_, QueueKey, u64> = TableDefinition::new("queue");
+const EXPIRY: TableDefinition<'_, ExpiryKey, ()> = TableDefinition::new("expiry");
+const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+const DOCUMENTS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("documents");
+
+const NEXT_ID: &str = "next_id";
+const STORED_BYTES: &str = "stored_bytes";
+
+/// Why the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The size limit is reached; nothing was written.
+    #[error(
+        "the hub store is full: {stored} of {limit} bytes used, {needed} more needed; messages are kept until delivered or expired, so start the modules that read them, lower the routes' time to live or raise store_limit_bytes"
+    )]
+    Full {
+        /// Bytes the write needed.
+        needed: u64,
+        /// Bytes in use.
+        stored: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The database failed.
+    #[error("the hub store {path} failed: {message}; check the disk (space, permissions, errors)")]
+    Database {
+        /// The database file.
+        path: String,
+        /// What redb said.
+        message: String,
+    },
+    /// A stored record does not decode.
+    #[error("a record in the hub store is corrupt: {0}")]
+    Corrupt(String),
+    /// The writer thread is gone (the hub is shutting down).
+    #[error("the hub store is closed; the hub is shutting down")]
+    Closed,
+}
+
+/// A place a message is queued for: a module's input or `$upstream`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Target {
+    /// A module name, or `$upstream`.
+    pub target: String,
+    /// The module's input; empty for `$upstream`.
+    pub input: String,
+    /// 0 (most urgent) to 9.
+    pub priority: u8,
+    /// Expiry in ms since the Unix epoch, or [`NEVER`].
+    pub expiry: u64,
+}
+
+/// The target of upstream messages.
+pub(crate) const UPSTREAM: &str = "$upstream";
+
+/// The endpoint name of a queue: `{module}/{input}` or `$upstream`.
+pub(crate) fn endpoint_name(target: &str, input: &str) -> String {
+    if input.is_empty() {
+        target.to_owned()
+    } else {
+        format!("{target}/{input}")
+    }
+}
+
+/// One queue entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct QueueEntry {
+    pub target: String,
+    pub priority: u8,
+    pub id: u64,
+    pub input: String,
+}
+
+impl QueueEntry {
+    fn endpoint(&self) -> String {
+        endpoint_name(&self.target, &self.input)
+    }
+}
+
+/// A queue entry read for delivery.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub entry: QueueEntry,
+    pub expiry: u64,
+    pub record: StoredMessage,
+}
+
+/// A message with the metadata stored beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// When the hub accepted it, ms since the Unix epoch.
+    pub enqueued: u64,
+    /// The route source it came from (`/messages/modules/{m}/outputs/{o}`).
+    pub source: String,
+    /// The message.
+    pub message: HubMessage,
+}
+
+/// The record format's version byte.
+const RECORD_VERSION: u8 = 1;
+
+/// Encodes a message record.
+///
+/// Format (version 1), integers little-endian:
+/// - `u8` format version, 1;
+/// - `u64` enqueue time, ms since the Unix epoch;
+/// - `u16` source length, then the source's UTF-8 bytes;
+/// - `u8` count of system properties, then per property: `u8` its index in
+///   [`SystemProperty::ALL`], `u32` length, UTF-8 bytes; in increasing index
+///   order;
+/// - `u32` count of application properties, then per property: `u32` name
+///   length, name bytes, `u32` value length, value bytes (UTF-8);
+/// - `u32` body length, then the body; nothing follows.
+///
+/// Messages are at most 256 KiB and sources are short, so every length fits
+/// its field; the encoder saturates rather than wraps should one not.
+pub fn encode_record(record: &StoredMessage) -> Vec<u8> {
+    let message = &record.message;
+    let mut out = Vec::with_capacity(32 + record.source.len() + message.size());
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&record.enqueued.to_le_bytes());
+    let source = &record.source.as_bytes()[..record.source.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(
+        &u16::try_from(source.len())
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(source);
+    out.push(u8::try_from(message.system_properties.len()).unwrap_or(u8::MAX));
+    for (property, value) in &message.system_properties {
+        let index = SystemProperty::ALL
+            .iter()
+            .position(|known| known == property)
+            .unwrap_or_default();
+        out.push(u8::try_from(index).unwrap_or(u8::MAX));
+        put_bytes(&mut out, value.as_bytes());
+    }
+    put_length(&mut out, message.application_properties.len());
+    for (name, value) in &message.application_properties {
+        put_bytes(&mut out, name.as_bytes());
+        put_bytes(&mut out, value.as_bytes());
+    }
+    put_bytes(&mut out, &message.body);
+    out
+}
+
+fn put_length(out: &mut Vec<u8>, length: usize) {
+    out.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_length(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// Decodes a record written by [`encode_record`]; any other bytes are an
+/// error, never a panic.
+pub fn decode_record(bytes: &[u8]) -> Result<StoredMessage, StoreError> {
+    let mut reader = Reader { bytes, offset: 0 };
+    let version = reader.u8()?;
+    if version != RECORD_VERSION {
+        return Err(reader.error(&format!("unknown record version {version}")));
+    }
+    let enqueued = u64::from_le_bytes(reader.array()?);
+    let source_length = usize::from(u16::from_le_bytes(reader.array()?));
+    let source = reader.text(source_length)?;
+    let mut message = HubMessage::default();
+    let system_count = reader.u8()?;
+    let mut previous = None;
+    for _ in 0..system_count {
+        let index = reader.u8()?;
+        let property = SystemProperty::ALL
+            .get(usize::from(index))
+            .copied()
+            .ok_or_else(|| reader.error(&format!("unknown system property {index}")))?;
+        if previous.is_some_and(|previous| previous >= index) {
+            return Err(reader.error("system properties out of order"));
+        }
+        previous = Some(index);
+        let value = reader.counted_text()?;
+        message.system_properties.insert(property, value);
+    }
+    let application_count = reader.length()?;
+    for _ in 0..application_count {
+        let name = reader.counted_text()?;
+        let value = reader.counted_text()?;
+        message.application_properties.push((name, value));
+    }
+    let body_length = reader.length()?;
+    message.body = reader.take(body_length)?.to_vec();
+    if reader.offset != bytes.len() {
+        return Err(reader.error("bytes after the body"));
+    }
+    Ok(StoredMessage {
+        enqueued,
+        source,
+        message,
+    })
+}
+
+struct Reader<'b> {
+    bytes: &'b [u8],
+    offset: usize,
+}
+
+impl<'b> Reader<'b> {
+    fn error(&self, what: &str) -> StoreError {
+        StoreError::Corrupt(format!("message record: {what} at byte {}", self.offset))
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'b [u8], StoreError> {
+        let end = self
+            .offset
+            .checked_add(length)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| self.error("truncated"))?;
+        let taken = &self.bytes[self.offset..end];
+        self.offset = end;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn length(&mut self) -> Result<usize, StoreError> {
+        usize::try_from(u32::from_le_bytes(self.array()?)).map_err(|_| self.error("huge length"))
+    }
+
+    fn text(&mut self, length: usize) -> Result<String, StoreError> {
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("text that is not UTF-8"))
+    }
+
+    fn counted_text(&mut self) -> Result<String, StoreError> {
+        let length = self.length()?;
+        self.text(length)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// How often a repeating event is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs a repeating event at most every [`LOG_INTERVAL`], with the count of
+/// the occurrences since the last log, so a full store or a stream of
+/// expiries does not flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct LogThrottle {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    /// Counts `occurrences`; returns the count to log when it is time.
+    pub fn add(&self, occurrences: u64) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let (last, count) = &mut *state;
+        *count += occurrences;
+        if last.is_some_and(|last| last.elapsed() < LOG_INTERVAL) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(std::mem::take(count))
+    }
+}
+
+/// Counters of one endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EndpointCounters {
+    pub depth: u64,
+    pub expired: u64,
+}
+
+/// Counters of the writer's commits.
+#[derive(Debug, Default)]
+pub(crate) struct CommitCounters {
+    pub commits: AtomicU64,
+    pub durable_commits: AtomicU64,
+    pub operations: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+/// What wakes a module's input stream.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    /// Per priority, bumped after each commit that queued messages of that
+    /// priority for the module.
+    pub arrivals: [AtomicU64; PRIORITIES],
+    /// Bumped when the module's stream is replaced or the module removed.
+    pub epoch: AtomicU64,
+    pub notify: Notify,
+}
+
+/// State the writer thread and the hub share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub endpoints: Mutex<HashMap<String, EndpointCounters>>,
+    pub commits: CommitCounters,
+    pub stored_bytes: AtomicU64,
+    wakes: Mutex<HashMap<String, Arc<Wake>>>,
+}
+
+impl Shared {
+    /// The wake of `module`'s input stream.
+    pub fn wake(&self, module: &str) -> Arc<Wake> {
+        let mut wakes = self
+            .wakes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        wakes.entry(module.to_owned()).or_default().clone()
+    }
+
+    fn arrived(&self, modules: &HashMap<String, u16>) {
+        let wakes = self
+            .wakes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for (module, priorities) in modules {
+            if let Some(wake) = wakes.get(module) {
+                for (priority, arrivals) in wake.arrivals.iter().enumerate() {
+                    if priorities & (1 << priority) != 0 {
+                        arrivals.fetch_add(1, Ordering::Release);
+                    }
+                }
+                wake.notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Why a queue entry is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// The module acknowledged it.
+    Delivered,
+    /// Its time to live passed.
+    Expired,
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn for<'t> FnOnce(&mut Batch<'t>) -> Completion + Send>;
+
+enum Op {
+    Job { job: Job, durable: bool },
+    Remove { entry: QueueEntry, reason: Removal },
+}
+
+/// The store.
+pub(crate) struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+    ops: mpsc::Sender<Op>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Drop for Store {
+    /// Stops the writer after it committed what is queued, so that the
+    /// database is closed (and may be opened again) when the store is gone.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.ops, closed));
+        if let Some(writer) = self.writer.take() {
+            // A job that held the last reference to the hub ends on the
+            // writer thread itself, which then finishes on its own.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creates) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path, limit: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, limit, SWEEP_INTERVAL)
+    }
+
+    /// [`Store::open`], sweeping expired messages every `sweep_interval`.
+    fn open_with(path: &Path, limit: u64, sweep_interval: Duration) -> Result<Self, StoreError> {
+        let path_text = path.display().to_string();
+        let error = |error: redb::Error| StoreError::Database {
+            path: path_text.clone(),
+            message: error.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| error(e.into()))?;
+        let shared = Arc::new(Shared::default());
+        // Creating the tables up front lets readers open them without
+        // ever finding one missing.
+        let txn = db.begin_write().map_err(|e| error(e.into()))?;
+        let (next_id, stored_bytes) = {
+            txn.open_table(MESSAGES).map_err(|e| error(e.into()))?;
+            txn.open_table(REFERENCES).map_err(|e| error(e.into()))?;
+            txn.open_table(EXPIRY).map_err(|e| error(e.into()))?;
+            txn.open_table(DOCUMENTS).map_err(|e| error(e.into()))?;
+            let queue = txn.open_table(QUEUE).map_err(|e| error(e.into()))?;
+            let counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
+            let mut endpoints = HashMap::<String, EndpointCounters>::new();
+            for item in queue.iter().map_err(|e| error(e.into()))? {
+                let (key, _) = item.map_err(|e| error(e.into()))?;
+                let (target, _, _, input) = key.value();
+                endpoints
+                    .entry(endpoint_name(target, input))
+                    .or_default()
+                    .depth += 1;
+            }
+            *shared
+                .endpoints
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()) = endpoints;
+            let read = |name| -> Result<u64, StoreError> {
+                Ok(counters
+                    .get(name)
+                    .map_err(|e| error(e.into()))?
+                    .map_or(0, |value| value.value()))
+            };
+            (read(NEXT_ID)?.max(1), read(STORED_BYTES)?)
+        };
+        txn.commit().map_err(|e| error(e.into()))?;
+        shared.stored_bytes.store(stored_bytes, Ordering::Relaxed);
+        let db = Arc::new(db);
+        let (ops, receiver) = mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            path: path_text.clone(),
+            receiver,
+            shared: shared.clone(),
+            next_id,
+            stored_bytes,
+            limit,
+            sweep_interval,
+            expired_log: LogThrottle::default(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("edge-hub-store".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| error(redb::Error::Io(e)))?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+            ops,
+            writer: Some(writer),
+            shared,
+        })
+    }
+
+    fn database_error(&self, error: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database {
+            path: self.path.display().to_string(),
+            message: error.into().to_string(),
+        }
+    }
+
+    /// Runs `job` in the writer's next transaction; returns its result once
+    /// the transaction is committed (fsynced when `durable`).
+    pub async fn write<R, F>(&self, durable: bool, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&mut Batch<'t>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let job: Job = Box::new(move |batch| {
+            let result = job(batch);
+            if let Err(error @ StoreError::Database { .. }) = &result {
+                batch.failed.get_or_insert_with(|| error.clone());
+            }
+            Box::new(move |commit| {
+                let _ = sender.send(commit.and(result));
+            })
+        });
+        self.ops
+            .send(Op::Job { job, durable })
+            .map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues an encoded message for `targets` (one stored copy).
+    pub async fn append(
+        &self,
+        record: Vec<u8>,
+        targets: Vec<Target>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.write(durable, move |batch| batch.append(&record, &targets))
+            .await
+    }
+
+    /// Removes a queue entry in a later batch, without waiting.
+    pub fn remove(&self, entry: QueueEntry, reason: Removal) {
+        // The writer only stops when the store is dropped, after which
+        // nobody can ask to remove anything, so a failed send loses nothing.
+        let _ = self.ops.send(Op::Remove { entry, reason });
+    }
+
+    /// Reads up to `limit` of `target`'s queue entries after the cursors
+    /// (one per priority: the last entry delivered), priority 0 first, and
+    /// stops early past [`READ_BUDGET_BYTES`] of records, so a stream holds
+    /// little however long its queues are.
+    pub fn read_queue(
+        &self,
+        target: &str,
+        cursors: &[Option<(u64, String)>],
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let queue = txn.open_table(QUEUE).map_err(|e| self.database_error(e))?;
+        let messages = txn
+            .open_table(MESSAGES)
+            .map_err(|e| self.database_error(e))?;
+        let mut pending = Vec::new();
+        let mut bytes_read = 0;
+        for priority in 0..=LOWEST_PRIORITY {
+            if pending.len() >= limit || bytes_read >= READ_BUDGET_BYTES {
+                break;
+            }
+            let cursor = cursors.get(usize::from(priority)).cloned().flatten();
+            let lower = match &cursor {
+                Some((id, input)) => Bound::Excluded((target, priority, *id, input.as_str())),
+                None => Bound::Included((target, priority, 0, "")),
+            };
+            let upper = Bound::Excluded((target, priority + 1, 0, ""));
+            let range = queue
+                .range::<(&str, u8, u64, &str)>((lower, upper))
+                .map_err(|e| self.database_error(e))?;
+            for item in range.take(limit - pending.len()) {
+                if bytes_read >= READ_BUDGET_BYTES {
+                    break;
+                }
+                let (key, expiry) = item.map_err(|e| self.database_error(e))?;
+                let (_, priority, id, input) = key.value();
+                let entry = QueueEntry {
+                    target: target.to_owned(),
+                    priority,
+                    id,
+                    input: input.to_owned(),
+                };
+                let bytes = messages.get(id).map_err(|e| self.database_error(e))?;
+                bytes_read += bytes.as_ref().map_or(0, |bytes| bytes.value().len());
+                let record = match bytes.map(|bytes| decode_record(bytes.value())) {
+                    Some(Ok(record)) => record,
+                    Some(Err(error)) => {
+                        tracing::error!(endpoint = %entry.endpoint(), id, %error, "dropping a corrupt stored message");
+                        self.remove(entry, Removal::Expired);
+                        continue;
+                    }
+                    None => {
+                        tracing::error!(endpoint = %entry.endpoint(), id, "dropping a queue entry whose message is missing");
+                        self.remove(entry, Removal::Expired);
+                        continue;
+                    }
+                };
+                pending.push(Pending {
+                    entry,
+                    expiry: expiry.value(),
+                    record,
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Reads a document.
+    pub fn document(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let documents = txn
+            .open_table(DOCUMENTS)
+            .map_err(|e| self.database_error(e))?;
+        let value = documents
+            .get((kind, name))
+            .map_err(|e| self.database_error(e))?;
+        Ok(value.map(|value| value.value().to_vec()))
+    }
+
+    /// Every document of `kind`, by name.
+    pub fn documents(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let documents = txn
+            .open_table(DOCUMENTS)
+            .map_err(|e| self.database_error(e))?;
+        let range = documents
+            .range::<(&str, &str)>((kind, "")..)
+            .map_err(|e| self.database_error(e))?;
+        let mut found = Vec::new();
+        for item in range {
+            let (key, value) = item.map_err(|e| self.database_error(e))?;
+            let (found_kind, name) = key.value();
+            if found_kind != kind {
+                break;
+            }
+            found.push((name.to_owned(), value.value().to_vec()));
+        }
+        Ok(found)
+    }
+}
+
+fn database_error(path: &str, error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database {
+        path: path.to_owned(),
+        message: error.into().to_string(),
+    }
+}
+
+/// The tables and pending in-memory changes of one write transaction.
+pub(crate) struct Batch<'t> {
+    messages: Table<'t, u64, &'static [u8]>,
+    references: Table<'t, u64, u32>,
+    queue: Table<'t, QueueKey, u64>,
+    expiry: Table<'t, ExpiryKey, ()>,
+    documents: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    path: &'t str,
+    next_id: u64,
+    stored_bytes: u64,
+    limit: u64,
+    /// Per endpoint: change of depth, expired entries.
+    endpoints: HashMap<String, (i64, u64)>,
+    /// Targets that got new messages, with a bit per priority.
+    arrived: HashMap<String, u16>,
+    /// A storage error: the batch is aborted and every waiter fails.
+    failed: Option<StoreError>,
+}
+
+impl<'t> Batch<'t> {
+    fn open(txn: &'t WriteTransaction, writer: &'t Writer) -> Result<Self, redb::Error> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            references: txn.open_table(REFERENCES)?,
+            queue: txn.open_table(QUEUE)?,
+            expiry: txn.open_table(EXPIRY)?,
+            documents: txn.open_table(DOCUMENTS)?,
+            path: &writer.path,
+            next_id: writer.next_id,
+            stored_bytes: writer.stored_bytes,
+            limit: writer.limit,
+            endpoints: HashMap::new(),
+            arrived: HashMap::new(),
+            failed: None,
+        })
+    }
+
+    /// Stores `record` once and queues it for every target; refuses with
+    /// [`StoreError::Full`] (writing nothing) over the size limit.
+    pub fn append(&mut self, record: &[u8], targets: &[Target]) -> Result<(), StoreError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let count = u64::try_from(targets.len()).unwrap_or(u64::MAX);
+        let needed = u64::try_from(record.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(ENTRY_OVERHEAD.saturating_mul(count));
+        if self.stored_bytes.saturating_add(needed) > self.limit {
+            // Expired messages are the only ones that may make room; the
+            // expiry index finds them without a scan, so this is cheap
+            // while nothing has expired.
+            self.sweep(now_ms())?;
+        }
+        if self.stored_bytes.saturating_add(needed) > self.limit {
+            return Err(StoreError::Full {
+                needed,
+                stored: self.stored_bytes,
+                limit: self.limit,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.messages
+            .insert(id, record)
+            .map_err(|e| database_error(self.path, e))?;
+        self.references
+            .insert(id, u32::try_from(targets.len()).unwrap_or(u32::MAX))
+            .map_err(|e| database_error(self.path, e))?;
+        for target in targets {
+            let key = (
+                target.target.as_str(),
+                target.priority,
+                id,
+                target.input.as_str(),
+            );
+            self.queue
+                .insert(key, target.expiry)
+                .map_err(|e| database_error(self.path, e))?;
+            if target.expiry != NEVER {
+                self.expiry
+                    .insert(
+                        (
+                            target.expiry,
+                            target.target.as_str(),
+                            target.priority,
+                            id,
+                            target.input.as_str(),
+                        ),
+                        (),
+                    )
+                    .map_err(|e| database_error(self.path, e))?;
+            }
+            self.endpoints
+                .entry(endpoint_name(&target.target, &target.input))
+                .or_default()
+                .0 += 1;
+            *self.arrived.entry(target.target.clone()).or_default() |=
+                1 << target.priority.min(LOWEST_PRIORITY);
+        }
+        self.stored_bytes += needed;
+        Ok(())
+    }
+
+    /// Removes a queue entry and releases its message; an entry already gone
+    /// is no error (a stream redelivered it and both deliveries were acked).
+    fn remove_entry(&mut self, entry: &QueueEntry, reason: Removal) -> Result<(), StoreError> {
+        let key = (
+            entry.target.as_str(),
+            entry.priority,
+            entry.id,
+            entry.input.as_str(),
+        );
+        let expiry = match self
+            .queue
+            .remove(key)
+            .map_err(|e| database_error(self.path, e))?
+        {
+            Some(expiry) => expiry.value(),
+            None => return Ok(()),
+        };
+        if expiry != NEVER {
+            self.expiry
+                .remove((
+                    expiry,
+                    entry.target.as_str(),
+                    entry.priority,
+                    entry.id,
+                    entry.input.as_str(),
+                ))
+                .map_err(|e| database_error(self.path, e))?;
+        }
+        let counters = self.endpoints.entry(entry.endpoint()).or_default();
+        counters.0 -= 1;
+        if reason == Removal::Expired {
+            counters.1 += 1;
+        }
+        self.stored_bytes = self.stored_bytes.saturating_sub(ENTRY_OVERHEAD);
+        self.release(entry.id)
+    }
+
+    fn release(&mut self, id: u64) -> Result<(), StoreError> {
+        let count = self
+            .references
+            .get(id)
+            .map_err(|e| database_error(self.path, e))?
+            .map_or(0, |count| count.value());
+        if count > 1 {
+            self.references
+                .insert(id, count - 1)
+                .map_err(|e| database_error(self.path, e))?;
+            return Ok(());
+        }
+        self.references
+            .remove(id)
+            .map_err(|e| database_error(self.path, e))?;
+        let length = self
+            .messages
+            .remove(id)
+            .map_err(|e| database_error(self.path, e))?
+            .map_or(0, |record| record.value().len());
+        self.stored_bytes = self
+            .stored_bytes
+            .saturating_sub(u64::try_from(length).unwrap_or(u64::MAX));
+        Ok(())
+    }
+
+    /// Removes every queue entry of `target` (a module that left the
+    /// deployment).
+    pub fn remove_target(&mut self, target: &str) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let entries = {
+                let range = self
+                    .queue
+                    .range::<(&str, u8, u64, &str)>(
+                        (target, 0, 0, "")..(target, u8::MAX, u64::MAX, ""),
+                    )
+                    .map_err(|e| database_error(self.path, e))?;
+                let mut entries = Vec::new();
+                for item in range.take(SWEEP_LIMIT) {
+                    let (key, _) = item.map_err(|e| database_error(self.path, e))?;
+                    let (target, priority, id, input) = key.value();
+                    entries.push(QueueEntry {
+                        target: target.to_owned(),
+                        priority,
+                        id,
+                        input: input.to_owned(),
+                    });
+                }
+                entries
+            };
+            if entries.is_empty() {
+                return Ok(removed);
+            }
+            for entry in &entries {
+                self.remove_entry(entry, Removal::Delivered)?;
+                removed += 1;
+            }
+        }
+    }
+
+    /// Removes up to [`SWEEP_LIMIT`] entries that expired before `now`.
+    fn sweep(&mut self, now: u64) -> Result<(), StoreError> {
+        let entries = {
+            let range = self
+                .expiry
+                .range::<(u64, &str, u8, u64, &str)>(..(now, "", 0, 0, ""))
+                .map_err(|e| database_error(self.path, e))?;
+            let mut entries = Vec::new();
+            for item in range.take(SWEEP_LIMIT) {
+                let (key, _) = item.map_err(|e| database_error(self.path, e))?;
+                let (_, target, priority, id, input) = key.value();
+                entries.push(QueueEntry {
+                    target: target.to_owned(),
+                    priority,
+                    id,
+                    input: input.to_owned(),
+                });
+            }
+            entries
+        };
+        for entry in &entries {
+            self.remove_entry(entry, Removal::Expired)?;
+        }
+        Ok(())
+    }
+
+    /// A document.
+    pub fn document(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self
+            .documents
+            .get((kind, name))
+            .map_err(|e| database_error(self.path, e))?;
+        Ok(value.map(|value| value.value().to_vec()))
+    }
+
+    /// Writes a document.
+    pub fn put_document(&mut self, kind: &str, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.documents
+            .insert((kind, name), value)
+            .map_err(|e| database_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Deletes a document, if there is one.
+    pub fn delete_document(&mut self, kind: &str, name: &str) -> Result<(), StoreError> {
+        self.documents
+            .remove((kind, name))
+            .map_err(|e| database_error(self.path, e))?;
+        Ok(())
+    }
+}
+
+/// The group-commit writer.
+struct Writer {
+    db: Arc<Database>,
+    path: String,
+    receiver: mpsc::Receiver<Op>,
+    shared: Arc<Shared>,
+    next_id: u64,
+    stored_bytes: u64,
+    limit: u64,
+    sweep_interval: Duration,
+    expired_log: LogThrottle,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_sweep = Instant::now();
+        // When the last durable commit happened, and whether non-durable
+        // commits came after it.
+        let mut last_durable = Instant::now();
+        let mut unflushed = false;
+        loop {
+            let wait = if unflushed {
+                CHECKPOINT_FLUSH.saturating_sub(last_durable.elapsed())
+            } else {
+                self.sweep_interval.saturating_sub(last_sweep.elapsed())
+            };
+            let mut ops = Vec::new();
+            let mut closed = false;
+            match self.receiver.recv_timeout(wait) {
+                Ok(op) => ops.push(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+            }
+            while ops.len() < MAXIMUM_BATCH {
+                match self.receiver.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let sweep = last_sweep.elapsed() >= self.sweep_interval;
+            let flush = unflushed && (closed || last_durable.elapsed() >= CHECKPOINT_FLUSH);
+            let durable = flush
+                || ops
+                    .iter()
+                    .any(|op| matches!(op, Op::Job { durable: true, .. }));
+            if !ops.is_empty() || sweep || flush {
+                if sweep {
+                    last_sweep = Instant::now();
+                }
+                if self.commit(ops, sweep, durable) {
+                    if durable {
+                        last_durable = Instant::now();
+                        unflushed = false;
+                    } else {
+                        unflushed = true;
+                    }
+                }
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Applies `ops` in one transaction and commits; returns whether the
+    /// commit succeeded.
+    fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
+        let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
+        let mut completions = Vec::with_capacity(ops.len());
+        let outcome = self.apply(ops, sweep, durable, &mut completions);
+        let result = match outcome {
+            Ok(applied) => {
+                failpoint::hit(Failpoint::StoreAfterCommitBeforeAck);
+                self.next_id = applied.next_id;
+                self.stored_bytes = applied.stored_bytes;
+                self.shared
+                    .stored_bytes
+                    .store(applied.stored_bytes, Ordering::Relaxed);
+                {
+                    let mut endpoints = self
+                        .shared
+                        .endpoints
+                        .lock()
+                        .unwrap_or_else(|poison| poison.into_inner());
+                    for (endpoint, (depth, expired)) in applied.endpoints {
+                        let counters = endpoints.entry(endpoint).or_default();
+                        counters.depth = counters.depth.saturating_add_signed(depth);
+                        counters.expired += expired;
+                    }
+                }
+                if applied.expired > 0 {
+                    let unlogged = self.expired_log.add(applied.expired);
+                    if let Some(expired) = unlogged {
+                        tracing::info!(
+                            expired,
+                            "dropped messages whose time to live passed from the hub store"
+                        );
+                    }
+                }
+                let commits = &self.shared.commits;
+                commits.commits.fetch_add(1, Ordering::Relaxed);
+                if durable {
+                    commits.durable_commits.fetch_add(1, Ordering::Relaxed);
+                }
+                commits.operations.fetch_add(count, Ordering::Relaxed);
+                commits.largest_batch.fetch_max(count, Ordering::Relaxed);
+                self.shared.arrived(&applied.arrived);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, operations = count, "a hub store transaction failed; its writes are refused");
+                Err(error)
+            }
+        };
+        let succeeded = result.is_ok();
+        for completion in completions {
+            completion(result.clone());
+        }
+        succeeded
+    }
+
+    fn apply(
+        &self,
+        ops: Vec<Op>,
+        sweep: bool,
+        durable: bool,
+        completions: &mut Vec<Completion>,
+    ) -> Result<Applied, StoreError> {
+        let error = |error: redb::Error| StoreError::Database {
+            path: self.path.clone(),
+            message: error.to_string(),
+        };
+        let mut txn = self.db.begin_write().map_err(|e| error(e.into()))?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| error(e.into()))?;
+        let applied = {
+            let mut batch = Batch::open(&txn, self).map_err(error)?;
+            for op in ops {
+                match op {
+                    Op::Job { job, .. } => completions.push(job(&mut batch)),
+                    Op::Remove { entry, reason } => {
+                        if let Err(failure) = batch.remove_entry(&entry, reason) {
+                            batch.failed.get_or_insert(failure);
+                        }
+                    }
+                }
+            }
+            if sweep
+                && batch.failed.is_none()
+                && let Err(failure) = batch.sweep(now_ms())
+            {
+                batch.failed.get_or_insert(failure);
+            }
+            if let Some(failure) = batch.failed.take() {
+                return Err(failure);
+            }
+            let mut counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
+            counters
+                .insert(NEXT_ID, batch.next_id)
+                .map_err(|e| error(e.into()))?;
+            counters
+                .insert(STORED_BYTES, batch.stored_bytes)
+                .map_err(|e| error(e.into()))?;
+            let expired_total: u64 = batch.endpoints.values().map(|(_, expired)| expired).sum();
+            Applied {
+                next_id: batch.next_id,
+                stored_bytes: batch.stored_bytes,
+                endpoints: batch.endpoints,
+                arrived: batch.arrived,
+                expired: expired_total,
+            }
+        };
+        failpoint::hit(Failpoint::StoreBeforeCommit);
+        txn.commit().map_err(|e| error(e.into()))?;
+        Ok(applied)
+    }
+}
+
+/// What a committed batch changed in memory.
+struct Applied {
+    next_id: u64,
+    stored_bytes: u64,
+    endpoints: HashMap<String, (i64, u64)>,
+    arrived: HashMap<String, u16>,
+    expired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message_strategy() -> impl Strategy<Value = StoredMessage> {
+        let system = proptest::collection::btree_map(
+            proptest::sample::select(SystemProperty::ALL.to_vec()),
+            ".{0,40}",
+            0..6,
+        );
+        let application = proptest::collection::vec((".{0,20}", ".{0,40}"), 0..8);
+        let body = proptest::collection::vec(any::<u8>(), 0..2048);
+        (any::<u64>(), ".{0,80}", system, application, body).prop_map(
+            |(enqueued, source, system_properties, application_properties, body)| StoredMessage {
+                enqueued,
+                source,
+                message: HubMessage {
+                    system_properties,
+                    application_properties,
+                    body,
+                },
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in message_strategy()) {
+            prop_assert_eq!(decode_record(&encode_record(&record)), Ok(record));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_record(&bytes);
+        }
+
+        #[test]
+        fn damaged_records_are_refused_or_decode(
+            record in message_strategy(),
+            position in any::<usize>(),
+            flip in 1u8..,
+        ) {
+            let mut bytes = encode_record(&record);
+            let position = position % bytes.len();
+            bytes[position] ^= flip;
+            // A flipped byte in the body or a text still decodes (to a
+            // different message); anything else is an error, never a panic.
+            if let Ok(decoded) = decode_record(&bytes) {
+                prop_assert_ne!(decoded, record);
+            }
+            prop_assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+
+    fn record(body: &str) -> Vec<u8> {
+        encode_record(&StoredMessage {
+            enqueued: now_ms(),
+            source: "/messages/modules/s".to_owned(),
+            message: HubMessage {
+                body: body.as_bytes().to_vec(),
+                ..HubMessage::default()
+            },
+        })
+    }
+
+    fn target(input: &str, expiry: u64) -> Target {
+        Target {
+            target: "m".to_owned(),
+            input: input.to_owned(),
+            priority: 0,
+            expiry,
+        }
+    }
+
+    fn depth(store: &Store, endpoint: &str) -> EndpointCounters {
+        store
+            .shared
+            .endpoints
+            .lock()
+            .expect("counters")
+            .get(endpoint)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_and_counts_expired_messages() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            Duration::from_millis(100),
+        )
+        .expect("store");
+        let soon = now_ms() + 50;
+        store
+            .append(record("short"), vec![target("a", soon)], true)
+            .await
+            .expect("append");
+        store
+            .append(record("long"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        assert_eq!(depth(&store, "m/a").depth, 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while depth(&store, "m/a").expired == 0 {
+            assert!(Instant::now() < deadline, "the sweep did not run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            depth(&store, "m/a"),
+            EndpointCounters {
+                depth: 1,
+                expired: 1
+            }
+        );
+        let left = store
+            .read_queue("m", &[], 10)
+            .expect("read")
+            .into_iter()
+            .map(|pending| pending.record.message.body)
+            .collect::<Vec<_>>();
+        assert_eq!(left, vec![b"long".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn references_free_the_message_with_the_last_entry() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let bytes = record(&"x".repeat(1000));
+        let length = u64::try_from(bytes.len()).expect("length");
+        store
+            .append(bytes, vec![target("a", NEVER), target("b", NEVER)], true)
+            .await
+            .expect("append");
+        let stored = store.shared.stored_bytes.load(Ordering::Relaxed);
+        assert_eq!(stored, length + 2 * ENTRY_OVERHEAD);
+        let entry = |input: &str| QueueEntry {
+            target: "m".to_owned(),
+            priority: 0,
+            id: 1,
+            input: input.to_owned(),
+        };
+        store.remove(entry("a"), Removal::Delivered);
+        // A second removal of the same entry (a redelivery acked twice)
+        // changes nothing.
+        store.remove(entry("a"), Removal::Delivered);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(
+            store.shared.stored_bytes.load(Ordering::Relaxed),
+            length + ENTRY_OVERHEAD
+        );
+        assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
+        store.remove(entry("b"), Removal::Delivered);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
+        assert!(store.read_queue("m", &[], 10).expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_without_writing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 3000).expect("store");
+        store
+            .append(record(&"x".repeat(2000)), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        let refused = store
+            .append(record(&"y".repeat(2000)), vec![target("a", NEVER)], true)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Full { limit: 3000, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(depth(&store, "m/a").depth, 1);
+    }
+}
