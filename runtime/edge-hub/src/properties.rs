@@ -130,6 +130,12 @@ pub fn encode(message: &HubMessage) -> String {
     bag
 }
 
+/// Percent-encodes `text` for a topic, as the property bag's keys and
+/// values are.
+pub fn percent_encode(text: &str) -> String {
+    utf8_percent_encode(text, ENCODED).to_string()
+}
+
 /// Percent-decodes `text` strictly.
 fn decode(text: &str) -> Result<String, PropertyError> {
     let bytes = text.as_bytes();

@@ -175,8 +175,10 @@ pub fn desired_patch_topic(version: u64) -> String {
     format!("$iothub/twin/PATCH/properties/desired/?$version={version}")
 }
 
-/// Where a direct method request goes.
+/// Where a direct method request goes; the name is percent-encoded (the
+/// SDKs decode it), so any name fits in one topic level.
 pub fn method_request_topic(name: &str, rid: &str) -> String {
+    let name = crate::properties::percent_encode(name);
     format!("$iothub/methods/POST/{name}/?$rid={rid}")
 }
 
@@ -309,6 +311,10 @@ mod tests {
         assert_eq!(
             method_request_topic("reset", "1"),
             "$iothub/methods/POST/reset/?$rid=1"
+        );
+        assert_eq!(
+            method_request_topic("a/b #1", "2"),
+            "$iothub/methods/POST/a%2Fb%20%231/?$rid=2"
         );
     }
 }

@@ -219,3 +219,40 @@ async fn a_silent_connection_is_closed_before_connect() {
     assert!(started.elapsed() >= Duration::from_secs(9));
     hub.client("sensor", true).await.ping().await;
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed() {
+    let hub = TestHub::start_with(|dir| {
+        let mut config = config(dir);
+        config.max_connections = 2;
+        config
+    })
+    .await;
+    let mut sensor = hub.client("sensor", true).await;
+    let mut filter = hub.client("filter", true).await;
+    let refused = async {
+        let tcp = tokio::net::TcpStream::connect(hub.address)
+            .await
+            .expect("TCP connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = hub.certificates.connector().connect(name, tcp).await?;
+        // Should the handshake have completed, nothing more comes.
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read(&mut tls, &mut byte).await
+    };
+    match tokio::time::timeout(PATIENCE, refused).await {
+        Ok(Ok(0) | Err(_)) => {}
+        other => panic!("a third connection was served: {other:?}"),
+    }
+    sensor.ping().await;
+    filter.ping().await;
+    // A freed place is taken by the next connection.
+    drop(sensor);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.hub.stats().modules["sensor"].connected {
+        assert!(tokio::time::Instant::now() < deadline, "disconnect is seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    hub.client("sink", true).await.ping().await;
+}

@@ -119,8 +119,20 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Err(error) => return Err(Closed::Malformed(error)),
         }
         buffer.reserve(READ_CHUNK);
-        if reader.read_buf(buffer).await? == 0 {
-            return Err(Closed::Disconnected);
+        match reader.read_buf(buffer).await {
+            Ok(0) => return Err(Closed::Disconnected),
+            Ok(_) => {}
+            // A client that goes without TLS close_notify (or resets) has
+            // disconnected as much as one that closes cleanly.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Err(Closed::Disconnected);
+            }
+            Err(error) => return Err(Closed::Io(error)),
         }
     }
 }
@@ -510,6 +522,11 @@ impl Connection {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
         loop {
+            if self.method_calls.len() >= MAXIMUM_PENDING_METHODS {
+                // Calls whose callers gave up (timed out) make room.
+                self.method_calls
+                    .retain(|_, responder| !responder.is_closed());
+            }
             let writer_ready = self.writer.capacity() > 0;
             let outbound_room = self.outbox.len() < MAXIMUM_OUTBOUND_IN_FLIGHT && writer_ready;
             tokio::select! {
@@ -613,6 +630,11 @@ impl Connection {
                     .system_properties
                     .get(&SystemProperty::OutputName)
                     .cloned();
+                // `Hub::publish` puts the message in the store's write queue
+                // when first polled, and the ordered set polls its futures
+                // first in the order they were pushed: messages keep the
+                // order the module sent them in, though up to
+                // MAXIMUM_INBOUND_IN_FLIGHT wait for the same group commit.
                 Box::pin(async move {
                     let result = hub
                         .publish(&module, output.as_deref(), message, hub_qos)
@@ -859,18 +881,14 @@ impl Connection {
     async fn deliver_method(&mut self, request: MethodRequest) -> Result<(), Closed> {
         let rid = format!("{:x}", self.next_method_id);
         self.next_method_id += 1;
-        // Calls whose callers gave up (timed out) are dropped here, so the
-        // table only holds live ones.
-        self.method_calls
-            .retain(|_, responder| !responder.is_closed());
         let MethodRequest {
             name,
             payload,
             respond,
         } = request;
-        if name.is_empty() || name.contains(['/', '+', '#', '?']) {
-            // Nothing to send: the caller sees the call fail.
-            tracing::warn!(module = %self.identity.module, name, "a direct method name the topic cannot carry");
+        if name.is_empty() {
+            // Nothing to send: the caller sees the call fail with Closed.
+            tracing::warn!(module = %self.identity.module, "a direct method without a name");
             return Ok(());
         }
         self.method_calls.insert(rid.clone(), respond);
