@@ -15,7 +15,11 @@ pub mod hub;
 pub mod keys;
 pub mod message;
 pub mod methods;
+pub mod mqtt;
+pub mod properties;
+pub mod sas;
 pub mod store;
+pub mod topic;
 pub mod twin;
 
 pub use config::HubConfig;
