@@ -18,9 +18,13 @@ pub mod keys;
 pub mod message;
 pub mod methods;
 pub mod metrics;
+pub mod mqtt;
 pub mod pkcs11_keys;
+pub mod properties;
+pub mod sas;
 pub mod server;
 pub mod store;
+pub mod topic;
 pub mod twin;
 pub mod workload;
 
