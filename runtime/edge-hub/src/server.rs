@@ -20,6 +20,7 @@ use crate::hub::{Hub, HubDeployment, HubError, HubStats};
 use crate::keys::KeyStore;
 use crate::methods::{MethodError, MethodResponse};
 use crate::metrics::{self, Instance, MethodCounts};
+use crate::sas::SasToken;
 use crate::twin::Twin;
 use crate::workload::{GenerationLookup, PeerPolicy, WorkloadError, WorkloadSockets};
 
@@ -152,11 +153,7 @@ impl HubServer {
 
         let methods = Arc::new(MethodCounts::default());
         let mut tasks = Vec::new();
-        // MQTT CALL SITE (h2's listener, wired when `mqtt` is merged):
-        // tasks.push(runtime.spawn(crate::mqtt::listener::serve(mqtt, tls.clone(), hub.clone())));
-        // Until then the port is bound (so the address is reserved and
-        // reported) but nothing accepts on it.
-        let _mqtt_listener = mqtt;
+        tasks.push(runtime.spawn(crate::mqtt::serve(mqtt, tls.clone(), hub.clone())));
         let backend = Arc::new(HubBackend {
             hub: hub.clone(),
             methods: methods.clone(),
@@ -331,14 +328,21 @@ struct HubBackend {
 }
 
 impl Backend for HubBackend {
-    fn authenticate(&self, module: &str, _token: &str) -> Result<(), String> {
-        // SAS CALL SITE (h2's `sas::SasToken::parse(token)?.verify(hub,
-        // device, module, keys, now)`, wired when `sas` is merged). Until
-        // then every caller is refused: nothing unverified gets through.
-        let _ = SystemTime::now();
-        Err(format!(
-            "SAS verification for {module} is not wired into this build yet"
-        ))
+    fn authenticate(&self, module: &str, token: &str) -> Result<(), String> {
+        let token = SasToken::parse(token).map_err(|error| error.to_string())?;
+        let config = self.hub.config();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        token
+            .verify(
+                &config.iothub_hostname,
+                &config.device_id,
+                module,
+                self.hub.keys().as_ref(),
+                now,
+            )
+            .map_err(|error| error.to_string())
     }
 
     fn invoke<'a>(

@@ -18,7 +18,10 @@ use edge_hub::{FileKeys, HubConfig, HubDeployment, MethodResponse};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 mod common;
+#[path = "mqtt_common/mod.rs"]
+mod mqtt_common;
 use common::{http_get, https_post, tls_connector, unix_call};
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 
 const DEVICE: &str = "dev1";
 const IOTHUB: &str = "myhub.azure-devices.net";
@@ -241,23 +244,70 @@ fn deployments_identities_methods_and_metrics_survive_a_restart() {
 }
 
 #[test]
-#[ignore = "needs the SAS verification of sas.rs wired into the gateway"]
-fn a_module_calls_another_through_the_gateway_with_a_workload_signed_token() {
+fn a_module_calls_another_connected_over_mqtt_through_the_gateway() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let server = start(dir.path());
     server
         .deploy(deployment(&["sensor", "filter"]))
         .expect("deploy");
-    let identity = server.hub().identity("sensor").expect("deployed");
-    let generation = identity.generation_id;
-    answer_methods(&server, "filter");
-    let token = sas_token(&server, "sensor", &generation);
-    let connector = tls_connector(
-        &rustls_pemfile::certs(&mut server.trust_bundle_pem().as_bytes())
-            .next()
-            .expect("a CA certificate")
-            .expect("PEM"),
-    );
+    let generation = |module: &str| {
+        server
+            .hub()
+            .identity(module)
+            .expect("deployed")
+            .generation_id
+    };
+    let token = sas_token(&server, "sensor", &generation("sensor"));
+    let ca = rustls_pemfile::certs(&mut server.trust_bundle_pem().as_bytes())
+        .next()
+        .expect("a CA certificate")
+        .expect("PEM");
+
+    // The filter connects over MQTT/TLS with a token its workload socket
+    // signed, checking the hub's certificate against the trust bundle, and
+    // listens for methods as the SDK does.
+    let filter_token = sas_token(&server, "filter", &generation("filter"));
+    let reopened = edge_hub::certs::Certificates::open(
+        &dir.path().join("hub"),
+        "localhost",
+        &CaKeySource::File,
+    )
+    .expect("the hub's certificates");
+    let tls = mqtt_common::Certificates {
+        ca: ca.clone(),
+        server: reopened.server_config().expect("TLS"),
+    };
+    let mqtt = server.addresses().mqtt;
+    let mut filter = server.runtime().block_on(async {
+        let mut client = mqtt_common::TestClient::open(mqtt, &tls).await;
+        let mut connect = Connect::new(format!("{DEVICE}/filter"));
+        connect.keep_alive = 60;
+        connect.set_login(
+            format!("{IOTHUB}/{DEVICE}/filter/?api-version=2019-10-01"),
+            filter_token,
+        );
+        let connack = client.connect(connect).await;
+        assert_eq!(connack.code, ConnectReturnCode::Success);
+        client.subscribe(&["$iothub/methods/POST/#"]).await;
+        client
+    });
+    let responder = server.runtime().spawn(async move {
+        let request = filter.next_publish().await;
+        filter.ack(&request).await;
+        let topic = request.topic.clone();
+        let rid = topic
+            .strip_prefix("$iothub/methods/POST/reset/?$rid=")
+            .expect("a reset request")
+            .to_owned();
+        let mut payload = br#"{"echo":"#.to_vec();
+        payload.extend_from_slice(&request.payload);
+        payload.push(b'}');
+        filter
+            .publish_no_wait(&format!("$iothub/methods/res/201/?$rid={rid}"), &payload)
+            .await;
+        filter
+    });
+    let connector = tls_connector(&ca);
     let https = server.addresses().https;
     let call = r#"{"methodName":"reset","payload":{"hard":true},"responseTimeoutInSeconds":5}"#;
     let caller = [
@@ -273,6 +323,10 @@ fn a_module_calls_another_through_the_gateway_with_a_workload_signed_token() {
         reply,
         serde_json::json!({"status": 201, "payload": {"echo": {"hard": true}}})
     );
+    let filter = server
+        .runtime()
+        .block_on(responder)
+        .expect("the filter answered");
     // The sensor's token does not make anyone else the sensor.
     let impostor = [
         ("Authorization", token.as_str()),
@@ -301,5 +355,6 @@ fn a_module_calls_another_through_the_gateway_with_a_workload_signed_token() {
                 && line.ends_with(" 1")),
         "{text}"
     );
+    drop(filter);
     server.shutdown();
 }
