@@ -149,6 +149,43 @@ fn softhsm_scenarios() {
         "the key value is readable: {value:?}"
     );
 
+    // A SAS token signed with the token key verifies with the same store,
+    // and not as another module's.
+    let resource = "myhub.azure-devices.net%2Fdevices%2Fdev1%2Fmodules%2Fsensor";
+    let digest = keys
+        .sign("sensor", format!("{resource}\n4000000000").as_bytes())
+        .expect("sign");
+    let signature = percent_encoding::utf8_percent_encode(
+        &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    let token = format!("SharedAccessSignature sr={resource}&sig={signature}&se=4000000000");
+    let parsed = edge_hub::sas::SasToken::parse(&token).expect("a token");
+    parsed
+        .verify(
+            "myhub.azure-devices.net",
+            "dev1",
+            "sensor",
+            &keys,
+            1_700_000_000,
+        )
+        .expect("the token key's signature verifies");
+    let forged = token.replace("modules%2Fsensor", "modules%2Ffilter");
+    let forged = edge_hub::sas::SasToken::parse(&forged).expect("a token");
+    assert!(
+        forged
+            .verify(
+                "myhub.azure-devices.net",
+                "dev1",
+                "filter",
+                &keys,
+                1_700_000_000
+            )
+            .is_err(),
+        "the sensor's signature is not the filter's"
+    );
+
     // Keys survive a new session (they are token objects).
     drop(keys);
     let keys = Pkcs11Keys::open(module, TOKEN, &dir.join("pin")).expect("reopen");
