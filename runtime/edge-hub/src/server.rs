@@ -106,7 +106,7 @@ impl HubServer {
             &ca_key,
         )?);
         let tls = certificates.server_config()?;
-        let _entered = runtime.enter();
+        let entered = runtime.enter();
         let hub = Hub::open(&config, keys.clone())?;
         let bind = |what, address| {
             runtime
@@ -147,8 +147,16 @@ impl HubServer {
             certificates.clone(),
             peers,
         );
-        for identity in hub.identities() {
+        let identities = hub.identities();
+        for identity in &identities {
             workload.bind(&identity.module)?;
+        }
+        // A crash between a deployment and the removal of a socket leaves
+        // the directory of a module that is gone.
+        for module in workload.directories() {
+            if !identities.iter().any(|identity| identity.module == module) {
+                workload.unbind(&module);
+            }
         }
 
         let methods = Arc::new(MethodCounts::default());
@@ -179,7 +187,7 @@ impl HubServer {
             keys = %hub.keys().location(),
             "edge hub listening"
         );
-        drop(_entered);
+        drop(entered);
         Ok(Self {
             runtime,
             hub,

@@ -171,6 +171,18 @@ impl WorkloadSockets {
         modules
     }
 
+    /// The module names that have a socket directory, served or not.
+    pub fn directories(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect()
+    }
+
     /// Creates `module`'s socket (replacing a stale file) and starts
     /// serving it; nothing happens if it is already served. Must be called
     /// inside the tokio runtime.

@@ -230,7 +230,10 @@ fn deployments_identities_methods_and_metrics_survive_a_restart() {
     let bundle = server.trust_bundle_pem();
     server.shutdown();
 
+    // The directory of a module removed while the hub was down goes.
+    std::fs::create_dir_all(dir.path().join("hub/workload/ghost")).expect("stale directory");
     let server = start(dir.path());
+    assert!(!dir.path().join("hub/workload/ghost").exists());
     assert_eq!(server.trust_bundle_pem(), bundle, "the CA is kept");
     let environment: BTreeMap<String, String> = server
         .module_environment("sensor", "unix:///x")
