@@ -450,6 +450,69 @@ mod tests {
     }
 
     #[test]
+    fn hub_counters_render_under_edgehub_names() {
+        use crate::hub::{EndpointStats, ModuleStats};
+        let mut stats = HubStats::default();
+        stats.modules.insert(
+            "filter".to_owned(),
+            ModuleStats {
+                connected: true,
+                messages_in: 3,
+                messages_out: 5,
+                refused_store_full: 2,
+                dropped_store_full: 1,
+                queues: [(
+                    "filter/in".to_owned(),
+                    EndpointStats {
+                        depth: 4,
+                        expired: 6,
+                    },
+                )]
+                .into(),
+            },
+        );
+        stats.upstream = EndpointStats {
+            depth: 7,
+            expired: 8,
+        };
+        stats.store.commits = 10;
+        stats.store.durable_commits = 9;
+        let methods = MethodCounts::default();
+        methods.record("dev1/sensor", "dev1/filter");
+        methods.record("dev1/sensor", "dev1/filter");
+        let instance = Instance {
+            iothub: "hub".to_owned(),
+            device: "dev1".to_owned(),
+            instance: "i1".to_owned(),
+        };
+        let text = render(&stats, &methods, &instance);
+        check_exposition(&text).expect("valid");
+        let common = "iothub=\"hub\",edge_device=\"dev1\",instance_number=\"i1\"";
+        for line in [
+            format!("edgehub_messages_received_total{{{common},id=\"dev1/filter\"}} 3"),
+            format!("edgehub_messages_sent_total{{{common},to=\"dev1/filter\"}} 5"),
+            format!("edgehub_queue_length{{{common},endpoint=\"filter/in\"}} 4"),
+            format!("edgehub_queue_length{{{common},endpoint=\"$upstream\"}} 7"),
+            format!(
+                "edgehub_messages_dropped_total{{{common},reason=\"ttl_expiry\",endpoint=\"filter/in\"}} 6"
+            ),
+            format!(
+                "edgehub_messages_dropped_total{{{common},reason=\"store_full\",from=\"dev1/filter\"}} 1"
+            ),
+            format!(
+                "edgehub_messages_unack_total{{{common},reason=\"store_full\",from=\"dev1/filter\"}} 2"
+            ),
+            format!("edgehub_connected_clients{{{common}}} 1"),
+            format!(
+                "edgehub_direct_methods_total{{{common},from=\"dev1/sensor\",to=\"dev1/filter\"}} 2"
+            ),
+            format!("edged_hub_store_commits_total{{{common},durable=\"false\"}} 1"),
+        ] {
+            assert!(text.lines().any(|found| found == line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
     fn the_checker_finds_bad_lines() {
         for bad in [
             "# TYPE x summary",
