@@ -370,7 +370,7 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct SignRequest {
     key_id: String,
     algo: String,
