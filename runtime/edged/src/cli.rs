@@ -18,6 +18,7 @@ use crate::duration::Bounds;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::hub::{self, HubRuntime, ModuleHub, Place};
+use crate::hub_server;
 use crate::lock::{StateLock, Wait};
 use crate::logging::{self, LogFormat};
 use crate::output;
@@ -329,10 +330,23 @@ pub fn run(cli: &Cli) -> Result<()> {
     // serves the hub deploys the hub through the daemon; without a daemon,
     // the modules start without it and get its environment when `edged run`
     // starts (its first pass recreates their containers).
-    let hub: Option<Arc<dyn ModuleHub>> = {
-        let remote = RemoteHub::new(&hub::hub_dir(&cli.state_dir));
-        (config.hub.enabled && !matches!(cli.command, Command::Run { .. }) && remote.answers())
-            .then(|| Arc::new(remote) as Arc<dyn ModuleHub>)
+    // `edged run` serves the hub itself (and keeps serving it, with its
+    // control socket, until it exits).
+    let served = match cli.command {
+        Command::Run { .. } if config.hub.enabled => Some(hub_server::start(
+            &config,
+            &cli.state_dir,
+            cli.runtime != RuntimeKind::Docker,
+        )?),
+        _ => None,
+    };
+    let hub: Option<Arc<dyn ModuleHub>> = match &served {
+        Some((local, _control)) => Some(Arc::clone(local) as Arc<dyn ModuleHub>),
+        None => {
+            let remote = RemoteHub::new(&hub::hub_dir(&cli.state_dir));
+            (config.hub.enabled && remote.answers())
+                .then(|| Arc::new(remote) as Arc<dyn ModuleHub>)
+        }
     };
     let runtime = open_runtime(cli, &config, hub)?;
     // The lock is declared first so that it is released last, once the

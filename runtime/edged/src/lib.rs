@@ -22,6 +22,7 @@ pub mod duration;
 pub mod error;
 pub mod failpoint;
 pub mod hub;
+pub mod hub_server;
 pub mod inbox;
 pub mod intake;
 pub mod layout_tar;
