@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
-use super::session::{Claim, Clients, Outbox, Subscriptions, granted_qos};
+use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_qos};
 use crate::config::MAXIMUM_MESSAGE_BYTES;
 use crate::hub::{Delivery, DeliveryId, Hub, InputStream, PublishRefused, Qos};
 use crate::message::{HubMessage, SystemProperty};
@@ -405,7 +405,13 @@ impl Connection {
                     connection.subscribe(subscription, qos);
                 }
             }
-            connection.run(&mut claim, &mut reader, buffer).await
+            // A newer connection of the client id takes over at once,
+            // whatever this one waits for (a client that does not read
+            // could hold it in a write for WRITE_TIMEOUT otherwise).
+            tokio::select! {
+                closed = connection.run(&mut claim.carryover, &mut reader, buffer) => closed,
+                () = claim.replacement.replaced() => Ok(Closed::Replaced),
+            }
         }
         .await;
         connection.finish(&mut claim);
@@ -415,6 +421,7 @@ impl Connection {
     /// Forgets the connection's per-module attachments; keeps what the
     /// next connection of the same client id resends with DUP.
     fn finish(&mut self, claim: &mut Claim<u64>) {
+        let carryover = &mut claim.carryover;
         let hub = &self.shared.hub;
         // Dropping the pending calls' responders fails them with Closed.
         self.method_calls.clear();
@@ -424,7 +431,7 @@ impl Connection {
         self.inputs = None;
         hub.set_connected(&self.identity.module, false);
         let outbox = std::mem::take(&mut self.outbox);
-        claim.carryover.unacknowledged = if self.clean_session {
+        carryover.unacknowledged = if self.clean_session {
             HashMap::new()
         } else {
             outbox
@@ -506,7 +513,7 @@ impl Connection {
 
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        claim: &mut Claim<u64>,
+        carryover: &mut Carryover<u64>,
         reader: &mut R,
         mut buffer: BytesMut,
     ) -> Result<Closed, Closed> {
@@ -528,11 +535,18 @@ impl Connection {
                     .retain(|_, responder| !responder.is_closed());
             }
             let writer_ready = self.writer.capacity() > 0;
+            let room = (!writer_ready).then(|| self.writer.clone());
             let outbound_room = self.outbox.len() < MAXIMUM_OUTBOUND_IN_FLIGHT && writer_ready;
             tokio::select! {
                 biased;
-                () = claim.replaced() => return Ok(Closed::Replaced),
                 () = sleep_until(token_expiry) => return Ok(Closed::TokenExpired),
+                // With the writer's queue full, reading and deliveries wait;
+                // this wakes the loop when there is room again.
+                open = wait_for_room(room), if !writer_ready => {
+                    if !open {
+                        return Ok(Closed::WriterGone);
+                    }
+                }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     return Ok(Closed::KeepAlive(self.keep_alive));
                 }
@@ -552,7 +566,7 @@ impl Connection {
                 }
                 delivery = next_input(&mut self.inputs), if outbound_room => {
                     match delivery {
-                        Some(delivery) => self.deliver_input(claim, delivery).await?,
+                        Some(delivery) => self.deliver_input(carryover, delivery).await?,
                         None => return Ok(Closed::InputsTakenOver),
                     }
                 }
@@ -782,7 +796,7 @@ impl Connection {
 
     async fn deliver_input(
         &mut self,
-        claim: &mut Claim<u64>,
+        carryover: &mut Carryover<u64>,
         delivery: Delivery,
     ) -> Result<(), Closed> {
         let qos = self
@@ -806,8 +820,7 @@ impl Connection {
         }
         let fingerprint = fingerprint(&publish);
         // Sent before and not acknowledged: the same packet id, with DUP.
-        let resent = claim
-            .carryover
+        let resent = carryover
             .unacknowledged
             .remove(&fingerprint)
             .and_then(|packet_id| {
@@ -913,6 +926,15 @@ fn fingerprint(publish: &Publish) -> u64 {
     publish.topic.hash(&mut hasher);
     publish.payload.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Resolves when `writer` has room for a packet (true) or is closed
+/// (false); never without a writer.
+async fn wait_for_room(writer: Option<mpsc::Sender<Bytes>>) -> bool {
+    match writer {
+        Some(writer) => writer.reserve_owned().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_input(inputs: &mut Option<InputStream>) -> Option<Delivery> {
