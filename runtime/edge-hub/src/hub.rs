@@ -29,6 +29,9 @@ pub const INFLIGHT_WINDOW: usize = 64;
 /// How many queue entries a stream reads from the store at once.
 const READ_BATCH: usize = 64;
 
+/// How long a stream waits before it reads again after a failed read.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
 /// How many desired patches wait for a slow connection before it misses
 /// some (it then reads the whole twin again).
 const DESIRED_PATCH_BACKLOG: usize = 16;
@@ -721,6 +724,8 @@ impl Hub {
             cursors: Default::default(),
             seen_arrivals: [0; PRIORITIES],
             buffer: VecDeque::new(),
+            exhausted: false,
+            read: None,
             inflight: HashMap::new(),
             next_id: 0,
         }
@@ -968,6 +973,10 @@ pub struct InputStream {
     /// The module's arrival counts (per priority) when the buffer was read.
     seen_arrivals: [u64; PRIORITIES],
     buffer: VecDeque<Pending>,
+    /// The last read found nothing after the cursors.
+    exhausted: bool,
+    /// A read in progress.
+    read: Option<tokio::task::JoinHandle<Result<Vec<Pending>, StoreError>>>,
     inflight: HashMap<DeliveryId, QueueEntry>,
     next_id: u64,
 }
@@ -995,38 +1004,71 @@ impl InputStream {
             if wake.epoch.load(Ordering::Acquire) != self.epoch {
                 return None;
             }
-            if self.inflight.len() < INFLIGHT_WINDOW
-                && let Some(delivery) = self.take()
-            {
-                return Some(delivery);
+            if self.inflight.len() < INFLIGHT_WINDOW {
+                if self.read.is_none() && self.needs_read() {
+                    self.start_read();
+                }
+                if let Some(read) = self.read.as_mut() {
+                    // Awaiting the handle in place keeps `next` cancel-safe:
+                    // a dropped call leaves the read for the next one.
+                    let result = read.await;
+                    self.read = None;
+                    match result {
+                        Ok(Ok(pending)) => {
+                            self.exhausted = pending.is_empty();
+                            self.buffer = pending.into();
+                        }
+                        Ok(Err(error)) => {
+                            tracing::error!(module = %self.module, %error, "the module's queue cannot be read; retrying in a second");
+                            tokio::time::sleep(READ_RETRY).await;
+                        }
+                        Err(error) => {
+                            tracing::error!(module = %self.module, %error, "a queue read failed; retrying in a second");
+                            tokio::time::sleep(READ_RETRY).await;
+                        }
+                    }
+                    continue;
+                }
+                if let Some(delivery) = self.pop() {
+                    return Some(delivery);
+                }
+                if !self.exhausted {
+                    // Everything buffered had expired; read on.
+                    continue;
+                }
             }
             notified.await;
         }
     }
 
-    /// Takes the next unexpired entry, refilling the buffer from the store
-    /// when it is empty or when messages more urgent than its first arrived.
-    fn take(&mut self) -> Option<Delivery> {
-        let arrivals: [u64; PRIORITIES] =
-            std::array::from_fn(|priority| self.wake.arrivals[priority].load(Ordering::Acquire));
+    /// Whether to read from the store: the buffer is empty and the queue was
+    /// not found empty since the last arrival, or messages more urgent than
+    /// the buffer's first arrived.
+    fn needs_read(&self) -> bool {
         let urgent = self.buffer.front().map_or(PRIORITIES, |pending| {
             usize::from(pending.entry.priority).min(PRIORITIES)
         });
-        if self.buffer.is_empty() || arrivals[..urgent] != self.seen_arrivals[..urgent] {
-            self.seen_arrivals = arrivals;
-            match self
-                .hub
-                .inner
-                .store
-                .read_queue(&self.module, &self.cursors, READ_BATCH)
-            {
-                Ok(pending) => self.buffer = pending.into(),
-                Err(error) => {
-                    tracing::error!(module = %self.module, %error, "the module's queue cannot be read");
-                    self.buffer.clear();
-                }
-            }
-        }
+        let arrived = (0..urgent).any(|priority| {
+            self.wake.arrivals[priority].load(Ordering::Acquire) != self.seen_arrivals[priority]
+        });
+        arrived || (self.buffer.is_empty() && !self.exhausted)
+    }
+
+    /// Reads the next batch after the cursors on a blocking thread (a long
+    /// queue may not be in the cache).
+    fn start_read(&mut self) {
+        self.seen_arrivals =
+            std::array::from_fn(|priority| self.wake.arrivals[priority].load(Ordering::Acquire));
+        let hub = self.hub.clone();
+        let module = self.module.clone();
+        let cursors = self.cursors.clone();
+        self.read = Some(tokio::task::spawn_blocking(move || {
+            hub.inner.store.read_queue(&module, &cursors, READ_BATCH)
+        }));
+    }
+
+    /// Takes the next unexpired entry from the buffer.
+    fn pop(&mut self) -> Option<Delivery> {
         let now = store::now_ms();
         while let Some(pending) = self.buffer.pop_front() {
             let entry = pending.entry;

@@ -14,6 +14,8 @@
 //! - `expiry`: (expiry, target, priority, message id, input) → (), so the
 //!   sweep finds expired entries without scanning the queues.
 //! - `counters`: the next message id and the stored bytes.
+//! - `depths`: endpoint → queue entries, kept with the queues so that
+//!   opening the store does not count a long queue.
 //! - `documents`: (kind, name) → bytes, for twins, sessions, generation ids
 //!   and the installed deployment.
 //!
@@ -76,6 +78,7 @@ const REFERENCES: TableDefinition<'_, u64, u32> = TableDefinition::new("referenc
 const QUEUE: TableDefinition<'_, QueueKey, u64> = TableDefinition::new("queue");
 const EXPIRY: TableDefinition<'_, ExpiryKey, ()> = TableDefinition::new("expiry");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
+const DEPTHS: TableDefinition<'_, &str, u64> = TableDefinition::new("depths");
 const DOCUMENTS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("documents");
 
 const NEXT_ID: &str = "next_id";
@@ -485,16 +488,19 @@ impl Store {
             txn.open_table(REFERENCES).map_err(|e| error(e.into()))?;
             txn.open_table(EXPIRY).map_err(|e| error(e.into()))?;
             txn.open_table(DOCUMENTS).map_err(|e| error(e.into()))?;
-            let queue = txn.open_table(QUEUE).map_err(|e| error(e.into()))?;
+            txn.open_table(QUEUE).map_err(|e| error(e.into()))?;
             let counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
+            let depths = txn.open_table(DEPTHS).map_err(|e| error(e.into()))?;
             let mut endpoints = HashMap::<String, EndpointCounters>::new();
-            for item in queue.iter().map_err(|e| error(e.into()))? {
-                let (key, _) = item.map_err(|e| error(e.into()))?;
-                let (target, _, _, input) = key.value();
-                endpoints
-                    .entry(endpoint_name(target, input))
-                    .or_default()
-                    .depth += 1;
+            for item in depths.iter().map_err(|e| error(e.into()))? {
+                let (endpoint, depth) = item.map_err(|e| error(e.into()))?;
+                endpoints.insert(
+                    endpoint.value().to_owned(),
+                    EndpointCounters {
+                        depth: depth.value(),
+                        expired: 0,
+                    },
+                );
             }
             *shared
                 .endpoints
@@ -1112,6 +1118,26 @@ impl Writer {
             counters
                 .insert(STORED_BYTES, batch.stored_bytes)
                 .map_err(|e| error(e.into()))?;
+            let mut depths = txn.open_table(DEPTHS).map_err(|e| error(e.into()))?;
+            for (endpoint, (change, _)) in &batch.endpoints {
+                if *change == 0 {
+                    continue;
+                }
+                let depth = depths
+                    .get(endpoint.as_str())
+                    .map_err(|e| error(e.into()))?
+                    .map_or(0, |depth| depth.value())
+                    .saturating_add_signed(*change);
+                if depth == 0 {
+                    depths
+                        .remove(endpoint.as_str())
+                        .map_err(|e| error(e.into()))?;
+                } else {
+                    depths
+                        .insert(endpoint.as_str(), depth)
+                        .map_err(|e| error(e.into()))?;
+                }
+            }
             let expired_total: u64 = batch.endpoints.values().map(|(_, expired)| expired).sum();
             Applied {
                 next_id: batch.next_id,

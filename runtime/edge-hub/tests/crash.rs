@@ -220,7 +220,10 @@ async fn every_acknowledged_message_survives_sigkill() {
     );
 
     let hub = open(dir.path());
+    let depth = hub.stats().modules["r"].queues["r/in"].depth;
     let found = drain(&hub, "r").await;
+    // The persisted queue depth agrees with the queue.
+    assert_eq!(depth, u64::try_from(found.len()).expect("count"));
     let present: HashSet<(usize, u64)> = found.iter().copied().collect();
     let lost: Vec<_> = acknowledged.difference(&present).collect();
     assert!(

@@ -773,3 +773,100 @@ async fn disk_space_is_reused_after_delivery() {
         "the store file keeps growing while its queues drain: {sizes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_reads_past_a_long_run_of_expired_messages() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hub = open(&config(dir.path()));
+    let mut short = route(
+        "short",
+        "FROM /messages/modules/s/outputs/short INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+        0,
+    );
+    short.time_to_live_secs = 1;
+    let long = route(
+        "long",
+        "FROM /messages/modules/s/outputs/long INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+        0,
+    );
+    hub.deploy(deployment(vec![short, long], &["s", "r"]))
+        .await
+        .expect("deploy");
+    for index in 0..200 {
+        hub.publish(
+            "s",
+            Some("short"),
+            message(&format!("e{index}")),
+            Qos::AtMostOnce,
+        )
+        .await
+        .expect("publish");
+    }
+    for index in 0..3 {
+        hub.publish(
+            "s",
+            Some("long"),
+            message(&format!("k{index}")),
+            Qos::AtLeastOnce,
+        )
+        .await
+        .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut inputs = hub.open_inputs("r");
+    for index in 0..3 {
+        let delivery = next(&mut inputs).await;
+        assert_eq!(delivery.message.body, format!("k{index}").as_bytes());
+        inputs.ack(delivery.id);
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_next_loses_no_delivery() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hub = open(&config(dir.path()));
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    for index in 0..50 {
+        hub.publish("s", None, message(&format!("m{index}")), Qos::AtLeastOnce)
+            .await
+            .expect("publish");
+    }
+    let mut inputs = hub.open_inputs("r");
+    let mut bodies = Vec::new();
+    let mut cancelled = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bodies.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries stopped: {bodies:?}"
+        );
+        // Each call gets one poll; a call that is still waiting (for a read
+        // from the store) is dropped, as a select! on another branch would.
+        match tokio::time::timeout(Duration::ZERO, inputs.next()).await {
+            Ok(Some(delivery)) => {
+                bodies.push(String::from_utf8(delivery.message.body.clone()).expect("text"));
+                inputs.ack(delivery.id);
+            }
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => {
+                cancelled += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    let expected: Vec<String> = (0..50).map(|index| format!("m{index}")).collect();
+    assert_eq!(bodies, expected);
+    assert!(
+        cancelled > 0,
+        "no call was cancelled, so nothing was tested"
+    );
+}
