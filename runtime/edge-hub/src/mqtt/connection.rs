@@ -58,12 +58,21 @@ pub const MAXIMUM_OUTBOUND_IN_FLIGHT: usize = 64;
 /// Direct method requests sent to the module and not yet answered.
 const MAXIMUM_PENDING_METHODS: usize = 64;
 
+/// The longest direct method name sent to a module; the topic that carries
+/// it is limited to 64 KiB.
+const MAXIMUM_METHOD_NAME_BYTES: usize = 1024;
+
 /// Encoded packets queued for the writer.
 pub(crate) const WRITER_QUEUE: usize = 64;
 
 /// How long a write to the client may take before the client is taken for
 /// gone: it does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest one wait for a token's expiry (a year): a token valid until
+/// the end of `u64` must not overflow the clock. Longer ones are waited for
+/// again.
+const MAXIMUM_TOKEN_WAIT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -198,8 +207,8 @@ pub(crate) struct Identity {
     pub(crate) client_id: String,
     pub(crate) device: String,
     pub(crate) module: String,
-    /// When its SAS token expires.
-    pub(crate) expiry: SystemTime,
+    /// When its SAS token expires, in seconds since the Unix epoch.
+    pub(crate) expiry: u64,
 }
 
 fn now_seconds() -> u64 {
@@ -274,7 +283,7 @@ pub(crate) fn authenticate(
         client_id: client_id.to_owned(),
         device: device.to_owned(),
         module: module.to_owned(),
-        expiry: UNIX_EPOCH + Duration::from_secs(token.expiry),
+        expiry: token.expiry,
     })
 }
 
@@ -522,12 +531,7 @@ impl Connection {
         let keep_alive =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let mut deadline = keep_alive.map(|period| Instant::now() + period);
-        let token_expiry = Instant::now()
-            + self
-                .identity
-                .expiry
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
+        let mut token_expiry = self.token_deadline();
         loop {
             if self.method_calls.len() >= MAXIMUM_PENDING_METHODS {
                 // Calls whose callers gave up (timed out) make room.
@@ -539,7 +543,12 @@ impl Connection {
             let outbound_room = self.outbox.len() < MAXIMUM_OUTBOUND_IN_FLIGHT && writer_ready;
             tokio::select! {
                 biased;
-                () = sleep_until(token_expiry) => return Ok(Closed::TokenExpired),
+                () = sleep_until(token_expiry) => {
+                    if now_seconds() >= self.identity.expiry {
+                        return Ok(Closed::TokenExpired);
+                    }
+                    token_expiry = self.token_deadline();
+                }
                 // With the writer's queue full, reading and deliveries wait;
                 // this wakes the loop when there is room again.
                 open = wait_for_room(room), if !writer_ready => {
@@ -584,6 +593,12 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When the token expires, or a year from now if that is sooner.
+    fn token_deadline(&self) -> Instant {
+        let lifetime = self.identity.expiry.saturating_sub(now_seconds());
+        Instant::now() + Duration::from_secs(lifetime.min(MAXIMUM_TOKEN_WAIT_SECONDS))
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
@@ -899,9 +914,13 @@ impl Connection {
             payload,
             respond,
         } = request;
-        if name.is_empty() {
+        if name.is_empty() || name.len() > MAXIMUM_METHOD_NAME_BYTES {
             // Nothing to send: the caller sees the call fail with Closed.
-            tracing::warn!(module = %self.identity.module, "a direct method without a name");
+            tracing::warn!(
+                module = %self.identity.module,
+                bytes = name.len(),
+                "a direct method name that is empty or over {MAXIMUM_METHOD_NAME_BYTES} bytes"
+            );
             return Ok(());
         }
         self.method_calls.insert(rid.clone(), respond);
