@@ -4,17 +4,20 @@
 //!
 //! Flow control, so that one client can never make the hub buffer without
 //! bound:
-//! - Inbound: QoS 1 publishes are handed to the store as they arrive and
+//! - Inbound: publishes are handed to the store as they arrive and
 //!   acknowledged in arrival order once each is durable; at most
-//!   [`MAXIMUM_INBOUND_IN_FLIGHT`] wait for the store before the connection
-//!   stops reading, so a flood backs up into the client's TCP window.
+//!   [`MAXIMUM_INBOUND_IN_FLIGHT`] (and [`MAXIMUM_INBOUND_BYTES`]) wait for
+//!   the store before the connection stops reading, so a flood backs up into
+//!   the client's TCP window.
 //! - Outbound: at most [`MAXIMUM_OUTBOUND_IN_FLIGHT`] QoS 1 deliveries await
-//!   the module's PUBACK, and the writer's queue is bounded; a client that
+//!   the module's PUBACK (the hub keeps only their ids, not the messages),
+//!   and the writer's queue holds at most [`MAXIMUM_OUTBOUND_BYTES`]; while
+//!   it is full the connection neither reads nor delivers, and a client that
 //!   does not read is closed after [`WRITE_TIMEOUT`].
 //! - The read buffer holds at most one packet of [`MAXIMUM_PACKET_BYTES`]
 //!   plus one read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{Hash as _, Hasher as _};
 use std::io;
@@ -31,7 +34,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{self, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_qos};
@@ -63,7 +66,15 @@ const MAXIMUM_PENDING_METHODS: usize = 64;
 const MAXIMUM_METHOD_NAME_BYTES: usize = 1024;
 
 /// Encoded packets queued for the writer.
-pub(crate) const WRITER_QUEUE: usize = 64;
+const WRITER_QUEUE: usize = 64;
+
+/// Bytes queued for the writer; a packet larger than this waits until the
+/// queue is empty and then takes all of it. With the inbound limit below,
+/// this bounds what one connection holds, whatever the client does.
+pub const MAXIMUM_OUTBOUND_BYTES: usize = 1024 * 1024;
+
+/// Bytes of inbound messages waiting for the store before reading pauses.
+pub const MAXIMUM_INBOUND_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a write to the client may take before the client is taken for
 /// gone: it does not read.
@@ -312,14 +323,71 @@ enum Sent {
     Other,
 }
 
+/// A packet for the writer, with its share of the byte budget, given back
+/// once it is written.
+pub(crate) struct Queued {
+    packet: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The connection's end of its writer task: a queue bounded in packets and
+/// in bytes.
+#[derive(Clone)]
+pub(crate) struct Outgoing {
+    queue: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outgoing {
+    /// Starts the task that writes to `writer`.
+    pub(crate) fn start<W: AsyncWrite + Unpin + Send + 'static>(
+        writer: W,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, packets) = mpsc::channel(WRITER_QUEUE);
+        let task = tokio::spawn(write_packets(writer, packets));
+        let outgoing = Self {
+            queue,
+            budget: Arc::new(Semaphore::new(MAXIMUM_OUTBOUND_BYTES)),
+        };
+        (outgoing, task)
+    }
+
+    /// True when a packet can be queued without waiting.
+    fn ready(&self) -> bool {
+        self.queue.capacity() > 0 && self.budget.available_permits() > 0
+    }
+
+    /// Resolves when there is room for a packet (true) or the writer is
+    /// gone (false).
+    async fn room(self) -> bool {
+        let Ok(_slot) = self.queue.reserve_owned().await else {
+            return false;
+        };
+        self.budget.acquire_owned().await.is_ok()
+    }
+
+    async fn send(&self, packet: Bytes) -> Result<(), Closed> {
+        let share = packet.len().min(MAXIMUM_OUTBOUND_BYTES);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| Closed::WriterGone)?;
+        self.queue
+            .send(Queued {
+                packet,
+                _budget: budget,
+            })
+            .await
+            .map_err(|_| Closed::WriterGone)
+    }
+}
+
 /// The writer task: sends encoded packets in order, flushing when its queue
 /// is empty. Ends when the queue closes or a write stalls.
-pub(crate) async fn write_packets<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut queue: mpsc::Receiver<Bytes>,
-) {
+async fn write_packets<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<Queued>) {
     let write = async {
-        while let Some(packet) = queue.recv().await {
+        while let Some(Queued { packet, .. }) = queue.recv().await {
             tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&packet)).await??;
             if queue.is_empty() {
                 tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await??;
@@ -339,7 +407,7 @@ pub(crate) struct Connection {
     identity: Identity,
     clean_session: bool,
     keep_alive: u16,
-    writer: mpsc::Sender<Bytes>,
+    writer: Outgoing,
     subscriptions: Subscriptions,
     inputs: Option<InputStream>,
     desired: Option<broadcast::Receiver<DesiredPatch>>,
@@ -348,6 +416,9 @@ pub(crate) struct Connection {
     next_method_id: u64,
     outbox: Outbox<Sent>,
     pending: FuturesOrdered<Pending>,
+    /// The message bytes of each pending publish, in the same order.
+    pending_sizes: VecDeque<usize>,
+    pending_bytes: usize,
 }
 
 impl Connection {
@@ -360,7 +431,7 @@ impl Connection {
         connect: &Connect,
         mut reader: R,
         buffer: BytesMut,
-        writer: mpsc::Sender<Bytes>,
+        writer: Outgoing,
     ) -> Closed {
         let mut claim = shared.clients.claim(&identity.client_id).await;
         let hub = shared.hub.clone();
@@ -393,6 +464,8 @@ impl Connection {
             next_method_id: 1,
             outbox: Outbox::with_reserved(reserved),
             pending: FuturesOrdered::new(),
+            pending_sizes: VecDeque::new(),
+            pending_bytes: 0,
             identity,
         };
         let closed = async {
@@ -455,10 +528,7 @@ impl Connection {
 
     async fn send(&mut self, packet: Packet) -> Result<(), Closed> {
         let encoded = encode(&packet)?;
-        self.writer
-            .send(encoded)
-            .await
-            .map_err(|_| Closed::WriterGone)
+        self.writer.send(encoded).await
     }
 
     /// Starts what a subscription delivers.
@@ -538,7 +608,7 @@ impl Connection {
                 self.method_calls
                     .retain(|_, responder| !responder.is_closed());
             }
-            let writer_ready = self.writer.capacity() > 0;
+            let writer_ready = self.writer.ready();
             let room = (!writer_ready).then(|| self.writer.clone());
             let outbound_room = self.outbox.len() < MAXIMUM_OUTBOUND_IN_FLIGHT && writer_ready;
             tokio::select! {
@@ -560,10 +630,14 @@ impl Connection {
                     return Ok(Closed::KeepAlive(self.keep_alive));
                 }
                 Some(completion) = self.pending.next(), if !self.pending.is_empty() => {
+                    let size = self.pending_sizes.pop_front().unwrap_or_default();
+                    self.pending_bytes = self.pending_bytes.saturating_sub(size);
                     self.complete(completion).await?;
                 }
                 packet = read_packet(reader, &mut buffer),
-                    if self.pending.len() < MAXIMUM_INBOUND_IN_FLIGHT && writer_ready => {
+                    if self.pending.len() < MAXIMUM_INBOUND_IN_FLIGHT
+                        && self.pending_bytes < MAXIMUM_INBOUND_BYTES
+                        && writer_ready => {
                     if let Some(period) = keep_alive {
                         deadline = Some(Instant::now() + period);
                     }
@@ -644,6 +718,7 @@ impl Connection {
             // IoT Hub does not support QoS 2 and closes the connection.
             QoS::ExactlyOnce => return Err(Closed::Protocol("QoS 2 is not supported".to_owned())),
         };
+        let size = topic.len() + payload.len();
         let identity = &self.identity;
         let parsed = PublishTopic::parse(&topic, &identity.device, &identity.module)
             .map_err(|error| Closed::Refused(error.to_string()))?;
@@ -742,6 +817,8 @@ impl Connection {
             }
         };
         self.pending.push_back(pending);
+        self.pending_sizes.push_back(size);
+        self.pending_bytes += size;
         Ok(())
     }
 
@@ -947,11 +1024,11 @@ fn fingerprint(publish: &Publish) -> u64 {
     hasher.finish()
 }
 
-/// Resolves when `writer` has room for a packet (true) or is closed
-/// (false); never without a writer.
-async fn wait_for_room(writer: Option<mpsc::Sender<Bytes>>) -> bool {
+/// Resolves when `writer` has room for a packet (true) or is gone (false);
+/// never without a writer.
+async fn wait_for_room(writer: Option<Outgoing>) -> bool {
     match writer {
-        Some(writer) => writer.reserve_owned().await.is_ok(),
+        Some(writer) => writer.room().await,
         None => std::future::pending().await,
     }
 }

@@ -10,11 +10,11 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{ConnAck, Packet};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::{self, Closed, Connection, Shared};
+use super::connection::{self, Closed, Connection, Outgoing, Shared};
 use crate::hub::Hub;
 
 /// How long a new connection has for its TLS handshake and CONNECT.
@@ -109,9 +109,8 @@ async fn serve_connection(
     let client = identity.client_id.clone();
     let module = identity.module.clone();
     let (reader, writer) = tokio::io::split(stream);
-    let (queue, packets) = mpsc::channel(connection::WRITER_QUEUE);
-    let writing = tokio::spawn(connection::write_packets(writer, packets));
-    let closed = Connection::serve(shared, identity, &connect, reader, buffer, queue).await;
+    let (outgoing, writing) = Outgoing::start(writer);
+    let closed = Connection::serve(shared, identity, &connect, reader, buffer, outgoing).await;
     match &closed {
         Closed::Disconnected | Closed::Replaced | Closed::TokenExpired => {
             tracing::info!(%peer, %client, %module, reason = %closed, "module disconnected");
