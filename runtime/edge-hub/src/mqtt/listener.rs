@@ -33,12 +33,23 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, hub: H
     });
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = JoinSet::new();
+    let mut refused: u64 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                        tracing::warn!(%peer, "MQTT connection refused: the connection limit is reached");
+                        // Logged at 1, 2, 4, 8, … refusals, so that a
+                        // connection flood does not flood the log too.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                %peer,
+                                refused,
+                                limit = shared.hub.config().max_connections,
+                                "MQTT connection refused: the connection limit is reached"
+                            );
+                        }
                         continue;
                     };
                     let shared = Arc::clone(&shared);
