@@ -632,6 +632,11 @@ impl Connection {
                 Some(completion) = self.pending.next(), if !self.pending.is_empty() => {
                     let size = self.pending_sizes.pop_front().unwrap_or_default();
                     self.pending_bytes = self.pending_bytes.saturating_sub(size);
+                    // While the store holds reading back, the client's
+                    // silence is the hub's doing: the keep-alive restarts.
+                    if let Some(period) = keep_alive {
+                        deadline = Some(Instant::now() + period);
+                    }
                     self.complete(completion).await?;
                 }
                 packet = read_packet(reader, &mut buffer),
