@@ -325,3 +325,35 @@ async fn a_full_store_closes_the_publisher_without_puback_and_keeps_what_it_ackn
     }
     assert_eq!(index_of(&filter.next_publish().await.payload), 1000);
 }
+
+#[tokio::test]
+async fn an_unsubscribed_module_gets_no_inputs_and_its_session_remembers() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    let mut unsubscribe = rumqttc::mqttbytes::v4::Unsubscribe::new(inputs_filter("filter"));
+    unsubscribe.pkid = 77;
+    filter
+        .send(rumqttc::mqttbytes::v4::Packet::Unsubscribe(unsubscribe))
+        .await;
+    filter
+        .expect(|packet| match packet {
+            rumqttc::mqttbytes::v4::Packet::UnsubAck(ack) if ack.pkid == 77 => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut sensor = hub.client("sensor", true).await;
+    sensor
+        .publish(&telemetry_topic("sensor", JSON), &hot(0))
+        .await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+    // The stored session has no subscription left: a reconnect delivers
+    // nothing until the module subscribes again.
+    let mut filter = hub.open().await;
+    let connack = filter.connect(hub.connect_packet("filter", false)).await;
+    assert!(connack.session_present);
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    assert_eq!(index_of(&filter.next_publish().await.payload), 0);
+}
