@@ -38,6 +38,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A CA and a server certificate for `localhost` it issued.
 pub struct Certificates {
     pub ca: CertificateDer<'static>,
+    pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
 }
 
@@ -67,6 +68,7 @@ impl Certificates {
             .expect("server configuration");
         Self {
             ca: ca.der().clone(),
+            ca_pem: ca.pem(),
             server: Arc::new(server),
         }
     }
@@ -252,7 +254,9 @@ impl TestHub {
 }
 
 async fn serve(hub: &Hub, certificates: &Certificates) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(hub.config().mqtt_listen)
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let server = tokio::spawn(edge_hub::mqtt::serve(
         listener,
