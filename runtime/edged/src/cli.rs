@@ -344,8 +344,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some((local, _control)) => Some(Arc::clone(local) as Arc<dyn ModuleHub>),
         None => {
             let remote = RemoteHub::new(&hub::hub_dir(&cli.state_dir));
-            (config.hub.enabled && remote.answers())
-                .then(|| Arc::new(remote) as Arc<dyn ModuleHub>)
+            (config.hub.enabled && remote.answers()).then(|| Arc::new(remote) as Arc<dyn ModuleHub>)
         }
     };
     let runtime = open_runtime(cli, &config, hub)?;

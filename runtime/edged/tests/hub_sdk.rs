@@ -773,7 +773,10 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
     }
     if let Some(index) = firsts.windows(2).position(|pair| pair[0] >= pair[1]) {
         let all = seqs(&sink);
-        let at = all.iter().position(|seq| *seq == firsts[index]).unwrap_or(0);
+        let at = all
+            .iter()
+            .position(|seq| *seq == firsts[index])
+            .unwrap_or(0);
         panic!(
             "out of order: {} first delivered before {}; deliveries around it: {:?}; the sensor's retries: {:?}\nedged:\n{}",
             firsts[index],
