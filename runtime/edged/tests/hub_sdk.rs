@@ -702,7 +702,7 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
         },
         Module {
             name: "sink",
-            args: &["sink.py"],
+            args: &["sink.py", "--input", "all"],
             inputs: &["all"],
             outputs: &[],
             twin: "",
