@@ -755,11 +755,17 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
             let got: BTreeSet<u64> = seqs(&sink).into_iter().collect();
             wanted.is_subset(&got)
         }),
-        "acknowledged but never delivered: {:?}",
+        "acknowledged but never delivered: {:?}\nsink (last lines):\n{}",
         wanted
             .difference(&seqs(&sink).into_iter().collect())
             .take(20)
+            .collect::<Vec<_>>(),
+        sink.text()
+            .lines()
+            .rev()
+            .take(30)
             .collect::<Vec<_>>()
+            .join("\n")
     );
     // In order: each message's first delivery comes after the first
     // delivery of every message sent before it (redeliveries after a crash
