@@ -4,6 +4,11 @@
 //! and modules written only against the SDK's public API
 //! (`IoTHubModuleClient.create_from_edge_environment()`, `tests/sdk/*.py`).
 //!
+//! The crash test's sink is `ordered_sink.py`, a plain MQTT subscriber with
+//! the module's identity, because the SDK neither keeps the hub's order
+//! (handlers run on a thread pool) nor keeps the first messages of an input
+//! `receive_message_on_input` has not asked for yet.
+//!
 //! Each scenario runs twice: with the modules as plain processes
 //! (`--runtime none`, each given `edged module env`), and as Docker
 //! containers of the test image `tests/sdk/image.sh` builds once
@@ -702,7 +707,7 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
         },
         Module {
             name: "sink",
-            args: &["sink.py", "--input", "all"],
+            args: &["ordered_sink.py", "all"],
             inputs: &["all"],
             outputs: &[],
             twin: "",
