@@ -10,9 +10,15 @@
 //!   other `$.` keys (`$.schema`, `$.ifid`, `$.sub`, … which IoT Hub knows but
 //!   routes cannot read here) are dropped, so a route condition never sees a
 //!   `$.`-named application property.
-//! - A key given twice refuses the bag: the SDKs never send one (the Python
-//!   SDK raises on duplicates itself), so a repeat is a broken sender, and
-//!   neither copy is more right than the other.
+//! - An application property given twice refuses the bag: the Python SDK
+//!   raises on duplicate custom properties itself, so a repeat is a broken
+//!   sender, and neither copy is more right than the other. A system
+//!   property given twice keeps its first value: the Python SDK puts
+//!   `$.`-keys it does not know from a received message (`$.on`, `$.cdid`,
+//!   `$.cmid`) into its custom properties, so a module that forwards a
+//!   message with them (the usual filter: copy `custom_properties`) sends
+//!   `$.on` twice — the SDK's own first, then the copied one, which must not
+//!   win (found by `runtime/edged/tests/hub_sdk.rs`).
 //! - A segment without `=` is skipped, as the Python SDK does when it reads
 //!   one; empty segments (`a=1&&b=2`, a trailing `&`) are skipped too. An
 //!   empty key is refused.
@@ -90,9 +96,7 @@ pub fn decode_into(bag: &str, message: &mut HubMessage) -> Result<(), PropertyEr
             let Some(property) = SystemProperty::from_mqtt_key(&key) else {
                 continue;
             };
-            if message.system_properties.insert(property, value).is_some() {
-                return Err(PropertyError::Duplicate(key));
-            }
+            message.system_properties.entry(property).or_insert(value);
         } else {
             if message
                 .application_properties
@@ -206,10 +210,13 @@ mod tests {
             decoded("a=1&a=2"),
             Err(PropertyError::Duplicate(_))
         ));
-        assert!(matches!(
-            decoded("$.ct=a&%24.ct=b"),
-            Err(PropertyError::Duplicate(_))
-        ));
+        // The first of a repeated system property is kept (the SDK's own,
+        // before a copy among the custom properties).
+        let repeated = decoded("$.on=out&$.ct=a&%24.on=copied&$.cdid=d").unwrap();
+        assert_eq!(
+            repeated.system_properties.get(&SystemProperty::OutputName),
+            Some(&"out".to_owned())
+        );
         let many = (0..=MAXIMUM_PROPERTIES)
             .map(|index| format!("k{index}=v"))
             .collect::<Vec<_>>()

@@ -4,6 +4,11 @@
 //! and modules written only against the SDK's public API
 //! (`IoTHubModuleClient.create_from_edge_environment()`, `tests/sdk/*.py`).
 //!
+//! The crash test's sink is `ordered_sink.py`, a plain MQTT subscriber with
+//! the module's identity, because the SDK neither keeps the hub's order
+//! (handlers run on a thread pool) nor keeps the first messages of an input
+//! `receive_message_on_input` has not asked for yet.
+//!
 //! Each scenario runs twice: with the modules as plain processes
 //! (`--runtime none`, each given `edged module env`), and as Docker
 //! containers of the test image `tests/sdk/image.sh` builds once
@@ -702,7 +707,7 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
         },
         Module {
             name: "sink",
-            args: &["sink.py"],
+            args: &["ordered_sink.py", "all"],
             inputs: &["all"],
             outputs: &[],
             twin: "",
@@ -755,11 +760,17 @@ fn sigkill_of_edged_while_sensors_publish_loses_no_acknowledged_message() {
             let got: BTreeSet<u64> = seqs(&sink).into_iter().collect();
             wanted.is_subset(&got)
         }),
-        "acknowledged but never delivered: {:?}",
+        "acknowledged but never delivered: {:?}\nsink (last lines):\n{}",
         wanted
             .difference(&seqs(&sink).into_iter().collect())
             .take(20)
+            .collect::<Vec<_>>(),
+        sink.text()
+            .lines()
+            .rev()
+            .take(30)
             .collect::<Vec<_>>()
+            .join("\n")
     );
     // In order: each message's first delivery comes after the first
     // delivery of every message sent before it (redeliveries after a crash

@@ -1,7 +1,10 @@
 """Records every message it receives, on any input, as a JSON line: input, message id, body,
 content type and encoding, custom properties.
 
-    sink.py"""
+    sink.py
+
+The SDK runs `on_message_received` on a pool of four threads, so the lines may come out in
+another order than the hub delivered; `ordered_sink.py` sees the hub's order."""
 
 from common import connect, emit, wait_forever
 
