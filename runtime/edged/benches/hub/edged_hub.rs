@@ -107,7 +107,8 @@ impl EdgedHub {
             ),
         )
         .expect("device.toml");
-        let bundle = bundle(root, &signer, &module_names(senders, idle));
+        let modules = module_names(senders, idle);
+        let bundle = bundle(root, &signer, &modules);
         let applied = edged(root)
             .arg("apply")
             .arg(&bundle)
@@ -125,10 +126,25 @@ impl EdgedHub {
             .spawn()
             .expect("edged run starts");
         crate::wait_for_port(MQTT_PORT);
-        Self {
+        let hub = Self {
             child,
             state: root.join("state"),
+        };
+        hub.wait_for_deployment(modules.last().expect("modules"));
+        hub
+    }
+
+    /// Waits until the daemon has deployed the hub: the listener comes up
+    /// first, the module keys right after.
+    fn wait_for_deployment(&self, last_module: &str) {
+        let keys = FileKeys::open(&self.state.join("hub/keys")).expect("module keys");
+        for _ in 0..600 {
+            if keys.sign(last_module, b"ready").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        panic!("edged did not deploy the hub within 30 s; see edged.log");
     }
 
     /// The CA modules trust (the hub's `/trust-bundle`).
