@@ -94,6 +94,7 @@ impl EdgedHub {
     /// Applies the benchmark deployment (with `idle` extra modules for the
     /// many-connections run) and starts `edged run`.
     pub fn start(root: &Path, senders: usize, idle: usize, store_limit: &str) -> Self {
+        fs::create_dir_all(root).expect("device directory");
         let pair = generate_keypair().expect("key pair");
         let signer = FileSigner::from_pem(&pair.private_pem).expect("signer");
         fs::write(root.join("fleet.pub"), &pair.public_pem).expect("public key");

@@ -52,7 +52,7 @@ fn certificates() -> (String, String, String) {
 
 /// Starts mosquitto with a TLS listener on loopback; its files are readable
 /// by the `mosquitto` user it drops to.
-fn start_mosquitto(dir: &Path) -> (Child, String) {
+fn start_mosquitto(dir: &Path) -> (Mosquitto, String) {
     let (ca, certificate, key) = certificates();
     fs::create_dir_all(dir).expect("mosquitto dir");
     for (name, text) in [
@@ -77,8 +77,20 @@ fn start_mosquitto(dir: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto is installed (apt-get install mosquitto)");
+    let mosquitto = Mosquitto(child);
     wait_for_port(MOSQUITTO_PORT);
-    (child, ca)
+    (mosquitto, ca)
+}
+
+/// The anchor broker's process, stopped however the benchmark ends, so a
+/// failed run leaves no broker holding the port for the next.
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn wait_for_port(port: u16) {
@@ -170,13 +182,13 @@ fn main() {
         .build()
         .expect("tokio runtime");
     println!("load average at start: {}", load_average());
-    let (mut mosquitto, ca) = start_mosquitto(&dir.path().join("mosquitto"));
+    let (mosquitto, ca) = start_mosquitto(&dir.path().join("mosquitto"));
     let anchor = mosquitto_target(ca);
-    let hub = edged_hub::EdgedHub::start(dir.path(), SENDERS, IDLE_CLIENTS, "4GiB");
+    let hub = edged_hub::EdgedHub::start(&dir.path().join("device"), SENDERS, 0, "4GiB");
     hub.settle();
     println!(
         "edged idle RSS (hub serving, {} modules deployed): {}",
-        SENDERS + 3 + IDLE_CLIENTS,
+        SENDERS + 3,
         mib(hub.rss())
     );
     let target = hub.target(SENDERS);
@@ -221,20 +233,7 @@ fn main() {
             paced.latency(0.99).as_secs_f64() * 1e3
         );
     }
-    let _ = mosquitto.kill();
-    let _ = mosquitto.wait();
-
-    let idle: Vec<_> = (0..IDLE_CLIENTS)
-        .map(|index| hub.client(&format!("idle{index}")))
-        .collect();
-    let held = runtime.block_on(load::hold(&target, &idle));
-    hub.settle();
-    println!(
-        "edged RSS with {} idle clients connected: {}",
-        held.len(),
-        mib(hub.rss())
-    );
-    drop(held);
+    drop(mosquitto);
 
     let queued = queued_messages();
     let baseline = hub.store_bytes();
@@ -276,5 +275,26 @@ fn main() {
         mib(hub.store_bytes()),
         mib(hub.rss())
     );
+    drop(hub);
+
+    // The many-connections run: a device whose deployment has a thousand
+    // more modules, each connected and idle.
+    let hub =
+        edged_hub::EdgedHub::start(&dir.path().join("crowded"), SENDERS, IDLE_CLIENTS, "1GiB");
+    hub.settle();
+    let before = hub.rss();
+    let idle: Vec<_> = (0..IDLE_CLIENTS)
+        .map(|index| hub.client(&format!("idle{index}")))
+        .collect();
+    let held = runtime.block_on(load::hold(&hub.target(SENDERS), &idle));
+    hub.settle();
+    println!(
+        "edged RSS with {} modules deployed: {} idle, {} with {} clients connected",
+        SENDERS + 3 + IDLE_CLIENTS,
+        mib(before),
+        mib(hub.rss()),
+        held.len()
+    );
+    drop(held);
     println!("load average at end: {}", load_average());
 }
