@@ -1015,14 +1015,16 @@ impl Writer {
         }
     }
 
-    /// Applies `ops` in one transaction and commits; returns whether the
-    /// commit succeeded.
+    /// Applies `ops` in one transaction and commits; returns whether a
+    /// commit happened.
     fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
         let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
         let mut completions = Vec::with_capacity(ops.len());
         let outcome = self.apply(ops, sweep, durable, &mut completions);
         let result = match outcome {
-            Ok(applied) => {
+            // A sweep that found nothing to remove.
+            Ok(None) => return false,
+            Ok(Some(applied)) => {
                 failpoint::hit(Failpoint::StoreAfterCommitBeforeAck);
                 self.next_id = applied.next_id;
                 self.stored_bytes = applied.stored_bytes;
@@ -1078,7 +1080,8 @@ impl Writer {
         sweep: bool,
         durable: bool,
         completions: &mut Vec<Completion>,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<Option<Applied>, StoreError> {
+        let idle_sweep = ops.is_empty() && !durable;
         let error = |error: redb::Error| StoreError::Database {
             path: self.path.clone(),
             message: error.to_string(),
@@ -1110,6 +1113,11 @@ impl Writer {
             }
             if let Some(failure) = batch.failed.take() {
                 return Err(failure);
+            }
+            if idle_sweep && batch.endpoints.is_empty() {
+                drop(batch);
+                txn.abort().map_err(|e| error(e.into()))?;
+                return Ok(None);
             }
             let mut counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
             counters
@@ -1149,7 +1157,7 @@ impl Writer {
         };
         failpoint::hit(Failpoint::StoreBeforeCommit);
         txn.commit().map_err(|e| error(e.into()))?;
-        Ok(applied)
+        Ok(Some(applied))
     }
 }
 
@@ -1286,6 +1294,24 @@ mod tests {
             .map(|pending| pending.record.message.body)
             .collect::<Vec<_>>();
         assert_eq!(left, vec![b"long".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn an_idle_store_does_not_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            Duration::from_millis(20),
+        )
+        .expect("store");
+        store
+            .append(record("kept"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The append's commit only: the sweeps found nothing to remove.
+        assert_eq!(store.shared.commits.commits.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
