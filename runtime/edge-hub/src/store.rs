@@ -99,6 +99,16 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The database file cannot be opened.
+    #[error(
+        "cannot open the hub store {path}: {message}; if another edged runs, stop it; if the file is damaged, move it aside and restart (its queued messages, twins and sessions are then lost)"
+    )]
+    Open {
+        /// The database file.
+        path: String,
+        /// What redb said.
+        message: String,
+    },
     /// The database failed.
     #[error("the hub store {path} failed: {message}; check the disk (space, permissions, errors)")]
     Database {
@@ -478,7 +488,10 @@ impl Store {
             path: path_text.clone(),
             message: error.to_string(),
         };
-        let db = Database::create(path).map_err(|e| error(e.into()))?;
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: path_text.clone(),
+            message: e.to_string(),
+        })?;
         let shared = Arc::new(Shared::default());
         // Creating the tables up front lets readers open them without
         // ever finding one missing.

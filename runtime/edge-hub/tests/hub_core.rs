@@ -870,3 +870,39 @@ async fn a_cancelled_next_loses_no_delivery() {
         "no call was cancelled, so nothing was tested"
     );
 }
+
+#[tokio::test]
+async fn a_damaged_store_file_is_refused_with_an_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = config(dir.path());
+    {
+        let hub = open(&config);
+        hub.deploy(deployment(Vec::new(), &["m"]))
+            .await
+            .expect("deploy");
+    }
+    let file = config.dir.join("store.redb");
+    let keys = || -> Arc<dyn edge_hub::KeyStore> {
+        Arc::new(FileKeys::open(&config.dir.join("keys")).expect("keys"))
+    };
+    let length = std::fs::metadata(&file).expect("store file").len();
+    // Cut short, as a torn write at the end of the file would leave it.
+    let truncated = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("store file");
+    truncated.set_len(length / 3).expect("truncate");
+    drop(truncated);
+    let refused = Hub::open(&config, keys());
+    assert!(refused.is_err(), "a truncated store was opened");
+    // Garbage from the first byte.
+    std::fs::write(&file, vec![0x5a; 8192]).expect("overwrite");
+    match Hub::open(&config, keys()) {
+        Err(error) => {
+            let message = error.to_string();
+            assert!(message.contains("store.redb"), "{message}");
+            assert!(message.contains("move it aside"), "{message}");
+        }
+        Ok(_) => panic!("a garbage store was opened"),
+    }
+}
