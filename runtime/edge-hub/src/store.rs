@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -458,8 +458,40 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn for<'t> FnOnce(&mut Batch<'t>) -> Completion + Send>;
 
 enum Op {
-    Job { job: Job, durable: bool },
-    Remove { entry: QueueEntry, reason: Removal },
+    Job {
+        job: Job,
+        durable: bool,
+    },
+    Remove {
+        entry: QueueEntry,
+        reason: Removal,
+        token: Option<RemovalToken>,
+    },
+}
+
+/// Counts a removal from when it is asked for until its batch is
+/// committed (or fails), so that a stream counts acknowledgements not yet
+/// in the store against its window and the writer's channel stays short.
+pub(crate) struct RemovalToken {
+    unconfirmed: Arc<AtomicUsize>,
+    wake: Arc<Wake>,
+}
+
+impl RemovalToken {
+    pub fn new(unconfirmed: &Arc<AtomicUsize>, wake: &Arc<Wake>) -> Self {
+        unconfirmed.fetch_add(1, Ordering::AcqRel);
+        Self {
+            unconfirmed: unconfirmed.clone(),
+            wake: wake.clone(),
+        }
+    }
+}
+
+impl Drop for RemovalToken {
+    fn drop(&mut self) {
+        self.unconfirmed.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify.notify_waiters();
+    }
 }
 
 /// The store.
@@ -617,11 +649,16 @@ impl Store {
             .await
     }
 
-    /// Removes a queue entry in a later batch, without waiting.
-    pub fn remove(&self, entry: QueueEntry, reason: Removal) {
+    /// Removes a queue entry in a later batch, without waiting; `token`
+    /// is dropped once the batch is committed.
+    pub fn remove(&self, entry: QueueEntry, reason: Removal, token: Option<RemovalToken>) {
         // The writer only stops when the store is dropped, after which
         // nobody can ask to remove anything, so a failed send loses nothing.
-        let _ = self.ops.send(Op::Remove { entry, reason });
+        let _ = self.ops.send(Op::Remove {
+            entry,
+            reason,
+            token,
+        });
     }
 
     /// Reads up to `limit` of `target`'s queue entries after the cursors
@@ -675,12 +712,12 @@ impl Store {
                     Some(Ok(record)) => record,
                     Some(Err(error)) => {
                         tracing::error!(endpoint = %entry.endpoint(), id, %error, "dropping a corrupt stored message");
-                        self.remove(entry, Removal::Expired);
+                        self.remove(entry, Removal::Expired, None);
                         continue;
                     }
                     None => {
                         tracing::error!(endpoint = %entry.endpoint(), id, "dropping a queue entry whose message is missing");
-                        self.remove(entry, Removal::Expired);
+                        self.remove(entry, Removal::Expired, None);
                         continue;
                     }
                 };
@@ -1140,7 +1177,9 @@ impl Writer {
     fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
         let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
         let mut completions = Vec::with_capacity(ops.len());
-        let outcome = self.apply(ops, sweep, durable, &mut completions);
+        // Dropped at the end, once the commit is done either way.
+        let mut tokens = Vec::new();
+        let outcome = self.apply(ops, sweep, durable, &mut completions, &mut tokens);
         let result = match outcome {
             // A sweep that found nothing to remove.
             Ok(None) => return false,
@@ -1200,6 +1239,7 @@ impl Writer {
         sweep: bool,
         durable: bool,
         completions: &mut Vec<Completion>,
+        tokens: &mut Vec<RemovalToken>,
     ) -> Result<Option<Applied>, StoreError> {
         let idle_sweep = ops.is_empty() && !durable;
         let error = |error: redb::Error| StoreError::Database {
@@ -1223,7 +1263,12 @@ impl Writer {
             for op in ops {
                 match op {
                     Op::Job { job, .. } => completions.push(job(&mut batch)),
-                    Op::Remove { entry, reason } => {
+                    Op::Remove {
+                        entry,
+                        reason,
+                        token,
+                    } => {
+                        tokens.extend(token);
                         if let Err(failure) = batch.remove_entry(&entry, reason) {
                             batch.failed.get_or_insert(failure);
                         }
@@ -1477,7 +1522,7 @@ mod tests {
             let Some(last) = queued.last() else { break };
             cursors[0] = Some((last.entry.id, last.entry.input.clone()));
             for pending in queued {
-                store.remove(pending.entry, Removal::Delivered);
+                store.remove(pending.entry, Removal::Delivered, None);
                 removed += 1;
             }
         }
@@ -1519,17 +1564,17 @@ mod tests {
             id: 1,
             input: input.to_owned(),
         };
-        store.remove(entry("a"), Removal::Delivered);
+        store.remove(entry("a"), Removal::Delivered, None);
         // A second removal of the same entry (a redelivery acked twice)
         // changes nothing.
-        store.remove(entry("a"), Removal::Delivered);
+        store.remove(entry("a"), Removal::Delivered, None);
         store.write(true, |_| Ok(())).await.expect("flush");
         assert_eq!(
             store.shared.stored_bytes.load(Ordering::Relaxed),
             length + ENTRY_OVERHEAD
         );
         assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
-        store.remove(entry("b"), Removal::Delivered);
+        store.remove(entry("b"), Removal::Delivered, None);
         store.write(true, |_| Ok(())).await.expect("flush");
         assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
         assert!(store.read_queue("m", &[], 10).expect("read").is_empty());
