@@ -10,67 +10,47 @@
 //! failpoints cost one comparison. Only builds with the `failpoints` cargo
 //! feature (tests) read the variable at all; the named points stay in the
 //! code of every build as calls that do nothing.
+//!
+//! The mechanism is the `edge-failpoint` crate's, shared with the edge hub
+//! (whose store has failpoints of its own); this module names edged's.
 
-use std::io::Write;
-use std::sync::OnceLock;
-use std::time::Duration;
+pub use edge_failpoint::{Action, COMPILED_IN, ENV};
 
-/// The environment variable that arms one failpoint by name.
-pub const ENV: &str = "EDGED_FAILPOINT";
-
-macro_rules! failpoints {
-    ($($variant:ident => $name:literal: $doc:literal,)*) => {
-        /// A point on the apply or rollback path where a crash is simulated.
-        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-        pub enum Failpoint {
-            $(#[doc = $doc] $variant,)*
-        }
-
-        impl Failpoint {
-            /// Every failpoint, in the order the apply and rollback paths
-            /// reach them; the staged files' writes and fsyncs run on
-            /// threads of their own alongside the verification.
-            pub const ALL: &[Failpoint] = &[$(Failpoint::$variant,)*];
-
-            /// The name used in `EDGED_FAILPOINT`.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Failpoint::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-failpoints! {
-    StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
-    StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
-    StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
-    StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
-    SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified, staged and flushed and its OS payload written.",
-    SlotInstall => "slot-install": "Before staging is renamed into the slot.",
-    SlotFsync => "slot-fsync": "Before the slot directory is fsynced after the rename.",
-    SwitchWrite => "switch-write": "Before the state record that switches slots is written.",
-    SwitchFsync => "switch-fsync": "Before the switching state record is fsynced.",
-    SwitchRename => "switch-rename": "Before the switching state record replaces the old one.",
-    SwitchFsyncDir => "switch-fsync-dir": "Before the state directory is fsynced after the switch.",
-    ReconcileNew => "reconcile-new": "Before the modules are reconciled to the new deployment.",
-    HealthWait => "health-wait": "During the health window of the new deployment.",
-    CommitWrite => "commit-write": "Before the committing state record is written.",
-    CommitFsync => "commit-fsync": "Before the committing state record is fsynced.",
-    CommitRename => "commit-rename": "Before the committing state record replaces the old one.",
-    CommitFsyncDir => "commit-fsync-dir": "Before the state directory is fsynced after the commit.",
-    RollbackWrite => "rollback-write": "Before the state record that switches back is written.",
-    RollbackFsync => "rollback-fsync": "Before the switching-back state record is fsynced.",
-    RollbackRename => "rollback-rename": "Before the switching-back state record replaces the old one.",
-    RollbackFsyncDir => "rollback-fsync-dir": "Before the state directory is fsynced after switching back.",
-    ReconcileOld => "reconcile-old": "Before the modules are reconciled back to the old deployment.",
-    RollbackDoneWrite => "rollback-done-write": "Before the state record closing the rollback is written.",
-    RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
-    RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
-    RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
-    SlotDiscard => "slot-discard": "Before the slot's renamed-aside old deployment is renamed to `discarded`, once the commit or rollback is recorded.",
-    SlotRemoveRetired => "slot-remove-retired": "Before the slot's discarded old deployment is deleted (on its own thread, after the commit or rollback).",
+edge_failpoint::failpoints! {
+    /// A point on the apply or rollback path where a crash is simulated;
+    /// `ALL` lists them in the order the apply and rollback paths reach
+    /// them (the staged files' writes and fsyncs run on threads of their
+    /// own alongside the verification).
+    pub enum Failpoint {
+        StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
+        StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
+        StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
+        StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
+        SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified, staged and flushed and its OS payload written.",
+        SlotInstall => "slot-install": "Before staging is renamed into the slot.",
+        SlotFsync => "slot-fsync": "Before the slot directory is fsynced after the rename.",
+        SwitchWrite => "switch-write": "Before the state record that switches slots is written.",
+        SwitchFsync => "switch-fsync": "Before the switching state record is fsynced.",
+        SwitchRename => "switch-rename": "Before the switching state record replaces the old one.",
+        SwitchFsyncDir => "switch-fsync-dir": "Before the state directory is fsynced after the switch.",
+        ReconcileNew => "reconcile-new": "Before the modules are reconciled to the new deployment.",
+        HealthWait => "health-wait": "During the health window of the new deployment.",
+        CommitWrite => "commit-write": "Before the committing state record is written.",
+        CommitFsync => "commit-fsync": "Before the committing state record is fsynced.",
+        CommitRename => "commit-rename": "Before the committing state record replaces the old one.",
+        CommitFsyncDir => "commit-fsync-dir": "Before the state directory is fsynced after the commit.",
+        RollbackWrite => "rollback-write": "Before the state record that switches back is written.",
+        RollbackFsync => "rollback-fsync": "Before the switching-back state record is fsynced.",
+        RollbackRename => "rollback-rename": "Before the switching-back state record replaces the old one.",
+        RollbackFsyncDir => "rollback-fsync-dir": "Before the state directory is fsynced after switching back.",
+        ReconcileOld => "reconcile-old": "Before the modules are reconciled back to the old deployment.",
+        RollbackDoneWrite => "rollback-done-write": "Before the state record closing the rollback is written.",
+        RollbackDoneFsync => "rollback-done-fsync": "Before the record closing the rollback is fsynced.",
+        RollbackDoneRename => "rollback-done-rename": "Before the record closing the rollback replaces the old one.",
+        RollbackDoneFsyncDir => "rollback-done-fsync-dir": "Before the state directory is fsynced after the rollback.",
+        SlotDiscard => "slot-discard": "Before the slot's renamed-aside old deployment is renamed to `discarded`, once the commit or rollback is recorded.",
+        SlotRemoveRetired => "slot-remove-retired": "Before the slot's discarded old deployment is deleted (on its own thread, after the commit or rollback).",
+    }
 }
 
 /// The four failpoints of one atomic state-record replacement.
@@ -117,76 +97,24 @@ pub const ROLLBACK_DONE: RecordPoints = RecordPoints {
 
 /// Looks a failpoint up by its name.
 pub fn by_name(name: &str) -> Option<Failpoint> {
-    Failpoint::ALL
-        .iter()
-        .copied()
-        .find(|point| point.name() == name)
-}
-
-/// What an armed failpoint does when it is reached.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Action {
-    /// Abort the process, as a power cut would stop it.
-    Abort,
-    /// Stop there for a while, then go on.
-    Pause(Duration),
+    edge_failpoint::by_name(name)
 }
 
 /// Parses an `EDGED_FAILPOINT` value: `NAME` or `NAME:pause=DURATION`.
 pub fn parse(text: &str) -> Option<(Failpoint, Action)> {
-    match text.split_once(':') {
-        None => Some((by_name(text)?, Action::Abort)),
-        Some((name, action)) => {
-            let pause = action.strip_prefix("pause=")?;
-            let duration = humantime::parse_duration(pause).ok()?;
-            Some((by_name(name)?, Action::Pause(duration)))
-        }
-    }
-}
-
-/// Whether this build arms failpoints at all (the `failpoints` feature,
-/// which only tests turn on).
-pub const COMPILED_IN: bool = cfg!(feature = "failpoints");
-
-/// The armed failpoint, read once from the environment; never one in a
-/// build without the `failpoints` feature.
-fn armed() -> Option<(Failpoint, Action)> {
-    static ARMED: OnceLock<Option<(Failpoint, Action)>> = OnceLock::new();
-    *ARMED.get_or_init(|| {
-        COMPILED_IN
-            .then(|| std::env::var(ENV).ok())
-            .flatten()
-            .and_then(|value| parse(&value))
-    })
+    let (name, action) = edge_failpoint::parse(text)?;
+    Some((by_name(name)?, action))
 }
 
 /// Aborts or pauses the process if `point` is the armed failpoint.
 pub fn hit(point: Failpoint) {
-    match armed() {
-        Some((armed, Action::Abort)) if armed == point => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "edged: failpoint {} reached, aborting",
-                point.name()
-            );
-            std::process::abort();
-        }
-        Some((armed, Action::Pause(duration))) if armed == point => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "edged: failpoint {} reached, pausing for {}",
-                point.name(),
-                humantime::format_duration(duration)
-            );
-            std::thread::sleep(duration);
-        }
-        _ => {}
-    }
+    edge_failpoint::hit(point);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn names_are_unique_and_round_trip() {
