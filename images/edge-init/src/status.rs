@@ -28,6 +28,40 @@ pub struct StatusReport {
     pub modules: BTreeMap<String, ModuleReport>,
     /// Why `edged run`'s supervision passes are failing; absent while they work.
     pub supervision: Option<SupervisionFailure>,
+    /// The edge hub's view of the modules; absent where the hub is disabled
+    /// and in documents from edged versions before the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubReport>,
+}
+
+/// What the edge hub `edged run` serves reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubReport {
+    /// Whether a daemon serving the hub answered; `false` when `edged run`
+    /// is not running, and then `modules` is empty.
+    pub running: bool,
+    /// Per module of the deployment, by name.
+    #[serde(default)]
+    pub modules: BTreeMap<String, HubModuleReport>,
+}
+
+/// One module as the hub sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubModuleReport {
+    /// Whether the module has an MQTT connection open.
+    pub connected: bool,
+    /// Messages the module sent that the hub accepted.
+    pub messages_in: u64,
+    /// Messages delivered to the module and acknowledged by it.
+    pub messages_out: u64,
+    /// Messages waiting, per endpoint (`{module}/{input}`, `$upstream`).
+    #[serde(default)]
+    pub queues: BTreeMap<String, u64>,
+    /// The module twin's reported properties, with `$version`.
+    #[serde(default)]
+    pub reported: serde_json::Value,
 }
 
 /// The outcome of the last requested change, as IoT Edge reports it.

@@ -9,15 +9,26 @@
 //! See `runtime/README.md` ("The edge hub") for the protocol subset, the
 //! store and the limits.
 
+pub mod certs;
 pub mod config;
 pub mod failpoint;
+pub mod gateway;
 pub mod hub;
 pub mod keys;
 pub mod message;
 pub mod methods;
+pub mod metrics;
+pub mod mqtt;
+pub mod pkcs11_keys;
+pub mod properties;
+pub mod sas;
+pub mod server;
 pub mod store;
+pub mod topic;
 pub mod twin;
+pub mod workload;
 
+pub use certs::CaKeySource;
 pub use config::HubConfig;
 pub use failpoint::Failpoint;
 pub use hub::{
@@ -27,5 +38,8 @@ pub use hub::{
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
 pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use pkcs11_keys::Pkcs11Keys;
+pub use server::{HubServer, ServerError};
 pub use store::StoreError;
 pub use twin::{DesiredPatch, Twin, TwinError};
+pub use workload::PeerPolicy;

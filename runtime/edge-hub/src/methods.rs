@@ -1,6 +1,16 @@
 //! Direct methods: a request for a module goes to its connection, which
 //! sends it on `$iothub/methods/POST/{name}/?$rid=` and answers through the
 //! request's one-shot channel when the module responds.
+//!
+//! The correlation of `$rid`s with callers lives in the MQTT connection
+//! (`mqtt::connection`): it numbers the requests it sends, keeps each
+//! caller's responder under its number, and answers it when
+//! `$iothub/methods/res/{status}/?$rid=` comes back. So everything about a
+//! call ends with the connection: a module that disconnects (or
+//! unsubscribes) drops its responders and its queued requests, and their
+//! callers get [`MethodError::Closed`]; a caller that times out drops its
+//! end, and the late response is ignored. A response over 128 KB fails the
+//! call with `Closed` too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -152,6 +162,54 @@ mod tests {
                 .await,
             Err(MethodError::TooLarge)
         );
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_goes_away_fails_its_calls() {
+        let router = MethodRouter::default();
+        let mut requests = router.attach("m");
+        let call = router.invoke("m", "f", Vec::new(), Duration::from_secs(5));
+        let listener = async {
+            let request = requests.recv().await.expect("a request");
+            // The connection ends without answering.
+            drop(request);
+            drop(requests);
+        };
+        let (result, ()) = tokio::join!(call, listener);
+        assert_eq!(result, Err(MethodError::Closed));
+        // The receiver is gone, so the next call cannot be queued.
+        assert_eq!(
+            router
+                .invoke("m", "f", Vec::new(), Duration::from_secs(1))
+                .await,
+            Err(MethodError::NotConnected)
+        );
+        let _requests = router.attach("m");
+        router.detach("m");
+        assert_eq!(
+            router
+                .invoke("m", "f", Vec::new(), Duration::from_secs(1))
+                .await,
+            Err(MethodError::NotConnected)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_listener_replaces_the_old_one() {
+        let router = MethodRouter::default();
+        let mut old = router.attach("m");
+        let mut new = router.attach("m");
+        let call = router.invoke("m", "f", Vec::new(), Duration::from_secs(5));
+        let listener = async {
+            let request = new.recv().await.expect("the new listener gets it");
+            let _ = request.respond.send(MethodResponse {
+                status: 200,
+                payload: Vec::new(),
+            });
+        };
+        let (result, ()) = tokio::join!(call, listener);
+        assert_eq!(result.map(|response| response.status), Ok(200));
+        assert!(old.try_recv().is_err());
     }
 
     #[tokio::test]

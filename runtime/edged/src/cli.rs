@@ -6,14 +6,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use edge_init::status::HubReport;
+use std::sync::Arc;
 
 use crate::config::{self, DeviceConfig};
+use crate::control::RemoteHub;
 use crate::daemon::{self, Daemon};
 use crate::device::Device;
 use crate::docker::DockerEngine;
 use crate::duration::Bounds;
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::hub::{self, HubRuntime, ModuleHub, Place};
+use crate::hub_server;
 use crate::lock::{StateLock, Wait};
 use crate::logging::{self, LogFormat};
 use crate::output;
@@ -132,6 +137,81 @@ pub enum Command {
         #[command(subcommand)]
         action: TrustAction,
     },
+    /// Module twins, as the hub of `edged run` keeps them.
+    Twin {
+        /// What to do.
+        #[command(subcommand)]
+        action: TwinAction,
+    },
+    /// Direct methods on modules, through the hub of `edged run`.
+    Method {
+        /// What to do.
+        #[command(subcommand)]
+        action: MethodAction,
+    },
+    /// Modules as the hub of `edged run` knows them.
+    Module {
+        /// What to do.
+        #[command(subcommand)]
+        action: ModuleAction,
+    },
+}
+
+/// Twin actions.
+#[derive(Subcommand)]
+pub enum TwinAction {
+    /// Print a module's twin: desired and reported properties, as JSON.
+    Show {
+        /// The module.
+        module: String,
+    },
+}
+
+/// Direct method actions.
+#[derive(Subcommand)]
+pub enum MethodAction {
+    /// Invoke a module's direct method; prints the status it answered and
+    /// its payload.
+    Invoke {
+        /// The module.
+        module: String,
+        /// The method name.
+        name: String,
+        /// The payload, as JSON.
+        #[arg(long, default_value = "null", value_parser = parse_payload)]
+        payload: serde_json::Value,
+        /// How long to wait for the module's answer (`30s`).
+        #[arg(long, default_value = "30s", value_parser = parse_method_timeout)]
+        timeout: Duration,
+    },
+}
+
+/// Module actions.
+#[derive(Subcommand)]
+pub enum ModuleAction {
+    /// Print the environment a module gets (`KEY=VALUE` lines), with a
+    /// workload socket a plain process on this host can use: run the module
+    /// with it to develop or debug it without a container.
+    Env {
+        /// The module.
+        module: String,
+    },
+}
+
+/// Parses `--payload`.
+fn parse_payload(text: &str) -> std::result::Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("--payload is not JSON: {error}"))
+}
+
+/// Parses `method invoke --timeout`: IoT Hub allows 5 s to 300 s; the
+/// lower bound is relaxed to 1 s for scripts that probe a module.
+fn parse_method_timeout(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--timeout",
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    }
+    .parse(text)
 }
 
 /// Trust anchor actions.
@@ -196,13 +276,78 @@ pub fn run(cli: &Cli) -> Result<()> {
             return add_trust(&trust, key);
         }
         Command::Status { json } => {
-            let runtime = open_runtime(cli, &config)?;
+            let hub = config
+                .hub
+                .enabled
+                .then(|| hub_report(&RemoteHub::new(&hub::hub_dir(&cli.state_dir))));
+            let runtime = open_runtime(cli, &config, None)?;
             let mut view = DeviceView::open(&cli.state_dir, config, runtime)?;
-            return show_status(&mut view, *json);
+            return show_status(&mut view, *json, hub);
+        }
+        Command::Twin {
+            action: TwinAction::Show { module },
+        } => {
+            let twin = served_hub(cli, &config)?.twin(module)?;
+            return output::line(&pretty(&twin)?);
+        }
+        Command::Method {
+            action:
+                MethodAction::Invoke {
+                    module,
+                    name,
+                    payload,
+                    timeout,
+                },
+        } => {
+            let outcome =
+                served_hub(cli, &config)?.invoke(module, name, payload.clone(), *timeout)?;
+            return output::print(&format!(
+                "status {}\n{}\n",
+                outcome.status,
+                pretty(&outcome.payload)?
+            ));
+        }
+        Command::Module {
+            action: ModuleAction::Env { module },
+        } => {
+            let environment = served_hub(cli, &config)?
+                .environment(module, Place::Process)?
+                .ok_or_else(|| {
+                    Error::Hub(format!(
+                        "module {} is not in the running deployment",
+                        edge_bundle::display::escaped_message(module)
+                    ))
+                })?;
+            let mut text = String::new();
+            for (key, value) in &environment.variables {
+                text.push_str(&format!("{key}={value}\n"));
+            }
+            return output::print(&text);
         }
         _ => {}
     }
-    let runtime = open_runtime(cli, &config)?;
+    // A command that changes the deployment from a shell while `edged run`
+    // serves the hub deploys the hub through the daemon; without a daemon,
+    // the modules start without it and get its environment when `edged run`
+    // starts (its first pass recreates their containers).
+    // `edged run` serves the hub itself (and keeps serving it, with its
+    // control socket, until it exits).
+    let served = match cli.command {
+        Command::Run { .. } if config.hub.enabled => Some(hub_server::start(
+            &config,
+            &cli.state_dir,
+            cli.runtime != RuntimeKind::Docker,
+        )?),
+        _ => None,
+    };
+    let hub: Option<Arc<dyn ModuleHub>> = match &served {
+        Some((local, _control)) => Some(Arc::clone(local) as Arc<dyn ModuleHub>),
+        None => {
+            let remote = RemoteHub::new(&hub::hub_dir(&cli.state_dir));
+            (config.hub.enabled && remote.answers()).then(|| Arc::new(remote) as Arc<dyn ModuleHub>)
+        }
+    };
+    let runtime = open_runtime(cli, &config, hub)?;
     // The lock is declared first so that it is released last, once the
     // device has finished deleting what the command replaced.
     // The daemon waits for a command from the shell to finish rather than
@@ -236,8 +381,42 @@ pub fn run(cli: &Cli) -> Result<()> {
             drop(lock);
             Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once)
         }
-        Command::Recover | Command::Status { .. } | Command::Trust { .. } => Ok(()),
+        Command::Recover
+        | Command::Status { .. }
+        | Command::Trust { .. }
+        | Command::Twin { .. }
+        | Command::Method { .. }
+        | Command::Module { .. } => Ok(()),
     }
+}
+
+/// The hub of the `edged run` serving this state directory.
+fn served_hub(cli: &Cli, config: &DeviceConfig) -> Result<RemoteHub> {
+    if !config.hub.enabled {
+        return Err(Error::Config(
+            "the hub is disabled ([hub] enabled = false in the device configuration)".to_owned(),
+        ));
+    }
+    Ok(RemoteHub::new(&hub::hub_dir(&cli.state_dir)))
+}
+
+/// The hub's part of `edged status`: what the daemon reports, or that none
+/// answers.
+fn hub_report(hub: &RemoteHub) -> HubReport {
+    hub.report().unwrap_or_else(|error| {
+        if !matches!(error, Error::HubNotRunning(_)) {
+            tracing::warn!("cannot ask the hub for its report: {error}");
+        }
+        HubReport {
+            running: false,
+            modules: Default::default(),
+        }
+    })
+}
+
+fn pretty(value: &serde_json::Value) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|error| Error::Hub(format!("cannot encode the answer: {error}")))
 }
 
 impl Command {
@@ -250,16 +429,30 @@ impl Command {
             Self::Recover => "recover",
             Self::Run { .. } => "run",
             Self::Trust { .. } => "trust",
+            Self::Twin { .. } => "twin",
+            Self::Method { .. } => "method",
+            Self::Module { .. } => "module",
         }
     }
 }
 
-fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntime>> {
-    Ok(match cli.runtime {
+/// The module runtime, with `hub` deployed ahead of it when there is one.
+fn open_runtime(
+    cli: &Cli,
+    config: &DeviceConfig,
+    hub: Option<Arc<dyn ModuleHub>>,
+) -> Result<Box<dyn ModuleRuntime>> {
+    let connect = || {
+        DockerEngine::connect(&config.instance, config.restart.clone()).map(|engine| match &hub {
+            Some(hub) => engine.with_hub(Arc::clone(hub)),
+            None => engine,
+        })
+    };
+    let runtime: Box<dyn ModuleRuntime> = match cli.runtime {
         RuntimeKind::None => Box::new(NoEngine { healthy: true }),
         RuntimeKind::Failing => Box::new(NoEngine { healthy: false }),
         RuntimeKind::Docker => {
-            match DockerEngine::connect(&config.instance, config.restart.clone()) {
+            match connect() {
                 Ok(engine) => Box::new(engine),
                 // Status must work on a device whose engine is down.
                 Err(error) if matches!(cli.command, Command::Status { .. }) => {
@@ -269,13 +462,15 @@ fn open_runtime(cli: &Cli, config: &DeviceConfig) -> Result<Box<dyn ModuleRuntim
                 // The daemon waits for an engine that is not up yet; the
                 // first attempt of the wait reports why.
                 Err(_) if matches!(cli.command, Command::Run { once: false, .. }) => {
-                    Box::new(daemon::until_connected(&cli.state_dir, || {
-                        DockerEngine::connect(&config.instance, config.restart.clone())
-                    }))
+                    Box::new(daemon::until_connected(&cli.state_dir, connect))
                 }
                 Err(error) => return Err(error),
             }
         }
+    };
+    Ok(match hub {
+        Some(hub) => Box::new(HubRuntime::new(runtime, hub)),
+        None => runtime,
     })
 }
 
@@ -297,7 +492,7 @@ fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
+fn show_status(device: &mut DeviceView, json: bool, hub: Option<HubReport>) -> Result<()> {
     let state = device.state()?;
     // A damaged active deployment is reported, not a reason to report
     // nothing: the operator needs the record, the floor and the daemon's
@@ -314,7 +509,8 @@ fn show_status(device: &mut DeviceView, json: bool) -> Result<()> {
         None => Ok(active.as_ref()),
         Some(error) => Err(error.to_string()),
     };
-    let report = status::report(&state, shown_active, &modules, supervision);
+    let mut report = status::report(&state, shown_active, &modules, supervision);
+    report.hub = hub;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;

@@ -1,6 +1,7 @@
 //! The device configuration (`/etc/edged/device.toml`): what this device is,
 //! whom it trusts, and the timing of health checks and restarts.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ pub struct DeviceConfig {
     /// The OS slots, on devices whose bundles may carry OS updates.
     #[serde(default)]
     pub os: Option<crate::os_update::OsConfig>,
+    /// The edge hub modules connect to.
+    #[serde(default)]
+    pub hub: HubSettings,
 }
 
 fn default_instance() -> String {
@@ -186,6 +190,257 @@ impl RestartConfig {
     }
 }
 
+/// The `[hub]` table: the edge hub `edged run` serves to its modules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSettings {
+    /// Whether `edged run` serves the hub (`enabled = false`: modules run
+    /// without the IOTEDGE_* environment, as before the hub existed).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The device id modules see (`IOTEDGE_DEVICEID`); the host name when
+    /// not given.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// The IoT Hub host name in module user names and SAS token resources
+    /// (`IOTEDGE_IOTHUBHOSTNAME`); `{device_id}.local` when not given, since
+    /// no IoT Hub is involved yet.
+    #[serde(default)]
+    pub iothub_hostname: Option<String>,
+    /// The name modules reach the hub by (`IOTEDGE_GATEWAYHOSTNAME`), and
+    /// the hub certificate's subject alternative name. Containers resolve
+    /// it to the host through an `ExtraHosts` entry, so the default `edged`
+    /// needs no DNS.
+    #[serde(default = "default_gateway")]
+    pub gateway_hostname: String,
+    /// The MQTT/TLS listener.
+    #[serde(default = "default_mqtt")]
+    pub mqtt_listen: SocketAddr,
+    /// The HTTPS listener for module-to-module direct methods.
+    #[serde(default = "default_https")]
+    pub https_listen: SocketAddr,
+    /// The Prometheus metrics listener, or `"off"`.
+    #[serde(default = "default_metrics")]
+    pub metrics_listen: String,
+    /// The store's size limit, with a unit (`"1GiB"`, `"500MB"`).
+    #[serde(default = "default_store_limit")]
+    pub store_limit: String,
+    /// How long undelivered messages are kept when neither the route nor the
+    /// deployment's `storeAndForwardConfiguration` says (`"2h"`, IoT Edge's
+    /// default).
+    #[serde(default = "two_hours", deserialize_with = "duration::deserialize")]
+    pub store_and_forward_ttl: Duration,
+    /// The most connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A PKCS#11 token for the module keys and the device CA key; without
+    /// it they are files in the hub directory (mode 0600).
+    #[serde(default)]
+    pub pkcs11: Option<HubPkcs11>,
+}
+
+/// The token holding the hub's keys. Unlike the trust anchors (public keys,
+/// readable without a login), HMAC keys and the CA key are private objects:
+/// the PIN is required.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubPkcs11 {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token label.
+    pub token: String,
+    /// A file holding the user PIN.
+    pub pin_file: PathBuf,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_gateway() -> String {
+    "edged".to_owned()
+}
+
+fn default_mqtt() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8883))
+}
+
+fn default_https() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+
+fn default_metrics() -> String {
+    "127.0.0.1:9600".to_owned()
+}
+
+fn default_store_limit() -> String {
+    "1GiB".to_owned()
+}
+
+fn two_hours() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            device_id: None,
+            iothub_hostname: None,
+            gateway_hostname: default_gateway(),
+            mqtt_listen: default_mqtt(),
+            https_listen: default_https(),
+            metrics_listen: default_metrics(),
+            store_limit: default_store_limit(),
+            store_and_forward_ttl: two_hours(),
+            max_connections: default_max_connections(),
+            pkcs11: None,
+        }
+    }
+}
+
+/// The range of `[hub] store_and_forward_ttl`.
+const STORE_TTL: Bounds = Bounds {
+    name: "hub.store_and_forward_ttl",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(365 * 24 * 3600),
+};
+
+/// The smallest store: room for a few hundred largest messages.
+const MINIMUM_STORE_BYTES: u64 = 64 << 20;
+
+impl HubSettings {
+    /// The device id: as configured, or the host name.
+    pub fn device_id(&self) -> std::result::Result<String, String> {
+        if let Some(id) = &self.device_id {
+            return Ok(id.clone());
+        }
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|error| {
+            format!("hub.device_id is not set and the host name is unreadable ({error}); set it")
+        })?;
+        let name = name.trim();
+        check_identifier("the host name (hub.device_id's default)", name)?;
+        Ok(name.to_owned())
+    }
+
+    /// The IoT Hub host name: as configured, or `{device_id}.local`.
+    pub fn iothub_hostname(&self, device_id: &str) -> String {
+        self.iothub_hostname
+            .clone()
+            .unwrap_or_else(|| format!("{device_id}.local"))
+    }
+
+    /// The metrics listener, `None` when `"off"`.
+    pub fn metrics_listen(&self) -> std::result::Result<Option<SocketAddr>, String> {
+        if self.metrics_listen == "off" {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some).map_err(|_| {
+            format!(
+                "hub.metrics_listen: {:?} is neither an address with a port (\"127.0.0.1:9600\") nor \"off\"",
+                self.metrics_listen
+            )
+        })
+    }
+
+    /// The store limit in bytes.
+    pub fn store_limit_bytes(&self) -> std::result::Result<u64, String> {
+        let bytes =
+            parse_size(&self.store_limit).map_err(|why| format!("hub.store_limit: {why}"))?;
+        if bytes < MINIMUM_STORE_BYTES {
+            return Err(format!(
+                "hub.store_limit must be at least 64MiB, not {:?}",
+                self.store_limit
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Checks every value, so that a bad one is refused when the
+    /// configuration is read rather than when the hub starts.
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(id) = &self.device_id {
+            check_identifier("hub.device_id", id)?;
+        }
+        if let Some(name) = &self.iothub_hostname {
+            check_hostname("hub.iothub_hostname", name)?;
+        }
+        check_hostname("hub.gateway_hostname", &self.gateway_hostname)?;
+        self.metrics_listen()?;
+        self.store_limit_bytes()?;
+        STORE_TTL.check(self.store_and_forward_ttl)?;
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(format!(
+                "hub.max_connections must be between 1 and 1000000, not {}",
+                self.max_connections
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A device id as IoT Hub allows it: up to 128 ASCII letters, digits and
+/// `-.%_*?!(),:=@$'`; edged also refuses `/`, which would split MQTT client
+/// ids and topics.
+fn check_identifier(name: &str, value: &str) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-.%_*?!(),:=@$'".contains(c);
+    if value.is_empty() || value.len() > 128 || !value.chars().all(allowed) {
+        return Err(format!(
+            "{name}: {value:?} is not a device id (1 to 128 ASCII letters, digits and -.%_*?!(),:=@$')"
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and `-`.
+fn check_hostname(name: &str, value: &str) -> std::result::Result<(), String> {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if value.is_empty() || value.len() > 253 || !value.split('.').all(label_ok) {
+        return Err(format!("{name}: {value:?} is not a host name"));
+    }
+    Ok(())
+}
+
+/// Parses a size with its unit: `1GiB`, `512 MiB`, `500MB`, `4096B`.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size; write a number with a unit, like \"1GiB\" or \"500MB\""
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|value| value.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size this device can hold"))
+}
+
 /// Keys of earlier versions that took seconds as numbers, with the key that
 /// replaced each.
 const RENAMED_KEYS: &[(&str, &str, &str)] = &[
@@ -276,6 +531,7 @@ impl DeviceConfig {
         if config.compatible.is_empty() {
             return Err("compatible must not be empty".to_owned());
         }
+        config.hub.check()?;
         Ok(config)
     }
 }
@@ -367,5 +623,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("threshold"), "{error}");
+    }
+
+    #[test]
+    fn hub_settings_default_and_refuse_bad_values() {
+        let config = with("[hub]\ndevice_id = \"gw-1\"").unwrap();
+        let hub = &config.hub;
+        assert!(hub.enabled);
+        assert_eq!(hub.device_id().unwrap(), "gw-1");
+        assert_eq!(hub.iothub_hostname("gw-1"), "gw-1.local");
+        assert_eq!(hub.gateway_hostname, "edged");
+        assert_eq!(hub.mqtt_listen.port(), 8883);
+        assert_eq!(hub.https_listen.port(), 443);
+        assert_eq!(
+            hub.metrics_listen().unwrap(),
+            Some("127.0.0.1:9600".parse().unwrap())
+        );
+        assert_eq!(hub.store_limit_bytes().unwrap(), 1 << 30);
+        assert_eq!(hub.store_and_forward_ttl, Duration::from_secs(7200));
+        let config = with(
+            "[hub]\nenabled = false\nmetrics_listen = \"off\"\nstore_limit = \"500MB\"\nstore_and_forward_ttl = \"1d\"\nmax_connections = 10",
+        )
+        .unwrap();
+        assert!(!config.hub.enabled);
+        assert_eq!(config.hub.metrics_listen().unwrap(), None);
+        assert_eq!(config.hub.store_limit_bytes().unwrap(), 500_000_000);
+        for (section, expected) in [
+            (
+                "[hub]\nstore_limit = \"1G\"",
+                "hub.store_limit: \"1G\" is not a size",
+            ),
+            ("[hub]\nstore_limit = \"1MiB\"", "at least 64MiB"),
+            (
+                "[hub]\nstore_limit = \"99999999999TiB\"",
+                "not a size this device can hold",
+            ),
+            ("[hub]\nstore_limit = 1024", "invalid type"),
+            ("[hub]\nmetrics_listen = \"9600\"", "nor \"off\""),
+            ("[hub]\nmqtt_listen = \"0.0.0.0\"", "mqtt_listen"),
+            ("[hub]\ndevice_id = \"a/b\"", "is not a device id"),
+            ("[hub]\ndevice_id = \"\"", "is not a device id"),
+            ("[hub]\ngateway_hostname = \"-x\"", "is not a host name"),
+            ("[hub]\niothub_hostname = \"a..b\"", "is not a host name"),
+            ("[hub]\nmax_connections = 0", "between 1 and 1000000"),
+            ("[hub]\nstore_and_forward_ttl = \"0s\"", "between 1s and"),
+            ("[hub]\nport = 1", "unknown field `port`"),
+            (
+                "[hub.pkcs11]\nmodule = \"/x.so\"\ntoken = \"t\"",
+                "pin_file",
+            ),
+        ] {
+            let error = with(section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
     }
 }

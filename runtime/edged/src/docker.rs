@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::config::RestartConfig;
 use crate::deployment::ModuleSpec;
 use crate::error::{Error, Result};
+use crate::hub::{CONTAINER_SOCKET_DIR, ModuleEnvironment, ModuleHub, Place};
 use crate::layout_tar::LayoutTar;
 use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 
@@ -59,6 +60,8 @@ pub struct DockerEngine {
     instance: String,
     restart: RestartConfig,
     backoff: BTreeMap<String, Backoff>,
+    /// The hub the modules connect to, when one is served.
+    hub: Option<std::sync::Arc<dyn ModuleHub>>,
 }
 
 /// Whether a Docker engine answers with a supported API, for tests that skip
@@ -94,7 +97,16 @@ impl DockerEngine {
             instance: instance.to_owned(),
             restart,
             backoff: BTreeMap::new(),
+            hub: None,
         })
+    }
+
+    /// Gives every module container what it needs to reach `hub`: its
+    /// IOTEDGE_* environment, its workload socket and the gateway's host
+    /// name.
+    pub fn with_hub(mut self, hub: std::sync::Arc<dyn ModuleHub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// The container name of a module: the module name, as IoT Edge names
@@ -192,13 +204,31 @@ impl DockerEngine {
         }
     }
 
+    /// The container id of a container, or `None` if it is gone.
+    fn container_id(&self, name: &str) -> Result<Option<String>> {
+        match self
+            .runtime
+            .block_on(self.docker.inspect_container(name, None))
+        {
+            Ok(inspect) => Ok(inspect.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(Error::Docker(format!("cannot inspect {name}: {error}"))),
+        }
+    }
+
     /// The create body of a module, with edged's labels.
     fn create_body(
         &self,
         deployment: &str,
         module: &ModuleSpec,
     ) -> Result<(ContainerCreateBody, String)> {
-        let body = create_body(&self.instance, deployment, module);
+        let hub = match &self.hub {
+            Some(hub) => hub.environment(&module.name, Place::Container)?,
+            None => None,
+        };
+        let body = create_body(&self.instance, deployment, module, hub.as_ref());
         let spec = hex::encode(Sha256::digest(body.to_string().as_bytes()));
         let mut body = body;
         body["Labels"][LABEL_SPEC] = json!(spec);
@@ -222,8 +252,21 @@ pub fn container_name(instance: &str, module: &str) -> String {
 }
 
 /// The Docker create body: the module's create options, its image and
-/// environment, edged's labels, and no Docker restart policy.
-fn create_body(instance: &str, deployment: &str, module: &ModuleSpec) -> Value {
+/// environment, edged's labels, and no Docker restart policy; with a hub,
+/// the IOTEDGE_* environment, the module's workload socket directory at
+/// `/var/run/iotedge` and the gateway host name mapped to the host.
+///
+/// The module keeps the network its create options give it (Docker's
+/// default bridge unless they say otherwise): `host-gateway` is the host's
+/// address on the default bridge, where the hub listens (`0.0.0.0:8883`),
+/// so no network of edged's own is needed and host networking is not
+/// imposed.
+fn create_body(
+    instance: &str,
+    deployment: &str,
+    module: &ModuleSpec,
+    hub: Option<&ModuleEnvironment>,
+) -> Value {
     let mut body: Map<String, Value> = module.create_options.clone();
     body.insert("Image".into(), json!(module.image));
     let mut env: Vec<Value> = body
@@ -233,6 +276,19 @@ fn create_body(instance: &str, deployment: &str, module: &ModuleSpec) -> Value {
         .unwrap_or_default();
     for (key, value) in &module.env {
         env.push(json!(format!("{key}={value}")));
+    }
+    if let Some(hub) = hub {
+        // The hub's variables are edged's to set, as edgeAgent's are: a
+        // module's own value for one of them is replaced, not kept beside it.
+        env.retain(|entry| {
+            let key = entry.as_str().and_then(|text| text.split('=').next());
+            !hub.variables
+                .iter()
+                .any(|(name, _)| Some(name.as_str()) == key)
+        });
+        for (key, value) in &hub.variables {
+            env.push(json!(format!("{key}={value}")));
+        }
     }
     body.insert("Env".into(), Value::Array(env));
     let labels = body.entry("Labels").or_insert_with(|| json!({}));
@@ -248,7 +304,31 @@ fn create_body(instance: &str, deployment: &str, module: &ModuleSpec) -> Value {
         *host = json!({});
     }
     host["RestartPolicy"] = json!({ "Name": "no" });
+    if let Some(hub) = hub {
+        append(
+            host,
+            "Binds",
+            format!("{}:{CONTAINER_SOCKET_DIR}", hub.socket_dir.display()),
+        );
+        append(
+            host,
+            "ExtraHosts",
+            format!("{}:host-gateway", hub.gateway_hostname),
+        );
+    }
     Value::Object(body)
+}
+
+/// Appends `entry` to the string list `key` of `object`, keeping what the
+/// create options put there (a list of something else is replaced).
+fn append(object: &mut Value, key: &str, entry: String) {
+    let list = &mut object[key];
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(list) = list.as_array_mut() {
+        list.push(json!(entry));
+    }
 }
 
 /// Parses `1.41` into (1, 41).
@@ -316,6 +396,9 @@ impl ModuleRuntime for DockerEngine {
                     })?;
             }
             self.backoff.remove(&module.name);
+            if let Some(hub) = &self.hub {
+                hub.set_container(&module.name, self.container_id(&container)?)?;
+            }
             let running = self
                 .inspect_state(&container)?
                 .is_some_and(|state| state.get("Running") == Some(&Value::Bool(true)));
@@ -541,7 +624,7 @@ mod tests {
             )
             .unwrap(),
         };
-        let body = create_body("site-1", "plant", &module);
+        let body = create_body("site-1", "plant", &module, None);
         assert_eq!(body["Env"], json!(["X=1", "A=b"]));
         assert_eq!(body["HostConfig"]["RestartPolicy"]["Name"], "no");
         assert_eq!(body["HostConfig"]["Memory"], 1);
@@ -549,5 +632,63 @@ mod tests {
         assert_eq!(body["Labels"][LABEL_INSTANCE], "site-1");
         assert_eq!(container_name("site-1", "sensor"), "site-1.sensor");
         assert_eq!(container_name("default", "sensor"), "sensor");
+    }
+
+    #[test]
+    fn create_bodies_with_a_hub_get_its_environment_socket_and_host() {
+        let module = ModuleSpec {
+            name: "sink".into(),
+            version: "1.0".into(),
+            image: "i".into(),
+            running: true,
+            restart: crate::deployment::RestartPolicy::Always,
+            startup_order: 1,
+            env: [("IOTEDGE_MODULEID".to_owned(), "forged".to_owned())].into(),
+            create_options: serde_json::from_str(
+                r#"{"Env":["X=1"],"HostConfig":{"Binds":["/data:/data"],"ExtraHosts":["db:10.0.0.2"]}}"#,
+            )
+            .unwrap(),
+        };
+        let hub = ModuleEnvironment {
+            variables: vec![
+                ("IOTEDGE_MODULEID".to_owned(), "sink".to_owned()),
+                (
+                    "IOTEDGE_WORKLOADURI".to_owned(),
+                    "unix:///var/run/iotedge/workload.sock".to_owned(),
+                ),
+            ],
+            socket_dir: "/var/lib/edged/hub/workload/sink".into(),
+            gateway_hostname: "edged".to_owned(),
+        };
+        let body = create_body("default", "plant", &module, Some(&hub));
+        assert_eq!(
+            body["Env"],
+            json!([
+                "X=1",
+                "IOTEDGE_MODULEID=sink",
+                "IOTEDGE_WORKLOADURI=unix:///var/run/iotedge/workload.sock"
+            ])
+        );
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            json!([
+                "/data:/data",
+                "/var/lib/edged/hub/workload/sink:/var/run/iotedge"
+            ])
+        );
+        assert_eq!(
+            body["HostConfig"]["ExtraHosts"],
+            json!(["db:10.0.0.2", "edged:host-gateway"])
+        );
+        let plain = create_body("default", "plant", &module, None);
+        assert_eq!(plain["Env"], json!(["X=1", "IOTEDGE_MODULEID=forged"]));
+        assert_eq!(plain["HostConfig"]["Binds"], json!(["/data:/data"]));
+        assert_eq!(plain["HostConfig"]["ExtraHosts"], json!(["db:10.0.0.2"]));
+        // The typed body accepts the merged fields.
+        let typed: ContainerCreateBody = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            typed.host_config.unwrap().extra_hosts.unwrap(),
+            vec!["db:10.0.0.2", "edged:host-gateway"]
+        );
     }
 }

@@ -47,6 +47,13 @@ pub enum Error {
     /// The command's output could not be written to stdout.
     #[error("cannot write the output: {0}")]
     Output(io::Error),
+    /// The edge hub refused a request or could not serve it (a module not
+    /// deployed or not connected, a method that timed out).
+    #[error("hub: {0}")]
+    Hub(String),
+    /// No `edged run` serves the hub this command asks.
+    #[error("the hub is not running: {0}")]
+    HubNotRunning(String),
     /// Another edged process is changing the state directory.
     #[error("the state directory is busy: {holder} is changing it")]
     Busy {
@@ -68,6 +75,8 @@ impl Error {
             Self::Trust(_) => 7,
             Self::State { .. } | Self::CorruptState(_) => 8,
             Self::Busy { .. } => 9,
+            Self::Hub(_) => 10,
+            Self::HubNotRunning(_) => 11,
             Self::Output(_) => 1,
         }
     }
@@ -91,6 +100,12 @@ impl Error {
             }
             Self::State { .. } | Self::CorruptState(_) => {
                 "check the disk (free space, read-only file system); do not edit the state directory by hand"
+            }
+            Self::Hub(_) => {
+                "check that the module is in the deployment and connected (`edged status`), and the daemon's log"
+            }
+            Self::HubNotRunning(_) => {
+                "start `edged run` (with `--runtime none` to run the modules as plain processes), and check [hub] enabled in the device configuration"
             }
             Self::Output(_) => "check where the output goes (a full disk, a closed terminal)",
             Self::Busy { .. } => {

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deployment;
 pub mod device;
@@ -20,6 +21,8 @@ pub mod durable;
 pub mod duration;
 pub mod error;
 pub mod failpoint;
+pub mod hub;
+pub mod hub_server;
 pub mod inbox;
 pub mod intake;
 pub mod layout_tar;

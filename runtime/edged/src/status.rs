@@ -4,8 +4,8 @@
 
 use edge_bundle::display::escaped_message;
 use edge_init::status::{
-    DeploymentReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION, StatusReport,
-    SupervisionFailure, TransactionPhase, TransactionReport,
+    DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION,
+    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport,
 };
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -63,6 +63,7 @@ pub fn report(
             })
             .collect(),
         supervision,
+        hub: None,
     }
 }
 
@@ -135,6 +136,48 @@ pub fn human(report: &StatusReport) -> String {
             module.restart_count
         ));
     }
+    if let Some(hub) = &report.hub {
+        text.push_str(&hub_human(hub));
+    }
+    text
+}
+
+/// The hub's part of the status for people: one line per module with its
+/// connection and counters, then its queues and reported properties.
+fn hub_human(hub: &HubReport) -> String {
+    if !hub.running {
+        return "hub: not running (no `edged run` answers on its control socket)\n".to_owned();
+    }
+    let mut text = String::from("hub: running\n");
+    for (name, module) in &hub.modules {
+        text.push_str(&format!(
+            "  {:<20} {:<13} in {} out {}\n",
+            escaped_message(name),
+            if module.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            module.messages_in,
+            module.messages_out
+        ));
+        for (endpoint, depth) in &module.queues {
+            text.push_str(&format!(
+                "    queue {} {depth}\n",
+                escaped_message(endpoint)
+            ));
+        }
+        if module
+            .reported
+            .as_object()
+            .is_some_and(|reported| reported.keys().any(|key| key != "$version"))
+        {
+            text.push_str(&format!(
+                "    reported {}\n",
+                escaped_message(&module.reported.to_string())
+            ));
+        }
+    }
     text
 }
 
@@ -192,5 +235,38 @@ mod tests {
         assert_eq!(parsed, report);
         assert!(human(&report).contains("transaction: trial of version 2 in progress"));
         assert!(human(&report).contains("supervision failing since 2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn the_hub_part_shows_connections_queues_and_reported_properties() {
+        let mut modules = std::collections::BTreeMap::new();
+        modules.insert(
+            "sink".to_owned(),
+            edge_init::status::HubModuleReport {
+                connected: true,
+                messages_in: 0,
+                messages_out: 7,
+                queues: [("sink/input1".to_owned(), 3)].into(),
+                reported: serde_json::json!({"state": "ok", "$version": 2}),
+            },
+        );
+        let running = hub_human(&HubReport {
+            running: true,
+            modules,
+        });
+        assert!(
+            running.contains("sink                 connected     in 0 out 7"),
+            "{running}"
+        );
+        assert!(running.contains("queue sink/input1 3"), "{running}");
+        assert!(
+            running.contains(r#"reported {"state":"ok","$version":2}"#),
+            "{running}"
+        );
+        let stopped = hub_human(&HubReport {
+            running: false,
+            modules: Default::default(),
+        });
+        assert!(stopped.starts_with("hub: not running"), "{stopped}");
     }
 }

@@ -11,11 +11,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{COMPATIBLE, TestDevice};
+use common::{COMPATIBLE, TestDevice, edgec, succeeded};
 
 /// A module of a generated project.
 struct Module<'a> {
@@ -33,43 +32,6 @@ const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn succeeded(output: &Output) -> &Output {
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// The `edgec` binary of this workspace, built once by cargo.
-fn edgec() -> &'static Path {
-    static EDGEC: OnceLock<PathBuf> = OnceLock::new();
-    EDGEC.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let output = Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "-p",
-                "edgec",
-                "--message-format=json-render-diagnostics",
-            ])
-            .output()
-            .unwrap();
-        succeeded(&output);
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| {
-                message["reason"] == "compiler-artifact" && message["target"]["name"] == "edgec"
-            })
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo built no edgec executable")
-    })
 }
 
 /// Writes a project for deployment `version` into `dir` and builds its

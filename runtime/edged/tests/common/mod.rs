@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use edge_bundle::canonical_json::to_canonical_bytes;
 use edge_bundle::{
@@ -60,10 +61,18 @@ impl TestDevice {
             fs::copy(&key.public_path, trust_dir.join(format!("{index}.pub"))).unwrap();
         }
         let config = root.path().join("device.toml");
+        // The hub listens on fixed ports (8883, 443): only the tests that
+        // exercise it (hub_sdk.rs, each in its own network namespace or
+        // serialized) turn it on, so the others can run in parallel.
+        let hub = if extra_config.contains("[hub]") {
+            ""
+        } else {
+            "[hub]\nenabled = false\n"
+        };
         fs::write(
             &config,
             format!(
-                "compatible = \"{COMPATIBLE}\"\narchitecture = \"amd64\"\n{extra_config}\n[trust]\ndir = \"{}\"\n",
+                "compatible = \"{COMPATIBLE}\"\narchitecture = \"amd64\"\n{extra_config}\n{hub}[trust]\ndir = \"{}\"\n",
                 trust_dir.display()
             ),
         )
@@ -135,6 +144,44 @@ impl TestDevice {
             .unwrap()
             .0
     }
+}
+
+/// Asserts that a command succeeded, showing its output if not.
+pub fn succeeded(output: &Output) -> &Output {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The `edgec` binary of this workspace, built once by cargo.
+pub fn edgec() -> &'static Path {
+    static EDGEC: OnceLock<PathBuf> = OnceLock::new();
+    EDGEC.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let output = Command::new(env!("CARGO"))
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "-p",
+                "edgec",
+                "--message-format=json-render-diagnostics",
+            ])
+            .output()
+            .unwrap();
+        succeeded(&output);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| {
+                message["reason"] == "compiler-artifact" && message["target"]["name"] == "edgec"
+            })
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo built no edgec executable")
+    })
 }
 
 /// Version `version` of the test deployment (payload `files("vVERSION")`), signed by `key`.

@@ -1,0 +1,229 @@
+//! Twins and direct methods over MQTT, as the SDKs use them.
+
+mod mqtt_common;
+
+use std::time::Duration;
+
+use edge_hub::methods::MethodError;
+use mqtt_common::*;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+
+/// The status and `$rid`, `$version` of a twin response topic.
+fn twin_response(topic: &str) -> (u16, String, Option<u64>) {
+    let rest = topic
+        .strip_prefix("$iothub/twin/res/")
+        .expect("a twin response");
+    let (status, query) = rest.split_once("/?").expect("a query");
+    let mut rid = None;
+    let mut version = None;
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("$rid=") {
+            rid = Some(value.to_owned());
+        }
+        if let Some(value) = pair.strip_prefix("$version=") {
+            version = Some(value.parse().expect("a version"));
+        }
+    }
+    (
+        status.parse().expect("a status"),
+        rid.expect("a $rid"),
+        version,
+    )
+}
+
+async fn twin_request(
+    client: &mut TestClient,
+    topic: &str,
+    body: &[u8],
+) -> (u16, Option<u64>, Vec<u8>) {
+    client.publish(topic, body).await;
+    let response = client.next_publish().await;
+    client.ack(&response).await;
+    let (status, rid, version) = twin_response(&response.topic);
+    let sent_rid = topic.rsplit_once("$rid=").expect("rid").1;
+    assert_eq!(rid, sent_rid);
+    (status, version, response.payload.to_vec())
+}
+
+#[tokio::test]
+async fn twin_get_and_reported_patches() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", true).await;
+    filter
+        .subscribe(&[
+            "$iothub/twin/res/#",
+            "$iothub/twin/PATCH/properties/desired/#",
+        ])
+        .await;
+
+    let (status, _, body) = twin_request(&mut filter, "$iothub/twin/GET/?$rid=1", b" ").await;
+    assert_eq!(status, 200);
+    let twin: serde_json::Value = serde_json::from_slice(&body).expect("JSON twin");
+    assert_eq!(twin["desired"]["threshold"], 20);
+    assert!(twin["desired"]["$version"].is_u64());
+    let reported_version = twin["reported"]["$version"]
+        .as_u64()
+        .expect("reported $version");
+
+    let (status, version, _) = twin_request(
+        &mut filter,
+        "$iothub/twin/PATCH/properties/reported/?$rid=2",
+        br#"{"state":"running"}"#,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(version, Some(reported_version + 1));
+
+    let (status, _, body) = twin_request(&mut filter, "$iothub/twin/GET/?$rid=3", b" ").await;
+    assert_eq!(status, 200);
+    let twin: serde_json::Value = serde_json::from_slice(&body).expect("JSON twin");
+    assert_eq!(twin["reported"]["state"], "running");
+
+    // Not JSON, and over the twin rules: 400 with a message.
+    for (rid, body) in [
+        ("4", b"{not json".to_vec()),
+        (
+            "5",
+            format!(r#"{{"big":"{}"}}"#, "x".repeat(40 * 1024)).into_bytes(),
+        ),
+    ] {
+        let (status, _, body) = twin_request(
+            &mut filter,
+            &format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"),
+            &body,
+        )
+        .await;
+        assert_eq!(status, 400);
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|message| !message.is_empty())
+        );
+    }
+
+    // A new deployment that changes the desired properties sends a patch.
+    let mut deployment = deployment();
+    deployment
+        .desired
+        .insert("filter".to_owned(), serde_json::json!({ "threshold": 30 }));
+    hub.hub.deploy(deployment).await.expect("deploy");
+    let patch = filter.next_publish().await;
+    filter.ack(&patch).await;
+    let version: u64 = patch
+        .topic
+        .strip_prefix("$iothub/twin/PATCH/properties/desired/?$version=")
+        .expect("a desired patch topic")
+        .parse()
+        .expect("a version");
+    let body: serde_json::Value = serde_json::from_slice(&patch.payload).expect("JSON patch");
+    assert_eq!(body["threshold"], 30);
+    assert_eq!(body["$version"], version);
+}
+
+#[tokio::test]
+async fn direct_methods_round_trip_through_the_module() {
+    let hub = TestHub::start().await;
+    let methods = || hub.hub.methods();
+    assert_eq!(
+        methods()
+            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .await,
+        Err(MethodError::NotConnected)
+    );
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&["$iothub/methods/POST/#"]).await;
+
+    let call = {
+        let hub = hub.hub.clone();
+        tokio::spawn(async move {
+            hub.methods()
+                .invoke("filter", "reset", br#"{"hard":true}"#.to_vec(), PATIENCE)
+                .await
+        })
+    };
+    let request = filter.next_publish().await;
+    filter.ack(&request).await;
+    let rid = request
+        .topic
+        .strip_prefix("$iothub/methods/POST/reset/?$rid=")
+        .expect("a method request topic")
+        .to_owned();
+    assert_eq!(&request.payload[..], br#"{"hard":true}"#);
+    filter
+        .publish(
+            &format!("$iothub/methods/res/201/?$rid={rid}"),
+            br#"{"done":true}"#,
+        )
+        .await;
+    let response = call.await.expect("no panic").expect("answered");
+    assert_eq!(response.status, 201);
+    assert_eq!(response.payload, br#"{"done":true}"#);
+
+    // Unanswered: the caller times out, and a late answer is ignored.
+    let late = methods()
+        .invoke("filter", "slow", Vec::new(), Duration::from_millis(200))
+        .await;
+    assert_eq!(late, Err(MethodError::Timeout));
+    let request = filter.next_publish().await;
+    let rid = request
+        .topic
+        .rsplit_once("$rid=")
+        .expect("rid")
+        .1
+        .to_owned();
+    filter
+        .publish(&format!("$iothub/methods/res/200/?$rid={rid}"), b"{}")
+        .await;
+
+    // A module that goes away fails its pending calls with Closed.
+    let call = {
+        let hub = hub.hub.clone();
+        tokio::spawn(async move {
+            hub.methods()
+                .invoke("filter", "hang", Vec::new(), PATIENCE)
+                .await
+        })
+    };
+    let _request = filter.next_publish().await;
+    drop(filter);
+    assert_eq!(call.await.expect("no panic"), Err(MethodError::Closed));
+    assert_eq!(
+        methods()
+            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .await,
+        Err(MethodError::NotConnected)
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_method_response_fails_the_call() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&["$iothub/methods/POST/#"]).await;
+    let call = {
+        let hub = hub.hub.clone();
+        tokio::spawn(async move {
+            hub.methods()
+                .invoke("filter", "dump", Vec::new(), PATIENCE)
+                .await
+        })
+    };
+    let request = filter.next_publish().await;
+    let rid = request
+        .topic
+        .rsplit_once("$rid=")
+        .expect("rid")
+        .1
+        .to_owned();
+    let mut response = Publish::new(
+        format!("$iothub/methods/res/200/?$rid={rid}"),
+        QoS::AtMostOnce,
+        vec![b' '; 129 * 1024],
+    );
+    response.pkid = 0;
+    filter.send(Packet::Publish(response)).await;
+    assert_eq!(call.await.expect("no panic"), Err(MethodError::Closed));
+    filter.ping().await;
+}

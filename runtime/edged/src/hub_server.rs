@@ -1,0 +1,219 @@
+//! The hub `edged run` serves: the `edge_hub` crate's `HubServer`, set up
+//! from the device configuration's `[hub]` table and given each deployment
+//! as the bundle describes it.
+//!
+//! Module keys and the device CA key are files in `{hub dir}/keys` and
+//! `{hub dir}/ca` (mode 0600), or objects on the `[hub.pkcs11]` token,
+//! which needs the PIN because HMAC and CA keys are private objects.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edge_hub::{
+    CaKeySource, FileKeys, HubConfig, HubDeployment, HubServer, KeyStore, MethodError, PeerPolicy,
+    Pkcs11Keys,
+};
+use edge_init::status::{HubModuleReport, HubReport};
+use serde_json::Value;
+
+use crate::config::{DeviceConfig, HubSettings};
+use crate::control::ControlServer;
+use crate::error::{Error, Result};
+use crate::hub::{self, MethodOutcome, ModuleEnvironment, ModuleHub, Place};
+use crate::runtime::Loaded;
+
+/// The hub in this process.
+pub struct LocalHub {
+    server: HubServer,
+    gateway_hostname: String,
+}
+
+/// Builds the hub's configuration from `[hub]`; its directory is
+/// `{state dir}/hub`.
+pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig> {
+    let device_id = settings.device_id().map_err(Error::Config)?;
+    Ok(HubConfig {
+        iothub_hostname: settings.iothub_hostname(&device_id),
+        device_id,
+        gateway_hostname: settings.gateway_hostname.clone(),
+        mqtt_listen: settings.mqtt_listen,
+        https_listen: settings.https_listen,
+        metrics_listen: settings.metrics_listen().map_err(Error::Config)?,
+        dir: hub::hub_dir(state_dir),
+        store_limit_bytes: settings.store_limit_bytes().map_err(Error::Config)?,
+        default_time_to_live: settings.store_and_forward_ttl,
+        max_connections: settings.max_connections,
+    })
+}
+
+/// Starts the hub and its control socket. `same_user` is the peer policy of
+/// `--runtime none`, where modules are plain processes of edged's user
+/// rather than containers.
+pub fn start(
+    config: &DeviceConfig,
+    state_dir: &Path,
+    same_user: bool,
+) -> Result<(Arc<LocalHub>, ControlServer)> {
+    let hub_config = hub_config(&config.hub, state_dir)?;
+    let hub_error = |error: &dyn std::fmt::Display| Error::Hub(error.to_string());
+    let (keys, ca_key): (Arc<dyn KeyStore>, CaKeySource) = match &config.hub.pkcs11 {
+        Some(token) => (
+            Arc::new(
+                Pkcs11Keys::open(&token.module, &token.token, &token.pin_file)
+                    .map_err(|error| hub_error(&error))?,
+            ),
+            CaKeySource::Pkcs11 {
+                module: token.module.clone(),
+                token: token.token.clone(),
+                pin_file: token.pin_file.clone(),
+            },
+        ),
+        None => (
+            Arc::new(
+                FileKeys::open(&hub_config.dir.join("keys")).map_err(|error| hub_error(&error))?,
+            ),
+            CaKeySource::File,
+        ),
+    };
+    let peers = if same_user {
+        PeerPolicy::SameUser
+    } else {
+        PeerPolicy::Containers
+    };
+    let dir = hub_config.dir.clone();
+    let gateway_hostname = hub_config.gateway_hostname.clone();
+    let server =
+        HubServer::start(hub_config, keys, ca_key, peers).map_err(|error| hub_error(&error))?;
+    tracing::info!(
+        dir = %dir.display(),
+        mqtt = %config.hub.mqtt_listen,
+        https = %config.hub.https_listen,
+        gateway = gateway_hostname,
+        "edge hub serving"
+    );
+    let hub = Arc::new(LocalHub {
+        server,
+        gateway_hostname,
+    });
+    let control = ControlServer::start(&dir, Arc::clone(&hub) as Arc<dyn ModuleHub>)?;
+    Ok((hub, control))
+}
+
+/// The hub's view of a deployment: the bundle's compiled route table, its
+/// modules, their desired twins and the store's time-to-live.
+pub fn hub_deployment(deployment: Option<&Loaded>) -> Result<HubDeployment> {
+    let Some(loaded) = deployment else {
+        return Ok(HubDeployment {
+            routes: Vec::new(),
+            modules: Vec::new(),
+            desired: Default::default(),
+            default_time_to_live: None,
+        });
+    };
+    let routes = serde_json::from_value(loaded.manifest.route_table.clone()).map_err(|error| {
+        Error::CorruptState(format!("the bundle's route table is not one: {error}"))
+    })?;
+    let content = hub::manifest_content(loaded)?;
+    Ok(HubDeployment {
+        routes,
+        modules: loaded
+            .modules
+            .iter()
+            .map(|module| module.name.clone())
+            .collect(),
+        desired: content.desired,
+        default_time_to_live: content.time_to_live,
+    })
+}
+
+impl ModuleHub for LocalHub {
+    fn deploy(&self, deployment: Option<&Loaded>) -> Result<()> {
+        self.server
+            .deploy(hub_deployment(deployment)?)
+            .map_err(|error| Error::Hub(format!("cannot deploy the routes and modules: {error}")))
+    }
+
+    fn environment(&self, module: &str, place: Place) -> Result<Option<ModuleEnvironment>> {
+        let socket_dir = self.server.workload_socket_dir(module);
+        let uri = hub::workload_uri(&socket_dir, place);
+        Ok(self
+            .server
+            .module_environment(module, &uri)
+            .map(|variables| ModuleEnvironment {
+                variables,
+                socket_dir,
+                gateway_hostname: self.gateway_hostname.clone(),
+            }))
+    }
+
+    fn set_container(&self, module: &str, container_id: Option<String>) -> Result<()> {
+        self.server.set_container(module, container_id);
+        Ok(())
+    }
+
+    fn report(&self) -> Result<HubReport> {
+        let stats = self.server.stats();
+        let mut modules = std::collections::BTreeMap::new();
+        for (name, module) in stats.modules {
+            let reported = self
+                .server
+                .twin(&name)
+                .map(|twin| twin.reported)
+                .unwrap_or(Value::Null);
+            modules.insert(
+                name,
+                HubModuleReport {
+                    connected: module.connected,
+                    messages_in: module.messages_in,
+                    messages_out: module.messages_out,
+                    queues: module
+                        .queues
+                        .into_iter()
+                        .map(|(endpoint, queue)| (endpoint, queue.depth))
+                        .collect(),
+                    reported,
+                },
+            );
+        }
+        Ok(HubReport {
+            running: true,
+            modules,
+        })
+    }
+
+    fn twin(&self, module: &str) -> Result<Value> {
+        let twin = self
+            .server
+            .twin(module)
+            .map_err(|error| Error::Hub(format!("module {module}: {error}")))?;
+        Ok(serde_json::json!({ "desired": twin.desired, "reported": twin.reported }))
+    }
+
+    fn invoke(
+        &self,
+        module: &str,
+        method: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<MethodOutcome> {
+        let bytes = serde_json::to_vec(&payload)
+            .map_err(|error| Error::Hub(format!("cannot encode the payload: {error}")))?;
+        match self.server.invoke_method(module, method, bytes, timeout) {
+            Ok(response) => Ok(MethodOutcome {
+                status: response.status,
+                payload: hub::payload_json(&response.payload),
+            }),
+            Err(MethodError::NotConnected) => Err(Error::Hub(format!(
+                "module {module} is not connected to the hub (is it running? `edged status` shows its connection)"
+            ))),
+            Err(MethodError::Timeout) => Err(Error::Hub(format!(
+                "module {module} did not answer method {method} within {}",
+                humantime::format_duration(timeout)
+            ))),
+            Err(error) => Err(Error::Hub(format!(
+                "method {method} on module {module}: {error}"
+            ))),
+        }
+    }
+}

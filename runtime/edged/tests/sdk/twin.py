@@ -1,0 +1,28 @@
+"""Prints the module twin's desired properties, patches the reported properties with PATCH
+(a JSON object), then prints every desired-properties patch the hub sends.
+
+    twin.py [PATCH]"""
+
+import json
+import sys
+
+from common import connect, emit, wait_forever
+
+
+def main():
+    client = connect()
+    twin = client.get_twin()
+    emit(event="twin", desired=twin.get("desired"), reported=twin.get("reported"))
+
+    def patched(patch):
+        emit(event="desired-patch", patch=patch)
+
+    client.on_twin_desired_properties_patch_received = patched
+    if len(sys.argv) > 1:
+        client.patch_twin_reported_properties(json.loads(sys.argv[1]))
+        emit(event="reported")
+    wait_forever(client)
+
+
+if __name__ == "__main__":
+    main()
