@@ -4,7 +4,7 @@
 //! built on [`Hub`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,13 +18,18 @@ use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::MethodRouter;
 use crate::store::{
-    self, EndpointCounters, LogThrottle, NEVER, PRIORITIES, Pending, QueueEntry, Removal, Store,
-    StoreError, StoredMessage, Target, UPSTREAM, Wake,
+    self, EndpointCounters, LogThrottle, NEVER, PRIORITIES, Pending, QueueEntry, Removal,
+    RemovalToken, Store, StoreError, StoredMessage, Target, UPSTREAM, Wake,
 };
 use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
 
 /// The most deliveries a module has unacknowledged before `next` waits.
 pub const INFLIGHT_WINDOW: usize = 64;
+
+/// How many acknowledgements of a stream may wait for the store's writer
+/// before `next` waits; large enough that a fast module is not held to the
+/// commit rate, small enough to bound the writer's backlog.
+const UNCONFIRMED_LIMIT: usize = 1024;
 
 /// How many queue entries a stream reads from the store at once.
 const READ_BATCH: usize = 64;
@@ -727,6 +732,7 @@ impl Hub {
             exhausted: false,
             read: None,
             inflight: HashMap::new(),
+            unconfirmed: Arc::default(),
             next_id: 0,
         }
     }
@@ -978,6 +984,10 @@ pub struct InputStream {
     /// A read in progress.
     read: Option<tokio::task::JoinHandle<Result<Vec<Pending>, StoreError>>>,
     inflight: HashMap<DeliveryId, QueueEntry>,
+    /// Acknowledged deliveries whose removal is not committed yet; past
+    /// [`UNCONFIRMED_LIMIT`] the stream waits, which bounds the removals
+    /// waiting for the writer.
+    unconfirmed: Arc<AtomicUsize>,
     next_id: u64,
 }
 
@@ -1004,7 +1014,9 @@ impl InputStream {
             if wake.epoch.load(Ordering::Acquire) != self.epoch {
                 return None;
             }
-            if self.inflight.len() < INFLIGHT_WINDOW {
+            if self.inflight.len() < INFLIGHT_WINDOW
+                && self.unconfirmed.load(Ordering::Acquire) < UNCONFIRMED_LIMIT
+            {
                 if self.read.is_none() && self.needs_read() {
                     self.start_read();
                 }
@@ -1076,7 +1088,7 @@ impl InputStream {
                 *cursor = Some((entry.id, entry.input.clone()));
             }
             if pending.expiry <= now {
-                self.hub.inner.store.remove(entry, Removal::Expired);
+                self.hub.inner.store.remove(entry, Removal::Expired, None);
                 continue;
             }
             let id = DeliveryId(self.next_id);
@@ -1097,12 +1109,14 @@ impl InputStream {
     /// message again).
     pub fn ack(&mut self, id: DeliveryId) {
         if let Some(entry) = self.inflight.remove(&id) {
-            self.hub.inner.store.remove(entry, Removal::Delivered);
+            let token = RemovalToken::new(&self.unconfirmed, &self.wake);
+            self.hub
+                .inner
+                .store
+                .remove(entry, Removal::Delivered, Some(token));
             if let Some(state) = &self.state {
                 state.messages_out.fetch_add(1, Ordering::Relaxed);
             }
-            // A waiting `next` cannot exist while `ack` runs (both take
-            // `&mut self`); the next call sees the freed window.
         }
     }
 

@@ -34,8 +34,8 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -67,6 +67,18 @@ const READ_BUDGET_BYTES: usize = 1024 * 1024;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// The most expired entries one sweep transaction removes.
 const SWEEP_LIMIT: usize = 10_000;
+/// How much of the file redb may keep in memory.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// How long the store is idle before it checks whether to compact.
+const COMPACT_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// Files up to this size are never compacted.
+const COMPACT_MINIMUM_BYTES: u64 = 4 * 1024 * 1024;
+/// A file is compacted when it is larger than this many times the bytes it
+/// holds (plus the minimum): stored messages take about 2.5 times their
+/// counted size in the B-trees.
+const COMPACT_RATIO: u64 = 4;
+/// The most compaction passes at a time.
+const COMPACT_PASSES: u32 = 16;
 /// How long non-durable checkpoints may wait for a durable commit.
 const CHECKPOINT_FLUSH: Duration = Duration::from_secs(1);
 
@@ -98,6 +110,16 @@ pub enum StoreError {
         stored: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The database file cannot be opened.
+    #[error(
+        "cannot open the hub store {path}: {message}; if another edged runs, stop it; if the file is damaged, move it aside and restart (its queued messages, twins and sessions are then lost)"
+    )]
+    Open {
+        /// The database file.
+        path: String,
+        /// What redb said.
+        message: String,
     },
     /// The database failed.
     #[error("the hub store {path} failed: {message}; check the disk (space, permissions, errors)")]
@@ -436,13 +458,47 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn for<'t> FnOnce(&mut Batch<'t>) -> Completion + Send>;
 
 enum Op {
-    Job { job: Job, durable: bool },
-    Remove { entry: QueueEntry, reason: Removal },
+    Job {
+        job: Job,
+        durable: bool,
+    },
+    Remove {
+        entry: QueueEntry,
+        reason: Removal,
+        token: Option<RemovalToken>,
+    },
+}
+
+/// Counts a removal from when it is asked for until its batch is
+/// committed (or fails), so that a stream counts acknowledgements not yet
+/// in the store against its window and the writer's channel stays short.
+pub(crate) struct RemovalToken {
+    unconfirmed: Arc<AtomicUsize>,
+    wake: Arc<Wake>,
+}
+
+impl RemovalToken {
+    pub fn new(unconfirmed: &Arc<AtomicUsize>, wake: &Arc<Wake>) -> Self {
+        unconfirmed.fetch_add(1, Ordering::AcqRel);
+        Self {
+            unconfirmed: unconfirmed.clone(),
+            wake: wake.clone(),
+        }
+    }
+}
+
+impl Drop for RemovalToken {
+    fn drop(&mut self) {
+        self.unconfirmed.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify.notify_waiters();
+    }
 }
 
 /// The store.
 pub(crate) struct Store {
-    db: Arc<Database>,
+    /// Readers hold the lock only to begin a transaction; the writer takes
+    /// it exclusively to compact the file.
+    db: Arc<RwLock<Database>>,
     path: PathBuf,
     ops: mpsc::Sender<Op>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -468,17 +524,23 @@ impl Drop for Store {
 impl Store {
     /// Opens (creates) the database at `path` and starts its writer thread.
     pub fn open(path: &Path, limit: u64) -> Result<Self, StoreError> {
-        Self::open_with(path, limit, SWEEP_INTERVAL)
+        Self::open_with(path, limit, Tuning::default())
     }
 
-    /// [`Store::open`], sweeping expired messages every `sweep_interval`.
-    fn open_with(path: &Path, limit: u64, sweep_interval: Duration) -> Result<Self, StoreError> {
+    /// [`Store::open`] with other intervals (tests).
+    fn open_with(path: &Path, limit: u64, tuning: Tuning) -> Result<Self, StoreError> {
         let path_text = path.display().to_string();
         let error = |error: redb::Error| StoreError::Database {
             path: path_text.clone(),
             message: error.to_string(),
         };
-        let db = Database::create(path).map_err(|e| error(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Open {
+                path: path_text.clone(),
+                message: e.to_string(),
+            })?;
         let shared = Arc::new(Shared::default());
         // Creating the tables up front lets readers open them without
         // ever finding one missing.
@@ -516,7 +578,7 @@ impl Store {
         };
         txn.commit().map_err(|e| error(e.into()))?;
         shared.stored_bytes.store(stored_bytes, Ordering::Relaxed);
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
         let (ops, receiver) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
@@ -526,7 +588,7 @@ impl Store {
             next_id,
             stored_bytes,
             limit,
-            sweep_interval,
+            tuning,
             expired_log: LogThrottle::default(),
         };
         let writer = std::thread::Builder::new()
@@ -540,6 +602,10 @@ impl Store {
             writer: Some(writer),
             shared,
         })
+    }
+
+    fn database(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn database_error(&self, error: impl Into<redb::Error>) -> StoreError {
@@ -583,11 +649,16 @@ impl Store {
             .await
     }
 
-    /// Removes a queue entry in a later batch, without waiting.
-    pub fn remove(&self, entry: QueueEntry, reason: Removal) {
+    /// Removes a queue entry in a later batch, without waiting; `token`
+    /// is dropped once the batch is committed.
+    pub fn remove(&self, entry: QueueEntry, reason: Removal, token: Option<RemovalToken>) {
         // The writer only stops when the store is dropped, after which
         // nobody can ask to remove anything, so a failed send loses nothing.
-        let _ = self.ops.send(Op::Remove { entry, reason });
+        let _ = self.ops.send(Op::Remove {
+            entry,
+            reason,
+            token,
+        });
     }
 
     /// Reads up to `limit` of `target`'s queue entries after the cursors
@@ -600,7 +671,10 @@ impl Store {
         cursors: &[Option<(u64, String)>],
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(|e| self.database_error(e))?;
         let queue = txn.open_table(QUEUE).map_err(|e| self.database_error(e))?;
         let messages = txn
             .open_table(MESSAGES)
@@ -638,12 +712,12 @@ impl Store {
                     Some(Ok(record)) => record,
                     Some(Err(error)) => {
                         tracing::error!(endpoint = %entry.endpoint(), id, %error, "dropping a corrupt stored message");
-                        self.remove(entry, Removal::Expired);
+                        self.remove(entry, Removal::Expired, None);
                         continue;
                     }
                     None => {
                         tracing::error!(endpoint = %entry.endpoint(), id, "dropping a queue entry whose message is missing");
-                        self.remove(entry, Removal::Expired);
+                        self.remove(entry, Removal::Expired, None);
                         continue;
                     }
                 };
@@ -659,7 +733,10 @@ impl Store {
 
     /// Reads a document.
     pub fn document(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(|e| self.database_error(e))?;
         let documents = txn
             .open_table(DOCUMENTS)
             .map_err(|e| self.database_error(e))?;
@@ -671,7 +748,10 @@ impl Store {
 
     /// Every document of `kind`, by name.
     pub fn documents(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.database_error(e))?;
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(|e| self.database_error(e))?;
         let documents = txn
             .open_table(DOCUMENTS)
             .map_err(|e| self.database_error(e))?;
@@ -953,15 +1033,31 @@ impl<'t> Batch<'t> {
 
 /// The group-commit writer.
 struct Writer {
-    db: Arc<Database>,
+    db: Arc<RwLock<Database>>,
     path: String,
     receiver: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
-    sweep_interval: Duration,
+    tuning: Tuning,
     expired_log: LogThrottle,
+}
+
+/// The writer's intervals.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    sweep_interval: Duration,
+    compact_after_idle: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            sweep_interval: SWEEP_INTERVAL,
+            compact_after_idle: COMPACT_AFTER_IDLE,
+        }
+    }
 }
 
 impl Writer {
@@ -971,12 +1067,33 @@ impl Writer {
         // commits came after it.
         let mut last_durable = Instant::now();
         let mut unflushed = false;
+        // When the last operation came, and whether commits came since the
+        // file was last checked for compaction.
+        let mut last_activity = Instant::now();
+        let mut compact_pending = false;
         loop {
-            let wait = if unflushed {
-                CHECKPOINT_FLUSH.saturating_sub(last_durable.elapsed())
-            } else {
-                self.sweep_interval.saturating_sub(last_sweep.elapsed())
-            };
+            let mut wait = self
+                .tuning
+                .sweep_interval
+                .saturating_sub(last_sweep.elapsed());
+            if unflushed {
+                wait = wait.min(CHECKPOINT_FLUSH.saturating_sub(last_durable.elapsed()));
+            } else if compact_pending {
+                let idle = self
+                    .tuning
+                    .compact_after_idle
+                    .saturating_sub(last_activity.elapsed());
+                if idle.is_zero() {
+                    if self.compact_if_sparse() {
+                        compact_pending = false;
+                    } else {
+                        // A read was in progress: try again after a while.
+                        last_activity = Instant::now();
+                    }
+                    continue;
+                }
+                wait = wait.min(idle);
+            }
             let mut ops = Vec::new();
             let mut closed = false;
             match self.receiver.recv_timeout(wait) {
@@ -990,7 +1107,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let sweep = last_sweep.elapsed() >= self.sweep_interval;
+            if !ops.is_empty() {
+                last_activity = Instant::now();
+            }
+            let sweep = last_sweep.elapsed() >= self.tuning.sweep_interval;
             let flush = unflushed && (closed || last_durable.elapsed() >= CHECKPOINT_FLUSH);
             let durable = flush
                 || ops
@@ -1001,6 +1121,7 @@ impl Writer {
                     last_sweep = Instant::now();
                 }
                 if self.commit(ops, sweep, durable) {
+                    compact_pending = true;
                     if durable {
                         last_durable = Instant::now();
                         unflushed = false;
@@ -1015,14 +1136,54 @@ impl Writer {
         }
     }
 
-    /// Applies `ops` in one transaction and commits; returns whether the
-    /// commit succeeded.
+    /// Compacts the file when it is much larger than what it holds (queues
+    /// drained since it grew): redb reuses freed pages but only compaction
+    /// gives the disk back. Returns whether the check is done (false: a
+    /// read was in progress, try again later).
+    fn compact_if_sparse(&mut self) -> bool {
+        let size = || std::fs::metadata(&self.path).map_or(0, |metadata| metadata.len());
+        let before = size();
+        if before <= COMPACT_MINIMUM_BYTES
+            || before <= self.stored_bytes.saturating_mul(COMPACT_RATIO) + COMPACT_MINIMUM_BYTES
+        {
+            return true;
+        }
+        let started = Instant::now();
+        let mut database = self.db.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut passes = 0;
+        loop {
+            match database.compact() {
+                Ok(true) if passes < COMPACT_PASSES => passes += 1,
+                Ok(_) => break,
+                Err(redb::CompactionError::TransactionInProgress) => return false,
+                Err(error) => {
+                    tracing::warn!(%error, "the hub store could not be compacted; it keeps its size");
+                    return true;
+                }
+            }
+        }
+        drop(database);
+        tracing::info!(
+            before_bytes = before,
+            after_bytes = size(),
+            milliseconds = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "compacted the hub store after its queues drained"
+        );
+        true
+    }
+
+    /// Applies `ops` in one transaction and commits; returns whether a
+    /// commit happened.
     fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
         let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
         let mut completions = Vec::with_capacity(ops.len());
-        let outcome = self.apply(ops, sweep, durable, &mut completions);
+        // Dropped at the end, once the commit is done either way.
+        let mut tokens = Vec::new();
+        let outcome = self.apply(ops, sweep, durable, &mut completions, &mut tokens);
         let result = match outcome {
-            Ok(applied) => {
+            // A sweep that found nothing to remove.
+            Ok(None) => return false,
+            Ok(Some(applied)) => {
                 failpoint::hit(Failpoint::StoreAfterCommitBeforeAck);
                 self.next_id = applied.next_id;
                 self.stored_bytes = applied.stored_bytes;
@@ -1078,12 +1239,19 @@ impl Writer {
         sweep: bool,
         durable: bool,
         completions: &mut Vec<Completion>,
-    ) -> Result<Applied, StoreError> {
+        tokens: &mut Vec<RemovalToken>,
+    ) -> Result<Option<Applied>, StoreError> {
+        let idle_sweep = ops.is_empty() && !durable;
         let error = |error: redb::Error| StoreError::Database {
             path: self.path.clone(),
             message: error.to_string(),
         };
-        let mut txn = self.db.begin_write().map_err(|e| error(e.into()))?;
+        let mut txn = self
+            .db
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .begin_write()
+            .map_err(|e| error(e.into()))?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -1095,7 +1263,12 @@ impl Writer {
             for op in ops {
                 match op {
                     Op::Job { job, .. } => completions.push(job(&mut batch)),
-                    Op::Remove { entry, reason } => {
+                    Op::Remove {
+                        entry,
+                        reason,
+                        token,
+                    } => {
+                        tokens.extend(token);
                         if let Err(failure) = batch.remove_entry(&entry, reason) {
                             batch.failed.get_or_insert(failure);
                         }
@@ -1110,6 +1283,11 @@ impl Writer {
             }
             if let Some(failure) = batch.failed.take() {
                 return Err(failure);
+            }
+            if idle_sweep && batch.endpoints.is_empty() {
+                drop(batch);
+                txn.abort().map_err(|e| error(e.into()))?;
+                return Ok(None);
             }
             let mut counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
             counters
@@ -1149,7 +1327,7 @@ impl Writer {
         };
         failpoint::hit(Failpoint::StoreBeforeCommit);
         txn.commit().map_err(|e| error(e.into()))?;
-        Ok(applied)
+        Ok(Some(applied))
     }
 }
 
@@ -1254,7 +1432,10 @@ mod tests {
         let store = Store::open_with(
             &dir.path().join("store.redb"),
             1 << 30,
-            Duration::from_millis(100),
+            Tuning {
+                sweep_interval: Duration::from_millis(100),
+                ..Tuning::default()
+            },
         )
         .expect("store");
         let soon = now_ms() + 50;
@@ -1289,6 +1470,83 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_store_does_not_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            Tuning {
+                sweep_interval: Duration::from_millis(20),
+                ..Tuning::default()
+            },
+        )
+        .expect("store");
+        store
+            .append(record("kept"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The append's commit only: the sweeps found nothing to remove.
+        assert_eq!(store.shared.commits.commits.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_store_gives_the_disk_back_after_its_queues_drain() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.redb");
+        let store = Store::open_with(
+            &path,
+            1 << 30,
+            Tuning {
+                compact_after_idle: Duration::from_millis(200),
+                ..Tuning::default()
+            },
+        )
+        .expect("store");
+        let size = || std::fs::metadata(&path).expect("store file").len();
+        let body = "x".repeat(20_000);
+        for _ in 0..8 {
+            let appends: Vec<_> = (0..50)
+                .map(|_| store.append(record(&body), vec![target("a", NEVER)], true))
+                .collect();
+            for append in appends {
+                append.await.expect("append");
+            }
+        }
+        let full = size();
+        assert!(full > 3 * COMPACT_MINIMUM_BYTES, "{full} bytes");
+        let mut cursors = [const { None }; PRIORITIES];
+        let mut removed = 0;
+        loop {
+            let queued = store.read_queue("m", &cursors, 1000).expect("read");
+            let Some(last) = queued.last() else { break };
+            cursors[0] = Some((last.entry.id, last.entry.input.clone()));
+            for pending in queued {
+                store.remove(pending.entry, Removal::Delivered, None);
+                removed += 1;
+            }
+        }
+        assert_eq!(removed, 400);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while size() > COMPACT_MINIMUM_BYTES {
+            assert!(
+                Instant::now() < deadline,
+                "the file stayed at {} bytes (was {full})",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The store works on after compaction.
+        store
+            .append(record("after"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
+    }
+
+    #[tokio::test]
     async fn references_free_the_message_with_the_last_entry() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
@@ -1306,17 +1564,17 @@ mod tests {
             id: 1,
             input: input.to_owned(),
         };
-        store.remove(entry("a"), Removal::Delivered);
+        store.remove(entry("a"), Removal::Delivered, None);
         // A second removal of the same entry (a redelivery acked twice)
         // changes nothing.
-        store.remove(entry("a"), Removal::Delivered);
+        store.remove(entry("a"), Removal::Delivered, None);
         store.write(true, |_| Ok(())).await.expect("flush");
         assert_eq!(
             store.shared.stored_bytes.load(Ordering::Relaxed),
             length + ENTRY_OVERHEAD
         );
         assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
-        store.remove(entry("b"), Removal::Delivered);
+        store.remove(entry("b"), Removal::Delivered, None);
         store.write(true, |_| Ok(())).await.expect("flush");
         assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
         assert!(store.read_queue("m", &[], 10).expect("read").is_empty());

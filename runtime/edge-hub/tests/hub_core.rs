@@ -835,12 +835,18 @@ async fn a_cancelled_next_loses_no_delivery() {
     ))
     .await
     .expect("deploy");
+    let mut inputs = hub.open_inputs("r");
+    // A call waiting on an empty queue is dropped.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), inputs.next())
+            .await
+            .is_err()
+    );
     for index in 0..50 {
         hub.publish("s", None, message(&format!("m{index}")), Qos::AtLeastOnce)
             .await
             .expect("publish");
     }
-    let mut inputs = hub.open_inputs("r");
     let mut bodies = Vec::new();
     let mut cancelled = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -864,9 +870,41 @@ async fn a_cancelled_next_loses_no_delivery() {
         }
     }
     let expected: Vec<String> = (0..50).map(|index| format!("m{index}")).collect();
-    assert_eq!(bodies, expected);
-    assert!(
-        cancelled > 0,
-        "no call was cancelled, so nothing was tested"
-    );
+    assert_eq!(bodies, expected, "after {cancelled} cancelled calls");
+}
+
+#[tokio::test]
+async fn a_damaged_store_file_is_refused_with_an_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = config(dir.path());
+    {
+        let hub = open(&config);
+        hub.deploy(deployment(Vec::new(), &["m"]))
+            .await
+            .expect("deploy");
+    }
+    let file = config.dir.join("store.redb");
+    let keys = || -> Arc<dyn edge_hub::KeyStore> {
+        Arc::new(FileKeys::open(&config.dir.join("keys")).expect("keys"))
+    };
+    let length = std::fs::metadata(&file).expect("store file").len();
+    // Cut short, as a torn write at the end of the file would leave it.
+    let truncated = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("store file");
+    truncated.set_len(length / 3).expect("truncate");
+    drop(truncated);
+    let refused = Hub::open(&config, keys());
+    assert!(refused.is_err(), "a truncated store was opened");
+    // Garbage from the first byte.
+    std::fs::write(&file, vec![0x5a; 8192]).expect("overwrite");
+    match Hub::open(&config, keys()) {
+        Err(error) => {
+            let message = error.to_string();
+            assert!(message.contains("store.redb"), "{message}");
+            assert!(message.contains("move it aside"), "{message}");
+        }
+        Ok(_) => panic!("a garbage store was opened"),
+    }
 }

@@ -2,15 +2,25 @@
 //! rollback paths, so tests can prove that a crash at any of them leaves the
 //! device on a complete deployment.
 //!
-//! The mechanism (`EDGED_FAILPOINT=NAME` aborts there, `NAME:pause=3s`
-//! pauses there, only in builds with the `failpoints` feature) is the shared
-//! `edge-failpoint` crate's, which the hub's store uses too; this module
-//! lists edged's own points.
+//! A failpoint is armed by naming it in the `EDGED_FAILPOINT` environment
+//! variable; when execution reaches it, the process aborts on the spot, as a
+//! power cut would stop it. `NAME:pause=DURATION` (`health-wait:pause=3s`)
+//! stops there for that long instead, so that tests can run a second
+//! process while the first is in the middle of a transaction. Unarmed
+//! failpoints cost one comparison. Only builds with the `failpoints` cargo
+//! feature (tests) read the variable at all; the named points stay in the
+//! code of every build as calls that do nothing.
+//!
+//! The mechanism is the `edge-failpoint` crate's, shared with the edge hub
+//! (whose store has failpoints of its own); this module names edged's.
 
-pub use edge_failpoint::{COMPILED_IN, ENV, Point, hit};
+pub use edge_failpoint::{Action, COMPILED_IN, ENV};
 
 edge_failpoint::failpoints! {
-    /// A point on the apply or rollback path where a crash is simulated.
+    /// A point on the apply or rollback path where a crash is simulated;
+    /// `ALL` lists them in the order the apply and rollback paths reach
+    /// them (the staged files' writes and fsyncs run on threads of their
+    /// own alongside the verification).
     pub enum Failpoint {
         StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
         StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
@@ -85,18 +95,53 @@ pub const ROLLBACK_DONE: RecordPoints = RecordPoints {
     fsync_dir: Failpoint::RollbackDoneFsyncDir,
 };
 
+/// Looks a failpoint up by its name.
+pub fn by_name(name: &str) -> Option<Failpoint> {
+    edge_failpoint::by_name(name)
+}
+
+/// Parses an `EDGED_FAILPOINT` value: `NAME` or `NAME:pause=DURATION`.
+pub fn parse(text: &str) -> Option<(Failpoint, Action)> {
+    let (name, action) = edge_failpoint::parse(text)?;
+    Some((by_name(name)?, action))
+}
+
+/// Aborts or pauses the process if `point` is the armed failpoint.
+pub fn hit(point: Failpoint) {
+    edge_failpoint::hit(point);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn names_are_unique_and_round_trip() {
         for point in Failpoint::ALL {
-            assert_eq!(edge_failpoint::by_name(point.name()), Some(*point));
+            assert_eq!(by_name(point.name()), Some(*point));
         }
         let mut names: Vec<&str> = Failpoint::ALL.iter().map(|point| point.name()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Failpoint::ALL.len());
+    }
+
+    #[test]
+    fn values_arm_an_abort_or_a_pause() {
+        assert_eq!(
+            parse("health-wait"),
+            Some((Failpoint::HealthWait, Action::Abort))
+        );
+        assert_eq!(
+            parse("health-wait:pause=1m30s"),
+            Some((
+                Failpoint::HealthWait,
+                Action::Pause(Duration::from_secs(90))
+            ))
+        );
+        assert_eq!(parse("health-wait:pause=soon"), None);
+        assert_eq!(parse("health-wait:sleep=1s"), None);
+        assert_eq!(parse("nowhere"), None);
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Key, TestDevice};
-use edged::failpoint::{self, Failpoint, Point};
+use edged::failpoint::{self, Failpoint};
 
 /// Applies a bundle with the first failpoint armed; returns the exit code.
 fn apply_with_failpoint(program: &Path) -> Option<i32> {

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Key, TestDevice, assert_consistent, tree_hash};
-use edged::failpoint::{self, Failpoint, Point};
+use edged::failpoint::{self, Failpoint};
 
 /// Starts `edged apply` paused in its health window for `pause`.
 fn paused_apply(device: &TestDevice, bundle: &std::path::Path, pause: &str) -> Child {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use common::{Key, TestDevice, assert_consistent, bundle, manifest};
-use edged::failpoint::{self, Failpoint, Point};
+use edged::failpoint::{self, Failpoint};
 
 /// Payload big enough that applying takes a measurable time.
 fn payload(version: u64, size: usize) -> BTreeMap<String, Vec<u8>> {

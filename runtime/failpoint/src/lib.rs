@@ -32,7 +32,8 @@ pub trait Point: Copy + PartialEq + 'static {
     fn name(self) -> &'static str;
 }
 
-/// Declares an enum of failpoints: `Variant => "name": "doc",` per point.
+/// Declares an enum of failpoints, `Variant => "name": "doc",` per point,
+/// with `ALL` and `name()` as inherent items and as [`Point`].
 #[macro_export]
 macro_rules! failpoints {
     ($(#[$meta:meta])* $vis:vis enum $enum:ident { $($variant:ident => $name:literal: $doc:literal,)* }) => {
@@ -42,13 +43,24 @@ macro_rules! failpoints {
             $(#[doc = $doc] $variant,)*
         }
 
-        impl $crate::Point for $enum {
-            const ALL: &'static [Self] = &[$($enum::$variant,)*];
+        #[allow(dead_code)]
+        impl $enum {
+            /// Every failpoint, in the order they are declared.
+            pub const ALL: &'static [Self] = &[$($enum::$variant,)*];
 
-            fn name(self) -> &'static str {
+            /// The name used in `EDGED_FAILPOINT`.
+            pub fn name(self) -> &'static str {
                 match self {
                     $($enum::$variant => $name,)*
                 }
+            }
+        }
+
+        impl $crate::Point for $enum {
+            const ALL: &'static [Self] = $enum::ALL;
+
+            fn name(self) -> &'static str {
+                $enum::name(self)
             }
         }
     };
