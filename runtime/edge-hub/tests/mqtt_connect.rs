@@ -195,6 +195,22 @@ async fn a_connection_closes_when_its_token_expires() {
 }
 
 #[tokio::test]
+async fn a_token_valid_forever_is_accepted() {
+    let hub = TestHub::start().await;
+    let mut connect = hub.connect_packet("sensor", true);
+    connect.set_login(
+        TestHub::user_name("sensor"),
+        sas_token(hub.keys.as_ref(), "sensor", u64::MAX),
+    );
+    let mut client = hub.open().await;
+    assert_eq!(
+        client.connect(connect).await.code,
+        ConnectReturnCode::Success
+    );
+    client.ping().await;
+}
+
+#[tokio::test]
 async fn keep_alive_is_enforced() {
     let hub = TestHub::start().await;
     let mut connect = hub.connect_packet("sensor", true);

@@ -236,3 +236,124 @@ async fn qos_0_subscriptions_get_qos_0_deliveries() {
     assert_eq!(delivery.qos, QoS::AtMostOnce);
     assert_eq!(index_of(&delivery.payload), 5);
 }
+
+#[tokio::test]
+async fn publishes_are_pipelined_and_acknowledged_in_order() {
+    let hub = TestHub::start().await;
+    let mut sensor = hub.client("sensor", true).await;
+    // More than the 64 the hub has in flight at once, all sent before any
+    // acknowledgement is read.
+    let mut sent = Vec::new();
+    for index in 0..300 {
+        sent.push(
+            sensor
+                .publish_no_wait(&telemetry_topic("sensor", JSON), &hot(index))
+                .await,
+        );
+    }
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < sent.len() {
+        match sensor.receive().await {
+            Some(rumqttc::mqttbytes::v4::Packet::PubAck(ack)) => acknowledged.push(ack.pkid),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(acknowledged, sent);
+    // And stored in the order sent.
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    for index in 0..300 {
+        let delivery = filter.next_publish().await;
+        assert_eq!(index_of(&delivery.payload), index);
+        filter.ack(&delivery).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_store_closes_the_publisher_without_puback_and_keeps_what_it_acknowledged() {
+    let hub = TestHub::start_with(|dir| {
+        let mut config = config(dir);
+        config.store_limit_bytes = 200 * 1024;
+        config
+    })
+    .await;
+    let mut sensor = hub.client("sensor", true).await;
+    let padding = "x".repeat(10 * 1024);
+    let mut acknowledged = 0u64;
+    loop {
+        let body = format!(r#"{{"temperature":50,"index":{acknowledged},"pad":"{padding}"}}"#);
+        let packet_id = sensor
+            .publish_no_wait(&telemetry_topic("sensor", JSON), body.as_bytes())
+            .await;
+        match sensor.receive().await {
+            Some(rumqttc::mqttbytes::v4::Packet::PubAck(ack)) => {
+                assert_eq!(ack.pkid, packet_id);
+                acknowledged += 1;
+                assert!(acknowledged < 100, "the store never fills");
+            }
+            None => break,
+            other => panic!("expected PUBACK or a close, got {other:?}"),
+        }
+    }
+    assert!(acknowledged > 0);
+    assert_eq!(hub.hub.stats().modules["sensor"].refused_store_full, 1);
+    // Everything acknowledged is delivered, and the space it frees lets the
+    // sensor publish again.
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    for index in 0..acknowledged {
+        let delivery = filter.next_publish().await;
+        assert_eq!(index_of(&delivery.payload), index);
+        filter.ack(&delivery).await;
+    }
+    let mut sensor = hub.client("sensor", true).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let packet_id = sensor
+            .publish_no_wait(&telemetry_topic("sensor", JSON), &hot(1000))
+            .await;
+        match sensor.receive().await {
+            Some(rumqttc::mqttbytes::v4::Packet::PubAck(ack)) if ack.pkid == packet_id => break,
+            // Acknowledged deliveries are removed in batches; until then the
+            // store may still be full.
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                sensor = hub.client("sensor", true).await;
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(index_of(&filter.next_publish().await.payload), 1000);
+}
+
+#[tokio::test]
+async fn an_unsubscribed_module_gets_no_inputs_and_its_session_remembers() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    let mut unsubscribe = rumqttc::mqttbytes::v4::Unsubscribe::new(inputs_filter("filter"));
+    unsubscribe.pkid = 77;
+    filter
+        .send(rumqttc::mqttbytes::v4::Packet::Unsubscribe(unsubscribe))
+        .await;
+    filter
+        .expect(|packet| match packet {
+            rumqttc::mqttbytes::v4::Packet::UnsubAck(ack) if ack.pkid == 77 => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut sensor = hub.client("sensor", true).await;
+    sensor
+        .publish(&telemetry_topic("sensor", JSON), &hot(0))
+        .await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+    // The stored session has no subscription left: a reconnect delivers
+    // nothing until the module subscribes again.
+    let mut filter = hub.open().await;
+    let connack = filter.connect(hub.connect_packet("filter", false)).await;
+    assert!(connack.session_present);
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    filter.subscribe(&[&inputs_filter("filter")]).await;
+    assert_eq!(index_of(&filter.next_publish().await.payload), 0);
+}

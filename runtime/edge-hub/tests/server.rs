@@ -278,6 +278,7 @@ fn a_module_calls_another_connected_over_mqtt_through_the_gateway() {
     .expect("the hub's certificates");
     let tls = mqtt_common::Certificates {
         ca: ca.clone(),
+        ca_pem: server.trust_bundle_pem(),
         server: reopened.server_config().expect("TLS"),
     };
     let mqtt = server.addresses().mqtt;

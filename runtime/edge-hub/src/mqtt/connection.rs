@@ -4,17 +4,20 @@
 //!
 //! Flow control, so that one client can never make the hub buffer without
 //! bound:
-//! - Inbound: QoS 1 publishes are handed to the store as they arrive and
+//! - Inbound: publishes are handed to the store as they arrive and
 //!   acknowledged in arrival order once each is durable; at most
-//!   [`MAXIMUM_INBOUND_IN_FLIGHT`] wait for the store before the connection
-//!   stops reading, so a flood backs up into the client's TCP window.
+//!   [`MAXIMUM_INBOUND_IN_FLIGHT`] (and [`MAXIMUM_INBOUND_BYTES`]) wait for
+//!   the store before the connection stops reading, so a flood backs up into
+//!   the client's TCP window.
 //! - Outbound: at most [`MAXIMUM_OUTBOUND_IN_FLIGHT`] QoS 1 deliveries await
-//!   the module's PUBACK, and the writer's queue is bounded; a client that
+//!   the module's PUBACK (the hub keeps only their ids, not the messages),
+//!   and the writer's queue holds at most [`MAXIMUM_OUTBOUND_BYTES`]; while
+//!   it is full the connection neither reads nor delivers, and a client that
 //!   does not read is closed after [`WRITE_TIMEOUT`].
 //! - The read buffer holds at most one packet of [`MAXIMUM_PACKET_BYTES`]
 //!   plus one read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{Hash as _, Hasher as _};
 use std::io;
@@ -31,10 +34,10 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{self, Protocol, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
-use super::session::{Claim, Clients, Outbox, Subscriptions, granted_qos};
+use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_qos};
 use crate::config::MAXIMUM_MESSAGE_BYTES;
 use crate::hub::{Delivery, DeliveryId, Hub, InputStream, PublishRefused, Qos};
 use crate::message::{HubMessage, SystemProperty};
@@ -58,12 +61,29 @@ pub const MAXIMUM_OUTBOUND_IN_FLIGHT: usize = 64;
 /// Direct method requests sent to the module and not yet answered.
 const MAXIMUM_PENDING_METHODS: usize = 64;
 
+/// The longest direct method name sent to a module; the topic that carries
+/// it is limited to 64 KiB.
+const MAXIMUM_METHOD_NAME_BYTES: usize = 1024;
+
 /// Encoded packets queued for the writer.
-pub(crate) const WRITER_QUEUE: usize = 64;
+const WRITER_QUEUE: usize = 64;
+
+/// Bytes queued for the writer; a packet larger than this waits until the
+/// queue is empty and then takes all of it. With the inbound limit below,
+/// this bounds what one connection holds, whatever the client does.
+pub const MAXIMUM_OUTBOUND_BYTES: usize = 1024 * 1024;
+
+/// Bytes of inbound messages waiting for the store before reading pauses.
+pub const MAXIMUM_INBOUND_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a write to the client may take before the client is taken for
 /// gone: it does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest one wait for a token's expiry (a year): a token valid until
+/// the end of `u64` must not overflow the clock. Longer ones are waited for
+/// again.
+const MAXIMUM_TOKEN_WAIT_SECONDS: u64 = 365 * 24 * 3600;
 
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -198,8 +218,8 @@ pub(crate) struct Identity {
     pub(crate) client_id: String,
     pub(crate) device: String,
     pub(crate) module: String,
-    /// When its SAS token expires.
-    pub(crate) expiry: SystemTime,
+    /// When its SAS token expires, in seconds since the Unix epoch.
+    pub(crate) expiry: u64,
 }
 
 fn now_seconds() -> u64 {
@@ -274,7 +294,7 @@ pub(crate) fn authenticate(
         client_id: client_id.to_owned(),
         device: device.to_owned(),
         module: module.to_owned(),
-        expiry: UNIX_EPOCH + Duration::from_secs(token.expiry),
+        expiry: token.expiry,
     })
 }
 
@@ -303,14 +323,71 @@ enum Sent {
     Other,
 }
 
+/// A packet for the writer, with its share of the byte budget, given back
+/// once it is written.
+pub(crate) struct Queued {
+    packet: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The connection's end of its writer task: a queue bounded in packets and
+/// in bytes.
+#[derive(Clone)]
+pub(crate) struct Outgoing {
+    queue: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outgoing {
+    /// Starts the task that writes to `writer`.
+    pub(crate) fn start<W: AsyncWrite + Unpin + Send + 'static>(
+        writer: W,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, packets) = mpsc::channel(WRITER_QUEUE);
+        let task = tokio::spawn(write_packets(writer, packets));
+        let outgoing = Self {
+            queue,
+            budget: Arc::new(Semaphore::new(MAXIMUM_OUTBOUND_BYTES)),
+        };
+        (outgoing, task)
+    }
+
+    /// True when a packet can be queued without waiting.
+    fn ready(&self) -> bool {
+        self.queue.capacity() > 0 && self.budget.available_permits() > 0
+    }
+
+    /// Resolves when there is room for a packet (true) or the writer is
+    /// gone (false).
+    async fn room(self) -> bool {
+        let Ok(_slot) = self.queue.reserve_owned().await else {
+            return false;
+        };
+        self.budget.acquire_owned().await.is_ok()
+    }
+
+    async fn send(&self, packet: Bytes) -> Result<(), Closed> {
+        let share = packet.len().min(MAXIMUM_OUTBOUND_BYTES);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| Closed::WriterGone)?;
+        self.queue
+            .send(Queued {
+                packet,
+                _budget: budget,
+            })
+            .await
+            .map_err(|_| Closed::WriterGone)
+    }
+}
+
 /// The writer task: sends encoded packets in order, flushing when its queue
 /// is empty. Ends when the queue closes or a write stalls.
-pub(crate) async fn write_packets<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut queue: mpsc::Receiver<Bytes>,
-) {
+async fn write_packets<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<Queued>) {
     let write = async {
-        while let Some(packet) = queue.recv().await {
+        while let Some(Queued { packet, .. }) = queue.recv().await {
             tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&packet)).await??;
             if queue.is_empty() {
                 tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await??;
@@ -330,7 +407,7 @@ pub(crate) struct Connection {
     identity: Identity,
     clean_session: bool,
     keep_alive: u16,
-    writer: mpsc::Sender<Bytes>,
+    writer: Outgoing,
     subscriptions: Subscriptions,
     inputs: Option<InputStream>,
     desired: Option<broadcast::Receiver<DesiredPatch>>,
@@ -339,6 +416,9 @@ pub(crate) struct Connection {
     next_method_id: u64,
     outbox: Outbox<Sent>,
     pending: FuturesOrdered<Pending>,
+    /// The message bytes of each pending publish, in the same order.
+    pending_sizes: VecDeque<usize>,
+    pending_bytes: usize,
 }
 
 impl Connection {
@@ -351,7 +431,7 @@ impl Connection {
         connect: &Connect,
         mut reader: R,
         buffer: BytesMut,
-        writer: mpsc::Sender<Bytes>,
+        writer: Outgoing,
     ) -> Closed {
         let mut claim = shared.clients.claim(&identity.client_id).await;
         let hub = shared.hub.clone();
@@ -384,6 +464,8 @@ impl Connection {
             next_method_id: 1,
             outbox: Outbox::with_reserved(reserved),
             pending: FuturesOrdered::new(),
+            pending_sizes: VecDeque::new(),
+            pending_bytes: 0,
             identity,
         };
         let closed = async {
@@ -405,7 +487,13 @@ impl Connection {
                     connection.subscribe(subscription, qos);
                 }
             }
-            connection.run(&mut claim, &mut reader, buffer).await
+            // A newer connection of the client id takes over at once,
+            // whatever this one waits for (a client that does not read
+            // could hold it in a write for WRITE_TIMEOUT otherwise).
+            tokio::select! {
+                closed = connection.run(&mut claim.carryover, &mut reader, buffer) => closed,
+                () = claim.replacement.replaced() => Ok(Closed::Replaced),
+            }
         }
         .await;
         connection.finish(&mut claim);
@@ -415,6 +503,7 @@ impl Connection {
     /// Forgets the connection's per-module attachments; keeps what the
     /// next connection of the same client id resends with DUP.
     fn finish(&mut self, claim: &mut Claim<u64>) {
+        let carryover = &mut claim.carryover;
         let hub = &self.shared.hub;
         // Dropping the pending calls' responders fails them with Closed.
         self.method_calls.clear();
@@ -424,7 +513,7 @@ impl Connection {
         self.inputs = None;
         hub.set_connected(&self.identity.module, false);
         let outbox = std::mem::take(&mut self.outbox);
-        claim.carryover.unacknowledged = if self.clean_session {
+        carryover.unacknowledged = if self.clean_session {
             HashMap::new()
         } else {
             outbox
@@ -439,10 +528,7 @@ impl Connection {
 
     async fn send(&mut self, packet: Packet) -> Result<(), Closed> {
         let encoded = encode(&packet)?;
-        self.writer
-            .send(encoded)
-            .await
-            .map_err(|_| Closed::WriterGone)
+        self.writer.send(encoded).await
     }
 
     /// Starts what a subscription delivers.
@@ -506,7 +592,7 @@ impl Connection {
 
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        claim: &mut Claim<u64>,
+        carryover: &mut Carryover<u64>,
         reader: &mut R,
         mut buffer: BytesMut,
     ) -> Result<Closed, Closed> {
@@ -515,32 +601,48 @@ impl Connection {
         let keep_alive =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let mut deadline = keep_alive.map(|period| Instant::now() + period);
-        let token_expiry = Instant::now()
-            + self
-                .identity
-                .expiry
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
+        let mut token_expiry = self.token_deadline();
         loop {
             if self.method_calls.len() >= MAXIMUM_PENDING_METHODS {
                 // Calls whose callers gave up (timed out) make room.
                 self.method_calls
                     .retain(|_, responder| !responder.is_closed());
             }
-            let writer_ready = self.writer.capacity() > 0;
+            let writer_ready = self.writer.ready();
+            let room = (!writer_ready).then(|| self.writer.clone());
             let outbound_room = self.outbox.len() < MAXIMUM_OUTBOUND_IN_FLIGHT && writer_ready;
             tokio::select! {
                 biased;
-                () = claim.replaced() => return Ok(Closed::Replaced),
-                () = sleep_until(token_expiry) => return Ok(Closed::TokenExpired),
+                () = sleep_until(token_expiry) => {
+                    if now_seconds() >= self.identity.expiry {
+                        return Ok(Closed::TokenExpired);
+                    }
+                    token_expiry = self.token_deadline();
+                }
+                // With the writer's queue full, reading and deliveries wait;
+                // this wakes the loop when there is room again.
+                open = wait_for_room(room), if !writer_ready => {
+                    if !open {
+                        return Ok(Closed::WriterGone);
+                    }
+                }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     return Ok(Closed::KeepAlive(self.keep_alive));
                 }
                 Some(completion) = self.pending.next(), if !self.pending.is_empty() => {
+                    let size = self.pending_sizes.pop_front().unwrap_or_default();
+                    self.pending_bytes = self.pending_bytes.saturating_sub(size);
+                    // While the store holds reading back, the client's
+                    // silence is the hub's doing: the keep-alive restarts.
+                    if let Some(period) = keep_alive {
+                        deadline = Some(Instant::now() + period);
+                    }
                     self.complete(completion).await?;
                 }
                 packet = read_packet(reader, &mut buffer),
-                    if self.pending.len() < MAXIMUM_INBOUND_IN_FLIGHT && writer_ready => {
+                    if self.pending.len() < MAXIMUM_INBOUND_IN_FLIGHT
+                        && self.pending_bytes < MAXIMUM_INBOUND_BYTES
+                        && writer_ready => {
                     if let Some(period) = keep_alive {
                         deadline = Some(Instant::now() + period);
                     }
@@ -552,7 +654,7 @@ impl Connection {
                 }
                 delivery = next_input(&mut self.inputs), if outbound_room => {
                     match delivery {
-                        Some(delivery) => self.deliver_input(claim, delivery).await?,
+                        Some(delivery) => self.deliver_input(carryover, delivery).await?,
                         None => return Ok(Closed::InputsTakenOver),
                     }
                 }
@@ -570,6 +672,12 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When the token expires, or a year from now if that is sooner.
+    fn token_deadline(&self) -> Instant {
+        let lifetime = self.identity.expiry.saturating_sub(now_seconds());
+        Instant::now() + Duration::from_secs(lifetime.min(MAXIMUM_TOKEN_WAIT_SECONDS))
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Closed> {
@@ -615,6 +723,7 @@ impl Connection {
             // IoT Hub does not support QoS 2 and closes the connection.
             QoS::ExactlyOnce => return Err(Closed::Protocol("QoS 2 is not supported".to_owned())),
         };
+        let size = topic.len() + payload.len();
         let identity = &self.identity;
         let parsed = PublishTopic::parse(&topic, &identity.device, &identity.module)
             .map_err(|error| Closed::Refused(error.to_string()))?;
@@ -713,6 +822,8 @@ impl Connection {
             }
         };
         self.pending.push_back(pending);
+        self.pending_sizes.push_back(size);
+        self.pending_bytes += size;
         Ok(())
     }
 
@@ -782,7 +893,7 @@ impl Connection {
 
     async fn deliver_input(
         &mut self,
-        claim: &mut Claim<u64>,
+        carryover: &mut Carryover<u64>,
         delivery: Delivery,
     ) -> Result<(), Closed> {
         let qos = self
@@ -806,8 +917,7 @@ impl Connection {
         }
         let fingerprint = fingerprint(&publish);
         // Sent before and not acknowledged: the same packet id, with DUP.
-        let resent = claim
-            .carryover
+        let resent = carryover
             .unacknowledged
             .remove(&fingerprint)
             .and_then(|packet_id| {
@@ -886,9 +996,13 @@ impl Connection {
             payload,
             respond,
         } = request;
-        if name.is_empty() {
+        if name.is_empty() || name.len() > MAXIMUM_METHOD_NAME_BYTES {
             // Nothing to send: the caller sees the call fail with Closed.
-            tracing::warn!(module = %self.identity.module, "a direct method without a name");
+            tracing::warn!(
+                module = %self.identity.module,
+                bytes = name.len(),
+                "a direct method name that is empty or over {MAXIMUM_METHOD_NAME_BYTES} bytes"
+            );
             return Ok(());
         }
         self.method_calls.insert(rid.clone(), respond);
@@ -913,6 +1027,15 @@ fn fingerprint(publish: &Publish) -> u64 {
     publish.topic.hash(&mut hasher);
     publish.payload.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Resolves when `writer` has room for a packet (true) or is gone (false);
+/// never without a writer.
+async fn wait_for_room(writer: Option<Outgoing>) -> bool {
+    match writer {
+        Some(writer) => writer.room().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_input(inputs: &mut Option<InputStream>) -> Option<Delivery> {

@@ -10,11 +10,11 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{ConnAck, Packet};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::{self, Closed, Connection, Shared};
+use super::connection::{self, Closed, Connection, Outgoing, Shared};
 use crate::hub::Hub;
 
 /// How long a new connection has for its TLS handshake and CONNECT.
@@ -33,12 +33,23 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, hub: H
     });
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = JoinSet::new();
+    let mut refused: u64 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                        tracing::warn!(%peer, "MQTT connection refused: the connection limit is reached");
+                        // Logged at 1, 2, 4, 8, … refusals, so that a
+                        // connection flood does not flood the log too.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                %peer,
+                                refused,
+                                limit = shared.hub.config().max_connections,
+                                "MQTT connection refused: the connection limit is reached"
+                            );
+                        }
                         continue;
                     };
                     let shared = Arc::clone(&shared);
@@ -109,9 +120,8 @@ async fn serve_connection(
     let client = identity.client_id.clone();
     let module = identity.module.clone();
     let (reader, writer) = tokio::io::split(stream);
-    let (queue, packets) = mpsc::channel(connection::WRITER_QUEUE);
-    let writing = tokio::spawn(connection::write_packets(writer, packets));
-    let closed = Connection::serve(shared, identity, &connect, reader, buffer, queue).await;
+    let (outgoing, writing) = Outgoing::start(writer);
+    let closed = Connection::serve(shared, identity, &connect, reader, buffer, outgoing).await;
     match &closed {
         Closed::Disconnected | Closed::Replaced | Closed::TokenExpired => {
             tracing::info!(%peer, %client, %module, reason = %closed, "module disconnected");

@@ -196,6 +196,12 @@ pub struct Claim<K> {
     /// What the previous connection left; the connection puts what it leaves
     /// back here before it drops the claim.
     pub carryover: OwnedMutexGuard<Carryover<K>>,
+    /// Tells when a newer connection wants the client id.
+    pub replacement: Replacement,
+}
+
+/// Watches for a newer connection of the same client id.
+pub struct Replacement {
     generation: u64,
     changes: watch::Receiver<u64>,
 }
@@ -224,13 +230,15 @@ impl<K: Eq + Hash> Clients<K> {
         let carryover = Arc::clone(&slot.owner).lock_owned().await;
         Claim {
             carryover,
-            generation,
-            changes,
+            replacement: Replacement {
+                generation,
+                changes,
+            },
         }
     }
 }
 
-impl<K> Claim<K> {
+impl Replacement {
     /// Resolves when a newer connection of the same client id wants to take
     /// over.
     pub async fn replaced(&mut self) {
@@ -300,7 +308,7 @@ mod tests {
             let clients = Arc::clone(&clients);
             async move { clients.claim("d/m").await }
         });
-        tokio::time::timeout(Duration::from_secs(5), first.replaced())
+        tokio::time::timeout(Duration::from_secs(5), first.replacement.replaced())
             .await
             .expect("the first claim is told to go");
         assert!(!second.is_finished());
@@ -311,7 +319,7 @@ mod tests {
             .expect("no panic");
         assert_eq!(second.carryover.unacknowledged.get(&7), Some(&1));
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), second.replaced())
+            tokio::time::timeout(Duration::from_millis(50), second.replacement.replaced())
                 .await
                 .is_err()
         );

@@ -10,12 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use bytes::BytesMut;
 use edge_hub::hub::{Hub, HubDeployment};
 use edge_hub::{FileKeys, HubConfig, KeyStore};
 use edge_route::RouteTableEntry;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
     SubscribeReasonCode,
@@ -40,6 +38,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A CA and a server certificate for `localhost` it issued.
 pub struct Certificates {
     pub ca: CertificateDer<'static>,
+    pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
 }
 
@@ -69,6 +68,7 @@ impl Certificates {
             .expect("server configuration");
         Self {
             ca: ca.der().clone(),
+            ca_pem: ca.pem(),
             server: Arc::new(server),
         }
     }
@@ -254,7 +254,9 @@ impl TestHub {
 }
 
 async fn serve(hub: &Hub, certificates: &Certificates) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(hub.config().mqtt_listen)
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let server = tokio::spawn(edge_hub::mqtt::serve(
         listener,
@@ -267,13 +269,7 @@ async fn serve(hub: &Hub, certificates: &Certificates) -> (SocketAddr, JoinHandl
 /// A SAS token as the SDKs build it.
 pub fn sas_token(keys: &dyn KeyStore, module: &str, expiry: u64) -> String {
     let resource = format!("{IOTHUB}/devices/{DEVICE}/modules/{module}");
-    let encoded = utf8_percent_encode(&resource, NON_ALPHANUMERIC).to_string();
-    let digest = keys
-        .sign(module, format!("{encoded}\n{expiry}").as_bytes())
-        .expect("sign");
-    let signature = base64::engine::general_purpose::STANDARD.encode(digest);
-    let signature = utf8_percent_encode(&signature, NON_ALPHANUMERIC);
-    format!("SharedAccessSignature sr={encoded}&sig={signature}&se={expiry}")
+    edge_hub::sas::token(keys, module, &resource, expiry).expect("sign")
 }
 
 /// A raw MQTT client.

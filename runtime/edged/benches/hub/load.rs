@@ -215,3 +215,70 @@ pub async fn run(target: &Target, per_sender: u64, rate: Option<f64>) -> Measure
         latencies,
     }
 }
+
+/// Publishes `count` messages from one client and waits for every PUBACK;
+/// returns how long that took.
+pub async fn flood(target: &Target, sender: &ClientSpec, topic: &str, count: u64) -> Duration {
+    let (client, mut events) = connect(target, sender).await;
+    let epoch = Instant::now();
+    let topic = topic.to_owned();
+    let publisher = tokio::spawn(async move {
+        for sequence in 0..count {
+            client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    body(sequence, epoch),
+                )
+                .await
+                .expect("publish");
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < count {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(error) => panic!("{}: flood: {error}", target.name),
+        }
+    }
+    let elapsed = epoch.elapsed();
+    drop(publisher.await.expect("publisher"));
+    elapsed
+}
+
+/// Subscribes `receiver` to `filter` and takes `count` messages; returns
+/// how long that took.
+pub async fn drain(target: &Target, receiver: &ClientSpec, filter: &str, count: u64) -> Duration {
+    let (client, mut events) = connect(target, receiver).await;
+    let started = Instant::now();
+    client
+        .subscribe(filter, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let mut received = 0;
+    while received < count {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::Publish(_))) => received += 1,
+            Ok(_) => {}
+            Err(error) => panic!("{}: drain: {error}", target.name),
+        }
+    }
+    started.elapsed()
+}
+
+/// Connects every client and keeps them connected (answering keep-alives)
+/// until the returned handles are dropped.
+pub async fn hold(target: &Target, clients: &[ClientSpec]) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut held = Vec::with_capacity(clients.len());
+    for spec in clients {
+        let (client, mut events) = connect(target, spec).await;
+        held.push(tokio::spawn(async move {
+            let _client = client;
+            while events.poll().await.is_ok() {}
+        }));
+    }
+    held
+}

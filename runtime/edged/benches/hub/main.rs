@@ -7,6 +7,7 @@
 //! (Debian package) on PATH. Figures are recorded in BENCHMARKS.md under
 //! `## Edge hub`.
 
+mod edged_hub;
 mod load;
 
 use std::fs;
@@ -113,33 +114,167 @@ fn mosquitto_target(ca: String) -> Target {
     }
 }
 
+/// A plain HTTP GET on loopback, for the metrics endpoint.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    text
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Rounds of the throughput comparison, alternating the brokers.
+fn rounds() -> usize {
+    std::env::var("HUB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Messages queued for the module that stays offline.
+fn queued_messages() -> u64 {
+    std::env::var("HUB_BENCH_QUEUED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Modules that connect and stay idle.
+const IDLE_CLIENTS: usize = 1000;
+
 fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    println!("load average at start: {}", load_average());
     let (mut mosquitto, ca) = start_mosquitto(&dir.path().join("mosquitto"));
-    let target = mosquitto_target(ca);
+    let anchor = mosquitto_target(ca);
+    let hub = edged_hub::EdgedHub::start(dir.path(), SENDERS, IDLE_CLIENTS, "4GiB");
+    hub.settle();
+    println!(
+        "edged idle RSS (hub serving, {} modules deployed): {}",
+        SENDERS + 3 + IDLE_CLIENTS,
+        mib(hub.rss())
+    );
+    let target = hub.target(SENDERS);
     let per_sender = messages_per_sender();
-    let measured = runtime.block_on(load::run(&target, per_sender, None));
+
+    let mut anchor_rates = Vec::new();
+    let mut hub_rates = Vec::new();
+    for round in 1..=rounds() {
+        let measured = runtime.block_on(load::run(&anchor, per_sender, None));
+        println!(
+            "round {round}: mosquitto QoS 1 forwarding: {} messages in {:.3} s = {:.0} msg/s",
+            measured.received,
+            measured.elapsed.as_secs_f64(),
+            measured.rate()
+        );
+        anchor_rates.push(measured.rate());
+        let measured = runtime.block_on(load::run(&target, per_sender, None));
+        println!(
+            "round {round}: edge hub route with $body condition, stored durably: {} messages in {:.3} s = {:.0} msg/s",
+            measured.received,
+            measured.elapsed.as_secs_f64(),
+            measured.rate()
+        );
+        hub_rates.push(measured.rate());
+    }
+    let hub_rate = median(hub_rates);
+    let anchor_rate = median(anchor_rates);
     println!(
-        "mosquitto  QoS 1 forwarding: {} messages in {:.3} s = {:.0} msg/s",
-        measured.received,
-        measured.elapsed.as_secs_f64(),
-        measured.rate()
+        "median: edge hub {hub_rate:.0} msg/s, mosquitto {anchor_rate:.0} msg/s, ratio {:.2}",
+        hub_rate / anchor_rate
     );
-    let paced = runtime.block_on(load::run(
-        &target,
-        per_sender / 10,
-        Some(measured.rate() / 10.0),
-    ));
-    println!(
-        "mosquitto  latency at {:.0} msg/s: p50 {:?} p99 {:?}",
-        measured.rate() / 10.0,
-        paced.latency(0.5),
-        paced.latency(0.99)
-    );
+    println!("edged RSS after the throughput runs: {}", mib(hub.rss()));
+
+    let paced_rate = hub_rate / 10.0;
+    let paced_count = (paced_rate * 10.0) as u64 / SENDERS as u64;
+    for (name, broker) in [("edge hub", &target), ("mosquitto", &anchor)] {
+        let paced = runtime.block_on(load::run(broker, paced_count, Some(paced_rate)));
+        println!(
+            "{name} latency at {paced_rate:.0} msg/s ({} messages): p50 {:.2} ms, p99 {:.2} ms",
+            paced.received,
+            paced.latency(0.5).as_secs_f64() * 1e3,
+            paced.latency(0.99).as_secs_f64() * 1e3
+        );
+    }
     let _ = mosquitto.kill();
     let _ = mosquitto.wait();
+
+    let idle: Vec<_> = (0..IDLE_CLIENTS)
+        .map(|index| hub.client(&format!("idle{index}")))
+        .collect();
+    let held = runtime.block_on(load::hold(&target, &idle));
+    hub.settle();
+    println!(
+        "edged RSS with {} idle clients connected: {}",
+        held.len(),
+        mib(hub.rss())
+    );
+    drop(held);
+
+    let queued = queued_messages();
+    let baseline = hub.store_bytes();
+    let loader = hub.client("loader");
+    let took = runtime.block_on(load::flood(
+        &target,
+        &loader,
+        &edged_hub::EdgedHub::output_topic("loader", "backlog"),
+        queued,
+    ));
+    hub.settle();
+    let depth = hub.queue_length("offline/backlog");
+    let grown = hub.store_bytes();
+    println!(
+        "queued {queued} messages for an offline module in {:.1} s ({:.0} msg/s); queue depth {depth}; edged RSS {}",
+        took.as_secs_f64(),
+        queued as f64 / took.as_secs_f64(),
+        mib(hub.rss())
+    );
+    println!(
+        "store file: {} before, {} with the backlog = {:.0} bytes per queued message",
+        mib(baseline),
+        mib(grown),
+        grown.saturating_sub(baseline) as f64 / queued.max(1) as f64
+    );
+    let offline = hub.client("offline");
+    let took = runtime.block_on(load::drain(
+        &target,
+        &offline,
+        &edged_hub::EdgedHub::inputs_filter("offline"),
+        queued,
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    println!(
+        "delivered the backlog in {:.1} s ({:.0} msg/s); queue depth after {}; store file after delivery {}; edged RSS {}",
+        took.as_secs_f64(),
+        queued as f64 / took.as_secs_f64(),
+        hub.queue_length("offline/backlog"),
+        mib(hub.store_bytes()),
+        mib(hub.rss())
+    );
+    println!("load average at end: {}", load_average());
 }
