@@ -14,13 +14,23 @@ def emit(**event):
     sys.stdout.flush()
 
 
-def connect():
-    """A connected client made from the IOTEDGE_* environment, exactly as a module on IoT Edge
-    makes it. The hub may not be listening yet when a module starts (edged starts it first, but
-    a restarted edged may still be opening its store), so the first connect is retried."""
-    client = IoTHubModuleClient.create_from_edge_environment()
+def create():
+    """A client made from the IOTEDGE_* environment, exactly as a module on IoT Edge makes it."""
+    return IoTHubModuleClient.create_from_edge_environment()
+
+
+def connect(client=None, **handlers):
+    """Connects `client` (a new one from `create()` if not given), with `handlers`
+    (`on_message_received=…`) set before it connects: the hub delivers
+    what is queued for a module as soon as its persistent session is back, and the SDK drops
+    input messages that arrive before a handler is set. The hub may not be listening yet when a
+    module starts (a restarted edged may still be opening its store), so connecting is retried."""
+    client = client or create()
     for attempt in range(60):
         try:
+            # Setting a receive handler enables its feature, which connects.
+            for name, handler in handlers.items():
+                setattr(client, name, handler)
             client.connect()
             break
         except Exception as error:  # The SDK raises several connection error types.

@@ -6,7 +6,7 @@ import argparse
 
 from azure.iot.device import Message
 
-from common import connect, emit, wait_forever
+from common import connect, create, emit, wait_forever
 
 
 def main():
@@ -14,7 +14,7 @@ def main():
     parser.add_argument("--input", default="input1")
     parser.add_argument("--output", default="output1")
     args = parser.parse_args()
-    client = connect()
+    client = create()
 
     def received(message):
         if message.input_name != args.input:
@@ -31,7 +31,7 @@ def main():
         client.send_message_to_output(forwarded, args.output)
         emit(event="forwarded", id=message.message_id)
 
-    client.on_message_received = received
+    connect(client, on_message_received=received)
     wait_forever(client)
 
 

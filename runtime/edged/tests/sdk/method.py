@@ -13,10 +13,12 @@ import sys
 
 from azure.iot.device import MethodResponse
 
-from common import connect, emit, wait_forever
+from common import connect, create, emit, wait_forever
 
 
-def serve(client):
+def serve():
+    client = create()
+
     def requested(request):
         emit(event="method", name=request.name, payload=request.payload)
         payload = {
@@ -27,11 +29,12 @@ def serve(client):
         response = MethodResponse.create_from_method_request(request, 200, payload)
         client.send_method_response(response)
 
-    client.on_method_request_received = requested
+    connect(client, on_method_request_received=requested)
     wait_forever(client)
 
 
-def invoke(client, module, name, payload):
+def invoke(module, name, payload):
+    client = connect()
     params = {
         "methodName": name,
         "payload": json.loads(payload),
@@ -44,11 +47,10 @@ def invoke(client, module, name, payload):
 
 
 def main():
-    client = connect()
     if sys.argv[1] == "serve":
-        serve(client)
+        serve()
     else:
-        invoke(client, sys.argv[2], sys.argv[3], sys.argv[4])
+        invoke(sys.argv[2], sys.argv[3], sys.argv[4])
 
 
 if __name__ == "__main__":

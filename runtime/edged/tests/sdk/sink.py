@@ -10,8 +10,6 @@ from common import connect, emit, wait_forever
 
 
 def main():
-    client = connect()
-
     def received(message):
         body = message.data.decode("utf-8") if isinstance(message.data, bytes) else message.data
         emit(
@@ -24,8 +22,7 @@ def main():
             properties=dict(message.custom_properties),
         )
 
-    client.on_message_received = received
-    wait_forever(client)
+    wait_forever(connect(on_message_received=received))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ from common import connect, emit, wait_forever
 
 
 def main():
-    client = connect()
-    twin = client.get_twin()
-    emit(event="twin", desired=twin.get("desired"), reported=twin.get("reported"))
-
     def patched(patch):
         emit(event="desired-patch", patch=patch)
 
-    client.on_twin_desired_properties_patch_received = patched
+    client = connect(on_twin_desired_properties_patch_received=patched)
+    twin = client.get_twin()
+    emit(event="twin", desired=twin.get("desired"), reported=twin.get("reported"))
     if len(sys.argv) > 1:
         client.patch_twin_reported_properties(json.loads(sys.argv[1]))
         emit(event="reported")
