@@ -44,6 +44,10 @@ pub struct HubReport {
     /// Per module of the deployment, by name.
     #[serde(default)]
     pub modules: BTreeMap<String, HubModuleReport>,
+    /// Messages the routes sent to `$upstream`, kept in the store until the
+    /// hub has a cloud connection (or their time to live ends).
+    #[serde(default)]
+    pub upstream_queue: u64,
 }
 
 /// One module as the hub sees it.
@@ -56,7 +60,7 @@ pub struct HubModuleReport {
     pub messages_in: u64,
     /// Messages delivered to the module and acknowledged by it.
     pub messages_out: u64,
-    /// Messages waiting, per endpoint (`{module}/{input}`, `$upstream`).
+    /// Messages waiting, per endpoint (`{module}/{input}`).
     #[serde(default)]
     pub queues: BTreeMap<String, u64>,
     /// The module twin's reported properties, with `$version`.

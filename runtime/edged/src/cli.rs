@@ -410,6 +410,7 @@ fn hub_report(hub: &RemoteHub) -> HubReport {
         HubReport {
             running: false,
             modules: Default::default(),
+            upstream_queue: 0,
         }
     })
 }

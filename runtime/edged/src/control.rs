@@ -388,6 +388,7 @@ mod tests {
             Ok(HubReport {
                 running: true,
                 modules: Default::default(),
+                upstream_queue: 0,
             })
         }
 

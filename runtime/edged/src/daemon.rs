@@ -18,6 +18,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, Taken};
 use crate::lock::{StateLock, Wait};
+use crate::stop::StopSignals;
 use crate::supervision::{FailureRecord, SupervisionFailure};
 
 /// What the daemon does after a pass.
@@ -73,6 +74,19 @@ impl<'device> Daemon<'device> {
                 "cannot clear an earlier daemon's failure record: {error}"
             );
         }
+        // A daemon stops on SIGTERM or SIGINT between passes; a single pass
+        // keeps the default disposition (the signal ends it at once).
+        let stop = if once {
+            None
+        } else {
+            StopSignals::watch()
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        "cannot watch for stop signals ({error}); SIGTERM ends edged at once"
+                    )
+                })
+                .ok()
+        };
         loop {
             let next = if once { self.pass()? } else { self.step() };
             match next {
@@ -81,7 +95,15 @@ impl<'device> Daemon<'device> {
                     return Ok(());
                 }
                 Next::Sleep(_) if once => return Ok(()),
-                Next::Sleep(delay) => std::thread::sleep(delay),
+                Next::Sleep(delay) => match &stop {
+                    Some(stop) => {
+                        if let Some(signal) = stop.sleep(delay) {
+                            tracing::info!(signal, "stopping on {signal}");
+                            return Ok(());
+                        }
+                    }
+                    None => std::thread::sleep(delay),
+                },
             }
         }
     }

@@ -179,6 +179,7 @@ impl ModuleHub for LocalHub {
         Ok(HubReport {
             running: true,
             modules,
+            upstream_queue: stats.upstream.depth,
         })
     }
 

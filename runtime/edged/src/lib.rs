@@ -33,6 +33,7 @@ pub mod output;
 pub mod runtime;
 pub mod state;
 pub mod status;
+pub mod stop;
 pub mod supervision;
 pub mod trust;
 pub mod view;

@@ -148,7 +148,7 @@ fn hub_human(hub: &HubReport) -> String {
     if !hub.running {
         return "hub: not running (no `edged run` answers on its control socket)\n".to_owned();
     }
-    let mut text = String::from("hub: running\n");
+    let mut text = format!("hub: running, queue $upstream {}\n", hub.upstream_queue);
     for (name, module) in &hub.modules {
         text.push_str(&format!(
             "  {:<20} {:<13} in {} out {}\n",
@@ -253,7 +253,12 @@ mod tests {
         let running = hub_human(&HubReport {
             running: true,
             modules,
+            upstream_queue: 5,
         });
+        assert!(
+            running.starts_with("hub: running, queue $upstream 5\n"),
+            "{running}"
+        );
         assert!(
             running.contains("sink                 connected     in 0 out 7"),
             "{running}"
@@ -266,6 +271,7 @@ mod tests {
         let stopped = hub_human(&HubReport {
             running: false,
             modules: Default::default(),
+            upstream_queue: 0,
         });
         assert!(stopped.starts_with("hub: not running"), "{stopped}");
     }
