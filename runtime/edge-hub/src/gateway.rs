@@ -15,11 +15,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::http::{HttpResponse, has_api_version, json_response};
 use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodError, MethodResponse};
 
 /// The request body: the payload plus the method name and timeouts.
@@ -84,18 +84,6 @@ struct InvokeBody {
     connect_timeout_in_seconds: Option<u64>,
 }
 
-type HttpResponse = Response<Full<Bytes>>;
-
-fn respond(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
-}
-
 /// An IoT Hub style error: the status, a six-digit `errorCode` whose first
 /// three digits are the status, and a message.
 #[derive(Debug)]
@@ -107,7 +95,7 @@ struct Refusal {
 
 impl Refusal {
     fn response(&self) -> HttpResponse {
-        respond(
+        json_response(
             self.status,
             &json!({ "errorCode": self.code, "message": self.message }),
         )
@@ -209,15 +197,6 @@ fn target(path: &str) -> Option<(String, String)> {
         ["twins", device, "modules", module, "methods"] => Some((decode(device)?, decode(module)?)),
         _ => None,
     }
-}
-
-fn has_api_version(query: Option<&str>) -> bool {
-    query.is_some_and(|query| {
-        query.split('&').any(|pair| {
-            pair.strip_prefix("api-version=")
-                .is_some_and(|v| !v.is_empty())
-        })
-    })
 }
 
 /// Parses and checks the request body.
@@ -337,7 +316,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
     let outcome = invoke_waiting_for_connect(backend, &caller, &module, &call).await;
     tracing::debug!(caller = %caller, module = %module, method = %call.name, elapsed = ?started.elapsed(), ok = outcome.is_ok(), "direct method call");
     match outcome {
-        Ok(answer) => respond(StatusCode::OK, &answer_body(&answer)),
+        Ok(answer) => json_response(StatusCode::OK, &answer_body(&answer)),
         Err(MethodError::NotConnected) => refuse(
             StatusCode::NOT_FOUND,
             404_103,

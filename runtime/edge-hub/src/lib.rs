@@ -13,6 +13,7 @@ pub mod certs;
 pub mod config;
 pub mod failpoint;
 pub mod gateway;
+mod http;
 pub mod hub;
 pub mod keys;
 pub mod message;

@@ -27,10 +27,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
@@ -39,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::certs::Certificates;
+use crate::http::{HttpResponse, has_api_version, json_response};
 use crate::keys::KeyStore;
 
 /// The most requests one socket serves at once.
@@ -354,19 +354,8 @@ fn peer_allowed(
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
-
-fn respond(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 fn refuse(status: StatusCode, message: impl Into<String>) -> HttpResponse {
-    respond(status, &json!({ "message": message.into() }))
+    json_response(status, &json!({ "message": message.into() }))
 }
 
 #[derive(Deserialize)]
@@ -429,15 +418,6 @@ fn route(path: &str) -> Option<(Route, Method)> {
     }
 }
 
-fn has_api_version(query: Option<&str>) -> bool {
-    query.is_some_and(|query| {
-        query.split('&').any(|pair| {
-            pair.strip_prefix("api-version=")
-                .is_some_and(|v| !v.is_empty())
-        })
-    })
-}
-
 async fn handle(
     shared: &Shared,
     socket_module: &str,
@@ -467,7 +447,7 @@ async fn handle(
     }
     let (module, generation) = match &route {
         Route::TrustBundle => {
-            return respond(
+            return json_response(
                 StatusCode::OK,
                 &json!({ "certificate": shared.certificates.trust_bundle_pem() }),
             );
@@ -558,7 +538,9 @@ async fn sign(shared: &Shared, module: &str, body: &[u8]) -> HttpResponse {
     // The token or the key file is slow next to the runtime's threads.
     let signed = tokio::task::spawn_blocking(move || keys.sign(&owned, &data)).await;
     match signed {
-        Ok(Ok(digest)) => respond(StatusCode::OK, &json!({ "digest": BASE64.encode(digest) })),
+        Ok(Ok(digest)) => {
+            json_response(StatusCode::OK, &json!({ "digest": BASE64.encode(digest) }))
+        }
         Ok(Err(crate::keys::KeyError::Unknown(_))) => refuse(
             StatusCode::NOT_FOUND,
             format!("module {module} has no identity key"),
@@ -624,7 +606,7 @@ async fn server_certificate(shared: &Shared, module: &str, body: &[u8]) -> HttpR
             let expiration = time::OffsetDateTime::from(issued.not_after)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            respond(
+            json_response(
                 StatusCode::OK,
                 &json!({
                     "privateKey": { "type": "key", "bytes": issued.private_key_pem },
