@@ -523,10 +523,21 @@ fn run_edged(device: &TestDevice, netns: &Netns) -> Process {
         "edged",
         netns.wrap(&device.command("none", &["run", "--interval", "200ms"])),
     );
+    // The control socket answers before the daemon's first pass has
+    // installed the applied deployment in the hub; the modules' identities
+    // (which `edged module env` reads) exist only from then on.
     let up = eventually(30, || {
-        status(device, "none")["hub"]["running"] == Value::Bool(true)
+        let hub = &status(device, "none")["hub"];
+        hub["running"] == Value::Bool(true)
+            && hub["modules"]
+                .as_object()
+                .is_some_and(|modules| !modules.is_empty())
     });
-    assert!(up, "the hub did not start:\n{}", process.text());
+    assert!(
+        up,
+        "the hub did not start serving the deployment:\n{}",
+        process.text()
+    );
     process
 }
 
