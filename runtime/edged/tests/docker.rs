@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{COMPATIBLE, TestDevice, edgec, succeeded};
+use common::{COMPATIBLE, TestDevice, device_trusting_edgec_key, edgec, succeeded};
 
 /// A module of a generated project.
 struct Module<'a> {
@@ -82,23 +82,12 @@ fn build(dir: &Path, key: &Path, version: u64, suffix: &str, modules: &[Module<'
 /// A device for `instance` that trusts a fresh `edgec keygen` key; returns
 /// it with the private key.
 fn device(dir: &Path, instance: &str) -> (TestDevice, PathBuf) {
-    let key = dir.join("fleet");
-    succeeded(
-        &Command::new(edgec())
-            .arg("keygen")
-            .arg("--output")
-            .arg(&key)
-            .output()
-            .unwrap(),
-    );
-    let device = TestDevice::new(
-        &[],
+    device_trusting_edgec_key(
+        dir,
         &format!(
             "instance = \"{instance}\"\n[health]\nwindow = \"2s\"\n[restart]\nbackoff_base = \"200ms\"\n"
         ),
-    );
-    fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
-    (device, key)
+    )
 }
 
 /// `running version` of a module's container, from Docker.

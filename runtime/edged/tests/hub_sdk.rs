@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{COMPATIBLE, TestDevice, edgec, succeeded};
+use common::{COMPATIBLE, TestDevice, device_trusting_edgec_key, edgec, succeeded};
 use serde_json::Value;
 
 /// The module programs and the image recipe.
@@ -237,23 +237,12 @@ fn build(
 
 /// A device trusting a fresh `edgec keygen` key, with the hub on.
 fn device(dir: &Path, hub: &str, extra: &str) -> (TestDevice, PathBuf) {
-    let key = dir.join("fleet");
-    succeeded(
-        &Command::new(edgec())
-            .arg("keygen")
-            .arg("--output")
-            .arg(&key)
-            .output()
-            .unwrap(),
-    );
-    let device = TestDevice::new(
-        &[],
+    device_trusting_edgec_key(
+        dir,
         &format!(
             "{extra}\n[health]\nwindow = \"2s\"\n[restart]\nbackoff_base = \"10s\"\n[hub]\ndevice_id = \"gw-test\"\nmetrics_listen = \"off\"\nstore_limit = \"64MiB\"\n{hub}\n"
         ),
-    );
-    fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
-    (device, key)
+    )
 }
 
 /// Polls `condition` every 200 ms for up to `seconds`.

@@ -184,6 +184,24 @@ pub fn edgec() -> &'static Path {
     })
 }
 
+/// A device configured with `extra_config` that trusts a fresh `edgec
+/// keygen` key made in `dir`; returns it with the private key's path, for
+/// `edgec build --key`.
+pub fn device_trusting_edgec_key(dir: &Path, extra_config: &str) -> (TestDevice, PathBuf) {
+    let key = dir.join("fleet");
+    succeeded(
+        &Command::new(edgec())
+            .arg("keygen")
+            .arg("--output")
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    let device = TestDevice::new(&[], extra_config);
+    fs::copy(dir.join("fleet.pub"), device.trust_dir.join("fleet.pub")).unwrap();
+    (device, key)
+}
+
 /// Version `version` of the test deployment (payload `files("vVERSION")`), signed by `key`.
 pub fn signed_bundle(key: &Key, version: u64) -> Vec<u8> {
     let payload = files(&format!("v{version}"));
