@@ -24,6 +24,7 @@ use crate::logging::{self, LogFormat};
 use crate::output;
 use crate::runtime::{ModuleRuntime, NoEngine};
 use crate::status;
+use crate::stop::StopSignals;
 use crate::trust::{AnchorSource, TrustStore};
 use crate::view::DeviceView;
 
@@ -332,6 +333,12 @@ pub fn run(cli: &Cli) -> Result<()> {
     // starts (its first pass recreates their containers).
     // `edged run` serves the hub itself (and keeps serving it, with its
     // control socket, until it exits).
+    // The daemon watches for SIGTERM and SIGINT before it serves anything,
+    // so a stop request while it starts still ends it cleanly.
+    let stop = match cli.command {
+        Command::Run { once: false, .. } => StopSignals::watch_or_warn(),
+        _ => None,
+    };
     let served = match cli.command {
         Command::Run { .. } if config.hub.enabled => Some(hub_server::start(
             &config,
@@ -379,7 +386,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
             // The daemon takes the lock for each pass and sleeps without it.
             drop(lock);
-            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once)
+            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once, stop.as_ref())
         }
         Command::Recover
         | Command::Status { .. }

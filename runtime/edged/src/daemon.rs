@@ -66,7 +66,9 @@ impl<'device> Daemon<'device> {
 
     /// Passes until an OS update asks for a reboot. With `once`, passes
     /// once and returns a failure as the command's error.
-    pub fn run(&mut self, once: bool) -> Result<()> {
+    /// `stop` ends the loop between passes when SIGTERM or SIGINT arrives;
+    /// without it (a single pass), the signals keep their default effect.
+    pub fn run(&mut self, once: bool, stop: Option<&StopSignals>) -> Result<()> {
         // A record a daemon before this one left describes that daemon.
         if let Err(error) = SupervisionFailure::clear(&self.state_dir) {
             tracing::warn!(
@@ -74,19 +76,6 @@ impl<'device> Daemon<'device> {
                 "cannot clear an earlier daemon's failure record: {error}"
             );
         }
-        // A daemon stops on SIGTERM or SIGINT between passes; a single pass
-        // keeps the default disposition (the signal ends it at once).
-        let stop = if once {
-            None
-        } else {
-            StopSignals::watch()
-                .inspect_err(|error| {
-                    tracing::warn!(
-                        "cannot watch for stop signals ({error}); SIGTERM ends edged at once"
-                    )
-                })
-                .ok()
-        };
         loop {
             let next = if once { self.pass()? } else { self.step() };
             match next {
@@ -95,7 +84,7 @@ impl<'device> Daemon<'device> {
                     return Ok(());
                 }
                 Next::Sleep(_) if once => return Ok(()),
-                Next::Sleep(delay) => match &stop {
+                Next::Sleep(delay) => match stop {
                     Some(stop) => {
                         if let Some(signal) = stop.sleep(delay) {
                             tracing::info!(signal, "stopping on {signal}");

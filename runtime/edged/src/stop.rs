@@ -44,6 +44,18 @@ impl StopSignals {
         Ok(Self { received })
     }
 
+    /// Starts watching, or logs why it cannot (then SIGTERM ends edged at
+    /// once, as it did before edged watched for it).
+    pub fn watch_or_warn() -> Option<Self> {
+        Self::watch()
+            .inspect_err(|error| {
+                tracing::warn!(
+                    "cannot watch for stop signals ({error}); SIGTERM ends edged at once"
+                )
+            })
+            .ok()
+    }
+
     /// Sleeps for `delay`, or less when a stop signal arrives; returns the
     /// signal's name then.
     pub fn sleep(&self, delay: Duration) -> Option<&'static str> {
