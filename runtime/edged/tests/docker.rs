@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{COMPATIBLE, TestDevice, device_trusting_edgec_key, edgec, succeeded};
+use common::{COMPATIBLE, TestDevice, build_plant, device_trusting_edgec_key, succeeded};
 
 /// A module of a generated project.
 struct Module<'a> {
@@ -61,22 +61,7 @@ fn build(dir: &Path, key: &Path, version: u64, suffix: &str, modules: &[Module<'
         "deployment plant {{\n  target = gateway\n  version = {version}\n  modules = [{}]\n}}\n",
         names.join(", ")
     ));
-    let file = project.join("plant.edge");
-    fs::write(&file, source).unwrap();
-    let output = project.join("build");
-    succeeded(
-        &Command::new(edgec())
-            .arg("build")
-            .arg(&file)
-            .arg("--output")
-            .arg(&output)
-            .arg("--key")
-            .arg(key)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .output()
-            .unwrap(),
-    );
-    output.join("plant.edgebundle")
+    build_plant(&project, &source, key)
 }
 
 /// A device for `instance` that trusts a fresh `edgec keygen` key; returns

@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{COMPATIBLE, TestDevice, device_trusting_edgec_key, edgec, succeeded};
+use common::{COMPATIBLE, TestDevice, build_plant, device_trusting_edgec_key, succeeded};
 use serde_json::Value;
 
 /// The module programs and the image recipe.
@@ -217,22 +217,7 @@ fn build(
         source.push_str(&format!("  route {name} = r#\"{route}\"#\n"));
     }
     source.push_str("}\n");
-    let file = project.join("plant.edge");
-    fs::write(&file, &source).unwrap();
-    let output = project.join("build");
-    succeeded(
-        &Command::new(edgec())
-            .arg("build")
-            .arg(&file)
-            .arg("--output")
-            .arg(&output)
-            .arg("--key")
-            .arg(key)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .output()
-            .unwrap(),
-    );
-    output.join("plant.edgebundle")
+    build_plant(&project, &source, key)
 }
 
 /// A device trusting a fresh `edgec keygen` key, with the hub on.

@@ -202,6 +202,28 @@ pub fn device_trusting_edgec_key(dir: &Path, extra_config: &str) -> (TestDevice,
     (device, key)
 }
 
+/// Writes `source` as `PROJECT/plant.edge`, builds and signs it with
+/// `edgec build --key KEY` (`SOURCE_DATE_EPOCH=0`) and returns the bundle of
+/// its deployment `plant`.
+pub fn build_plant(project: &Path, source: &str, key: &Path) -> PathBuf {
+    let file = project.join("plant.edge");
+    fs::write(&file, source).unwrap();
+    let output = project.join("build");
+    succeeded(
+        &Command::new(edgec())
+            .arg("build")
+            .arg(&file)
+            .arg("--output")
+            .arg(&output)
+            .arg("--key")
+            .arg(key)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .unwrap(),
+    );
+    output.join("plant.edgebundle")
+}
+
 /// Version `version` of the test deployment (payload `files("vVERSION")`), signed by `key`.
 pub fn signed_bundle(key: &Key, version: u64) -> Vec<u8> {
     let payload = files(&format!("v{version}"));
