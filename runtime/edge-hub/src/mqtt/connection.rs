@@ -85,6 +85,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// again.
 const MAXIMUM_TOKEN_WAIT_SECONDS: u64 = 365 * 24 * 3600;
 
+/// How many bytes of queued packets the writer gathers into one write: a
+/// few TLS records' worth (a record holds at most 16 KiB).
+const COALESCE_BYTES: usize = 64 * 1024;
+
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -385,10 +389,40 @@ impl Outgoing {
 
 /// The writer task: sends encoded packets in order, flushing when its queue
 /// is empty. Ends when the queue closes or a write stalls.
+///
+/// Packets waiting in the queue are gathered into one write of up to
+/// [`COALESCE_BYTES`]: over TLS every write is a record and a system call,
+/// so a stream of 4-byte PUBACKs or small deliveries written one by one
+/// costs several times the CPU of the same bytes written together. A packet
+/// that arrives alone is written at once, so gathering adds no latency.
 async fn write_packets<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<Queued>) {
     let write = async {
-        while let Some(Queued { packet, .. }) = queue.recv().await {
-            tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&packet)).await??;
+        let mut gathered = BytesMut::new();
+        // The budget shares of the gathered packets, given back once they
+        // are written.
+        let mut shares = Vec::new();
+        while let Some(first) = queue.recv().await {
+            let mut next = Some(first);
+            while let Some(Queued {
+                packet,
+                _budget: share,
+            }) = next.take()
+            {
+                gathered.extend_from_slice(&packet);
+                shares.push(share);
+                if gathered.len() < COALESCE_BYTES {
+                    next = queue.try_recv().ok();
+                }
+            }
+            tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&gathered)).await??;
+            shares.clear();
+            if gathered.capacity() > 2 * COALESCE_BYTES {
+                // A large message passed: do not keep its buffer for an
+                // otherwise quiet connection.
+                gathered = BytesMut::new();
+            } else {
+                gathered.clear();
+            }
             if queue.is_empty() {
                 tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await??;
             }
