@@ -18,8 +18,8 @@ use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::MethodRouter;
 use crate::store::{
-    self, EndpointCounters, LogThrottle, NEVER, PRIORITIES, Pending, QueueEntry, Removal,
-    RemovalToken, Store, StoreError, StoredMessage, Target, UPSTREAM, Wake,
+    self, EndpointCounters, LogThrottle, NEVER, Overflowed, PRIORITIES, Pending, QueueEntry,
+    Removal, RemovalToken, Store, StoreError, StoredMessage, Tail, Target, UPSTREAM, Wake,
 };
 use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
 
@@ -653,12 +653,12 @@ impl Hub {
             // Like edgeHub, a message no route takes is accepted and dropped.
             return Ok(());
         }
-        let record = store::encode_record(&StoredMessage {
+        let stored = StoredMessage {
             enqueued: now,
             source,
             message,
-        });
-        self.inner.store.append(record, targets, durable).await
+        };
+        self.inner.store.append(stored, targets, durable).await
     }
 
     /// The queues the routes send `message` to: one entry per endpoint,
@@ -726,6 +726,7 @@ impl Hub {
             wake,
             epoch,
             state,
+            mode: Mode::Store,
             cursors: Default::default(),
             seen_arrivals: [0; PRIORITIES],
             buffer: VecDeque::new(),
@@ -767,7 +768,7 @@ impl Hub {
         let name = module.to_owned();
         self.inner
             .store
-            .write(true, move |batch| {
+            .write_with_message(true, move |batch, message_id| {
                 let mut record = match batch.document(TWIN, &name)? {
                     Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
                         tracing::error!(module = %name, %error, "a stored twin is corrupt; it starts again empty");
@@ -784,12 +785,12 @@ impl Hub {
                 let now = store::now_ms();
                 let targets =
                     hub.targets(&notification, TWIN_CHANGE_SOURCE, &router, ttl, now);
-                let record = store::encode_record(&StoredMessage {
+                let stored = StoredMessage {
                     enqueued: now,
                     source: TWIN_CHANGE_SOURCE.to_owned(),
                     message: notification,
-                });
-                match batch.append(&record, &targets) {
+                };
+                match batch.append(message_id, &stored, &targets) {
                     Ok(()) => {}
                     Err(error @ StoreError::Full { .. }) => {
                         // The twin is the module's state and is kept; only
@@ -961,19 +962,37 @@ fn new_generation_id() -> Result<String, StoreError> {
     Ok(hex::encode(bytes))
 }
 
+/// Where an input stream takes its deliveries from.
+#[derive(Debug)]
+enum Mode {
+    /// The store, after the cursors.
+    Store,
+    /// The store found nothing more and the stream joined the gate with a
+    /// tail: the store's entries below the tail's first id come first, once
+    /// every one of them is committed.
+    Joining(Arc<Tail>),
+    /// The tail, as messages are accepted.
+    Live(Arc<Tail>),
+}
+
 /// A module's input deliveries (see [`Hub::open_inputs`]).
 ///
 /// The stream reads the module's queues from the store in small batches,
 /// priority 0 first and in order within each queue, so a long queue is
-/// never in memory. At most [`INFLIGHT_WINDOW`] deliveries are
-/// unacknowledged; `next` waits while the window is full. `next` is
-/// cancel-safe: dropping its future loses no delivery.
+/// never in memory. Once it has read all the store holds for the module,
+/// it takes new messages from a live tail as they are accepted, without
+/// waiting for their commit (see the store's module documentation); a tail
+/// that falls behind sends it back to the store. At most
+/// [`INFLIGHT_WINDOW`] deliveries are unacknowledged; `next` waits while
+/// the window is full. `next` is cancel-safe: dropping its future loses no
+/// delivery.
 pub struct InputStream {
     hub: Hub,
     module: String,
     wake: Arc<Wake>,
     epoch: u64,
     state: Option<Arc<ModuleState>>,
+    mode: Mode,
     /// Per priority, the last entry delivered.
     cursors: [Option<(u64, String)>; PRIORITIES],
     /// The module's arrival counts (per priority) when the buffer was read.
@@ -989,6 +1008,16 @@ pub struct InputStream {
     /// waiting for the writer.
     unconfirmed: Arc<AtomicUsize>,
     next_id: u64,
+}
+
+impl Drop for InputStream {
+    /// A stream that ends leaves the gate, so no more messages are handed
+    /// to it.
+    fn drop(&mut self) {
+        if let Mode::Joining(tail) | Mode::Live(tail) = &self.mode {
+            self.hub.inner.store.leave_tail(&self.module, tail);
+        }
+    }
 }
 
 impl std::fmt::Debug for InputStream {
@@ -1007,10 +1036,14 @@ impl InputStream {
     pub async fn next(&mut self) -> Option<Delivery> {
         self.state.as_ref()?;
         let wake = self.wake.clone();
+        let shared = self.hub.inner.store.shared.clone();
         loop {
             let notified = wake.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let processed = shared.processed.notified();
+            tokio::pin!(processed);
+            processed.as_mut().enable();
             if wake.epoch.load(Ordering::Acquire) != self.epoch {
                 return None;
             }
@@ -1044,26 +1077,69 @@ impl InputStream {
                 if let Some(delivery) = self.pop() {
                     return Some(delivery);
                 }
-                if !self.exhausted {
-                    // Everything buffered had expired; read on.
-                    continue;
+                match &self.mode {
+                    Mode::Store if self.exhausted => {
+                        // Everything stored is delivered: take new messages
+                        // as they come, once those already on their way to
+                        // the store are read.
+                        let tail = self.hub.inner.store.join_tail(&self.module, &self.wake);
+                        self.mode = Mode::Joining(tail);
+                        self.exhausted = false;
+                        continue;
+                    }
+                    Mode::Joining(tail) if self.exhausted => {
+                        let tail = tail.clone();
+                        self.mode = Mode::Live(tail);
+                        continue;
+                    }
+                    Mode::Joining(tail) if !shared.processed_below(tail.from) => {
+                        // Wait for the writer below.
+                    }
+                    Mode::Live(_) => {
+                        if let Some(delivery) = self.pop_tail() {
+                            return Some(delivery);
+                        }
+                        if matches!(self.mode, Mode::Store) {
+                            continue;
+                        }
+                    }
+                    Mode::Store | Mode::Joining(_) => {
+                        // Everything buffered had expired; read on.
+                        continue;
+                    }
                 }
             }
-            notified.await;
+            tokio::select! {
+                () = notified => {}
+                () = processed, if matches!(self.mode, Mode::Joining(_)) => {}
+            }
         }
     }
 
-    /// Whether to read from the store: the buffer is empty and the queue was
-    /// not found empty since the last arrival, or messages more urgent than
-    /// the buffer's first arrived.
+    /// Whether to read from the store: in store mode, the buffer is empty
+    /// and the queue was not found empty since the last arrival, or messages
+    /// more urgent than the buffer's first arrived; while joining, the
+    /// buffer is empty, the entries below the tail are all committed and
+    /// not all read yet.
     fn needs_read(&self) -> bool {
-        let urgent = self.buffer.front().map_or(PRIORITIES, |pending| {
-            usize::from(pending.entry.priority).min(PRIORITIES)
-        });
-        let arrived = (0..urgent).any(|priority| {
-            self.wake.arrivals[priority].load(Ordering::Acquire) != self.seen_arrivals[priority]
-        });
-        arrived || (self.buffer.is_empty() && !self.exhausted)
+        match &self.mode {
+            Mode::Store => {
+                let urgent = self.buffer.front().map_or(PRIORITIES, |pending| {
+                    usize::from(pending.entry.priority).min(PRIORITIES)
+                });
+                let arrived = (0..urgent).any(|priority| {
+                    self.wake.arrivals[priority].load(Ordering::Acquire)
+                        != self.seen_arrivals[priority]
+                });
+                arrived || (self.buffer.is_empty() && !self.exhausted)
+            }
+            Mode::Joining(tail) => {
+                self.buffer.is_empty()
+                    && !self.exhausted
+                    && self.hub.inner.store.shared.processed_below(tail.from)
+            }
+            Mode::Live(_) => false,
+        }
     }
 
     /// Reads the next batch after the cursors on a blocking thread (a long
@@ -1074,34 +1150,82 @@ impl InputStream {
         let hub = self.hub.clone();
         let module = self.module.clone();
         let cursors = self.cursors.clone();
+        let below = match &self.mode {
+            Mode::Joining(tail) => tail.from,
+            Mode::Store | Mode::Live(_) => u64::MAX,
+        };
         self.read = Some(tokio::task::spawn_blocking(move || {
-            hub.inner.store.read_queue(&module, &cursors, READ_BATCH)
+            hub.inner
+                .store
+                .read_queue(&module, &cursors, below, READ_BATCH)
         }));
     }
 
     /// Takes the next unexpired entry from the buffer.
     fn pop(&mut self) -> Option<Delivery> {
-        let now = store::now_ms();
         while let Some(pending) = self.buffer.pop_front() {
-            let entry = pending.entry;
-            if let Some(cursor) = self.cursors.get_mut(usize::from(entry.priority)) {
-                *cursor = Some((entry.id, entry.input.clone()));
+            if let Some(delivery) = self.deliver(pending) {
+                return Some(delivery);
             }
-            if pending.expiry <= now {
-                self.hub.inner.store.remove(entry, Removal::Expired, None);
-                continue;
-            }
-            let id = DeliveryId(self.next_id);
-            self.next_id += 1;
-            let input = entry.input.clone();
-            self.inflight.insert(id, entry);
-            return Some(Delivery {
-                id,
-                input,
-                message: pending.record.message,
-            });
         }
         None
+    }
+
+    /// Takes the next unexpired message from the live tail; back to store
+    /// mode when the tail overflowed and is empty.
+    fn pop_tail(&mut self) -> Option<Delivery> {
+        let Mode::Live(tail) = &self.mode else {
+            return None;
+        };
+        let tail = tail.clone();
+        let shared = self.hub.inner.store.shared.clone();
+        loop {
+            match tail.pop(&shared) {
+                Ok(Some(pending)) => {
+                    if let Some(delivery) = self.deliver(pending) {
+                        return Some(delivery);
+                    }
+                }
+                Ok(None) => return None,
+                Err(Overflowed) => {
+                    tracing::debug!(module = %self.module, "the module reads slower than its messages come; delivering from the store");
+                    self.hub.inner.store.leave_tail(&self.module, &tail);
+                    self.mode = Mode::Store;
+                    self.exhausted = false;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Moves the cursor past `pending` and delivers it, unless it expired
+    /// (it is then removed).
+    fn deliver(&mut self, pending: Pending) -> Option<Delivery> {
+        let entry = pending.entry;
+        if let Some(cursor) = self.cursors.get_mut(usize::from(entry.priority)) {
+            // A message for two inputs comes from a tail in target order and
+            // from the store in input order; the cursor never goes back.
+            let position = (entry.id, entry.input.as_str());
+            if cursor
+                .as_ref()
+                .is_none_or(|(id, input)| (*id, input.as_str()) < position)
+            {
+                *cursor = Some((entry.id, entry.input.clone()));
+            }
+        }
+        if pending.expiry <= store::now_ms() {
+            self.hub.inner.store.remove(entry, Removal::Expired, None);
+            return None;
+        }
+        let id = DeliveryId(self.next_id);
+        self.next_id += 1;
+        let input = entry.input.clone();
+        self.inflight.insert(id, entry);
+        Some(Delivery {
+            id,
+            input,
+            message: pending.record.message,
+        })
     }
 
     /// The module acknowledged a delivery: its queue entry is removed (the

@@ -4,8 +4,9 @@
 //! # Layout
 //! - `messages`: message id → the encoded record (see [`encode_record`]);
 //!   every message is stored once, however many routes take it.
-//! - `references`: message id → how many queue entries still point at it;
-//!   the record is deleted with the last one.
+//! - `references`: message id → how many queue entries still point at it,
+//!   for messages queued more than once (no row means one); the record is
+//!   deleted with the last entry.
 //! - `queue`: (target, priority, message id, input) → expiry (ms since the
 //!   Unix epoch, [`NEVER`] for no expiry). The target is a module name or
 //!   `$upstream` (whose input is empty). Keys order each module's queues by
@@ -19,6 +20,24 @@
 //! - `documents`: (kind, name) → bytes, for twins, sessions, generation ids
 //!   and the installed deployment.
 //!
+//! # Message ids and live tails
+//! Ids are handed out by the [`Gate`], under one lock with the send to the
+//! writer, so the writer's channel holds appends in id order. A module's
+//! input stream that has read everything the store holds for it joins the
+//! gate with a [`Tail`]: from then on every message routed to the module is
+//! handed to the tail as it is accepted, ahead of the commit, and the stream
+//! delivers from memory. At-least-once delivery allows it: the sender's
+//! PUBACK still waits for the commit, and a crash before it makes the sender
+//! send again. A tail that falls behind (the module reads slower than
+//! messages come) overflows, leaves the gate, and its stream reads the store
+//! again.
+//!
+//! # Elision
+//! When a message's delivery is acknowledged before the message was
+//! committed (its append and the removal land in the same batch), neither is
+//! written: the hub's responsibility for that copy ended before it had to be
+//! on disk. A batch that only carries such pairs commits without an fsync.
+//!
 //! # Group commit
 //! One writer thread owns all writes. It takes every operation waiting in
 //! its channel, applies them all in one write transaction and commits once,
@@ -31,7 +50,7 @@
 //! second later, makes them durable. A crash in between redelivers those
 //! messages, which at-least-once delivery allows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,6 +98,22 @@ const COMPACT_MINIMUM_BYTES: u64 = 4 * 1024 * 1024;
 const COMPACT_RATIO: u64 = 4;
 /// The most compaction passes at a time.
 const COMPACT_PASSES: u32 = 16;
+/// The most messages one tail holds; one more overflows it.
+const TAIL_MESSAGES: usize = 1024;
+/// Past this many messages in a tail, a publish routed to it waits (up to
+/// [`TAIL_WAIT`]) for the module to take some: a module that reads a
+/// little slower than its senders send slows them down to its pace and
+/// stays live, rather than overflowing into the store, where each message
+/// costs a write, a read and a removal.
+const TAIL_CROWDED: usize = TAIL_MESSAGES / 2;
+/// How long a publish waits for a crowded tail; a module that does not
+/// read within it overflows and reads the store, so a stuck module never
+/// holds its senders back for long.
+const TAIL_WAIT: Duration = Duration::from_millis(100);
+/// The most message bytes all tails together hold; a push past it
+/// overflows the tail it was for, so live delivery never holds more than
+/// this however many modules fall behind.
+const TAILS_BYTES: usize = 8 * 1024 * 1024;
 /// How long non-durable checkpoints may wait for a durable commit.
 const CHECKPOINT_FLUSH: Duration = Duration::from_secs(1);
 
@@ -415,9 +450,25 @@ pub(crate) struct Shared {
     pub commits: CommitCounters,
     pub stored_bytes: AtomicU64,
     wakes: Mutex<HashMap<String, Arc<Wake>>>,
+    /// Every id up to this one is committed or refused: the writer takes
+    /// appends in id order and bumps this after each batch.
+    processed_through: AtomicU64,
+    /// Notified after every batch, for streams waiting on
+    /// `processed_through`.
+    pub processed: Notify,
+    /// Message bytes held by all tails together (see [`TAILS_BYTES`]).
+    tail_bytes: AtomicUsize,
 }
 
 impl Shared {
+    /// Whether every id below `id` is committed (or was refused).
+    pub fn processed_below(&self, id: u64) -> bool {
+        self.processed_through
+            .load(Ordering::Acquire)
+            .saturating_add(1)
+            >= id
+    }
+
     /// The wake of `module`'s input stream.
     pub fn wake(&self, module: &str) -> Arc<Wake> {
         let mut wakes = self
@@ -461,13 +512,174 @@ enum Op {
     Job {
         job: Job,
         durable: bool,
+        /// The id the gate reserved for a message the job may append.
+        reserved: Option<u64>,
+    },
+    /// A message already handed to the live tails.
+    Append {
+        id: u64,
+        record: Vec<u8>,
+        targets: Vec<Target>,
+        durable: bool,
+        done: oneshot::Sender<Result<(), StoreError>>,
     },
     Remove {
         entry: QueueEntry,
         reason: Removal,
         token: Option<RemovalToken>,
+        /// Set by the writer when the entry's append is in the same batch:
+        /// neither is written.
+        elided: bool,
     },
 }
+
+/// Hands out message ids and new messages to the live tails; see the
+/// module documentation.
+struct Gate {
+    next_id: u64,
+    tails: HashMap<String, Arc<Tail>>,
+    ops: mpsc::Sender<Op>,
+}
+
+impl Gate {
+    /// Hands `message` to the tails of `targets`, dropping the tails that
+    /// overflow from the gate.
+    fn hand_off(&mut self, shared: &Shared, id: u64, message: &StoredMessage, targets: &[Target]) {
+        for target in targets {
+            let Some(tail) = self.tails.get(&target.target) else {
+                continue;
+            };
+            if id < tail.from {
+                continue;
+            }
+            let pending = Pending {
+                entry: QueueEntry {
+                    target: target.target.clone(),
+                    priority: target.priority,
+                    id,
+                    input: target.input.clone(),
+                },
+                expiry: target.expiry,
+                record: message.clone(),
+            };
+            if !tail.push(shared, pending) {
+                self.tails.remove(&target.target);
+            }
+        }
+    }
+}
+
+/// Messages for one module's input stream, handed over as they are
+/// accepted (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Tail {
+    module: String,
+    /// The first id the tail receives; every message for the module from
+    /// this id on comes through it, until it overflows.
+    pub from: u64,
+    state: Mutex<TailState>,
+    wake: Arc<Wake>,
+    /// Notified when the stream takes a message.
+    taken: Notify,
+}
+
+#[derive(Debug, Default)]
+struct TailState {
+    messages: VecDeque<(Pending, usize)>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl Tail {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TailState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Adds a message; false (and nothing kept from now on) when the tail
+    /// or all tails together are full.
+    fn push(&self, shared: &Shared, pending: Pending) -> bool {
+        let size = pending.record.message.size();
+        let mut state = self.lock();
+        if state.overflowed {
+            return false;
+        }
+        let total = shared.tail_bytes.fetch_add(size, Ordering::AcqRel) + size;
+        if state.messages.len() >= TAIL_MESSAGES || total > TAILS_BYTES {
+            shared.tail_bytes.fetch_sub(size, Ordering::AcqRel);
+            state.overflowed = true;
+        } else {
+            state.messages.push_back((pending, size));
+            state.bytes += size;
+        }
+        let live = !state.overflowed;
+        drop(state);
+        self.wake.notify.notify_waiters();
+        live
+    }
+
+    /// The oldest message, or whether the tail overflowed once it is empty.
+    pub fn pop(&self, shared: &Shared) -> Result<Option<Pending>, Overflowed> {
+        let mut state = self.lock();
+        match state.messages.pop_front() {
+            Some((pending, size)) => {
+                state.bytes -= size;
+                let crowded = state.messages.len() >= TAIL_CROWDED;
+                drop(state);
+                shared.tail_bytes.fetch_sub(size, Ordering::AcqRel);
+                if !crowded {
+                    self.taken.notify_waiters();
+                }
+                Ok(Some(pending))
+            }
+            None if state.overflowed => Err(Overflowed),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives back what the tail holds (its stream is done with it).
+    fn release(&self, shared: &Shared) {
+        let mut state = self.lock();
+        state.messages.clear();
+        shared
+            .tail_bytes
+            .fetch_sub(std::mem::take(&mut state.bytes), Ordering::AcqRel);
+        state.overflowed = true;
+        drop(state);
+        self.taken.notify_waiters();
+    }
+
+    /// Takes no more messages; the stream reads the store once it has
+    /// delivered those held.
+    fn overflow(&self) {
+        self.lock().overflowed = true;
+        self.wake.notify.notify_waiters();
+        self.taken.notify_waiters();
+    }
+
+    fn crowded(&self) -> bool {
+        let state = self.lock();
+        !state.overflowed && state.messages.len() >= TAIL_CROWDED
+    }
+
+    /// Resolves once the tail is no longer crowded.
+    async fn uncrowded(&self) {
+        loop {
+            let taken = self.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if !self.crowded() {
+                return;
+            }
+            taken.await;
+        }
+    }
+}
+
+/// A tail that fell behind: its stream reads the store again.
+#[derive(Debug)]
+pub(crate) struct Overflowed;
 
 /// Counts a removal from when it is asked for until its batch is
 /// committed (or fails), so that a stream counts acknowledgements not yet
@@ -500,7 +712,9 @@ pub(crate) struct Store {
     /// it exclusively to compact the file.
     db: Arc<RwLock<Database>>,
     path: PathBuf,
+    /// For operations that need no id: jobs and removals.
     ops: mpsc::Sender<Op>,
+    gate: Arc<Mutex<Gate>>,
     writer: Option<std::thread::JoinHandle<()>>,
     pub shared: Arc<Shared>,
 }
@@ -510,7 +724,8 @@ impl Drop for Store {
     /// database is closed (and may be opened again) when the store is gone.
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.ops, closed));
+        drop(std::mem::replace(&mut self.ops, closed.clone()));
+        drop(std::mem::replace(&mut self.gate().ops, closed));
         if let Some(writer) = self.writer.take() {
             // A job that held the last reference to the hub ends on the
             // writer thread itself, which then finishes on its own.
@@ -578,13 +793,22 @@ impl Store {
         };
         txn.commit().map_err(|e| error(e.into()))?;
         shared.stored_bytes.store(stored_bytes, Ordering::Relaxed);
+        shared
+            .processed_through
+            .store(next_id - 1, Ordering::Release);
         let db = Arc::new(RwLock::new(db));
         let (ops, receiver) = mpsc::channel();
+        let gate = Arc::new(Mutex::new(Gate {
+            next_id,
+            tails: HashMap::new(),
+            ops: ops.clone(),
+        }));
         let writer = Writer {
             db: db.clone(),
             path: path_text.clone(),
             receiver,
             shared: shared.clone(),
+            gate: gate.clone(),
             next_id,
             stored_bytes,
             limit,
@@ -598,10 +822,15 @@ impl Store {
         Ok(Self {
             db,
             path: path.to_owned(),
+            gate,
             ops,
             writer: Some(writer),
             shared,
         })
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        lock_gate(&self.gate)
     }
 
     fn database(&self) -> std::sync::RwLockReadGuard<'_, Database> {
@@ -622,6 +851,40 @@ impl Store {
         R: Send + 'static,
         F: for<'t> FnOnce(&mut Batch<'t>) -> Result<R, StoreError> + Send + 'static,
     {
+        let (op, receiver) = Self::job(durable, None, job);
+        self.ops.send(op).map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for a job that may append one message: the job gets
+    /// its id, which [`Batch::append`] takes, so that ids stay in channel
+    /// order.
+    pub async fn write_with_message<R, F>(&self, durable: bool, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&mut Batch<'t>, MessageId) -> Result<R, StoreError> + Send + 'static,
+    {
+        let receiver = {
+            let mut gate = self.gate();
+            let id = gate.next_id;
+            let (op, receiver) =
+                Self::job(durable, Some(id), move |batch| job(batch, MessageId(id)));
+            gate.ops.send(op).map_err(|_| StoreError::Closed)?;
+            gate.next_id += 1;
+            receiver
+        };
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn job<R, F>(
+        durable: bool,
+        reserved: Option<u64>,
+        job: F,
+    ) -> (Op, oneshot::Receiver<Result<R, StoreError>>)
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&mut Batch<'t>) -> Result<R, StoreError> + Send + 'static,
+    {
         let (sender, receiver) = oneshot::channel();
         let job: Job = Box::new(move |batch| {
             let result = job(batch);
@@ -632,21 +895,106 @@ impl Store {
                 let _ = sender.send(commit.and(result));
             })
         });
-        self.ops
-            .send(Op::Job { job, durable })
-            .map_err(|_| StoreError::Closed)?;
-        receiver.await.map_err(|_| StoreError::Closed)?
+        (
+            Op::Job {
+                job,
+                durable,
+                reserved,
+            },
+            receiver,
+        )
     }
 
-    /// Queues an encoded message for `targets` (one stored copy).
+    /// Queues `message` for `targets` (one stored copy) and hands it to the
+    /// live tails of the targets' modules at once; returns once it is
+    /// committed (fsynced when `durable`).
     pub async fn append(
         &self,
-        record: Vec<u8>,
+        message: StoredMessage,
         targets: Vec<Target>,
         durable: bool,
     ) -> Result<(), StoreError> {
-        self.write(durable, move |batch| batch.append(&record, &targets))
-            .await
+        let record = encode_record(&message);
+        let (done, receiver) = oneshot::channel();
+        // Flow control, once per publish: see [`TAIL_CROWDED`].
+        let crowded = {
+            let gate = self.gate();
+            targets
+                .iter()
+                .filter_map(|target| gate.tails.get(&target.target))
+                .find(|tail| tail.crowded())
+                .cloned()
+        };
+        if let Some(tail) = crowded
+            && tokio::time::timeout(TAIL_WAIT, tail.uncrowded())
+                .await
+                .is_err()
+        {
+            // The module did not keep up within the wait: it reads the
+            // store from now on, and nobody waits for it any more.
+            let mut gate = self.gate();
+            let module = &tail.module;
+            if gate
+                .tails
+                .get(module)
+                .is_some_and(|current| Arc::ptr_eq(current, &tail))
+            {
+                gate.tails.remove(module);
+            }
+            drop(gate);
+            tail.overflow();
+        }
+        {
+            let mut gate = self.gate();
+            let id = gate.next_id;
+            // The op goes first: a removal of the entry (after a live
+            // delivery) then always follows the append in the channel.
+            gate.ops
+                .send(Op::Append {
+                    id,
+                    record,
+                    targets: targets.clone(),
+                    durable,
+                    done,
+                })
+                .map_err(|_| StoreError::Closed)?;
+            gate.next_id += 1;
+            gate.hand_off(&self.shared, id, &message, &targets);
+        }
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Registers a live tail for `module`'s stream, replacing any earlier
+    /// one: every message for the module from the returned tail's `from` on
+    /// is handed to it.
+    pub fn join_tail(&self, module: &str, wake: &Arc<Wake>) -> Arc<Tail> {
+        let mut gate = self.gate();
+        let tail = Arc::new(Tail {
+            module: module.to_owned(),
+            from: gate.next_id,
+            state: Mutex::default(),
+            wake: wake.clone(),
+            taken: Notify::new(),
+        });
+        if let Some(previous) = gate.tails.insert(module.to_owned(), tail.clone()) {
+            previous.release(&self.shared);
+        }
+        tail
+    }
+
+    /// Unregisters `tail` (if it is still `module`'s) and gives back what it
+    /// holds.
+    pub fn leave_tail(&self, module: &str, tail: &Arc<Tail>) {
+        let mut gate = self.gate();
+        if gate
+            .tails
+            .get(module)
+            .is_some_and(|current| Arc::ptr_eq(current, tail))
+        {
+            gate.tails.remove(module);
+        }
+        drop(gate);
+        tail.release(&self.shared);
     }
 
     /// Removes a queue entry in a later batch, without waiting; `token`
@@ -658,17 +1006,19 @@ impl Store {
             entry,
             reason,
             token,
+            elided: false,
         });
     }
 
     /// Reads up to `limit` of `target`'s queue entries after the cursors
-    /// (one per priority: the last entry delivered), priority 0 first, and
-    /// stops early past [`READ_BUDGET_BYTES`] of records, so a stream holds
-    /// little however long its queues are.
+    /// (one per priority: the last entry delivered) and with ids below
+    /// `below`, priority 0 first, and stops early past [`READ_BUDGET_BYTES`]
+    /// of records, so a stream holds little however long its queues are.
     pub fn read_queue(
         &self,
         target: &str,
         cursors: &[Option<(u64, String)>],
+        below: u64,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
         let txn = self
@@ -686,11 +1036,18 @@ impl Store {
                 break;
             }
             let cursor = cursors.get(usize::from(priority)).cloned().flatten();
+            if below == 0 || cursor.as_ref().is_some_and(|(id, _)| *id >= below) {
+                continue;
+            }
             let lower = match &cursor {
                 Some((id, input)) => Bound::Excluded((target, priority, *id, input.as_str())),
                 None => Bound::Included((target, priority, 0, "")),
             };
-            let upper = Bound::Excluded((target, priority + 1, 0, ""));
+            let upper = if below == u64::MAX {
+                Bound::Excluded((target, priority + 1, 0, ""))
+            } else {
+                Bound::Excluded((target, priority, below, ""))
+            };
             let range = queue
                 .range::<(&str, u8, u64, &str)>((lower, upper))
                 .map_err(|e| self.database_error(e))?;
@@ -771,12 +1128,21 @@ impl Store {
     }
 }
 
+fn lock_gate(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
+    gate.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 fn database_error(path: &str, error: impl Into<redb::Error>) -> StoreError {
     StoreError::Database {
         path: path.to_owned(),
         message: error.into().to_string(),
     }
 }
+
+/// The id [`Store::write_with_message`] reserved for the message its job
+/// may append.
+#[derive(Debug)]
+pub(crate) struct MessageId(u64);
 
 /// The tables and pending in-memory changes of one write transaction.
 pub(crate) struct Batch<'t> {
@@ -786,6 +1152,9 @@ pub(crate) struct Batch<'t> {
     expiry: Table<'t, ExpiryKey, ()>,
     documents: Table<'t, (&'static str, &'static str), &'static [u8]>,
     path: &'t str,
+    gate: &'t Mutex<Gate>,
+    shared: &'t Shared,
+    /// One past the largest id appended so far.
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
@@ -806,6 +1175,8 @@ impl<'t> Batch<'t> {
             expiry: txn.open_table(EXPIRY)?,
             documents: txn.open_table(DOCUMENTS)?,
             path: &writer.path,
+            gate: &writer.gate,
+            shared: &writer.shared,
             next_id: writer.next_id,
             stored_bytes: writer.stored_bytes,
             limit: writer.limit,
@@ -815,9 +1186,25 @@ impl<'t> Batch<'t> {
         })
     }
 
-    /// Stores `record` once and queues it for every target; refuses with
+    /// Stores `message` once under the id its job reserved and queues it for
+    /// every target, then hands it to the targets' live tails; refuses with
     /// [`StoreError::Full`] (writing nothing) over the size limit.
-    pub fn append(&mut self, record: &[u8], targets: &[Target]) -> Result<(), StoreError> {
+    pub fn append(
+        &mut self,
+        id: MessageId,
+        message: &StoredMessage,
+        targets: &[Target],
+    ) -> Result<(), StoreError> {
+        self.insert(id.0, &encode_record(message), targets)?;
+        lock_gate(self.gate).hand_off(self.shared, id.0, message, targets);
+        Ok(())
+    }
+
+    /// Stores `record` once under `id` and queues it for every target;
+    /// refuses with [`StoreError::Full`] (writing nothing) over the size
+    /// limit.
+    fn insert(&mut self, id: u64, record: &[u8], targets: &[Target]) -> Result<(), StoreError> {
+        self.next_id = self.next_id.max(id.saturating_add(1));
         if targets.is_empty() {
             return Ok(());
         }
@@ -838,14 +1225,16 @@ impl<'t> Batch<'t> {
                 limit: self.limit,
             });
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.messages
             .insert(id, record)
             .map_err(|e| database_error(self.path, e))?;
-        self.references
-            .insert(id, u32::try_from(targets.len()).unwrap_or(u32::MAX))
-            .map_err(|e| database_error(self.path, e))?;
+        // A message with one entry (the common case) has no reference
+        // count: a missing count means one.
+        if targets.len() > 1 {
+            self.references
+                .insert(id, u32::try_from(targets.len()).unwrap_or(u32::MAX))
+                .map_err(|e| database_error(self.path, e))?;
+        }
         for target in targets {
             let key = (
                 target.target.as_str(),
@@ -1031,12 +1420,88 @@ impl<'t> Batch<'t> {
     }
 }
 
+impl Op {
+    /// Whether the op's batch must be fsynced before its waiters hear back.
+    fn needs_fsync(&self) -> bool {
+        match self {
+            Self::Job { durable, .. } => *durable,
+            // An append whose every entry was elided writes nothing.
+            Self::Append {
+                durable, targets, ..
+            } => *durable && !targets.is_empty(),
+            Self::Remove { .. } => false,
+        }
+    }
+
+    /// The message id the op appends (or may append).
+    fn message_id(&self) -> Option<u64> {
+        match self {
+            Self::Job { reserved, .. } => *reserved,
+            Self::Append { id, .. } => Some(*id),
+            Self::Remove { .. } => None,
+        }
+    }
+}
+
+/// Drops the entries of this batch's appends that this batch also removes
+/// (a live delivery acknowledged before its message was committed), and
+/// marks those removals elided: neither is written.
+fn elide(ops: &mut [Op]) {
+    let appended: HashSet<u64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Append { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    if appended.is_empty() {
+        return;
+    }
+    let mut removed: HashSet<QueueEntry> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Remove { entry, .. } if appended.contains(&entry.id) => Some(entry.clone()),
+            _ => None,
+        })
+        .collect();
+    if removed.is_empty() {
+        return;
+    }
+    let mut elided = HashSet::new();
+    for op in ops.iter_mut() {
+        match op {
+            Op::Append { id, targets, .. } => targets.retain(|target| {
+                let entry = QueueEntry {
+                    target: target.target.clone(),
+                    priority: target.priority,
+                    id: *id,
+                    input: target.input.clone(),
+                };
+                match removed.take(&entry) {
+                    Some(entry) => {
+                        elided.insert(entry);
+                        false
+                    }
+                    None => true,
+                }
+            }),
+            Op::Remove {
+                entry,
+                elided: mark,
+                ..
+            } => *mark = elided.remove(entry),
+            Op::Job { .. } => {}
+        }
+    }
+}
+
 /// The group-commit writer.
 struct Writer {
     db: Arc<RwLock<Database>>,
     path: String,
     receiver: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
+    gate: Arc<Mutex<Gate>>,
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
@@ -1110,12 +1575,10 @@ impl Writer {
             if !ops.is_empty() {
                 last_activity = Instant::now();
             }
+            elide(&mut ops);
             let sweep = last_sweep.elapsed() >= self.tuning.sweep_interval;
             let flush = unflushed && (closed || last_durable.elapsed() >= CHECKPOINT_FLUSH);
-            let durable = flush
-                || ops
-                    .iter()
-                    .any(|op| matches!(op, Op::Job { durable: true, .. }));
+            let durable = flush || ops.iter().any(Op::needs_fsync);
             if !ops.is_empty() || sweep || flush {
                 if sweep {
                     last_sweep = Instant::now();
@@ -1176,6 +1639,7 @@ impl Writer {
     /// commit happened.
     fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
         let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
+        let last_id = ops.iter().filter_map(Op::message_id).max();
         let mut completions = Vec::with_capacity(ops.len());
         // Dropped at the end, once the commit is done either way.
         let mut tokens = Vec::new();
@@ -1227,6 +1691,12 @@ impl Writer {
             }
         };
         let succeeded = result.is_ok();
+        if let Some(last_id) = last_id {
+            self.shared
+                .processed_through
+                .fetch_max(last_id, Ordering::AcqRel);
+            self.shared.processed.notify_waiters();
+        }
         for completion in completions {
             completion(result.clone());
         }
@@ -1263,12 +1733,31 @@ impl Writer {
             for op in ops {
                 match op {
                     Op::Job { job, .. } => completions.push(job(&mut batch)),
+                    Op::Append {
+                        id,
+                        record,
+                        targets,
+                        done,
+                        ..
+                    } => {
+                        let result = batch.insert(id, &record, &targets);
+                        if let Err(error @ StoreError::Database { .. }) = &result {
+                            batch.failed.get_or_insert_with(|| error.clone());
+                        }
+                        completions.push(Box::new(move |commit| {
+                            let _ = done.send(commit.and(result));
+                        }));
+                    }
                     Op::Remove {
                         entry,
                         reason,
                         token,
+                        elided,
                     } => {
                         tokens.extend(token);
+                        if elided {
+                            continue;
+                        }
                         if let Err(failure) = batch.remove_entry(&entry, reason) {
                             batch.failed.get_or_insert(failure);
                         }
@@ -1395,15 +1884,15 @@ mod tests {
         }
     }
 
-    fn record(body: &str) -> Vec<u8> {
-        encode_record(&StoredMessage {
+    fn record(body: &str) -> StoredMessage {
+        StoredMessage {
             enqueued: now_ms(),
             source: "/messages/modules/s".to_owned(),
             message: HubMessage {
                 body: body.as_bytes().to_vec(),
                 ..HubMessage::default()
             },
-        })
+        }
     }
 
     fn target(input: &str, expiry: u64) -> Target {
@@ -1461,7 +1950,7 @@ mod tests {
             }
         );
         let left = store
-            .read_queue("m", &[], 10)
+            .read_queue("m", &[], u64::MAX, 10)
             .expect("read")
             .into_iter()
             .map(|pending| pending.record.message.body)
@@ -1518,7 +2007,9 @@ mod tests {
         let mut cursors = [const { None }; PRIORITIES];
         let mut removed = 0;
         loop {
-            let queued = store.read_queue("m", &cursors, 1000).expect("read");
+            let queued = store
+                .read_queue("m", &cursors, u64::MAX, 1000)
+                .expect("read");
             let Some(last) = queued.last() else { break };
             cursors[0] = Some((last.entry.id, last.entry.input.clone()));
             for pending in queued {
@@ -1543,17 +2034,23 @@ mod tests {
             .append(record("after"), vec![target("a", NEVER)], true)
             .await
             .expect("append");
-        assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
+        assert_eq!(
+            store
+                .read_queue("m", &[], u64::MAX, 10)
+                .expect("read")
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
     async fn references_free_the_message_with_the_last_entry() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
-        let bytes = record(&"x".repeat(1000));
-        let length = u64::try_from(bytes.len()).expect("length");
+        let message = record(&"x".repeat(1000));
+        let length = u64::try_from(encode_record(&message).len()).expect("length");
         store
-            .append(bytes, vec![target("a", NEVER), target("b", NEVER)], true)
+            .append(message, vec![target("a", NEVER), target("b", NEVER)], true)
             .await
             .expect("append");
         let stored = store.shared.stored_bytes.load(Ordering::Relaxed);
@@ -1573,11 +2070,22 @@ mod tests {
             store.shared.stored_bytes.load(Ordering::Relaxed),
             length + ENTRY_OVERHEAD
         );
-        assert_eq!(store.read_queue("m", &[], 10).expect("read").len(), 1);
+        assert_eq!(
+            store
+                .read_queue("m", &[], u64::MAX, 10)
+                .expect("read")
+                .len(),
+            1
+        );
         store.remove(entry("b"), Removal::Delivered, None);
         store.write(true, |_| Ok(())).await.expect("flush");
         assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
-        assert!(store.read_queue("m", &[], 10).expect("read").is_empty());
+        assert!(
+            store
+                .read_queue("m", &[], u64::MAX, 10)
+                .expect("read")
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -1596,5 +2104,229 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(depth(&store, "m/a").depth, 1);
+    }
+
+    /// Holds the writer inside a job for `hold`, so that what is sent
+    /// meanwhile lands in one batch after it.
+    fn hold_writer(store: &Arc<Store>, hold: Duration) -> tokio::task::JoinHandle<()> {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(true, move |_| {
+                    std::thread::sleep(hold);
+                    Ok(())
+                })
+                .await
+                .expect("held job");
+        })
+    }
+
+    fn entry(id: u64, input: &str) -> QueueEntry {
+        QueueEntry {
+            target: "m".to_owned(),
+            priority: 0,
+            id,
+            input: input.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_acknowledged_before_its_commit_is_never_written() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let held = hold_writer(&store, Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Two messages, one for two inputs; the first and one entry of the
+        // second are acknowledged in the same batch as their appends.
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(record("gone"), vec![target("a", NEVER)], true)
+                    .await
+            }
+        });
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(
+                        record("half"),
+                        vec![target("a", NEVER), target("b", NEVER)],
+                        true,
+                    )
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.remove(entry(1, "a"), Removal::Delivered, None);
+        store.remove(entry(2, "a"), Removal::Delivered, None);
+        held.await.expect("held");
+        first.await.expect("first").expect("append");
+        second.await.expect("second").expect("append");
+        let queued = store.read_queue("m", &[], u64::MAX, 10).expect("read");
+        assert_eq!(
+            queued
+                .iter()
+                .map(|pending| pending.entry.clone())
+                .collect::<Vec<_>>(),
+            vec![entry(2, "b")]
+        );
+        assert_eq!(depth(&store, "m/a").depth, 0);
+        assert_eq!(depth(&store, "m/b").depth, 1);
+        let length = u64::try_from(encode_record(&record("half")).len()).expect("length");
+        assert_eq!(
+            store.shared.stored_bytes.load(Ordering::Relaxed),
+            length + ENTRY_OVERHEAD,
+            "only the second message's remaining entry is stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_elided_pairs_is_not_fsynced() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let held = hold_writer(&store, Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let appended = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(record("gone"), vec![target("a", NEVER)], true)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.remove(entry(1, "a"), Removal::Delivered, None);
+        held.await.expect("held");
+        appended.await.expect("append task").expect("append");
+        let commits = &store.shared.commits;
+        assert_eq!(commits.commits.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            commits.durable_commits.load(Ordering::Relaxed),
+            1,
+            "only the held job's commit is fsynced"
+        );
+        assert!(
+            store
+                .read_queue("m", &[], u64::MAX, 10)
+                .expect("read")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tail_gets_each_message_from_its_first_id_before_the_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        store
+            .append(record("before"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        assert_eq!(tail.from, 2);
+        let held = hold_writer(&store, Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let appended = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(record("live"), vec![target("a", NEVER)], true)
+                    .await
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let pending = loop {
+            if let Some(pending) = tail.pop(&store.shared).expect("live") {
+                break pending;
+            }
+            assert!(Instant::now() < deadline, "nothing handed over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(pending.record.message.body, b"live");
+        assert_eq!(pending.entry, entry(2, "a"));
+        assert!(
+            !appended.is_finished() && !store.shared.processed_below(3),
+            "handed over while the writer was still busy"
+        );
+        held.await.expect("held");
+        appended.await.expect("append task").expect("append");
+        assert!(store.shared.processed_below(3));
+        store.leave_tail("m", &tail);
+        store
+            .append(record("after"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        assert!(matches!(tail.pop(&store.shared), Err(Overflowed)));
+        assert_eq!(store.shared.tail_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_tail_overflows_and_gives_its_bytes_back() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        // Large messages fill all tails' byte budget long before the tail's
+        // message count.
+        let body = "x".repeat(256 * 1024);
+        let fits = TAILS_BYTES / body.len();
+        for _ in 0..=fits {
+            store
+                .append(record(&body), vec![target("a", NEVER)], false)
+                .await
+                .expect("append");
+        }
+        let mut taken = 0;
+        while let Ok(Some(_)) = tail.pop(&store.shared) {
+            taken += 1;
+        }
+        assert!(
+            taken < fits + 1 && taken > 0,
+            "{taken} of {} taken",
+            fits + 1
+        );
+        assert!(matches!(tail.pop(&store.shared), Err(Overflowed)));
+        assert_eq!(store.shared.tail_bytes.load(Ordering::Relaxed), 0);
+        // Every message is in the store all the same.
+        assert_eq!(
+            depth(&store, "m/a").depth,
+            u64::try_from(fits + 1).expect("count")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crowded_tail_holds_a_publish_back_once_then_overflows() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        for _ in 0..TAIL_CROWDED {
+            store
+                .append(record("x"), vec![target("a", NEVER)], false)
+                .await
+                .expect("append");
+        }
+        let started = Instant::now();
+        store
+            .append(record("waits"), vec![target("a", NEVER)], false)
+            .await
+            .expect("append");
+        assert!(started.elapsed() >= TAIL_WAIT, "{:?}", started.elapsed());
+        // The tail overflowed: the next publish does not wait, and the
+        // stream takes what the tail held, then reads the store.
+        let started = Instant::now();
+        store
+            .append(record("free"), vec![target("a", NEVER)], false)
+            .await
+            .expect("append");
+        assert!(started.elapsed() < TAIL_WAIT, "{:?}", started.elapsed());
+        let mut taken = 0;
+        while let Ok(Some(_)) = tail.pop(&store.shared) {
+            taken += 1;
+        }
+        assert_eq!(taken, TAIL_CROWDED);
+        assert!(matches!(tail.pop(&store.shared), Err(Overflowed)));
     }
 }

@@ -908,3 +908,78 @@ async fn a_damaged_store_file_is_refused_with_an_error() {
         Ok(_) => panic!("a garbage store was opened"),
     }
 }
+
+/// A module that stops reading while messages keep coming: its live tail
+/// fills, the senders wait a little, then the tail overflows and the
+/// module's stream reads the store; once it reads again it gets every
+/// message exactly once and in order, across the switches from the tail to
+/// the store and back.
+#[tokio::test]
+async fn a_live_stream_that_falls_behind_reads_the_store_and_loses_nothing() {
+    const MESSAGES: usize = 3000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let hub = open(&config(dir.path()));
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    let mut inputs = hub.open_inputs("r");
+    let consumer = tokio::spawn(async move {
+        let mut bodies = Vec::with_capacity(MESSAGES);
+        while bodies.len() < MESSAGES {
+            if bodies.len() == 100 {
+                // The module stalls: the tail fills and overflows.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            let delivery = next(&mut inputs).await;
+            bodies.push(String::from_utf8(delivery.message.body.clone()).expect("text"));
+            inputs.ack(delivery.id);
+        }
+        nothing_within(&mut inputs, Duration::from_millis(200)).await;
+        bodies
+    });
+    let started = std::time::Instant::now();
+    for index in 0..MESSAGES {
+        hub.publish("s", None, message(&format!("m{index}")), Qos::AtMostOnce)
+            .await
+            .expect("publish");
+    }
+    // The stall held the sender back for one wait, not for every message.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "publishing took {:?}",
+        started.elapsed()
+    );
+    let bodies = tokio::time::timeout(Duration::from_secs(60), consumer)
+        .await
+        .expect("the consumer finishes")
+        .expect("consumer");
+    let expected: Vec<String> = (0..MESSAGES).map(|index| format!("m{index}")).collect();
+    assert_eq!(bodies, expected);
+    // Every acknowledgement reaches the store (some may still be on their
+    // way for a moment), and the store is empty again.
+    let queued = |hub: &Hub| -> u64 {
+        hub.stats()
+            .modules
+            .values()
+            .flat_map(|module| module.queues.values())
+            .map(|queue| queue.depth)
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while queued(&hub) > 0 || hub.stats().store.stored_bytes > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} left queued, {:?}",
+            queued(&hub),
+            hub.stats().store
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

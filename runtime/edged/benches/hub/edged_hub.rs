@@ -206,6 +206,11 @@ impl EdgedHub {
         }
     }
 
+    /// edged's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// edged's resident set size, in bytes.
     pub fn rss(&self) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -136,6 +136,25 @@ fn http_get(port: u16, path: &str) -> String {
     text
 }
 
+/// CPU time (user and system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The fields after the command name (which may hold spaces) start at
+    // the last ')': utime and stime are the 12th and 13th after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -197,20 +216,24 @@ fn main() {
     let mut anchor_rates = Vec::new();
     let mut hub_rates = Vec::new();
     for round in 1..=rounds() {
+        let cpu = cpu_seconds(mosquitto.0.id());
         let measured = runtime.block_on(load::run(&anchor, per_sender, None));
         println!(
-            "round {round}: mosquitto QoS 1 forwarding: {} messages in {:.3} s = {:.0} msg/s",
+            "round {round}: mosquitto QoS 1 forwarding: {} messages in {:.3} s = {:.0} msg/s, {:.1} µs of CPU per message",
             measured.received,
             measured.elapsed.as_secs_f64(),
-            measured.rate()
+            measured.rate(),
+            (cpu_seconds(mosquitto.0.id()) - cpu) * 1e6 / measured.received as f64
         );
         anchor_rates.push(measured.rate());
+        let cpu = cpu_seconds(hub.pid());
         let measured = runtime.block_on(load::run(&target, per_sender, None));
         println!(
-            "round {round}: edge hub route with $body condition, stored durably: {} messages in {:.3} s = {:.0} msg/s",
+            "round {round}: edge hub route with $body condition, stored durably: {} messages in {:.3} s = {:.0} msg/s, {:.1} µs of CPU per message",
             measured.received,
             measured.elapsed.as_secs_f64(),
-            measured.rate()
+            measured.rate(),
+            (cpu_seconds(hub.pid()) - cpu) * 1e6 / measured.received as f64
         );
         hub_rates.push(measured.rate());
     }
