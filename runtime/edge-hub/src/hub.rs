@@ -180,6 +180,10 @@ pub struct ModuleStats {
     pub refused_store_full: u64,
     /// QoS 0 messages it sent that were dropped because the store was full.
     pub dropped_store_full: u64,
+    /// Twin GETs it made that were answered.
+    pub twin_gets: u64,
+    /// Reported patches it sent that were stored.
+    pub reported_patches: u64,
     /// Its input queues by endpoint (`{module}/{input}`).
     pub queues: BTreeMap<String, EndpointStats>,
 }
@@ -241,6 +245,8 @@ struct ModuleState {
     messages_out: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    twin_gets: AtomicU64,
+    reported_patches: AtomicU64,
     full_log: LogThrottle,
     desired: broadcast::Sender<DesiredPatch>,
 }
@@ -254,6 +260,8 @@ impl ModuleState {
             messages_out: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            twin_gets: AtomicU64::new(0),
+            reported_patches: AtomicU64::new(0),
             full_log: LogThrottle::default(),
             desired: broadcast::channel(DESIRED_PATCH_BACKLOG).0,
         }
@@ -886,6 +894,23 @@ impl Hub {
         }
     }
 
+    /// Counts a twin GET of `module` that was answered, for
+    /// `edgehub_gettwin_total`. Only the module's own requests count: the
+    /// hub reading a twin for `edged` is not a GET.
+    pub fn count_twin_get(&self, module: &str) {
+        if let Some(state) = self.module(module) {
+            state.twin_gets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a reported patch of `module` that was stored, for
+    /// `edgehub_reported_properties_total`.
+    pub fn count_reported_patch(&self, module: &str) {
+        if let Some(state) = self.module(module) {
+            state.reported_patches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The hub's counters.
     pub fn stats(&self) -> HubStats {
         let endpoints: HashMap<String, EndpointCounters> = self
@@ -926,6 +951,8 @@ impl Hub {
                 messages_out: state.messages_out.load(Ordering::Relaxed),
                 refused_store_full: state.refused.load(Ordering::Relaxed),
                 dropped_store_full: state.dropped.load(Ordering::Relaxed),
+                twin_gets: state.twin_gets.load(Ordering::Relaxed),
+                reported_patches: state.reported_patches.load(Ordering::Relaxed),
                 queues,
             };
             totals.messages_in += module_stats.messages_in;

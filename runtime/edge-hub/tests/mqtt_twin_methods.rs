@@ -103,6 +103,13 @@ async fn twin_get_and_reported_patches() {
         );
     }
 
+    // Two answered GETs and one stored patch count; the refused patches
+    // do not (edgeHub counts the operations that succeeded).
+    let stats = hub.hub.stats();
+    assert_eq!(stats.modules["filter"].twin_gets, 2);
+    assert_eq!(stats.modules["filter"].reported_patches, 1);
+    assert_eq!(stats.modules["sensor"].twin_gets, 0);
+
     // A new deployment that changes the desired properties sends a patch.
     let mut deployment = deployment();
     deployment

@@ -760,7 +760,10 @@ impl Connection {
                 Box::pin(async move {
                     let response = match hub.twin(&module).await {
                         Ok(twin) => match serde_json::to_vec(&twin) {
-                            Ok(body) => (topic::twin_response_topic(200, &rid, None), body),
+                            Ok(body) => {
+                                hub.count_twin_get(&module);
+                                (topic::twin_response_topic(200, &rid, None), body)
+                            }
                             Err(error) => server_error(&rid, &error),
                         },
                         Err(error) => server_error(&rid, &error),
@@ -778,10 +781,13 @@ impl Connection {
                     let response = match serde_json::from_slice(&payload) {
                         Err(error) => bad_request(&rid, &format!("the patch is not JSON: {error}")),
                         Ok(patch) => match hub.patch_reported(&module, patch).await {
-                            Ok(version) => (
-                                topic::twin_response_topic(204, &rid, Some(version)),
-                                Vec::new(),
-                            ),
+                            Ok(version) => {
+                                hub.count_reported_patch(&module);
+                                (
+                                    topic::twin_response_topic(204, &rid, Some(version)),
+                                    Vec::new(),
+                                )
+                            }
                             Err(TwinError::Invalid(message)) => bad_request(&rid, &message),
                             Err(error) => server_error(&rid, &error),
                         },
