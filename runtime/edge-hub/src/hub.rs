@@ -49,6 +49,7 @@ const GENERATION: &str = "generation";
 const TWIN: &str = "twin";
 const SESSION: &str = "session";
 const DEPLOYMENT: &str = "deployment";
+const DESIRED_SEEN: &str = "desired-seen";
 
 /// Why a hub operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +235,33 @@ pub struct HubStats {
     pub totals: Totals,
     /// The store.
     pub store: StoreStats,
+}
+
+/// The desired properties a module was last brought up to date with: the
+/// last desired patch it acknowledged (or was sent, at QoS 0) applied to
+/// what it had before. Kept in the store, so that a module that comes back
+/// after a deployment changed its twin — while it was disconnected, or
+/// while edged was not running — gets the change (see
+/// [`Hub::desired_state`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredSeen {
+    /// The desired `$version` the module has.
+    pub version: u64,
+    /// The desired properties at that version, without `$version`.
+    pub desired: Map<String, Value>,
+}
+
+/// A module's desired properties now, and what it was last brought up to
+/// date with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredState {
+    /// The desired `$version` now.
+    pub version: u64,
+    /// The desired properties now, without `$version`.
+    pub desired: Map<String, Value>,
+    /// What the module has; `None` before its first subscription to
+    /// desired patches.
+    pub seen: Option<DesiredSeen>,
 }
 
 /// A deployed module's live state.
@@ -501,6 +529,7 @@ impl Hub {
                     batch.remove_target(module)?;
                     batch.delete_document(GENERATION, module)?;
                     batch.delete_document(TWIN, module)?;
+                    batch.delete_document(DESIRED_SEEN, module)?;
                     batch.delete_document(SESSION, &format!("{device}/{module}"))?;
                 }
                 batch.put_document(DEPLOYMENT, "", &saved)?;
@@ -757,6 +786,58 @@ impl Hub {
             None => TwinRecord::default(),
         };
         Ok(record.to_twin())
+    }
+
+    /// `module`'s desired properties now and the ones it was last brought
+    /// up to date with ([`Hub::record_desired_seen`]), so that its
+    /// connection can send it what changed in between, as edgeHub does
+    /// when a client connects.
+    pub async fn desired_state(&self, module: &str) -> Result<DesiredState, HubError> {
+        if self.module(module).is_none() {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        }
+        let record = match self.inner.store.document(TWIN, module)? {
+            Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
+                .map_err(|error| corrupt(TWIN, module, &error))?,
+            None => TwinRecord::default(),
+        };
+        let seen = match self.inner.store.document(DESIRED_SEEN, module)? {
+            Some(bytes) => match serde_json::from_slice::<DesiredSeen>(&bytes) {
+                Ok(seen) => Some(seen),
+                Err(error) => {
+                    // The module then only gets the changes from now on,
+                    // which its next twin GET makes up for.
+                    tracing::error!(module, %error, "the record of the desired properties a module has is corrupt; it starts again from the current ones");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(DesiredState {
+            version: record.desired_version,
+            desired: record.desired,
+            seen,
+        })
+    }
+
+    /// Records (durably) the desired properties `module` now has.
+    pub async fn record_desired_seen(
+        &self,
+        module: &str,
+        seen: &DesiredSeen,
+    ) -> Result<(), HubError> {
+        if self.module(module).is_none() {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        }
+        let bytes = json_bytes(seen);
+        let name = module.to_owned();
+        self.inner
+            .store
+            .write(true, move |batch| {
+                batch.put_document(DESIRED_SEEN, &name, &bytes)
+            })
+            .await?;
+        Ok(())
     }
 
     /// Applies a reported patch (JSON merge: `null` deletes); returns the

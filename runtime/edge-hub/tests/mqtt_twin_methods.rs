@@ -129,6 +129,136 @@ async fn twin_get_and_reported_patches() {
     assert_eq!(body["$version"], version);
 }
 
+/// The version and body of a desired patch.
+fn desired_patch(patch: &Publish) -> (u64, serde_json::Value) {
+    let version = patch
+        .topic
+        .strip_prefix("$iothub/twin/PATCH/properties/desired/?$version=")
+        .expect("a desired patch topic")
+        .parse()
+        .expect("a version");
+    (
+        version,
+        serde_json::from_slice(&patch.payload).expect("JSON patch"),
+    )
+}
+
+fn with_filter_desired(desired: serde_json::Value) -> edge_hub::HubDeployment {
+    let mut deployment = deployment();
+    deployment.desired.insert("filter".to_owned(), desired);
+    deployment
+}
+
+/// Waits until the hub has recorded that `module` has desired `version`.
+async fn until_seen(hub: &edge_hub::Hub, module: &str, version: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let state = hub.desired_state(module).await.expect("desired state");
+        if state.seen.is_some_and(|seen| seen.version == version) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{module} was never recorded at desired version {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn desired_changes_made_while_a_module_was_away_reach_it_when_it_returns() {
+    let hub = TestHub::start().await;
+    let desired_filter = "$iothub/twin/PATCH/properties/desired/#";
+    // The first subscription records what the module has: version 2.
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&[desired_filter]).await;
+    until_seen(&hub.hub, "filter", 2).await;
+    drop(filter);
+
+    // Deployed while it is away: its restored session brings it the change
+    // at once, without a new SUBSCRIBE.
+    hub.hub
+        .deploy(with_filter_desired(
+            serde_json::json!({ "threshold": 30, "mode": "fast" }),
+        ))
+        .await
+        .expect("deploy");
+    let mut filter = hub.client("filter", false).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (
+            3,
+            serde_json::json!({ "threshold": 30, "mode": "fast", "$version": 3 })
+        )
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 3).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+
+    // Acknowledged, it is not sent again, also after a restart of the hub.
+    let hub = hub.restart().await;
+    let mut filter = hub.client("filter", false).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+
+    // A removed property comes as null; a clean session gets the change
+    // when it subscribes.
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 30 })))
+        .await
+        .expect("deploy");
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&[desired_filter]).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (4, serde_json::json!({ "mode": null, "$version": 4 }))
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 4).await;
+
+    // While connected, the next change comes once, as a patch.
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 40 })))
+        .await
+        .expect("deploy");
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (5, serde_json::json!({ "threshold": 40, "$version": 5 }))
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 5).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+}
+
+/// A patch sent but never acknowledged (the module went away first) is
+/// sent again when the module returns.
+#[tokio::test]
+async fn an_unacknowledged_desired_patch_comes_again() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter
+        .subscribe(&["$iothub/twin/PATCH/properties/desired/#"])
+        .await;
+    until_seen(&hub.hub, "filter", 2).await;
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 25 })))
+        .await
+        .expect("deploy");
+    let patch = filter.next_publish().await;
+    assert_eq!(desired_patch(&patch).0, 3);
+    drop(filter);
+    let mut filter = hub.client("filter", false).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (3, serde_json::json!({ "threshold": 25, "$version": 3 }))
+    );
+}
+
 #[tokio::test]
 async fn direct_methods_round_trip_through_the_module() {
     let hub = TestHub::start().await;
