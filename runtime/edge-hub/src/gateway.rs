@@ -63,7 +63,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What the gateway needs from the hub.
 pub trait Backend: Send + Sync + 'static {
     /// Checks `token` (the `Authorization` header) as `module`'s SAS token.
-    fn authenticate(&self, module: &str, token: &str) -> Result<(), String>;
+    fn authenticate<'a>(
+        &'a self,
+        module: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// Calls `call.name` on `module` for `caller` (both module names of
     /// this device), waiting at most `call.response_timeout`.
     fn invoke<'a>(
@@ -277,7 +281,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
             "the api-version query parameter is required",
         );
     }
-    let caller = match authenticate(device, backend, &request) {
+    let caller = match authenticate(device, backend, &request).await {
         Ok(caller) => caller,
         Err(refusal) => return refusal.response(),
     };
@@ -347,7 +351,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
 }
 
 /// Checks the caller's identity header and SAS token; returns its module.
-fn authenticate(
+async fn authenticate(
     device: &str,
     backend: &dyn Backend,
     request: &Request<Incoming>,
@@ -373,6 +377,7 @@ fn authenticate(
         .ok_or_else(|| unauthorized("the Authorization header is missing".to_owned()))?;
     backend
         .authenticate(caller_module, token)
+        .await
         .map_err(|reason| {
             tracing::warn!(module = caller_module, %reason, "direct method caller refused");
             unauthorized(format!("the caller's SAS token is not valid: {reason}"))

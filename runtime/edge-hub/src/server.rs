@@ -336,21 +336,28 @@ struct HubBackend {
 }
 
 impl Backend for HubBackend {
-    fn authenticate(&self, module: &str, token: &str) -> Result<(), String> {
-        let token = SasToken::parse(token).map_err(|error| error.to_string())?;
-        let config = self.hub.config();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        token
-            .verify(
-                &config.iothub_hostname,
-                &config.device_id,
-                module,
-                self.hub.keys().as_ref(),
-                now,
-            )
-            .map_err(|error| error.to_string())
+    fn authenticate<'a>(
+        &'a self,
+        module: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let token = SasToken::parse(token).map_err(|error| error.to_string())?;
+            let config = self.hub.config();
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            token
+                .verify(
+                    &config.iothub_hostname,
+                    &config.device_id,
+                    module,
+                    self.hub.keys(),
+                    now,
+                )
+                .await
+                .map_err(|error| error.to_string())
+        })
     }
 
     fn invoke<'a>(

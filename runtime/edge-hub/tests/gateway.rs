@@ -22,12 +22,17 @@ struct TestBackend {
 }
 
 impl Backend for TestBackend {
-    fn authenticate(&self, module: &str, token: &str) -> Result<(), String> {
-        if module == "sensor" && token == "SharedAccessSignature good-token" {
+    fn authenticate<'a>(
+        &'a self,
+        module: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let outcome = if module == "sensor" && token == "SharedAccessSignature good-token" {
             Ok(())
         } else {
             Err("signature mismatch".to_owned())
-        }
+        };
+        Box::pin(std::future::ready(outcome))
     }
 
     fn invoke<'a>(

@@ -235,7 +235,9 @@ fn now_seconds() -> u64 {
 /// device, an unknown module, a malformed user name or token, a wrong
 /// resource, signature or an expired token — so a prober learns nothing
 /// about which part was wrong. The reason is logged.
-pub(crate) fn authenticate(
+/// With keys on a PKCS#11 token, the signature is checked on a blocking
+/// thread ([`SasToken::verify_async`]).
+pub(crate) async fn authenticate(
     hub: &Hub,
     connect: &Connect,
 ) -> Result<Identity, (ConnectReturnCode, String)> {
@@ -286,9 +288,10 @@ pub(crate) fn authenticate(
             &config.iothub_hostname,
             device,
             module,
-            hub.keys().as_ref(),
+            hub.keys(),
             now_seconds(),
         )
+        .await
         .map_err(|error| not_authorized(error.to_string()))?;
     Ok(Identity {
         client_id: client_id.to_owned(),
