@@ -39,7 +39,7 @@ pub use hub::{
 };
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
-pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use methods::{CallTimeouts, MethodError, MethodRequest, MethodResponse, MethodRouter};
 pub use pkcs11_keys::Pkcs11Keys;
 pub use server::{HubServer, ServerError};
 pub use store::StoreError;

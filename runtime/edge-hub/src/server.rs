@@ -18,7 +18,7 @@ use crate::config::HubConfig;
 use crate::gateway::{self, Backend, BoxFuture, MethodCall};
 use crate::hub::{Hub, HubDeployment, HubError, HubStats};
 use crate::keys::KeyStore;
-use crate::methods::{MethodError, MethodResponse};
+use crate::methods::{CallTimeouts, MethodError, MethodResponse};
 use crate::metrics::{self, Instance, MethodCounts};
 use crate::sas::SasToken;
 use crate::twin::Twin;
@@ -278,13 +278,13 @@ impl HubServer {
         module: &str,
         name: &str,
         payload: Vec<u8>,
-        timeout: Duration,
+        timeouts: CallTimeouts,
     ) -> Result<MethodResponse, MethodError> {
         let device = &self.hub.config().device_id;
         self.methods
             .record(EDGED_CALLER, &format!("{device}/{module}"));
         self.runtime
-            .block_on(self.hub.methods().invoke(module, name, payload, timeout))
+            .block_on(self.hub.methods().invoke(module, name, payload, timeouts))
     }
 
     /// Where the listeners are.
@@ -376,7 +376,10 @@ impl Backend for HubBackend {
                     module,
                     &call.name,
                     call.payload.clone(),
-                    call.response_timeout,
+                    CallTimeouts {
+                        connect: call.connect_timeout,
+                        response: call.response_timeout,
+                    },
                 )
                 .await
         })

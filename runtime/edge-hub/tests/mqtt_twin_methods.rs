@@ -4,7 +4,7 @@ mod mqtt_common;
 
 use std::time::Duration;
 
-use edge_hub::methods::MethodError;
+use edge_hub::methods::{CallTimeouts, MethodError};
 use mqtt_common::*;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
@@ -265,7 +265,12 @@ async fn direct_methods_round_trip_through_the_module() {
     let methods = || hub.hub.methods();
     assert_eq!(
         methods()
-            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .invoke(
+                "filter",
+                "reset",
+                b"{}".to_vec(),
+                CallTimeouts::answer_within(Duration::from_secs(1))
+            )
             .await,
         Err(MethodError::NotConnected)
     );
@@ -276,7 +281,12 @@ async fn direct_methods_round_trip_through_the_module() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "reset", br#"{"hard":true}"#.to_vec(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "reset",
+                    br#"{"hard":true}"#.to_vec(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };
@@ -300,7 +310,12 @@ async fn direct_methods_round_trip_through_the_module() {
 
     // Unanswered: the caller times out, and a late answer is ignored.
     let late = methods()
-        .invoke("filter", "slow", Vec::new(), Duration::from_millis(200))
+        .invoke(
+            "filter",
+            "slow",
+            Vec::new(),
+            CallTimeouts::answer_within(Duration::from_millis(200)),
+        )
         .await;
     assert_eq!(late, Err(MethodError::Timeout));
     let request = filter.next_publish().await;
@@ -319,7 +334,12 @@ async fn direct_methods_round_trip_through_the_module() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "hang", Vec::new(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "hang",
+                    Vec::new(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };
@@ -328,10 +348,73 @@ async fn direct_methods_round_trip_through_the_module() {
     assert_eq!(call.await.expect("no panic"), Err(MethodError::Closed));
     assert_eq!(
         methods()
-            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .invoke(
+                "filter",
+                "reset",
+                b"{}".to_vec(),
+                CallTimeouts::answer_within(Duration::from_secs(1))
+            )
             .await,
         Err(MethodError::NotConnected)
     );
+}
+
+/// A call made while its target is away reaches it when it comes back
+/// within the call's connect timeout; without one, it fails at once.
+#[tokio::test]
+async fn a_method_call_waits_its_connect_timeout_for_a_reconnecting_module() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&["$iothub/methods/POST/#"]).await;
+    drop(filter);
+    // The hub notices the disconnection.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.hub.stats().modules["filter"].connected {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        hub.hub
+            .methods()
+            .invoke(
+                "filter",
+                "reset",
+                Vec::new(),
+                CallTimeouts::answer_within(PATIENCE)
+            )
+            .await,
+        Err(MethodError::NotConnected)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1), "failed at once");
+
+    let call = {
+        let hub = hub.hub.clone();
+        let timeouts = CallTimeouts {
+            connect: PATIENCE,
+            response: PATIENCE,
+        };
+        tokio::spawn(async move {
+            hub.methods()
+                .invoke("filter", "reset", b"{}".to_vec(), timeouts)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The persistent session brings the subscription back at CONNECT.
+    let mut filter = hub.client("filter", false).await;
+    let request = filter.next_publish().await;
+    filter.ack(&request).await;
+    let rid = request
+        .topic
+        .strip_prefix("$iothub/methods/POST/reset/?$rid=")
+        .expect("a method request topic")
+        .to_owned();
+    filter
+        .publish(&format!("$iothub/methods/res/200/?$rid={rid}"), b"\"ok\"")
+        .await;
+    let response = call.await.expect("no panic").expect("answered");
+    assert_eq!(response.payload, b"\"ok\"");
 }
 
 #[tokio::test]
@@ -343,7 +426,12 @@ async fn an_oversized_method_response_fails_the_call() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "dump", Vec::new(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "dump",
+                    Vec::new(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };

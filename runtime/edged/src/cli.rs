@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use edge_hub::CallTimeouts;
 use edge_init::status::HubReport;
 use std::sync::Arc;
 
@@ -184,6 +185,11 @@ pub enum MethodAction {
         /// How long to wait for the module's answer (`30s`).
         #[arg(long, default_value = "30s", value_parser = parse_method_timeout)]
         timeout: Duration,
+        /// How long to wait for the module to connect and listen for
+        /// methods when it does not (`0s`: fail at once, as IoT Hub's
+        /// default connectTimeoutInSeconds).
+        #[arg(long, default_value = "0s", value_parser = parse_connect_timeout)]
+        connect_timeout: Duration,
     },
 }
 
@@ -210,6 +216,17 @@ fn parse_method_timeout(text: &str) -> std::result::Result<Duration, String> {
     Bounds {
         name: "--timeout",
         min: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    }
+    .parse(text)
+}
+
+/// Parses `method invoke --connect-timeout`: 0 s to 300 s, IoT Hub's
+/// bounds of connectTimeoutInSeconds.
+fn parse_connect_timeout(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--connect-timeout",
+        min: Duration::ZERO,
         max: Duration::from_secs(300),
     }
     .parse(text)
@@ -298,10 +315,15 @@ pub fn run(cli: &Cli) -> Result<()> {
                     name,
                     payload,
                     timeout,
+                    connect_timeout,
                 },
         } => {
+            let timeouts = CallTimeouts {
+                connect: *connect_timeout,
+                response: *timeout,
+            };
             let outcome =
-                served_hub(cli, &config)?.invoke(module, name, payload.clone(), *timeout)?;
+                served_hub(cli, &config)?.invoke(module, name, payload.clone(), timeouts)?;
             return output::print(&format!(
                 "status {}\n{}\n",
                 outcome.status,
