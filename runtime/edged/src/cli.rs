@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::hub::{self, HubRuntime, ModuleHub, Place};
 use crate::hub_server;
-use crate::lock::{StateLock, Wait};
+use crate::lock::{DAEMON_WAIT, DaemonLock, StateLock, Wait};
 use crate::logging::{self, LogFormat};
 use crate::output;
 use crate::runtime::{ModuleRuntime, NoEngine};
@@ -56,7 +56,8 @@ pub struct Cli {
     pub runtime: RuntimeKind,
     /// How long a command that changes the state directory waits for
     /// another one to finish (`30s`, `5m`); without it, it exits at once
-    /// with code 9 (busy).
+    /// with code 9 (busy). For `edged run`: how long it waits for a daemon
+    /// that still runs to exit (default 30s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
     pub wait: Option<Duration>,
     /// How events are logged to stderr: text (`auto` colours it on a
@@ -359,6 +360,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     // so a stop request while it starts still ends it cleanly.
     let stop = match cli.command {
         Command::Run { once: false, .. } => StopSignals::watch_or_warn(),
+        _ => None,
+    };
+    // One daemon at a time: a second `edged run` waits for the first to
+    // exit before it opens the hub's store or binds its ports, and the lock
+    // is released last, after the hub has stopped.
+    let _daemon = match cli.command {
+        Command::Run { .. } => Some(DaemonLock::acquire(
+            &cli.state_dir,
+            cli.wait.unwrap_or(DAEMON_WAIT),
+        )?),
         _ => None,
     };
     let served = match cli.command {
