@@ -35,8 +35,6 @@ const MAX_BODY_BYTES: usize = MAXIMUM_PAYLOAD_BYTES + 4 * 1024;
 const DEFAULT_RESPONSE_TIMEOUT: u64 = 30;
 /// IoT Hub's largest response and connect timeouts.
 const MAX_TIMEOUT: u64 = 300;
-/// How often a call waiting for its target to connect tries again.
-const CONNECT_RETRY: Duration = Duration::from_millis(250);
 /// How long a TLS handshake and the request headers may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most HTTPS connections served at once.
@@ -63,9 +61,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What the gateway needs from the hub.
 pub trait Backend: Send + Sync + 'static {
     /// Checks `token` (the `Authorization` header) as `module`'s SAS token.
-    fn authenticate(&self, module: &str, token: &str) -> Result<(), String>;
+    fn authenticate<'a>(
+        &'a self,
+        module: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// Calls `call.name` on `module` for `caller` (both module names of
-    /// this device), waiting at most `call.response_timeout`.
+    /// this device), waiting at most `call.connect_timeout` for `module` to
+    /// connect if it is not, then at most `call.response_timeout`.
     fn invoke<'a>(
         &'a self,
         caller: &'a str,
@@ -277,7 +280,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
             "the api-version query parameter is required",
         );
     }
-    let caller = match authenticate(device, backend, &request) {
+    let caller = match authenticate(device, backend, &request).await {
         Ok(caller) => caller,
         Err(refusal) => return refusal.response(),
     };
@@ -313,7 +316,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
         Err(refusal) => return refusal.response(),
     };
     let started = Instant::now();
-    let outcome = invoke_waiting_for_connect(backend, &caller, &module, &call).await;
+    let outcome = backend.invoke(&caller, &module, &call).await;
     tracing::debug!(caller = %caller, module = %module, method = %call.name, elapsed = ?started.elapsed(), ok = outcome.is_ok(), "direct method call");
     match outcome {
         Ok(answer) => json_response(StatusCode::OK, &answer_body(&answer)),
@@ -347,7 +350,7 @@ async fn handle(device: &str, backend: &dyn Backend, request: Request<Incoming>)
 }
 
 /// Checks the caller's identity header and SAS token; returns its module.
-fn authenticate(
+async fn authenticate(
     device: &str,
     backend: &dyn Backend,
     request: &Request<Incoming>,
@@ -373,30 +376,12 @@ fn authenticate(
         .ok_or_else(|| unauthorized("the Authorization header is missing".to_owned()))?;
     backend
         .authenticate(caller_module, token)
+        .await
         .map_err(|reason| {
             tracing::warn!(module = caller_module, %reason, "direct method caller refused");
             unauthorized(format!("the caller's SAS token is not valid: {reason}"))
         })?;
     Ok(caller_module.to_owned())
-}
-
-/// Invokes, and while the target is not connected tries again until the
-/// call's connect timeout has passed (IoT Hub's `connectTimeoutInSeconds`).
-async fn invoke_waiting_for_connect(
-    backend: &dyn Backend,
-    caller: &str,
-    module: &str,
-    call: &MethodCall,
-) -> Result<MethodResponse, MethodError> {
-    let deadline = Instant::now() + call.connect_timeout;
-    loop {
-        match backend.invoke(caller, module, call).await {
-            Err(MethodError::NotConnected) if Instant::now() + CONNECT_RETRY <= deadline => {
-                tokio::time::sleep(CONNECT_RETRY).await;
-            }
-            outcome => return outcome,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ const GENERATION: &str = "generation";
 const TWIN: &str = "twin";
 const SESSION: &str = "session";
 const DEPLOYMENT: &str = "deployment";
+const DESIRED_SEEN: &str = "desired-seen";
 
 /// Why a hub operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,10 @@ pub struct ModuleStats {
     pub refused_store_full: u64,
     /// QoS 0 messages it sent that were dropped because the store was full.
     pub dropped_store_full: u64,
+    /// Twin GETs it made that were answered.
+    pub twin_gets: u64,
+    /// Reported patches it sent that were stored.
+    pub reported_patches: u64,
     /// Its input queues by endpoint (`{module}/{input}`).
     pub queues: BTreeMap<String, EndpointStats>,
 }
@@ -232,6 +237,33 @@ pub struct HubStats {
     pub store: StoreStats,
 }
 
+/// The desired properties a module was last brought up to date with: the
+/// last desired patch it acknowledged (or was sent, at QoS 0) applied to
+/// what it had before. Kept in the store, so that a module that comes back
+/// after a deployment changed its twin — while it was disconnected, or
+/// while edged was not running — gets the change (see
+/// [`Hub::desired_state`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredSeen {
+    /// The desired `$version` the module has.
+    pub version: u64,
+    /// The desired properties at that version, without `$version`.
+    pub desired: Map<String, Value>,
+}
+
+/// A module's desired properties now, and what it was last brought up to
+/// date with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredState {
+    /// The desired `$version` now.
+    pub version: u64,
+    /// The desired properties now, without `$version`.
+    pub desired: Map<String, Value>,
+    /// What the module has; `None` before its first subscription to
+    /// desired patches.
+    pub seen: Option<DesiredSeen>,
+}
+
 /// A deployed module's live state.
 #[derive(Debug)]
 struct ModuleState {
@@ -241,6 +273,8 @@ struct ModuleState {
     messages_out: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    twin_gets: AtomicU64,
+    reported_patches: AtomicU64,
     full_log: LogThrottle,
     desired: broadcast::Sender<DesiredPatch>,
 }
@@ -254,6 +288,8 @@ impl ModuleState {
             messages_out: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            twin_gets: AtomicU64::new(0),
+            reported_patches: AtomicU64::new(0),
             full_log: LogThrottle::default(),
             desired: broadcast::channel(DESIRED_PATCH_BACKLOG).0,
         }
@@ -493,6 +529,7 @@ impl Hub {
                     batch.remove_target(module)?;
                     batch.delete_document(GENERATION, module)?;
                     batch.delete_document(TWIN, module)?;
+                    batch.delete_document(DESIRED_SEEN, module)?;
                     batch.delete_document(SESSION, &format!("{device}/{module}"))?;
                 }
                 batch.put_document(DEPLOYMENT, "", &saved)?;
@@ -752,6 +789,58 @@ impl Hub {
         Ok(record.to_twin())
     }
 
+    /// `module`'s desired properties now and the ones it was last brought
+    /// up to date with ([`Hub::record_desired_seen`]), so that its
+    /// connection can send it what changed in between, as edgeHub does
+    /// when a client connects.
+    pub async fn desired_state(&self, module: &str) -> Result<DesiredState, HubError> {
+        if self.module(module).is_none() {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        }
+        let record = match self.inner.store.document(TWIN, module)? {
+            Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
+                .map_err(|error| corrupt(TWIN, module, &error))?,
+            None => TwinRecord::default(),
+        };
+        let seen = match self.inner.store.document(DESIRED_SEEN, module)? {
+            Some(bytes) => match serde_json::from_slice::<DesiredSeen>(&bytes) {
+                Ok(seen) => Some(seen),
+                Err(error) => {
+                    // The module then only gets the changes from now on,
+                    // which its next twin GET makes up for.
+                    tracing::error!(module, %error, "the record of the desired properties a module has is corrupt; it starts again from the current ones");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(DesiredState {
+            version: record.desired_version,
+            desired: record.desired,
+            seen,
+        })
+    }
+
+    /// Records (durably) the desired properties `module` now has.
+    pub async fn record_desired_seen(
+        &self,
+        module: &str,
+        seen: &DesiredSeen,
+    ) -> Result<(), HubError> {
+        if self.module(module).is_none() {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        }
+        let bytes = json_bytes(seen);
+        let name = module.to_owned();
+        self.inner
+            .store
+            .write(true, move |batch| {
+                batch.put_document(DESIRED_SEEN, &name, &bytes)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Applies a reported patch (JSON merge: `null` deletes); returns the
     /// new reported `$version`. Routes a `/twinChangeNotifications` message
     /// with the patch.
@@ -887,6 +976,23 @@ impl Hub {
         }
     }
 
+    /// Counts a twin GET of `module` that was answered, for
+    /// `edgehub_gettwin_total`. Only the module's own requests count: the
+    /// hub reading a twin for `edged` is not a GET.
+    pub fn count_twin_get(&self, module: &str) {
+        if let Some(state) = self.module(module) {
+            state.twin_gets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a reported patch of `module` that was stored, for
+    /// `edgehub_reported_properties_total`.
+    pub fn count_reported_patch(&self, module: &str) {
+        if let Some(state) = self.module(module) {
+            state.reported_patches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The hub's counters.
     pub fn stats(&self) -> HubStats {
         let endpoints: HashMap<String, EndpointCounters> = self
@@ -927,6 +1033,8 @@ impl Hub {
                 messages_out: state.messages_out.load(Ordering::Relaxed),
                 refused_store_full: state.refused.load(Ordering::Relaxed),
                 dropped_store_full: state.dropped.load(Ordering::Relaxed),
+                twin_gets: state.twin_gets.load(Ordering::Relaxed),
+                reported_patches: state.reported_patches.load(Ordering::Relaxed),
                 queues,
             };
             totals.messages_in += module_stats.messages_in;

@@ -41,6 +41,13 @@ pub trait KeyStore: Send + Sync {
     fn sign(&self, module: &str, data: &[u8]) -> Result<Digest, KeyError>;
     /// Where the keys are, for logs and `edged status`.
     fn location(&self) -> String;
+    /// Whether `sign` waits for a device (a PKCS#11 token and the lock of
+    /// its one session) instead of computing in memory. Async callers then
+    /// sign on a blocking thread, so that a slow token never holds up the
+    /// runtime's workers and the connections they serve.
+    fn signs_on_device(&self) -> bool {
+        false
+    }
 }
 
 /// Keys as 32 random bytes in `DIR/{module}.key`, mode 0600.

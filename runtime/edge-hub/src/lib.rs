@@ -33,12 +33,13 @@ pub use certs::CaKeySource;
 pub use config::HubConfig;
 pub use failpoint::Failpoint;
 pub use hub::{
-    Delivery, DeliveryId, EndpointStats, Hub, HubDeployment, HubError, HubStats, InputStream,
-    ModuleIdentity, ModuleStats, PublishRefused, Qos, StoreStats, StoredSession, Totals,
+    Delivery, DeliveryId, DesiredSeen, DesiredState, EndpointStats, Hub, HubDeployment, HubError,
+    HubStats, InputStream, ModuleIdentity, ModuleStats, PublishRefused, Qos, StoreStats,
+    StoredSession, Totals,
 };
 pub use keys::{FileKeys, KeyError, KeyStore};
 pub use message::{HubMessage, SystemProperty};
-pub use methods::{MethodError, MethodRequest, MethodResponse, MethodRouter};
+pub use methods::{CallTimeouts, MethodError, MethodRequest, MethodResponse, MethodRouter};
 pub use pkcs11_keys::Pkcs11Keys;
 pub use server::{HubServer, ServerError};
 pub use store::StoreError;

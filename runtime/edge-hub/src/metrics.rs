@@ -239,6 +239,28 @@ pub fn render(stats: &HubStats, methods: &MethodCounts, instance: &Instance) -> 
     for (module, module_stats) in &stats.modules {
         text.sample(name, &[("to", &id(module))], module_stats.messages_out);
     }
+    // edgeHub labels the twin operations a module makes on the hub itself
+    // with `source`/`target` "edge_hub" (its cloud proxy counts its own
+    // calls to IoT Hub under "upstream"); every twin operation here is the
+    // hub's own.
+    let name = "edgehub_gettwin_total";
+    text.family(name, Kind::Counter, "Total number of GetTwin calls");
+    for (module, module_stats) in &stats.modules {
+        text.sample(
+            name,
+            &[("source", "edge_hub"), ("id", &id(module))],
+            module_stats.twin_gets,
+        );
+    }
+    let name = "edgehub_reported_properties_total";
+    text.family(name, Kind::Counter, "Total reported property updates calls");
+    for (module, module_stats) in &stats.modules {
+        text.sample(
+            name,
+            &[("target", "edge_hub"), ("id", &id(module))],
+            module_stats.reported_patches,
+        );
+    }
     let name = "edgehub_queue_length";
     text.family(
         name,
@@ -461,6 +483,8 @@ mod tests {
                 messages_out: 5,
                 refused_store_full: 2,
                 dropped_store_full: 1,
+                twin_gets: 11,
+                reported_patches: 12,
                 queues: [(
                     "filter/in".to_owned(),
                     EndpointStats {
@@ -491,6 +515,10 @@ mod tests {
         for line in [
             format!("edgehub_messages_received_total{{{common},id=\"dev1/filter\"}} 3"),
             format!("edgehub_messages_sent_total{{{common},to=\"dev1/filter\"}} 5"),
+            format!("edgehub_gettwin_total{{{common},source=\"edge_hub\",id=\"dev1/filter\"}} 11"),
+            format!(
+                "edgehub_reported_properties_total{{{common},target=\"edge_hub\",id=\"dev1/filter\"}} 12"
+            ),
             format!("edgehub_queue_length{{{common},endpoint=\"filter/in\"}} 4"),
             format!("edgehub_queue_length{{{common},endpoint=\"$upstream\"}} 7"),
             format!(

@@ -143,6 +143,10 @@ impl Pkcs11Keys {
 }
 
 impl KeyStore for Pkcs11Keys {
+    fn signs_on_device(&self) -> bool {
+        true
+    }
+
     fn ensure(&self, module: &str) -> Result<(), KeyError> {
         let label = Self::label(module);
         let session = self.token.lock();

@@ -9,6 +9,8 @@
 //! make a valid token fail; the resource it names is then compared
 //! URL-decoded with the one the module may use.
 
+use std::sync::Arc;
+
 use percent_encoding::percent_decode_str;
 
 use base64::Engine as _;
@@ -182,15 +184,43 @@ impl<'a> SasToken<'a> {
     /// Checks that this token lets `module` of `device` on `hub` connect at
     /// `now` (seconds since the Unix epoch): the resource is the module's
     /// (host name compared case-insensitively), it has not expired, and it
-    /// is signed with the module's key.
-    pub fn verify(
+    /// is signed with the module's key. With keys that sign on a device
+    /// ([`KeyStore::signs_on_device`], a PKCS#11 token) the signature is
+    /// computed on a blocking thread, so the caller's runtime worker is not
+    /// held while the token works; with key files, in place.
+    pub async fn verify(
         &self,
         hub: &str,
         device: &str,
         module: &str,
-        keys: &dyn KeyStore,
+        keys: &Arc<dyn KeyStore>,
         now: u64,
     ) -> Result<(), AuthError> {
+        let signed = self.check_claims(hub, device, module, now)?;
+        let digest = if keys.signs_on_device() {
+            let (keys, module) = (Arc::clone(keys), module.to_owned());
+            let location = keys.location();
+            tokio::task::spawn_blocking(move || keys.sign(&module, signed.as_bytes()))
+                .await
+                .map_err(|error| KeyError::Store {
+                    location,
+                    message: format!("the signing task failed: {error}"),
+                })??
+        } else {
+            keys.sign(module, signed.as_bytes())?
+        };
+        self.check_signature(&digest)
+    }
+
+    /// Checks the resource and the expiry; returns the string the
+    /// signature is over.
+    fn check_claims(
+        &self,
+        hub: &str,
+        device: &str,
+        module: &str,
+        now: u64,
+    ) -> Result<String, AuthError> {
         let expected = format!("{hub}/devices/{device}/modules/{module}");
         let matches = self
             .resource
@@ -211,9 +241,14 @@ impl<'a> SasToken<'a> {
                 now,
             });
         }
-        let signed = format!("{}\n{}", self.encoded_resource, self.encoded_expiry);
-        let digest = keys.sign(module, signed.as_bytes())?;
-        if constant_time_eq(&digest, &self.signature) {
+        Ok(format!(
+            "{}\n{}",
+            self.encoded_resource, self.encoded_expiry
+        ))
+    }
+
+    fn check_signature(&self, digest: &Digest) -> Result<(), AuthError> {
+        if constant_time_eq(digest, &self.signature) {
             Ok(())
         } else {
             Err(AuthError::BadSignature)
@@ -289,49 +324,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tokens_verify_only_for_their_module_until_they_expire() {
+    #[tokio::test]
+    async fn tokens_verify_only_for_their_module_until_they_expire() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let keys = FileKeys::open(dir.path()).expect("keys");
-        keys.ensure("mod1").expect("key");
-        keys.ensure("mod2").expect("key");
+        let file_keys = FileKeys::open(dir.path()).expect("keys");
+        file_keys.ensure("mod1").expect("key");
+        file_keys.ensure("mod2").expect("key");
+        let keys: Arc<dyn KeyStore> = Arc::new(file_keys);
         let resource = "Hub.Example/devices/dev1/modules/mod1";
-        let good = token(&keys, "mod1", resource, 2000).expect("sign");
+        let good = token(keys.as_ref(), "mod1", resource, 2000).expect("sign");
         let parsed = SasToken::parse(&good).expect("parses");
         assert_eq!(parsed.resource, resource);
         assert_eq!(parsed.key_name, None);
         parsed
             .verify("hub.example", "dev1", "mod1", &keys, 1000)
+            .await
             .expect("valid");
         assert!(matches!(
-            parsed.verify("hub.example", "dev1", "mod1", &keys, 2001),
+            parsed
+                .verify("hub.example", "dev1", "mod1", &keys, 2001)
+                .await,
             Err(AuthError::Expired { .. })
         ));
         assert!(matches!(
-            parsed.verify("hub.example", "dev1", "mod2", &keys, 1000),
+            parsed
+                .verify("hub.example", "dev1", "mod2", &keys, 1000)
+                .await,
             Err(AuthError::WrongResource { .. })
         ));
-        let foreign = token(&keys, "mod2", resource, 2000).expect("sign");
+        let foreign = token(keys.as_ref(), "mod2", resource, 2000).expect("sign");
         assert!(matches!(
-            SasToken::parse(&foreign).expect("parses").verify(
-                "hub.example",
-                "dev1",
-                "mod1",
-                &keys,
-                1000
-            ),
+            SasToken::parse(&foreign)
+                .expect("parses")
+                .verify("hub.example", "dev1", "mod1", &keys, 1000)
+                .await,
             Err(AuthError::BadSignature)
         ));
         // The same signature with a later expiry is not valid.
         let extended = good.replace("se=2000", "se=3000");
         assert!(matches!(
-            SasToken::parse(&extended).expect("parses").verify(
-                "hub.example",
-                "dev1",
-                "mod1",
-                &keys,
-                1000
-            ),
+            SasToken::parse(&extended)
+                .expect("parses")
+                .verify("hub.example", "dev1", "mod1", &keys, 1000)
+                .await,
             Err(AuthError::BadSignature)
         ));
         // Field order does not matter.
@@ -343,7 +378,89 @@ mod tests {
         assert_eq!(reordered.key_name, Some("x"));
         reordered
             .verify("hub.example", "dev1", "mod1", &keys, 1000)
+            .await
             .expect("valid in any order");
+    }
+
+    /// File keys that note the thread each signature is computed on, and
+    /// that may claim to sign on a device, which is slow.
+    struct ObservedKeys {
+        keys: FileKeys,
+        on_device: bool,
+        signed_on: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl KeyStore for ObservedKeys {
+        fn ensure(&self, module: &str) -> Result<(), KeyError> {
+            self.keys.ensure(module)
+        }
+        fn remove(&self, module: &str) -> Result<(), KeyError> {
+            self.keys.remove(module)
+        }
+        fn sign(&self, module: &str, data: &[u8]) -> Result<Digest, KeyError> {
+            self.signed_on
+                .lock()
+                .expect("lock")
+                .push(std::thread::current().id());
+            if self.on_device {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            self.keys.sign(module, data)
+        }
+        fn location(&self) -> String {
+            self.keys.location()
+        }
+        fn signs_on_device(&self) -> bool {
+            self.on_device
+        }
+    }
+
+    /// A token's signature is checked off the runtime's only thread when
+    /// the keys sign on a device, so the thread keeps serving meanwhile;
+    /// with key files it is checked in place.
+    #[tokio::test(flavor = "current_thread")]
+    async fn device_signatures_are_checked_on_a_blocking_thread() {
+        for on_device in [true, false] {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let observed = Arc::new(ObservedKeys {
+                keys: FileKeys::open(dir.path()).expect("keys"),
+                on_device,
+                signed_on: std::sync::Mutex::default(),
+            });
+            observed.ensure("mod1").expect("key");
+            let resource = "hub.example/devices/dev1/modules/mod1";
+            let text = token(observed.as_ref(), "mod1", resource, 2000).expect("sign");
+            observed.signed_on.lock().expect("lock").clear();
+            let keys: Arc<dyn KeyStore> = observed.clone();
+            let parsed = SasToken::parse(&text).expect("parses");
+            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            };
+            parsed
+                .verify("hub.example", "dev1", "mod1", &keys, 1000)
+                .await
+                .expect("valid");
+            ticker.abort();
+            let signed_on = observed.signed_on.lock().expect("lock").clone();
+            assert_eq!(signed_on.len(), 1);
+            let here = std::thread::current().id();
+            if on_device {
+                assert_ne!(signed_on[0], here, "signed on the runtime's thread");
+                assert!(
+                    ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+                    "the runtime's thread was held while the token signed"
+                );
+            } else {
+                assert_eq!(signed_on[0], here, "file keys sign in place");
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::config::HubConfig;
 use crate::gateway::{self, Backend, BoxFuture, MethodCall};
 use crate::hub::{Hub, HubDeployment, HubError, HubStats};
 use crate::keys::KeyStore;
-use crate::methods::{MethodError, MethodResponse};
+use crate::methods::{CallTimeouts, MethodError, MethodResponse};
 use crate::metrics::{self, Instance, MethodCounts};
 use crate::sas::SasToken;
 use crate::twin::Twin;
@@ -278,13 +278,13 @@ impl HubServer {
         module: &str,
         name: &str,
         payload: Vec<u8>,
-        timeout: Duration,
+        timeouts: CallTimeouts,
     ) -> Result<MethodResponse, MethodError> {
         let device = &self.hub.config().device_id;
         self.methods
             .record(EDGED_CALLER, &format!("{device}/{module}"));
         self.runtime
-            .block_on(self.hub.methods().invoke(module, name, payload, timeout))
+            .block_on(self.hub.methods().invoke(module, name, payload, timeouts))
     }
 
     /// Where the listeners are.
@@ -336,21 +336,28 @@ struct HubBackend {
 }
 
 impl Backend for HubBackend {
-    fn authenticate(&self, module: &str, token: &str) -> Result<(), String> {
-        let token = SasToken::parse(token).map_err(|error| error.to_string())?;
-        let config = self.hub.config();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        token
-            .verify(
-                &config.iothub_hostname,
-                &config.device_id,
-                module,
-                self.hub.keys().as_ref(),
-                now,
-            )
-            .map_err(|error| error.to_string())
+    fn authenticate<'a>(
+        &'a self,
+        module: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let token = SasToken::parse(token).map_err(|error| error.to_string())?;
+            let config = self.hub.config();
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            token
+                .verify(
+                    &config.iothub_hostname,
+                    &config.device_id,
+                    module,
+                    self.hub.keys(),
+                    now,
+                )
+                .await
+                .map_err(|error| error.to_string())
+        })
     }
 
     fn invoke<'a>(
@@ -369,7 +376,10 @@ impl Backend for HubBackend {
                     module,
                     &call.name,
                     call.payload.clone(),
-                    call.response_timeout,
+                    CallTimeouts {
+                        connect: call.connect_timeout,
+                        response: call.response_timeout,
+                    },
                 )
                 .await
         })

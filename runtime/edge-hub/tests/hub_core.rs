@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_hub::{
-    FileKeys, Hub, HubConfig, HubDeployment, HubMessage, PublishRefused, Qos, StoredSession,
-    SystemProperty,
+    DesiredSeen, FileKeys, Hub, HubConfig, HubDeployment, HubMessage, PublishRefused, Qos,
+    StoredSession, SystemProperty,
 };
 use edge_route::RouteTableEntry;
 use serde_json::json;
@@ -494,6 +494,47 @@ async fn sessions_are_kept_until_forgotten() {
     assert_eq!(hub.load_session("device1/m"), Some(session));
     hub.forget_session("device1/m").await.expect("forget");
     assert!(hub.load_session("device1/m").is_none());
+}
+
+#[tokio::test]
+async fn what_a_module_has_of_its_desired_properties_is_kept_with_its_twin() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = config(dir.path());
+    let mut first = deployment(Vec::new(), &["m"]);
+    first.desired.insert("m".to_owned(), json!({"rate": 1}));
+    {
+        let hub = open(&config);
+        hub.deploy(first.clone()).await.expect("deploy");
+        let state = hub.desired_state("m").await.expect("state");
+        assert_eq!((state.version, state.seen), (2, None));
+        let seen = DesiredSeen {
+            version: state.version,
+            desired: state.desired,
+        };
+        hub.record_desired_seen("m", &seen).await.expect("record");
+        // A deployment changes the twin, not what the module has.
+        let mut changed = first.clone();
+        changed.desired.insert("m".to_owned(), json!({"rate": 2}));
+        hub.deploy(changed).await.expect("deploy");
+        let state = hub.desired_state("m").await.expect("state");
+        assert_eq!(state.version, 3);
+        assert_eq!(state.seen.as_ref(), Some(&seen));
+        assert!(matches!(
+            hub.record_desired_seen("other", &seen).await,
+            Err(edge_hub::HubError::UnknownModule(_))
+        ));
+    }
+    let hub = open(&config);
+    let state = hub.desired_state("m").await.expect("state after a reopen");
+    assert_eq!(state.seen.map(|seen| seen.version), Some(2));
+    // A module that leaves the deployment and comes back starts again.
+    hub.deploy(deployment(Vec::new(), &[]))
+        .await
+        .expect("deploy");
+    assert!(hub.desired_state("m").await.is_err());
+    hub.deploy(first).await.expect("deploy");
+    let state = hub.desired_state("m").await.expect("state");
+    assert_eq!((state.version, state.seen), (2, None));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ mod mqtt_common;
 
 use std::time::Duration;
 
-use edge_hub::methods::MethodError;
+use edge_hub::methods::{CallTimeouts, MethodError};
 use mqtt_common::*;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
@@ -103,6 +103,13 @@ async fn twin_get_and_reported_patches() {
         );
     }
 
+    // Two answered GETs and one stored patch count; the refused patches
+    // do not (edgeHub counts the operations that succeeded).
+    let stats = hub.hub.stats();
+    assert_eq!(stats.modules["filter"].twin_gets, 2);
+    assert_eq!(stats.modules["filter"].reported_patches, 1);
+    assert_eq!(stats.modules["sensor"].twin_gets, 0);
+
     // A new deployment that changes the desired properties sends a patch.
     let mut deployment = deployment();
     deployment
@@ -122,13 +129,148 @@ async fn twin_get_and_reported_patches() {
     assert_eq!(body["$version"], version);
 }
 
+/// The version and body of a desired patch.
+fn desired_patch(patch: &Publish) -> (u64, serde_json::Value) {
+    let version = patch
+        .topic
+        .strip_prefix("$iothub/twin/PATCH/properties/desired/?$version=")
+        .expect("a desired patch topic")
+        .parse()
+        .expect("a version");
+    (
+        version,
+        serde_json::from_slice(&patch.payload).expect("JSON patch"),
+    )
+}
+
+fn with_filter_desired(desired: serde_json::Value) -> edge_hub::HubDeployment {
+    let mut deployment = deployment();
+    deployment.desired.insert("filter".to_owned(), desired);
+    deployment
+}
+
+/// Waits until the hub has recorded that `module` has desired `version`.
+async fn until_seen(hub: &edge_hub::Hub, module: &str, version: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let state = hub.desired_state(module).await.expect("desired state");
+        if state.seen.is_some_and(|seen| seen.version == version) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{module} was never recorded at desired version {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn desired_changes_made_while_a_module_was_away_reach_it_when_it_returns() {
+    let hub = TestHub::start().await;
+    let desired_filter = "$iothub/twin/PATCH/properties/desired/#";
+    // The first subscription records what the module has: version 2.
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&[desired_filter]).await;
+    until_seen(&hub.hub, "filter", 2).await;
+    drop(filter);
+
+    // Deployed while it is away: its restored session brings it the change
+    // at once, without a new SUBSCRIBE.
+    hub.hub
+        .deploy(with_filter_desired(
+            serde_json::json!({ "threshold": 30, "mode": "fast" }),
+        ))
+        .await
+        .expect("deploy");
+    let mut filter = hub.client("filter", false).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (
+            3,
+            serde_json::json!({ "threshold": 30, "mode": "fast", "$version": 3 })
+        )
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 3).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+
+    // Acknowledged, it is not sent again, also after a restart of the hub.
+    let hub = hub.restart().await;
+    let mut filter = hub.client("filter", false).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+    drop(filter);
+
+    // A removed property comes as null; a clean session gets the change
+    // when it subscribes.
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 30 })))
+        .await
+        .expect("deploy");
+    let mut filter = hub.client("filter", true).await;
+    filter.subscribe(&[desired_filter]).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (4, serde_json::json!({ "mode": null, "$version": 4 }))
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 4).await;
+
+    // While connected, the next change comes once, as a patch.
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 40 })))
+        .await
+        .expect("deploy");
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (5, serde_json::json!({ "threshold": 40, "$version": 5 }))
+    );
+    filter.ack(&patch).await;
+    until_seen(&hub.hub, "filter", 5).await;
+    assert!(filter.receives_nothing(Duration::from_millis(300)).await);
+}
+
+/// A patch sent but never acknowledged (the module went away first) is
+/// sent again when the module returns.
+#[tokio::test]
+async fn an_unacknowledged_desired_patch_comes_again() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter
+        .subscribe(&["$iothub/twin/PATCH/properties/desired/#"])
+        .await;
+    until_seen(&hub.hub, "filter", 2).await;
+    hub.hub
+        .deploy(with_filter_desired(serde_json::json!({ "threshold": 25 })))
+        .await
+        .expect("deploy");
+    let patch = filter.next_publish().await;
+    assert_eq!(desired_patch(&patch).0, 3);
+    drop(filter);
+    let mut filter = hub.client("filter", false).await;
+    let patch = filter.next_publish().await;
+    assert_eq!(
+        desired_patch(&patch),
+        (3, serde_json::json!({ "threshold": 25, "$version": 3 }))
+    );
+}
+
 #[tokio::test]
 async fn direct_methods_round_trip_through_the_module() {
     let hub = TestHub::start().await;
     let methods = || hub.hub.methods();
     assert_eq!(
         methods()
-            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .invoke(
+                "filter",
+                "reset",
+                b"{}".to_vec(),
+                CallTimeouts::answer_within(Duration::from_secs(1))
+            )
             .await,
         Err(MethodError::NotConnected)
     );
@@ -139,7 +281,12 @@ async fn direct_methods_round_trip_through_the_module() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "reset", br#"{"hard":true}"#.to_vec(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "reset",
+                    br#"{"hard":true}"#.to_vec(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };
@@ -163,7 +310,12 @@ async fn direct_methods_round_trip_through_the_module() {
 
     // Unanswered: the caller times out, and a late answer is ignored.
     let late = methods()
-        .invoke("filter", "slow", Vec::new(), Duration::from_millis(200))
+        .invoke(
+            "filter",
+            "slow",
+            Vec::new(),
+            CallTimeouts::answer_within(Duration::from_millis(200)),
+        )
         .await;
     assert_eq!(late, Err(MethodError::Timeout));
     let request = filter.next_publish().await;
@@ -182,7 +334,12 @@ async fn direct_methods_round_trip_through_the_module() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "hang", Vec::new(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "hang",
+                    Vec::new(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };
@@ -191,10 +348,73 @@ async fn direct_methods_round_trip_through_the_module() {
     assert_eq!(call.await.expect("no panic"), Err(MethodError::Closed));
     assert_eq!(
         methods()
-            .invoke("filter", "reset", b"{}".to_vec(), Duration::from_secs(1))
+            .invoke(
+                "filter",
+                "reset",
+                b"{}".to_vec(),
+                CallTimeouts::answer_within(Duration::from_secs(1))
+            )
             .await,
         Err(MethodError::NotConnected)
     );
+}
+
+/// A call made while its target is away reaches it when it comes back
+/// within the call's connect timeout; without one, it fails at once.
+#[tokio::test]
+async fn a_method_call_waits_its_connect_timeout_for_a_reconnecting_module() {
+    let hub = TestHub::start().await;
+    let mut filter = hub.client("filter", false).await;
+    filter.subscribe(&["$iothub/methods/POST/#"]).await;
+    drop(filter);
+    // The hub notices the disconnection.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.hub.stats().modules["filter"].connected {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        hub.hub
+            .methods()
+            .invoke(
+                "filter",
+                "reset",
+                Vec::new(),
+                CallTimeouts::answer_within(PATIENCE)
+            )
+            .await,
+        Err(MethodError::NotConnected)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1), "failed at once");
+
+    let call = {
+        let hub = hub.hub.clone();
+        let timeouts = CallTimeouts {
+            connect: PATIENCE,
+            response: PATIENCE,
+        };
+        tokio::spawn(async move {
+            hub.methods()
+                .invoke("filter", "reset", b"{}".to_vec(), timeouts)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The persistent session brings the subscription back at CONNECT.
+    let mut filter = hub.client("filter", false).await;
+    let request = filter.next_publish().await;
+    filter.ack(&request).await;
+    let rid = request
+        .topic
+        .strip_prefix("$iothub/methods/POST/reset/?$rid=")
+        .expect("a method request topic")
+        .to_owned();
+    filter
+        .publish(&format!("$iothub/methods/res/200/?$rid={rid}"), b"\"ok\"")
+        .await;
+    let response = call.await.expect("no panic").expect("answered");
+    assert_eq!(response.payload, b"\"ok\"");
 }
 
 #[tokio::test]
@@ -206,7 +426,12 @@ async fn an_oversized_method_response_fails_the_call() {
         let hub = hub.hub.clone();
         tokio::spawn(async move {
             hub.methods()
-                .invoke("filter", "dump", Vec::new(), PATIENCE)
+                .invoke(
+                    "filter",
+                    "dump",
+                    Vec::new(),
+                    CallTimeouts::answer_within(PATIENCE),
+                )
                 .await
         })
     };

@@ -144,7 +144,12 @@ fn deployments_identities_methods_and_metrics_survive_a_restart() {
     answer_methods(&server, "filter");
 
     let answer = server
-        .invoke_method("filter", "ping", b"1".to_vec(), Duration::from_secs(5))
+        .invoke_method(
+            "filter",
+            "ping",
+            b"1".to_vec(),
+            edge_hub::CallTimeouts::answer_within(Duration::from_secs(5)),
+        )
         .expect("edged calls the filter");
     assert_eq!(answer.status, 201);
 

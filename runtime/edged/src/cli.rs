@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use edge_hub::CallTimeouts;
 use edge_init::status::HubReport;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::hub::{self, HubRuntime, ModuleHub, Place};
 use crate::hub_server;
-use crate::lock::{StateLock, Wait};
+use crate::lock::{DAEMON_WAIT, DaemonLock, StateLock, Wait};
 use crate::logging::{self, LogFormat};
 use crate::output;
 use crate::runtime::{ModuleRuntime, NoEngine};
@@ -55,7 +56,8 @@ pub struct Cli {
     pub runtime: RuntimeKind,
     /// How long a command that changes the state directory waits for
     /// another one to finish (`30s`, `5m`); without it, it exits at once
-    /// with code 9 (busy).
+    /// with code 9 (busy). For `edged run`: how long it waits for a daemon
+    /// that still runs to exit (default 30s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
     pub wait: Option<Duration>,
     /// How events are logged to stderr: text (`auto` colours it on a
@@ -184,6 +186,11 @@ pub enum MethodAction {
         /// How long to wait for the module's answer (`30s`).
         #[arg(long, default_value = "30s", value_parser = parse_method_timeout)]
         timeout: Duration,
+        /// How long to wait for the module to connect and listen for
+        /// methods when it does not (`0s`: fail at once, as IoT Hub's
+        /// default connectTimeoutInSeconds).
+        #[arg(long, default_value = "0s", value_parser = parse_connect_timeout)]
+        connect_timeout: Duration,
     },
 }
 
@@ -210,6 +217,17 @@ fn parse_method_timeout(text: &str) -> std::result::Result<Duration, String> {
     Bounds {
         name: "--timeout",
         min: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    }
+    .parse(text)
+}
+
+/// Parses `method invoke --connect-timeout`: 0 s to 300 s, IoT Hub's
+/// bounds of connectTimeoutInSeconds.
+fn parse_connect_timeout(text: &str) -> std::result::Result<Duration, String> {
+    Bounds {
+        name: "--connect-timeout",
+        min: Duration::ZERO,
         max: Duration::from_secs(300),
     }
     .parse(text)
@@ -298,10 +316,15 @@ pub fn run(cli: &Cli) -> Result<()> {
                     name,
                     payload,
                     timeout,
+                    connect_timeout,
                 },
         } => {
+            let timeouts = CallTimeouts {
+                connect: *connect_timeout,
+                response: *timeout,
+            };
             let outcome =
-                served_hub(cli, &config)?.invoke(module, name, payload.clone(), *timeout)?;
+                served_hub(cli, &config)?.invoke(module, name, payload.clone(), timeouts)?;
             return output::print(&format!(
                 "status {}\n{}\n",
                 outcome.status,
@@ -337,6 +360,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     // so a stop request while it starts still ends it cleanly.
     let stop = match cli.command {
         Command::Run { once: false, .. } => StopSignals::watch_or_warn(),
+        _ => None,
+    };
+    // One daemon at a time: a second `edged run` waits for the first to
+    // exit before it opens the hub's store or binds its ports, and the lock
+    // is released last, after the hub has stopped.
+    let _daemon = match cli.command {
+        Command::Run { .. } => Some(DaemonLock::acquire(
+            &cli.state_dir,
+            cli.wait.unwrap_or(DAEMON_WAIT),
+        )?),
         _ => None,
     };
     let served = match cli.command {

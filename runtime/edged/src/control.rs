@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use edge_hub::CallTimeouts;
 use edge_init::status::HubReport;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -78,6 +79,10 @@ pub enum Request {
         payload: Value,
         /// How long to wait for the answer, in milliseconds.
         timeout_ms: u64,
+        /// How long to wait for the module to connect, in milliseconds
+        /// (absent from an older client: not at all).
+        #[serde(default)]
+        connect_timeout_ms: u64,
     },
 }
 
@@ -204,9 +209,13 @@ fn run(hub: &dyn ModuleHub, request: Request) -> Result<Value> {
             method,
             payload,
             timeout_ms,
+            connect_timeout_ms,
         } => {
-            let timeout = Duration::from_millis(timeout_ms).min(MAX_METHOD_TIMEOUT);
-            to_value(hub.invoke(&module, &method, payload, timeout)?)
+            let timeouts = CallTimeouts {
+                connect: Duration::from_millis(connect_timeout_ms).min(MAX_METHOD_TIMEOUT),
+                response: Duration::from_millis(timeout_ms).min(MAX_METHOD_TIMEOUT),
+            };
+            to_value(hub.invoke(&module, &method, payload, timeouts)?)
         }
     }
 }
@@ -328,17 +337,22 @@ impl ModuleHub for RemoteHub {
         module: &str,
         method: &str,
         payload: Value,
-        timeout: Duration,
+        timeouts: CallTimeouts,
     ) -> Result<MethodOutcome> {
+        let milliseconds =
+            |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let request = Request::Invoke {
             module: module.to_owned(),
             method: method.to_owned(),
             payload,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: milliseconds(timeouts.response),
+            connect_timeout_ms: milliseconds(timeouts.connect),
         };
         let value = self.call(
             &request,
-            timeout.min(MAX_METHOD_TIMEOUT) + Duration::from_secs(10),
+            timeouts.connect.min(MAX_METHOD_TIMEOUT)
+                + timeouts.response.min(MAX_METHOD_TIMEOUT)
+                + Duration::from_secs(10),
         )?;
         serde_json::from_value(value)
             .map_err(|error| Error::Hub(format!("unexpected answer from the daemon: {error}")))
@@ -396,7 +410,13 @@ mod tests {
             Ok(json!({"desired": {"module": module}, "reported": {}}))
         }
 
-        fn invoke(&self, module: &str, _: &str, _: Value, _: Duration) -> Result<MethodOutcome> {
+        fn invoke(
+            &self,
+            module: &str,
+            _: &str,
+            _: Value,
+            _: CallTimeouts,
+        ) -> Result<MethodOutcome> {
             Err(Error::Hub(format!("module {module} is not connected")))
         }
     }
@@ -430,7 +450,12 @@ mod tests {
         );
         remote.deploy(None).unwrap();
         let error = remote
-            .invoke("sink", "m", json!({}), Duration::from_secs(1))
+            .invoke(
+                "sink",
+                "m",
+                json!({}),
+                CallTimeouts::answer_within(Duration::from_secs(1)),
+            )
             .unwrap_err();
         assert!(
             matches!(&error, Error::Hub(message) if message == "module sink is not connected"),

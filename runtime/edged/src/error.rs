@@ -60,6 +60,21 @@ pub enum Error {
         /// Who holds the lock, as its lock file names it.
         holder: String,
     },
+    /// Another `edged run` serves the state directory (and its hub) and
+    /// did not exit within the wait.
+    #[error(
+        "another daemon serves this state directory: {holder} holds {} and did not exit within {}",
+        lock.display(),
+        humantime::format_duration(*waited)
+    )]
+    DaemonRunning {
+        /// Who holds the daemon lock, as its lock file names it.
+        holder: String,
+        /// The daemon lock file.
+        lock: PathBuf,
+        /// How long this daemon waited for it.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -74,7 +89,7 @@ impl Error {
             Self::Docker(_) => 6,
             Self::Trust(_) => 7,
             Self::State { .. } | Self::CorruptState(_) => 8,
-            Self::Busy { .. } => 9,
+            Self::Busy { .. } | Self::DaemonRunning { .. } => 9,
             Self::Hub(_) => 10,
             Self::HubNotRunning(_) => 11,
             Self::Output(_) => 1,
@@ -110,6 +125,9 @@ impl Error {
             Self::Output(_) => "check where the output goes (a full disk, a closed terminal)",
             Self::Busy { .. } => {
                 "retry when it is done, pass --wait 5m to wait for it, or, while `edged run` is running, drop the bundle into its inbox"
+            }
+            Self::DaemonRunning { .. } => {
+                "one `edged run` serves a state directory: stop the other one (`systemctl stop edged`, or `kill` the pid named), or pass --wait 2m to wait longer for it to exit"
             }
         }
     }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_hub::CallTimeouts;
 use edge_init::status::HubReport;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -88,13 +89,15 @@ pub trait ModuleHub: Send + Sync {
     fn report(&self) -> Result<HubReport>;
     /// The module twin: `{"desired": …, "reported": …}`, each with `$version`.
     fn twin(&self, module: &str) -> Result<Value>;
-    /// Invokes `method` on `module` and waits up to `timeout` for its answer.
+    /// Invokes `method` on `module`: waits up to `timeouts.connect` for it
+    /// to connect if it is not, then up to `timeouts.response` for its
+    /// answer.
     fn invoke(
         &self,
         module: &str,
         method: &str,
         payload: Value,
-        timeout: Duration,
+        timeouts: CallTimeouts,
     ) -> Result<MethodOutcome>;
 }
 

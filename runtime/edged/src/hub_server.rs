@@ -8,11 +8,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use edge_hub::{
-    CaKeySource, FileKeys, HubConfig, HubDeployment, HubServer, KeyStore, MethodError, PeerPolicy,
-    Pkcs11Keys,
+    CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubServer, KeyStore,
+    MethodError, PeerPolicy, Pkcs11Keys,
 };
 use edge_init::status::{HubModuleReport, HubReport};
 use serde_json::Value;
@@ -196,21 +195,30 @@ impl ModuleHub for LocalHub {
         module: &str,
         method: &str,
         payload: Value,
-        timeout: Duration,
+        timeouts: CallTimeouts,
     ) -> Result<MethodOutcome> {
         let bytes = serde_json::to_vec(&payload)
             .map_err(|error| Error::Hub(format!("cannot encode the payload: {error}")))?;
-        match self.server.invoke_method(module, method, bytes, timeout) {
+        match self.server.invoke_method(module, method, bytes, timeouts) {
             Ok(response) => Ok(MethodOutcome {
                 status: response.status,
                 payload: hub::payload_json(&response.payload),
             }),
+            Err(MethodError::NotConnected) if timeouts.connect.is_zero() => {
+                Err(Error::Hub(format!(
+                    "module {module} is not connected to the hub or does not listen for direct methods (is it running? `edged status` shows its connection; --connect-timeout waits for it)"
+                )))
+            }
             Err(MethodError::NotConnected) => Err(Error::Hub(format!(
-                "module {module} is not connected to the hub (is it running? `edged status` shows its connection)"
+                "module {module} did not connect to the hub and listen for direct methods within {} (is it running? `edged status` shows its connection)",
+                humantime::format_duration(timeouts.connect)
             ))),
             Err(MethodError::Timeout) => Err(Error::Hub(format!(
                 "module {module} did not answer method {method} within {}",
-                humantime::format_duration(timeout)
+                humantime::format_duration(timeouts.response)
+            ))),
+            Err(MethodError::Closed) => Err(Error::Hub(format!(
+                "module {module} disconnected before it answered method {method}; it may or may not have run it"
             ))),
             Err(error) => Err(Error::Hub(format!(
                 "method {method} on module {module}: {error}"

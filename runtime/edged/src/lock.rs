@@ -5,6 +5,12 @@
 //! released when the holder exits, however it exits: a crashed writer never
 //! leaves the device locked. While it is held, the file names the holder
 //! (its pid and command), so that a second writer can say whom it waits for.
+//!
+//! `edged run` also holds `STATE/daemon.lock` for as long as it runs,
+//! passes and sleeps alike ([`DaemonLock`]): one daemon at a time serves a
+//! state directory, its hub and the hub's store. A second daemon (systemd
+//! restarting edged while the previous one still stops) waits a bounded
+//! time for the first to exit before it opens anything.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -15,6 +21,14 @@ use crate::error::{Error, Result};
 
 /// The lock file's name inside the state directory.
 pub const LOCK_FILE: &str = "lock";
+
+/// The daemon's lock file inside the state directory.
+pub const DAEMON_LOCK_FILE: &str = "daemon.lock";
+
+/// How long a starting `edged run` waits for a daemon before it, unless
+/// `--wait` says otherwise: longer than the previous daemon takes to stop
+/// (a pass, then the hub's 5 s shutdown).
+pub const DAEMON_WAIT: Duration = Duration::from_secs(30);
 
 /// How often a waiting writer tries the lock again.
 const RETRY: Duration = Duration::from_millis(100);
@@ -41,34 +55,54 @@ impl StateLock {
     /// `command`, waiting as `wait` says. Fails with [`Error::Busy`] naming
     /// the holder when the wait is over.
     pub fn acquire(state_dir: &Path, command: &str, wait: Wait) -> Result<Self> {
-        std::fs::create_dir_all(state_dir).map_err(Error::state("create", state_dir))?;
-        let path = state_dir.join(LOCK_FILE);
+        Self::acquire_file(state_dir, LOCK_FILE, command, wait, |holder, _| {
+            tracing::info!(%holder, "waiting for the state directory lock");
+        })
+        .map_err(|refused| match refused {
+            Refused::Held(holder) => Error::Busy { holder },
+            Refused::Failed(error) => error,
+        })
+    }
+
+    /// Takes the lock file `name` of `state_dir`; `waiting` is told once
+    /// who holds it, and how long the wait may last, when the lock has to
+    /// be waited for.
+    fn acquire_file(
+        state_dir: &Path,
+        name: &str,
+        command: &str,
+        wait: Wait,
+        waiting: impl FnOnce(&str, Option<Duration>),
+    ) -> std::result::Result<Self, Refused> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|error| Refused::Failed(Error::state("create", state_dir)(error)))?;
+        let path = state_dir.join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(Error::state("open", &path))?;
+            .map_err(|error| Refused::Failed(Error::state("open", &path)(error)))?;
         let deadline = match wait {
             Wait::No => Some(Instant::now()),
             Wait::AtMost(limit) => Some(Instant::now() + limit),
             Wait::Forever => None,
         };
-        let mut reported = false;
+        let mut waiting = Some(waiting);
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::Error(error)) => return Err(Error::state("lock", &path)(error)),
+                Err(TryLockError::Error(error)) => {
+                    return Err(Refused::Failed(Error::state("lock", &path)(error)));
+                }
                 Err(TryLockError::WouldBlock) => {
-                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                        return Err(Error::Busy {
-                            holder: holder(&path),
-                        });
+                    let now = Instant::now();
+                    if deadline.is_some_and(|deadline| now >= deadline) {
+                        return Err(Refused::Held(holder(&path)));
                     }
-                    if !reported {
-                        tracing::info!(holder = %holder(&path), "waiting for the state directory lock");
-                        reported = true;
+                    if let Some(waiting) = waiting.take() {
+                        waiting(&holder(&path), deadline.map(|deadline| deadline - now));
                     }
                     std::thread::sleep(RETRY);
                 }
@@ -76,7 +110,7 @@ impl StateLock {
         }
         let mut lock = Self { file };
         lock.name_holder(command)
-            .map_err(Error::state("write", &path))?;
+            .map_err(|error| Refused::Failed(Error::state("write", &path)(error)))?;
         Ok(lock)
     }
 
@@ -96,6 +130,52 @@ impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
+    }
+}
+
+/// Why a lock was not taken.
+enum Refused {
+    /// Another process still held it when the wait was over.
+    Held(String),
+    /// The lock file could not be used.
+    Failed(Error),
+}
+
+/// The lock `edged run` holds while it runs; dropping it releases it.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _lock: StateLock,
+}
+
+impl DaemonLock {
+    /// Takes `state_dir`'s daemon lock, waiting at most `wait` for a daemon
+    /// that holds it to exit (logging once whom it waits for). Fails with
+    /// [`Error::DaemonRunning`] naming the holder when it still runs.
+    pub fn acquire(state_dir: &Path, wait: Duration) -> Result<Self> {
+        let path = state_dir.join(DAEMON_LOCK_FILE);
+        StateLock::acquire_file(
+            state_dir,
+            DAEMON_LOCK_FILE,
+            "run",
+            Wait::AtMost(wait),
+            |holder, left| {
+                tracing::warn!(
+                    %holder,
+                    lock = %path.display(),
+                    wait = %humantime::format_duration(left.unwrap_or(wait)),
+                    "another edged run serves this state directory; waiting for it to exit"
+                );
+            },
+        )
+        .map(|lock| Self { _lock: lock })
+        .map_err(|refused| match refused {
+            Refused::Held(holder) => Error::DaemonRunning {
+                holder,
+                lock: state_dir.join(DAEMON_LOCK_FILE),
+                waited: wait,
+            },
+            Refused::Failed(error) => error,
+        })
     }
 }
 

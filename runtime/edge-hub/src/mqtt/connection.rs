@@ -39,13 +39,13 @@ use tokio::time::{Instant, sleep_until};
 
 use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_qos};
 use crate::config::MAXIMUM_MESSAGE_BYTES;
-use crate::hub::{Delivery, DeliveryId, Hub, InputStream, PublishRefused, Qos};
+use crate::hub::{Delivery, DeliveryId, DesiredSeen, Hub, InputStream, PublishRefused, Qos};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodRequest, MethodResponse};
 use crate::properties;
 use crate::sas::{SasToken, UserName};
 use crate::topic::{self, PublishTopic, Subscription};
-use crate::twin::{DesiredPatch, TwinError, VERSION_KEY};
+use crate::twin::{self, DesiredPatch, TwinError, VERSION_KEY};
 
 /// The largest packet read: a full message and 8 KiB for the topic and
 /// packet overhead. A larger one closes the connection.
@@ -239,7 +239,9 @@ fn now_seconds() -> u64 {
 /// device, an unknown module, a malformed user name or token, a wrong
 /// resource, signature or an expired token — so a prober learns nothing
 /// about which part was wrong. The reason is logged.
-pub(crate) fn authenticate(
+/// With keys on a PKCS#11 token, the signature is checked on a blocking
+/// thread ([`SasToken::verify_async`]).
+pub(crate) async fn authenticate(
     hub: &Hub,
     connect: &Connect,
 ) -> Result<Identity, (ConnectReturnCode, String)> {
@@ -290,9 +292,10 @@ pub(crate) fn authenticate(
             &config.iothub_hostname,
             device,
             module,
-            hub.keys().as_ref(),
+            hub.keys(),
             now_seconds(),
         )
+        .await
         .map_err(|error| not_authorized(error.to_string()))?;
     Ok(Identity {
         client_id: client_id.to_owned(),
@@ -324,6 +327,9 @@ type Pending = Pin<Box<dyn Future<Output = Completion> + Send>>;
 enum Sent {
     /// An input delivery, with its fingerprint.
     Input(DeliveryId, u64),
+    /// A desired patch, with the version and the desired properties the
+    /// module has once it applied it.
+    Desired(u64, Arc<serde_json::Map<String, serde_json::Value>>),
     Other,
 }
 
@@ -445,6 +451,11 @@ pub(crate) struct Connection {
     subscriptions: Subscriptions,
     inputs: Option<InputStream>,
     desired: Option<broadcast::Receiver<DesiredPatch>>,
+    /// The desired version and properties the module has been sent, once
+    /// it was brought up to date after subscribing to desired patches.
+    desired_sent: Option<(u64, Arc<serde_json::Map<String, serde_json::Value>>)>,
+    /// Subscribed to desired patches and not yet brought up to date.
+    desired_catch_up: bool,
     methods: Option<mpsc::Receiver<MethodRequest>>,
     method_calls: HashMap<String, oneshot::Sender<MethodResponse>>,
     next_method_id: u64,
@@ -493,6 +504,8 @@ impl Connection {
             subscriptions: Subscriptions::default(),
             inputs: None,
             desired: None,
+            desired_sent: None,
+            desired_catch_up: false,
             methods: None,
             method_calls: HashMap::new(),
             next_method_id: 1,
@@ -521,6 +534,7 @@ impl Connection {
                     connection.subscribe(subscription, qos);
                 }
             }
+            connection.catch_up_desired().await?;
             // A newer connection of the client id takes over at once,
             // whatever this one waits for (a client that does not read
             // could hold it in a write for WRITE_TIMEOUT otherwise).
@@ -554,7 +568,7 @@ impl Connection {
                 .into_inflight()
                 .filter_map(|(packet_id, sent)| match sent {
                     Sent::Input(_, fingerprint) => Some((fingerprint, packet_id)),
-                    Sent::Other => None,
+                    Sent::Desired(..) | Sent::Other => None,
                 })
                 .collect()
         };
@@ -578,7 +592,10 @@ impl Connection {
             }
             Subscription::DesiredPatches => {
                 if self.desired.is_none() {
+                    // The receiver comes first, so that a deployment while
+                    // the module is brought up to date is not missed.
                     self.desired = Some(hub.desired_patches(module));
+                    self.desired_catch_up = true;
                 }
             }
             Subscription::MethodRequests => {
@@ -596,7 +613,11 @@ impl Connection {
         }
         match subscription {
             Subscription::Inputs => self.inputs = None,
-            Subscription::DesiredPatches => self.desired = None,
+            Subscription::DesiredPatches => {
+                self.desired = None;
+                self.desired_sent = None;
+                self.desired_catch_up = false;
+            }
             Subscription::MethodRequests => {
                 if self.methods.take().is_some() {
                     self.shared.hub.methods().detach(&self.identity.module);
@@ -724,6 +745,9 @@ impl Connection {
                             inputs.ack(id);
                         }
                     }
+                    Some(Sent::Desired(version, desired)) => {
+                        self.record_desired_seen(version, desired).await;
+                    }
                     Some(Sent::Other) => {}
                     None => tracing::debug!(
                         client = %self.identity.client_id,
@@ -794,7 +818,10 @@ impl Connection {
                 Box::pin(async move {
                     let response = match hub.twin(&module).await {
                         Ok(twin) => match serde_json::to_vec(&twin) {
-                            Ok(body) => (topic::twin_response_topic(200, &rid, None), body),
+                            Ok(body) => {
+                                hub.count_twin_get(&module);
+                                (topic::twin_response_topic(200, &rid, None), body)
+                            }
                             Err(error) => server_error(&rid, &error),
                         },
                         Err(error) => server_error(&rid, &error),
@@ -812,10 +839,13 @@ impl Connection {
                     let response = match serde_json::from_slice(&payload) {
                         Err(error) => bad_request(&rid, &format!("the patch is not JSON: {error}")),
                         Ok(patch) => match hub.patch_reported(&module, patch).await {
-                            Ok(version) => (
-                                topic::twin_response_topic(204, &rid, Some(version)),
-                                Vec::new(),
-                            ),
+                            Ok(version) => {
+                                hub.count_reported_patch(&module);
+                                (
+                                    topic::twin_response_topic(204, &rid, Some(version)),
+                                    Vec::new(),
+                                )
+                            }
                             Err(TwinError::Invalid(message)) => bad_request(&rid, &message),
                             Err(error) => server_error(&rid, &error),
                         },
@@ -973,38 +1003,117 @@ impl Connection {
         self.send(Packet::Publish(publish)).await
     }
 
+    /// After a subscription to desired patches: sends the module what
+    /// changed in its desired properties since it was last brought up to
+    /// date (a deployment while it was disconnected, or while edged was not
+    /// running), as edgeHub does when a client connects. A module's first
+    /// subscription only records what it has now: it reads its twin as it
+    /// starts.
+    async fn catch_up_desired(&mut self) -> Result<(), Closed> {
+        if !std::mem::take(&mut self.desired_catch_up) {
+            return Ok(());
+        }
+        let hub = self.shared.hub.clone();
+        let module = self.identity.module.clone();
+        let state = match hub.desired_state(&module).await {
+            Ok(state) => state,
+            Err(error) => {
+                // The module still gets the patches from now on.
+                tracing::warn!(module = %module, %error, "cannot read what the module has of its desired properties; it is not sent what changed while it was away");
+                return Ok(());
+            }
+        };
+        let current = Arc::new(state.desired);
+        match state.seen {
+            // A version above the twin's is from before the module left
+            // the deployment and came back: its twin started again.
+            Some(seen) if seen.version < state.version => {
+                tracing::info!(
+                    module = %module,
+                    from = seen.version,
+                    to = state.version,
+                    "sending the module the desired properties that changed while it was away"
+                );
+                let patch = twin::with_version(&twin::diff(&seen.desired, &current), state.version);
+                self.send_desired(state.version, patch, current).await
+            }
+            Some(seen) if seen.version == state.version => {
+                self.desired_sent = Some((seen.version, current));
+                Ok(())
+            }
+            _ => {
+                self.desired_sent = Some((state.version, current.clone()));
+                self.record_desired_seen(state.version, current).await;
+                Ok(())
+            }
+        }
+    }
+
     async fn deliver_patch(
         &mut self,
         patch: Result<DesiredPatch, broadcast::error::RecvError>,
     ) -> Result<(), Closed> {
-        let (version, mut body) = match patch {
-            Ok(patch) => (patch.version, patch.patch),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Patches were missed: the whole desired document, as one
-                // patch, brings the module up to date (a removed property
-                // cannot be told this way; the module's next twin GET does).
-                tracing::warn!(
-                    module = %self.identity.module,
-                    missed,
-                    "desired patches were missed; sending the whole desired document"
-                );
-                let twin = self
-                    .shared
-                    .hub
-                    .twin(&self.identity.module)
-                    .await
-                    .map_err(|error| Closed::Protocol(format!("cannot read the twin: {error}")))?;
-                let version = twin
-                    .desired
-                    .get(VERSION_KEY)
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or_default();
-                (version, twin.desired)
-            }
+        let patch = match patch {
+            Ok(patch) => patch,
             Err(broadcast::error::RecvError::Closed) => {
                 self.desired = None;
                 return Ok(());
             }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    module = %self.identity.module,
+                    missed,
+                    "desired patches were missed; sending the difference to the current desired properties"
+                );
+                return self.send_desired_difference().await;
+            }
+        };
+        match self.desired_sent.clone() {
+            // Bringing the module up to date already covered this patch.
+            Some((sent, _)) if patch.version <= sent => Ok(()),
+            Some((sent, before)) if patch.version == sent + 1 => {
+                let mut after = (*before).clone();
+                if let serde_json::Value::Object(changes) = &patch.patch {
+                    twin::merge(&mut after, changes);
+                }
+                after.remove(VERSION_KEY);
+                self.send_desired(patch.version, patch.patch, Arc::new(after))
+                    .await
+            }
+            _ => self.send_desired_difference().await,
+        }
+    }
+
+    /// Sends the difference between what the module was sent and its
+    /// current desired properties (all of them when nothing is known), as
+    /// one patch.
+    async fn send_desired_difference(&mut self) -> Result<(), Closed> {
+        let state = self
+            .shared
+            .hub
+            .desired_state(&self.identity.module)
+            .await
+            .map_err(|error| Closed::Protocol(format!("cannot read the twin: {error}")))?;
+        let patch = match &self.desired_sent {
+            Some((_, before)) => twin::diff(before, &state.desired),
+            None => state.desired.clone(),
+        };
+        let patch = twin::with_version(&patch, state.version);
+        self.send_desired(state.version, patch, Arc::new(state.desired))
+            .await
+    }
+
+    /// Sends a desired patch that brings the module to `version`, whose
+    /// properties are then `desired`. What it has is recorded when it
+    /// acknowledges the patch (at QoS 0, once the patch is sent).
+    async fn send_desired(
+        &mut self,
+        version: u64,
+        mut body: serde_json::Value,
+        desired: Arc<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), Closed> {
+        let Some(qos) = self.subscriptions.get(Subscription::DesiredPatches) else {
+            return Ok(());
         };
         if let serde_json::Value::Object(properties) = &mut body {
             properties
@@ -1013,13 +1122,39 @@ impl Connection {
         }
         let body = serde_json::to_vec(&body)
             .map_err(|error| Closed::Protocol(format!("cannot encode a patch: {error}")))?;
+        self.desired_sent = Some((version, desired.clone()));
         self.publish_to_module(
             Subscription::DesiredPatches,
             topic::desired_patch_topic(version),
             body,
-            Sent::Other,
+            Sent::Desired(version, desired.clone()),
         )
-        .await
+        .await?;
+        if qos == QoS::AtMostOnce {
+            self.record_desired_seen(version, desired).await;
+        }
+        Ok(())
+    }
+
+    /// Stores what the module has of its desired properties; a failure only
+    /// means that it may be sent a change again after its next connection.
+    async fn record_desired_seen(
+        &mut self,
+        version: u64,
+        desired: Arc<serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let seen = DesiredSeen {
+            version,
+            desired: (*desired).clone(),
+        };
+        if let Err(error) = self
+            .shared
+            .hub
+            .record_desired_seen(&self.identity.module, &seen)
+            .await
+        {
+            tracing::warn!(module = %self.identity.module, %error, "cannot record the desired properties the module has");
+        }
     }
 
     async fn deliver_method(&mut self, request: MethodRequest) -> Result<(), Closed> {
@@ -1135,7 +1270,8 @@ impl Connection {
         }
         self.save_session().await;
         self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
-            .await
+            .await?;
+        self.catch_up_desired().await
     }
 
     async fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Closed> {

@@ -99,7 +99,7 @@ async fn serve_connection(
             return;
         }
     };
-    let identity = match connection::authenticate(&shared.hub, &connect) {
+    let identity = match connection::authenticate(&shared.hub, &connect).await {
         Ok(identity) => identity,
         Err((code, reason)) => {
             tracing::warn!(%peer, client = %connect.client_id, ?code, %reason, "MQTT connection refused");
