@@ -1123,7 +1123,7 @@ impl Drop for InputStream {
     /// to it.
     fn drop(&mut self) {
         if let Mode::Joining(tail) | Mode::Live(tail) = &self.mode {
-            self.hub.inner.store.leave_tail(&self.module, tail);
+            self.hub.inner.store.leave_tail(tail);
         }
     }
 }
@@ -1297,7 +1297,7 @@ impl InputStream {
                 Ok(None) => return None,
                 Err(Overflowed) => {
                     tracing::debug!(module = %self.module, "the module reads slower than its messages come; delivering from the store");
-                    self.hub.inner.store.leave_tail(&self.module, &tail);
+                    self.hub.inner.store.leave_tail(&tail);
                     self.mode = Mode::Store;
                     self.exhausted = false;
                     return None;

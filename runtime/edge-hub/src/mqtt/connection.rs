@@ -52,8 +52,11 @@ use crate::twin::{self, DesiredPatch, TwinError, VERSION_KEY};
 pub const MAXIMUM_PACKET_BYTES: usize = MAXIMUM_MESSAGE_BYTES + 8 * 1024;
 
 /// Inbound publishes handed to the store and not yet acknowledged, per
-/// connection, before reading pauses.
-pub const MAXIMUM_INBOUND_IN_FLIGHT: usize = 64;
+/// connection, before reading pauses. More than clients keep in flight
+/// (the SDKs 20 to 100), so that a slow fsync holds back the client's
+/// PUBACKs but not the hub's reading: messages go on to live modules
+/// meanwhile. [`MAXIMUM_INBOUND_BYTES`] bounds the memory.
+pub const MAXIMUM_INBOUND_IN_FLIGHT: usize = 256;
 
 /// Outbound QoS 1 deliveries awaiting the module's PUBACK, per connection.
 pub const MAXIMUM_OUTBOUND_IN_FLIGHT: usize = 64;
