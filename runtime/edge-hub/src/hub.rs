@@ -166,6 +166,9 @@ pub struct EndpointStats {
     pub depth: u64,
     /// Messages dropped because their time to live passed.
     pub expired: u64,
+    /// Messages queued per priority: index 0 is priority 0 (the most
+    /// urgent); they add up to `depth`.
+    pub by_priority: [u64; PRIORITIES],
 }
 
 /// Counters of one module.
@@ -1006,6 +1009,7 @@ impl Hub {
         let endpoint = |counters: &EndpointCounters| EndpointStats {
             depth: counters.depth,
             expired: counters.expired,
+            by_priority: counters.by_priority,
         };
         let mut stats = HubStats::default();
         let removed = &self.inner.removed;

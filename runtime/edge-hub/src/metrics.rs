@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::hub::HubStats;
+use crate::hub::{EndpointStats, HubStats};
 
 /// The exposition format's content type.
 const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -27,6 +27,24 @@ const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const MAX_CONNECTIONS: usize = 16;
 /// How long a scraper may take to send its request.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `edgehub_queue_length` of one endpoint, labelled by priority as edgeHub
+/// labels it: a sample per priority with messages queued, or one of 0 at
+/// priority 0 (the default) for an empty endpoint, so that every endpoint
+/// has a series.
+fn queue_length_samples(text: &mut Exposition, endpoint: &str, queue: &EndpointStats) {
+    let name = "edgehub_queue_length";
+    if queue.depth == 0 {
+        text.sample(name, &[("endpoint", endpoint), ("priority", "0")], 0);
+        return;
+    }
+    for (priority, depth) in queue.by_priority.iter().enumerate() {
+        if *depth > 0 {
+            let priority = priority.to_string();
+            text.sample(name, &[("endpoint", endpoint), ("priority", &priority)], *depth);
+        }
+    }
+}
 
 /// A metric family's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,10 +287,10 @@ pub fn render(stats: &HubStats, methods: &MethodCounts, instance: &Instance) -> 
     );
     for module_stats in stats.modules.values() {
         for (endpoint, queue) in &module_stats.queues {
-            text.sample(name, &[("endpoint", endpoint)], queue.depth);
+            queue_length_samples(&mut text, endpoint, queue);
         }
     }
-    text.sample(name, &[("endpoint", "$upstream")], stats.upstream.depth);
+    queue_length_samples(&mut text, "$upstream", &stats.upstream);
     let name = "edgehub_messages_dropped_total";
     text.family(
         name,
@@ -490,14 +508,16 @@ mod tests {
                     EndpointStats {
                         depth: 4,
                         expired: 6,
+                        by_priority: [1, 0, 3, 0, 0, 0, 0, 0, 0, 0],
                     },
                 )]
                 .into(),
             },
         );
         stats.upstream = EndpointStats {
-            depth: 7,
+            depth: 0,
             expired: 8,
+            by_priority: [0; 10],
         };
         stats.store.commits = 10;
         stats.store.durable_commits = 9;
@@ -519,8 +539,9 @@ mod tests {
             format!(
                 "edgehub_reported_properties_total{{{common},target=\"edge_hub\",id=\"dev1/filter\"}} 12"
             ),
-            format!("edgehub_queue_length{{{common},endpoint=\"filter/in\"}} 4"),
-            format!("edgehub_queue_length{{{common},endpoint=\"$upstream\"}} 7"),
+            format!("edgehub_queue_length{{{common},endpoint=\"filter/in\",priority=\"0\"}} 1"),
+            format!("edgehub_queue_length{{{common},endpoint=\"filter/in\",priority=\"2\"}} 3"),
+            format!("edgehub_queue_length{{{common},endpoint=\"$upstream\",priority=\"0\"}} 0"),
             format!(
                 "edgehub_messages_dropped_total{{{common},reason=\"ttl_expiry\",endpoint=\"filter/in\"}} 6"
             ),

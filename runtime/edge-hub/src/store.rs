@@ -15,8 +15,10 @@
 //! - `expiry`: (expiry, target, priority, message id, input) → (), so the
 //!   sweep finds expired entries without scanning the queues.
 //! - `counters`: the next message id and the stored bytes.
-//! - `depths`: endpoint → queue entries, kept with the queues so that
-//!   opening the store does not count a long queue.
+//! - `priority_depths`: (endpoint, priority) → queue entries, kept with the
+//!   queues so that opening the store does not count a long queue. (A store
+//!   written before priorities were counted has a `depths` table by
+//!   endpoint instead; opening it counts the queues once and drops it.)
 //! - `documents`: (kind, name) → bytes, for twins, sessions, generation ids
 //!   and the installed deployment.
 //!
@@ -58,7 +60,8 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -126,7 +129,11 @@ const REFERENCES: TableDefinition<'_, u64, u32> = TableDefinition::new("referenc
 const QUEUE: TableDefinition<'_, QueueKey, u64> = TableDefinition::new("queue");
 const EXPIRY: TableDefinition<'_, ExpiryKey, ()> = TableDefinition::new("expiry");
 const COUNTERS: TableDefinition<'_, &str, u64> = TableDefinition::new("counters");
-const DEPTHS: TableDefinition<'_, &str, u64> = TableDefinition::new("depths");
+const PRIORITY_DEPTHS: TableDefinition<'_, (&str, u8), u64> =
+    TableDefinition::new("priority_depths");
+/// The depths by endpoint only, of stores written before priorities were
+/// counted.
+const LEGACY_DEPTHS: TableDefinition<'_, &str, u64> = TableDefinition::new("depths");
 const DOCUMENTS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("documents");
 
 const NEXT_ID: &str = "next_id";
@@ -422,6 +429,25 @@ impl LogThrottle {
 pub(crate) struct EndpointCounters {
     pub depth: u64,
     pub expired: u64,
+    /// The depth of each priority's queue; they add up to `depth`.
+    pub by_priority: [u64; PRIORITIES],
+}
+
+impl EndpointCounters {
+    fn apply(&mut self, change: &EndpointChange) {
+        for (depth, change) in self.by_priority.iter_mut().zip(change.by_priority) {
+            *depth = depth.saturating_add_signed(change);
+        }
+        self.depth = self.by_priority.iter().sum();
+        self.expired += change.expired;
+    }
+}
+
+/// What one batch changes in an endpoint's counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct EndpointChange {
+    by_priority: [i64; PRIORITIES],
+    expired: u64,
 }
 
 /// Counters of the writer's commits.
@@ -778,18 +804,7 @@ impl Store {
             txn.open_table(DOCUMENTS).map_err(|e| error(e.into()))?;
             txn.open_table(QUEUE).map_err(|e| error(e.into()))?;
             let counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
-            let depths = txn.open_table(DEPTHS).map_err(|e| error(e.into()))?;
-            let mut endpoints = HashMap::<String, EndpointCounters>::new();
-            for item in depths.iter().map_err(|e| error(e.into()))? {
-                let (endpoint, depth) = item.map_err(|e| error(e.into()))?;
-                endpoints.insert(
-                    endpoint.value().to_owned(),
-                    EndpointCounters {
-                        depth: depth.value(),
-                        expired: 0,
-                    },
-                );
-            }
+            let endpoints = endpoint_counters(&txn).map_err(error)?;
             *shared
                 .endpoints
                 .lock()
@@ -1129,6 +1144,43 @@ impl Store {
     }
 }
 
+/// The endpoints' queue depths from `priority_depths`, after counting the
+/// queues of a store written before priorities were counted.
+fn endpoint_counters(
+    txn: &WriteTransaction,
+) -> Result<HashMap<String, EndpointCounters>, redb::Error> {
+    let mut endpoints = HashMap::<String, EndpointCounters>::new();
+    let mut priority_depths = txn.open_table(PRIORITY_DEPTHS)?;
+    let has_legacy = txn
+        .list_tables()?
+        .any(|table| table.name() == LEGACY_DEPTHS.name());
+    if has_legacy {
+        let queue = txn.open_table(QUEUE)?;
+        let mut counted = HashMap::<(String, u8), u64>::new();
+        for item in queue.iter()? {
+            let (key, _) = item?;
+            let (target, priority, _, input) = key.value();
+            *counted
+                .entry((endpoint_name(target, input), priority))
+                .or_default() += 1;
+        }
+        for ((endpoint, priority), depth) in &counted {
+            priority_depths.insert((endpoint.as_str(), *priority), depth)?;
+        }
+        txn.delete_table(LEGACY_DEPTHS)?;
+    }
+    for item in priority_depths.iter()? {
+        let (key, depth) = item?;
+        let (endpoint, priority) = key.value();
+        let counters = endpoints.entry(endpoint.to_owned()).or_default();
+        if let Some(slot) = counters.by_priority.get_mut(usize::from(priority)) {
+            *slot = depth.value();
+        }
+        counters.depth = counters.by_priority.iter().sum();
+    }
+    Ok(endpoints)
+}
+
 fn lock_gate(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
     gate.lock().unwrap_or_else(|poison| poison.into_inner())
 }
@@ -1159,8 +1211,8 @@ pub(crate) struct Batch<'t> {
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
-    /// Per endpoint: change of depth, expired entries.
-    endpoints: HashMap<String, (i64, u64)>,
+    /// Per endpoint: changes of depth by priority, expired entries.
+    endpoints: HashMap<String, EndpointChange>,
     /// Targets that got new messages, with a bit per priority.
     arrived: HashMap<String, u16>,
     /// A storage error: the batch is aborted and every waiter fails.
@@ -1262,10 +1314,13 @@ impl<'t> Batch<'t> {
                     )
                     .map_err(|e| database_error(self.path, e))?;
             }
-            self.endpoints
+            let change = self
+                .endpoints
                 .entry(endpoint_name(&target.target, &target.input))
-                .or_default()
-                .0 += 1;
+                .or_default();
+            if let Some(depth) = change.by_priority.get_mut(usize::from(target.priority)) {
+                *depth += 1;
+            }
             *self.arrived.entry(target.target.clone()).or_default() |=
                 1 << target.priority.min(LOWEST_PRIORITY);
         }
@@ -1301,10 +1356,12 @@ impl<'t> Batch<'t> {
                 ))
                 .map_err(|e| database_error(self.path, e))?;
         }
-        let counters = self.endpoints.entry(entry.endpoint()).or_default();
-        counters.0 -= 1;
+        let change = self.endpoints.entry(entry.endpoint()).or_default();
+        if let Some(depth) = change.by_priority.get_mut(usize::from(entry.priority)) {
+            *depth -= 1;
+        }
         if reason == Removal::Expired {
-            counters.1 += 1;
+            change.expired += 1;
         }
         self.stored_bytes = self.stored_bytes.saturating_sub(ENTRY_OVERHEAD);
         self.release(entry.id)
@@ -1694,10 +1751,8 @@ impl Writer {
                         .endpoints
                         .lock()
                         .unwrap_or_else(|poison| poison.into_inner());
-                    for (endpoint, (depth, expired)) in applied.endpoints {
-                        let counters = endpoints.entry(endpoint).or_default();
-                        counters.depth = counters.depth.saturating_add_signed(depth);
-                        counters.expired += expired;
+                    for (endpoint, change) in &applied.endpoints {
+                        endpoints.entry(endpoint.clone()).or_default().apply(change);
                     }
                 }
                 if applied.expired > 0 {
@@ -1814,27 +1869,28 @@ impl Writer {
             counters
                 .insert(STORED_BYTES, batch.stored_bytes)
                 .map_err(|e| error(e.into()))?;
-            let mut depths = txn.open_table(DEPTHS).map_err(|e| error(e.into()))?;
-            for (endpoint, (change, _)) in &batch.endpoints {
-                if *change == 0 {
-                    continue;
-                }
-                let depth = depths
-                    .get(endpoint.as_str())
-                    .map_err(|e| error(e.into()))?
-                    .map_or(0, |depth| depth.value())
-                    .saturating_add_signed(*change);
-                if depth == 0 {
-                    depths
-                        .remove(endpoint.as_str())
-                        .map_err(|e| error(e.into()))?;
-                } else {
-                    depths
-                        .insert(endpoint.as_str(), depth)
-                        .map_err(|e| error(e.into()))?;
+            let mut depths = txn
+                .open_table(PRIORITY_DEPTHS)
+                .map_err(|e| error(e.into()))?;
+            for (endpoint, change) in &batch.endpoints {
+                for (priority, change) in (0..=LOWEST_PRIORITY).zip(change.by_priority) {
+                    if change == 0 {
+                        continue;
+                    }
+                    let key = (endpoint.as_str(), priority);
+                    let depth = depths
+                        .get(key)
+                        .map_err(|e| error(e.into()))?
+                        .map_or(0, |depth| depth.value())
+                        .saturating_add_signed(change);
+                    if depth == 0 {
+                        depths.remove(key).map_err(|e| error(e.into()))?;
+                    } else {
+                        depths.insert(key, depth).map_err(|e| error(e.into()))?;
+                    }
                 }
             }
-            let expired_total: u64 = batch.endpoints.values().map(|(_, expired)| expired).sum();
+            let expired_total: u64 = batch.endpoints.values().map(|change| change.expired).sum();
             Applied {
                 next_id: batch.next_id,
                 stored_bytes: batch.stored_bytes,
@@ -1853,7 +1909,7 @@ impl Writer {
 struct Applied {
     next_id: u64,
     stored_bytes: u64,
-    endpoints: HashMap<String, (i64, u64)>,
+    endpoints: HashMap<String, EndpointChange>,
     arrived: HashMap<String, u16>,
     expired: u64,
 }
@@ -1975,7 +2031,8 @@ mod tests {
             depth(&store, "m/a"),
             EndpointCounters {
                 depth: 1,
-                expired: 1
+                expired: 1,
+                by_priority: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             }
         );
         let left = store
@@ -2358,5 +2415,89 @@ mod tests {
         }
         assert_eq!(taken, TAIL_CROWDED);
         assert!(matches!(tail.pop(&store.shared), Err(Overflowed)));
+    }
+
+    #[tokio::test]
+    async fn depths_by_priority_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.redb");
+        {
+            let store = Store::open(&path, 1 << 30).expect("store");
+            for priority in [0, 2, 2] {
+                let target = Target {
+                    priority,
+                    ..target("a", NEVER)
+                };
+                store
+                    .append(record("x"), vec![target], true)
+                    .await
+                    .expect("append");
+            }
+            store.remove(entry(1, "a"), Removal::Delivered, None);
+            store.write(true, |_| Ok(())).await.expect("flush");
+        }
+        let store = Store::open(&path, 1 << 30).expect("store");
+        assert_eq!(
+            depth(&store, "m/a"),
+            EndpointCounters {
+                depth: 2,
+                expired: 0,
+                by_priority: [0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_without_depths_by_priority_counts_its_queues_once() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.redb");
+        {
+            // The layout before priorities were counted: depths by endpoint.
+            let db = Database::create(&path).expect("database");
+            let txn = db.begin_write().expect("transaction");
+            {
+                let mut messages = txn.open_table(MESSAGES).expect("messages");
+                let mut queue = txn.open_table(QUEUE).expect("queue");
+                for (id, priority) in [(1, 0), (2, 3), (3, 3)] {
+                    messages
+                        .insert(id, encode_record(&record("old")).as_slice())
+                        .expect("message");
+                    queue
+                        .insert(("m", priority, id, "a"), NEVER)
+                        .expect("entry");
+                }
+                let mut legacy = txn.open_table(LEGACY_DEPTHS).expect("depths");
+                legacy.insert("m/a", 3).expect("depth");
+                let mut counters = txn.open_table(COUNTERS).expect("counters");
+                counters.insert(NEXT_ID, 4).expect("next id");
+            }
+            txn.commit().expect("commit");
+        }
+        {
+            let store = Store::open(&path, 1 << 30).expect("store");
+            assert_eq!(
+                depth(&store, "m/a"),
+                EndpointCounters {
+                    depth: 3,
+                    expired: 0,
+                    by_priority: [1, 0, 0, 2, 0, 0, 0, 0, 0, 0],
+                }
+            );
+            assert_eq!(
+                store
+                    .read_queue("m", &[], u64::MAX, 10)
+                    .expect("read")
+                    .len(),
+                3
+            );
+        }
+        let db = Database::open(&path).expect("database");
+        let txn = db.begin_read().expect("transaction");
+        let tables: Vec<String> = txn
+            .list_tables()
+            .expect("tables")
+            .map(|table| table.name().to_owned())
+            .collect();
+        assert!(!tables.contains(&"depths".to_owned()), "{tables:?}");
     }
 }
