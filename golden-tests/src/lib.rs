@@ -3,8 +3,9 @@
 //! with its expectation files (with a line diff), blessing, and the run's summary.
 //!
 //! A suite is a folder of cases. A case is an input (a file `NAME.INPUT`, or a sub-folder with
-//! an entry file) and the expectation files beside it, `NAME.EXTENSION`. This crate's own
-//! harness, `tests/golden.rs`, uses it for what edgec prints and emits; see `README.md`.
+//! an entry file) and the expectation files beside it, `NAME.EXTENSION`. The suites that use
+//! it are this crate's `tests/golden.rs` (what edgec prints and emits) and edged's
+//! `tests/operator_golden.rs` (what edged's operator commands print); see `README.md`.
 //!
 //! What fails a run, whatever the suite: output that differs from an expectation, an
 //! expectation that is missing, a stale expectation (the case no longer produces it), an
