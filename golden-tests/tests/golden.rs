@@ -27,6 +27,10 @@ use edgec_core::check::source_rejection;
 use edgec_core::diagnostic::{Code, Diagnostic, Severity, sort_diagnostics};
 use edgec_core::render::{render_human, render_json};
 use edgec_core::source::{MAXIMUM_SOURCE_BYTES, SourceFile, SourceSet, decode_source};
+use golden_tests::{
+    Found, Layout, Tally, bless_requested, compare_directory, compare_files, diff, filters,
+    sorted_entries,
+};
 
 /// Makes the bytes of a generated input.
 type Generator = fn() -> Vec<u8>;
@@ -124,63 +128,51 @@ struct Outcome {
 
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bless = std::env::var("EDGEC_BLESS").is_ok_and(|value| !value.is_empty() && value != "0");
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
-    let (cases, mut failures) = discover(root);
+    let bless = bless_requested();
+    let filters = filters();
+    let (cases, problems) = discover(root);
     let selected: Vec<&Case> = cases
         .iter()
-        .filter(|case| filters.is_empty() || filters.iter().any(|f| case.stem.contains(f)))
+        .filter(|case| golden_tests::selected(&filters, &case.stem))
         .collect();
+    let mut tally = Tally {
+        failures: problems,
+        ..Tally::default()
+    };
     let mut codes = BTreeSet::new();
-    let (mut passed, mut failed, mut error_cases) = (0, 0, 0);
+    let mut error_cases = 0;
     for case in &selected {
         let case_failures = match run(root, case) {
             Ok(outcome) => {
                 codes.extend(outcome.codes.iter().copied());
                 error_cases += usize::from(outcome.has_errors && case.suite != Suite::Format);
-                compare(root, case, &outcome, bless)
+                compare_files(
+                    root,
+                    &case.stem,
+                    case.suite.expectations(),
+                    &outcome.files,
+                    bless,
+                )
             }
             Err(message) => vec![format!("{}: {message}", case.stem)],
         };
-        if case_failures.is_empty() {
-            passed += 1;
-        } else {
-            println!("FAILED {}", case.stem);
-            failed += 1;
-            failures.extend(case_failures);
-        }
+        tally.record(&case.stem, case_failures);
     }
     if filters.is_empty() {
-        failures.extend(missing_codes(&codes));
+        tally.failures.extend(missing_codes(&codes));
     }
-    let (build_passed, build_failed) = run_build_suite(root, &filters, bless, &mut failures);
-    passed += build_passed;
-    failed += build_failed;
-    for failure in &failures {
-        println!("\n{failure}");
-    }
+    run_build_suite(root, &filters, bless, &mut tally);
     let check_cases = selected
         .iter()
         .filter(|case| case.suite != Suite::Format)
         .count();
-    println!(
-        "\n{check_cases} check cases ({error_cases} with errors), {} format cases, {} of {} codes seen",
+    let details = format!(
+        "{check_cases} check cases ({error_cases} with errors), {} format cases, {} of {} codes seen",
         selected.len() - check_cases,
         codes.len(),
         Code::ALL.len()
     );
-    if bless {
-        println!("expectations blessed (EDGEC_BLESS is set)");
-    }
-    println!("golden: {passed} passed, {failed} failed");
-    if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    tally.finish(&details, bless)
 }
 
 /// The codes of `Code::ALL` that no case reported, as a failure.
@@ -205,14 +197,19 @@ fn discover(root: &Path) -> (Vec<Case>, Vec<String>) {
     let mut problems = Vec::new();
     for suite in Suite::ALL {
         let directory = suite.directory();
-        let entries = match sorted_entries(&root.join(directory)) {
-            Ok(entries) => entries,
-            Err(error) => {
-                problems.push(format!("cannot list `{directory}`: {error}"));
+        let layout = Layout {
+            directory,
+            input: (suite != Suite::Generated).then_some("edge"),
+            folder_entry: (suite == Suite::Check).then_some("main.edge"),
+            companions: suite.companions(),
+        };
+        let listing = match layout.list(root) {
+            Ok(listing) => listing,
+            Err(problem) => {
+                problems.push(problem);
                 continue;
             }
         };
-        let mut companions: Vec<(String, String)> = Vec::new();
         let first_case = cases.len();
         if suite == Suite::Generated {
             cases.extend(GENERATED.iter().map(|(name, make)| Case {
@@ -221,58 +218,22 @@ fn discover(root: &Path) -> (Vec<Case>, Vec<String>) {
                 input: Input::Generated(format!("{directory}/{name}.edge"), *make),
             }));
         }
-        for (file_name, is_directory) in entries {
-            let relative = format!("{directory}/{file_name}");
-            let (stem, extension) = file_name.rsplit_once('.').unwrap_or((&file_name, ""));
-            let stem_path = format!("{directory}/{stem}");
-            if is_directory && suite == Suite::Check {
-                if root.join(&relative).join("main.edge").is_file() {
-                    cases.push(Case {
-                        suite,
-                        stem: relative.clone(),
-                        input: Input::Program(format!("{relative}/main.edge")),
-                    });
-                } else {
-                    problems.push(format!("`{relative}` is a case folder without `main.edge`"));
-                }
-            } else if !is_directory && extension == "edge" && suite != Suite::Generated {
-                cases.push(Case {
-                    suite,
-                    stem: stem_path,
-                    input: Input::File(relative),
-                });
-            } else if !is_directory && suite.companions().contains(&extension) {
-                companions.push((stem_path, relative));
-            } else {
-                problems.push(format!("`{relative}` is not part of any case"));
-            }
-        }
-        let stems: BTreeSet<&str> = cases[first_case..]
-            .iter()
-            .map(|case| case.stem.as_str())
-            .collect();
-        problems.extend(
-            companions
-                .iter()
-                .filter(|(stem, _)| !stems.contains(stem.as_str()))
-                .map(|(_, file)| format!("`{file}` is orphaned: its case's input is missing")),
-        );
+        cases.extend(listing.cases.iter().map(|found| match found {
+            Found::File { stem, path } => Case {
+                suite,
+                stem: stem.clone(),
+                input: Input::File(path.clone()),
+            },
+            Found::Folder { stem, entry } => Case {
+                suite,
+                stem: stem.clone(),
+                input: Input::Program(entry.clone()),
+            },
+        }));
+        problems.extend(listing.problems.iter().cloned());
+        problems.extend(listing.orphans(cases[first_case..].iter().map(|case| case.stem.as_str())));
     }
     (cases, problems)
-}
-
-/// A folder's entries as (name, is a folder), sorted so that runs are reproducible.
-fn sorted_entries(directory: &Path) -> std::io::Result<Vec<(String, bool)>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(directory)? {
-        let entry = entry?;
-        entries.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.file_type()?.is_dir(),
-        ));
-    }
-    entries.sort();
-    Ok(entries)
 }
 
 fn run(root: &Path, case: &Case) -> Result<Outcome, String> {
@@ -373,113 +334,8 @@ fn run_format(root: &Path, case: &Case) -> Result<Outcome, String> {
     }
 }
 
-/// Compares what a case produced with its expectation files, or rewrites them when blessing.
-/// An expectation file the case no longer produces is stale, and fails like a mismatch.
-fn compare(root: &Path, case: &Case, outcome: &Outcome, bless: bool) -> Vec<String> {
-    let mut failures = Vec::new();
-    for extension in case.suite.expectations() {
-        let relative = format!("{}.{extension}", case.stem);
-        let path = root.join(&relative);
-        let expected = std::fs::read(&path)
-            .ok()
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-        let result = match (outcome.files.get(extension), expected) {
-            (Some(actual), Some(expected)) if *actual == expected => Ok(()),
-            (None, None) => Ok(()),
-            (Some(actual), _) if bless => std::fs::write(&path, actual)
-                .map_err(|error| format!("cannot write `{relative}`: {error}")),
-            (None, Some(_)) if bless => std::fs::remove_file(&path)
-                .map_err(|error| format!("cannot remove `{relative}`: {error}")),
-            (Some(actual), Some(expected)) => Err(format!(
-                "`{relative}` does not match the output (EDGEC_BLESS=1 to accept it):\n{}",
-                diff(&expected, actual)
-            )),
-            (Some(actual), None) => Err(format!(
-                "`{relative}` is missing (EDGEC_BLESS=1 to create it); the output is:\n{actual}"
-            )),
-            (None, Some(_)) => Err(format!(
-                "`{relative}` is stale: the case no longer produces it (EDGEC_BLESS=1 removes it)"
-            )),
-        };
-        failures.extend(result.err());
-    }
-    failures
-}
-
-/// A line diff of `expected` against `actual`: changed lines with three lines of context.
-fn diff(expected: &str, actual: &str) -> String {
-    let old: Vec<&str> = expected.lines().collect();
-    let new: Vec<&str> = actual.lines().collect();
-    if old.len().saturating_mul(new.len()) > 4_000_000 {
-        return format!("--- expected\n{expected}\n+++ actual\n{actual}");
-    }
-    let operations = line_operations(&old, &new);
-    let near_change = |index: usize| {
-        let low = index.saturating_sub(3);
-        let high = (index + 3).min(operations.len() - 1);
-        operations[low..=high]
-            .iter()
-            .any(|(marker, _)| *marker != ' ')
-    };
-    let mut output = String::from("--- expected\n+++ actual\n");
-    let mut skipped = false;
-    for (index, (marker, line)) in operations.iter().enumerate() {
-        if near_change(index) {
-            if skipped {
-                output.push_str("@@ … @@\n");
-                skipped = false;
-            }
-            output.push_str(&format!("{marker}{line}\n"));
-        } else {
-            skipped = true;
-        }
-    }
-    if operations.iter().all(|(marker, _)| *marker == ' ') {
-        output.push_str("(the texts differ only in line endings or the final newline)\n");
-    }
-    output
-}
-
-/// The longest-common-subsequence edit script: `' '` kept, `'-'` only expected, `'+'` only actual.
-fn line_operations<'t>(old: &[&'t str], new: &[&'t str]) -> Vec<(char, &'t str)> {
-    let width = new.len() + 1;
-    let mut common = vec![0usize; (old.len() + 1) * width];
-    for i in (0..old.len()).rev() {
-        for j in (0..new.len()).rev() {
-            common[i * width + j] = if old[i] == new[j] {
-                common[(i + 1) * width + j + 1] + 1
-            } else {
-                common[(i + 1) * width + j].max(common[i * width + j + 1])
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut operations = Vec::new();
-    while i < old.len() || j < new.len() {
-        if i < old.len() && j < new.len() && old[i] == new[j] {
-            operations.push((' ', old[i]));
-            (i, j) = (i + 1, j + 1);
-        } else if i < old.len()
-            && (j == new.len() || common[(i + 1) * width + j] >= common[i * width + j + 1])
-        {
-            operations.push(('-', old[i]));
-            i += 1;
-        } else {
-            operations.push(('+', new[j]));
-            j += 1;
-        }
-    }
-    operations
-}
-
 /// The recipes' emitted manifests: one case per recipe folder, one expectation per deployment.
-/// Returns (passed, failed) and adds the failures.
-fn run_build_suite(
-    root: &Path,
-    filters: &[String],
-    bless: bool,
-    failures: &mut Vec<String>,
-) -> (usize, usize) {
+fn run_build_suite(root: &Path, filters: &[String], bless: bool, tally: &mut Tally) {
     let recipes = root.join("../recipes");
     let mut names: Vec<String> = match sorted_entries(&recipes) {
         Ok(entries) => entries
@@ -488,17 +344,14 @@ fn run_build_suite(
             .map(|(name, _)| name)
             .collect(),
         Err(error) => {
-            failures.push(format!("cannot list the recipes: {error}"));
-            return (0, 1);
+            tally.failed += 1;
+            tally
+                .failures
+                .push(format!("cannot list the recipes: {error}"));
+            return;
         }
     };
-    names.retain(|name| {
-        filters.is_empty()
-            || filters
-                .iter()
-                .any(|filter| format!("cases/build/{name}").contains(filter))
-    });
-    let (mut passed, mut failed) = (0, 0);
+    names.retain(|name| golden_tests::selected(filters, &format!("cases/build/{name}")));
     let mut built = BTreeSet::new();
     for name in names {
         let stem = format!("cases/build/{name}");
@@ -509,23 +362,12 @@ fn run_build_suite(
             built.insert(name.clone());
             compare_directory(root, &stem, &manifests, bless)
         });
-        match outcome {
-            Ok(case_failures) if case_failures.is_empty() => passed += 1,
-            Ok(case_failures) => {
-                println!("FAILED {stem}");
-                failed += 1;
-                failures.extend(case_failures);
-            }
-            Err(message) => {
-                println!("FAILED {stem}");
-                failed += 1;
-                failures.push(format!("{stem}: {message}"));
-            }
-        }
+        let case_failures = outcome.unwrap_or_else(|message| vec![format!("{stem}: {message}")]);
+        tally.record(&stem, case_failures);
     }
     if filters.is_empty() {
         let expected = sorted_entries(&root.join("cases/build")).unwrap_or_default();
-        failures.extend(
+        tally.failures.extend(
             expected
                 .into_iter()
                 .filter(|(name, _)| !built.contains(name))
@@ -534,7 +376,6 @@ fn run_build_suite(
                 }),
         );
     }
-    (passed, failed)
 }
 
 /// Checks a recipe folder and emits every deployment's manifest, as `edgec build` writes it.
@@ -566,56 +407,4 @@ fn build_recipe(folder: &str) -> Result<BTreeMap<String, String>, String> {
         manifests.insert(format!("{}.json", deployment.name), text);
     }
     Ok(manifests)
-}
-
-/// Compares the files a case produced with the files of its expectation folder: a produced file
-/// without expectation is missing, an expectation nothing produced is stale.
-fn compare_directory(
-    root: &Path,
-    stem: &str,
-    produced: &BTreeMap<String, String>,
-    bless: bool,
-) -> Vec<String> {
-    let directory = root.join(stem);
-    let mut failures = Vec::new();
-    if bless && let Err(error) = std::fs::create_dir_all(&directory) {
-        return vec![format!("cannot create `{stem}`: {error}")];
-    }
-    let expected: BTreeSet<String> = sorted_entries(&directory)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    for (name, actual) in produced {
-        let relative = format!("{stem}/{name}");
-        let path = directory.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(expected) if expected == *actual => {}
-            _ if bless => {
-                if let Err(error) = std::fs::write(&path, actual) {
-                    failures.push(format!("cannot write `{relative}`: {error}"));
-                }
-            }
-            Ok(expected) => failures.push(format!(
-                "`{relative}` does not match the output (EDGEC_BLESS=1 to accept it):\n{}",
-                diff(&expected, actual)
-            )),
-            Err(_) => failures.push(format!(
-                "`{relative}` is missing (EDGEC_BLESS=1 to create it); the output is:\n{actual}"
-            )),
-        }
-    }
-    for name in expected.difference(&produced.keys().cloned().collect()) {
-        let relative = format!("{stem}/{name}");
-        if bless {
-            if let Err(error) = std::fs::remove_file(directory.join(name)) {
-                failures.push(format!("cannot remove `{relative}`: {error}"));
-            }
-        } else {
-            failures.push(format!(
-                "`{relative}` is stale: no deployment produces it (EDGEC_BLESS=1 removes it)"
-            ));
-        }
-    }
-    failures
 }

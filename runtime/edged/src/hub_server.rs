@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use edge_hub::{
-    CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubServer, KeyStore,
+    CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubError, HubServer, KeyStore,
     MethodError, PeerPolicy, Pkcs11Keys,
 };
 use edge_init::status::{HubModuleReport, HubReport};
@@ -183,10 +183,12 @@ impl ModuleHub for LocalHub {
     }
 
     fn twin(&self, module: &str) -> Result<Value> {
-        let twin = self
-            .server
-            .twin(module)
-            .map_err(|error| Error::Hub(format!("module {module}: {error}")))?;
+        // An unknown module's error names the module already; the others (a store failure) do
+        // not, so only they are prefixed with it.
+        let twin = self.server.twin(module).map_err(|error| match error {
+            HubError::UnknownModule(_) => Error::Hub(error.to_string()),
+            error => Error::Hub(format!("module {module}: {error}")),
+        })?;
         Ok(serde_json::json!({ "desired": twin.desired, "reported": twin.reported }))
     }
 
@@ -197,6 +199,14 @@ impl ModuleHub for LocalHub {
         payload: Value,
         timeouts: CallTimeouts,
     ) -> Result<MethodOutcome> {
+        // The method router knows connections, not the deployment: without this check a module
+        // that is not deployed would be reported as not connected, and with a connect timeout
+        // the call would wait for a module that can never connect.
+        if self.server.hub().identity(module).is_none() {
+            return Err(Error::Hub(
+                HubError::UnknownModule(module.to_owned()).to_string(),
+            ));
+        }
         let bytes = serde_json::to_vec(&payload)
             .map_err(|error| Error::Hub(format!("cannot encode the payload: {error}")))?;
         match self.server.invoke_method(module, method, bytes, timeouts) {
