@@ -41,7 +41,11 @@ fn queue_length_samples(text: &mut Exposition, endpoint: &str, queue: &EndpointS
     for (priority, depth) in queue.by_priority.iter().enumerate() {
         if *depth > 0 {
             let priority = priority.to_string();
-            text.sample(name, &[("endpoint", endpoint), ("priority", &priority)], *depth);
+            text.sample(
+                name,
+                &[("endpoint", endpoint), ("priority", &priority)],
+                *depth,
+            );
         }
     }
 }
