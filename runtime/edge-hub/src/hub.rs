@@ -1153,9 +1153,13 @@ impl InputStream {
             let notified = wake.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Only a joining stream waits for the writer; registering with
+            // its notification otherwise would cost every delivery a lock.
             let processed = shared.processed.notified();
             tokio::pin!(processed);
-            processed.as_mut().enable();
+            if matches!(self.mode, Mode::Joining(_)) {
+                processed.as_mut().enable();
+            }
             if wake.epoch.load(Ordering::Acquire) != self.epoch {
                 return None;
             }

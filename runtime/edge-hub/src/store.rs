@@ -622,7 +622,10 @@ pub(crate) struct Tail {
 
 #[derive(Debug, Default)]
 struct TailState {
-    messages: VecDeque<(Pending, usize)>,
+    /// Per priority, so that a more urgent message overtakes the ones
+    /// waiting, as it does in the store; FIFO within each.
+    messages: [VecDeque<(Pending, usize)>; PRIORITIES],
+    count: usize,
     bytes: usize,
     overflowed: bool,
 }
@@ -643,11 +646,13 @@ impl Tail {
             return false;
         }
         let total = shared.tail_bytes.fetch_add(size, Ordering::AcqRel) + size;
-        if state.messages.len() >= TAIL_MESSAGES || total > TAILS_BYTES {
+        let priority = usize::from(pending.entry.priority).min(PRIORITIES - 1);
+        if state.count >= TAIL_MESSAGES || total > TAILS_BYTES {
             shared.tail_bytes.fetch_sub(size, Ordering::AcqRel);
             state.overflowed = true;
         } else {
-            state.messages.push_back((pending, size));
+            state.messages[priority].push_back((pending, size));
+            state.count += 1;
             state.bytes += size;
         }
         let live = !state.overflowed;
@@ -656,13 +661,16 @@ impl Tail {
         live
     }
 
-    /// The oldest message, or whether the tail overflowed once it is empty.
+    /// The oldest of the most urgent messages, or whether the tail
+    /// overflowed once it is empty.
     pub fn pop(&self, shared: &Shared) -> Result<Option<Pending>, Overflowed> {
         let mut state = self.lock();
-        match state.messages.pop_front() {
+        let next = state.messages.iter_mut().find_map(VecDeque::pop_front);
+        match next {
             Some((pending, size)) => {
+                state.count -= 1;
                 state.bytes -= size;
-                let crowded = state.messages.len() >= TAIL_CROWDED;
+                let crowded = state.count >= TAIL_CROWDED;
                 drop(state);
                 shared.tail_bytes.fetch_sub(size, Ordering::AcqRel);
                 if !crowded {
@@ -678,7 +686,8 @@ impl Tail {
     /// Gives back what the tail holds (its stream is done with it).
     fn release(&self, shared: &Shared) {
         let mut state = self.lock();
-        state.messages.clear();
+        state.messages.iter_mut().for_each(VecDeque::clear);
+        state.count = 0;
         shared
             .tail_bytes
             .fetch_sub(std::mem::take(&mut state.bytes), Ordering::AcqRel);
@@ -697,7 +706,7 @@ impl Tail {
 
     fn crowded(&self) -> bool {
         let state = self.lock();
-        !state.overflowed && state.messages.len() >= TAIL_CROWDED
+        !state.overflowed && state.count >= TAIL_CROWDED
     }
 
     /// Resolves once the tail is no longer crowded.
@@ -2499,5 +2508,28 @@ mod tests {
             .map(|table| table.name().to_owned())
             .collect();
         assert!(!tables.contains(&"depths".to_owned()), "{tables:?}");
+    }
+
+    #[tokio::test]
+    async fn a_tail_gives_the_most_urgent_message_first() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        for (body, priority) in [("late-1", 5), ("late-2", 5), ("urgent", 0), ("late-3", 5)] {
+            let target = Target {
+                priority,
+                ..target("a", NEVER)
+            };
+            store
+                .append(record(body), vec![target], false)
+                .await
+                .expect("append");
+        }
+        let mut bodies = Vec::new();
+        while let Ok(Some(pending)) = tail.pop(&store.shared) {
+            bodies.push(String::from_utf8(pending.record.message.body).expect("text"));
+        }
+        assert_eq!(bodies, ["urgent", "late-1", "late-2", "late-3"]);
     }
 }
