@@ -18,8 +18,9 @@ use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::MethodRouter;
 use crate::store::{
-    self, EndpointCounters, LogThrottle, NEVER, Overflowed, PRIORITIES, Pending, QueueEntry,
-    Removal, RemovalToken, Store, StoreError, StoredMessage, Tail, Target, UPSTREAM, Wake,
+    self, EndpointCounters, LiveAcks, LogThrottle, NEVER, Overflowed, PRIORITIES, Pending,
+    QueueEntry, Removal, RemovalToken, Store, StoreError, StoredMessage, Tail, Target, UPSTREAM,
+    Wake,
 };
 use crate::twin::{self, DesiredPatch, Twin, TwinError, TwinRecord};
 
@@ -1114,7 +1115,7 @@ pub struct InputStream {
     exhausted: bool,
     /// A read in progress.
     read: Option<tokio::task::JoinHandle<Result<Vec<Pending>, StoreError>>>,
-    inflight: HashMap<DeliveryId, QueueEntry>,
+    inflight: HashMap<DeliveryId, (QueueEntry, Option<Arc<LiveAcks>>)>,
     /// Acknowledged deliveries whose removal is not committed yet; past
     /// [`UNCONFIRMED_LIMIT`] the stream waits, which bounds the removals
     /// waiting for the writer.
@@ -1336,7 +1337,7 @@ impl InputStream {
         let id = DeliveryId(self.next_id);
         self.next_id += 1;
         let input = entry.input.clone();
-        self.inflight.insert(id, entry);
+        self.inflight.insert(id, (entry, pending.live));
         Some(Delivery {
             id,
             input,
@@ -1348,7 +1349,10 @@ impl InputStream {
     /// removal is batched and not fsynced on its own; a crash delivers the
     /// message again).
     pub fn ack(&mut self, id: DeliveryId) {
-        if let Some(entry) = self.inflight.remove(&id) {
+        if let Some((entry, live)) = self.inflight.remove(&id) {
+            if let Some(live) = live {
+                live.acknowledge();
+            }
             let token = RemovalToken::new(&self.unconfirmed, &self.wake);
             self.hub
                 .inner

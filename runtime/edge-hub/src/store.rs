@@ -29,8 +29,9 @@
 //! gate with a [`Tail`]: from then on every message routed to the module is
 //! handed to the tail as it is accepted, ahead of the commit, and the stream
 //! delivers from memory. At-least-once delivery allows it: the sender's
-//! PUBACK still waits for the commit, and a crash before it makes the sender
-//! send again. A tail that falls behind (the module reads slower than
+//! PUBACK waits for the commit, or for the live acknowledgements of every
+//! entry of the message ([`LiveAcks`]), and a crash before the commit makes
+//! the sender send again or the store deliver again, never lose. A tail that falls behind (the module reads slower than
 //! messages come) overflows, leaves the gate, and its stream reads the store
 //! again.
 //!
@@ -226,6 +227,45 @@ pub(crate) struct Pending {
     pub entry: QueueEntry,
     pub expiry: u64,
     pub record: StoredMessage,
+    /// For a message handed over live: what its sender's acknowledgement
+    /// waits on besides the commit.
+    pub live: Option<Arc<LiveAcks>>,
+}
+
+/// The live acknowledgements a message still waits for: once every one of
+/// its queue entries was delivered from a tail and acknowledged by its
+/// module, the sender's PUBACK need not wait for the commit — the message
+/// has reached everyone it was for, and a crash can at most deliver it
+/// again. An entry that was not handed over live never counts down, so
+/// such a message waits for its commit.
+#[derive(Debug)]
+pub(crate) struct LiveAcks {
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+impl LiveAcks {
+    fn new(entries: usize) -> Self {
+        Self {
+            remaining: AtomicUsize::new(entries),
+            done: Notify::new(),
+        }
+    }
+
+    /// A module acknowledged one entry delivered from its tail.
+    pub fn acknowledge(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit: the sender may not be waiting yet.
+            self.done.notify_one();
+        }
+    }
+
+    /// Resolves once every entry was acknowledged live.
+    async fn all(&self) {
+        while self.remaining.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+    }
 }
 
 /// A message with the metadata stored beside it.
@@ -577,6 +617,7 @@ impl Gate {
         id: u64,
         message: &StoredMessage,
         targets: &[Target],
+        live: Option<&Arc<LiveAcks>>,
     ) -> Vec<Arc<Tail>> {
         let mut crowded = Vec::new();
         for target in targets {
@@ -595,6 +636,7 @@ impl Gate {
                 },
                 expiry: target.expiry,
                 record: message.clone(),
+                live: live.cloned(),
             };
             if !tail.push(shared, pending) {
                 self.tails.remove(&target.target);
@@ -951,6 +993,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let record = encode_record(&message);
         let (done, receiver) = oneshot::channel();
+        let live = Arc::new(LiveAcks::new(targets.len()));
         let crowded = {
             let mut gate = self.gate();
             let id = gate.next_id;
@@ -966,9 +1009,12 @@ impl Store {
                 })
                 .map_err(|_| StoreError::Closed)?;
             gate.next_id += 1;
-            gate.hand_off(&self.shared, id, &message, &targets)
+            gate.hand_off(&self.shared, id, &message, &targets, Some(&live))
         };
-        let result = receiver.await.map_err(|_| StoreError::Closed)?;
+        let result = tokio::select! {
+            committed = receiver => committed.map_err(|_| StoreError::Closed)?,
+            () = live.all(), if !targets.is_empty() => Ok(()),
+        };
         // Flow control (see [`TAIL_CROWDED`]): the acknowledgement waits, not
         // the message, so messages keep the order they were sent in.
         for tail in crowded {
@@ -1107,6 +1153,7 @@ impl Store {
                     entry,
                     expiry: expiry.value(),
                     record,
+                    live: None,
                 });
             }
         }
@@ -1260,7 +1307,7 @@ impl<'t> Batch<'t> {
         self.insert(id.0, &encode_record(message), targets)?;
         // Twin change notifications are few: they do not wait for a crowded
         // module.
-        lock_gate(self.gate).hand_off(self.shared, id.0, message, targets);
+        lock_gate(self.gate).hand_off(self.shared, id.0, message, targets, None);
         Ok(())
     }
 
@@ -2531,5 +2578,73 @@ mod tests {
             bodies.push(String::from_utf8(pending.record.message.body).expect("text"));
         }
         assert_eq!(bodies, ["urgent", "late-1", "late-2", "late-3"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_acknowledged_live_is_acknowledged_to_its_sender_before_the_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        let held = hold_writer(&store, Duration::from_millis(1000));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let appended = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(record("fast"), vec![target("a", NEVER)], true)
+                    .await
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let pending = loop {
+            if let Some(pending) = tail.pop(&store.shared).expect("live") {
+                break pending;
+            }
+            assert!(Instant::now() < deadline, "nothing handed over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        pending
+            .live
+            .as_ref()
+            .expect("handed over live")
+            .acknowledge();
+        tokio::time::timeout(Duration::from_millis(300), appended)
+            .await
+            .expect("the sender hears back before the commit")
+            .expect("append task")
+            .expect("append");
+        assert!(!held.is_finished(), "the writer is still held");
+        assert!(!store.shared.processed_below(2));
+        held.await.expect("held");
+    }
+
+    #[tokio::test]
+    async fn a_message_also_queued_for_a_module_not_live_waits_for_its_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        let held = hold_writer(&store, Duration::from_millis(600));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elsewhere = Target {
+            target: "offline".to_owned(),
+            ..target("a", NEVER)
+        };
+        let appended = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append(record("two"), vec![target("a", NEVER), elsewhere], true)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pending = tail.pop(&store.shared).expect("live").expect("handed over");
+        pending.live.as_ref().expect("live").acknowledge();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!appended.is_finished(), "acknowledged before the commit");
+        held.await.expect("held");
+        appended.await.expect("append task").expect("append");
     }
 }
