@@ -834,13 +834,21 @@ impl Hub {
         if self.module(module).is_none() {
             return Err(HubError::UnknownModule(module.to_owned()));
         }
-        let bytes = json_bytes(seen);
-        let name = module.to_owned();
+        self.put_document(DESIRED_SEEN, module, json_bytes(seen))
+            .await
+    }
+
+    /// Writes one document durably.
+    async fn put_document(
+        &self,
+        kind: &'static str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), HubError> {
+        let name = name.to_owned();
         self.inner
             .store
-            .write(true, move |batch| {
-                batch.put_document(DESIRED_SEEN, &name, &bytes)
-            })
+            .write(true, move |batch| batch.put_document(kind, &name, &bytes))
             .await?;
         Ok(())
     }
@@ -952,15 +960,8 @@ impl Hub {
         client_id: &str,
         session: &StoredSession,
     ) -> Result<(), HubError> {
-        let bytes = json_bytes(session);
-        let client = client_id.to_owned();
-        self.inner
-            .store
-            .write(true, move |batch| {
-                batch.put_document(SESSION, &client, &bytes)
-            })
-            .await?;
-        Ok(())
+        self.put_document(SESSION, client_id, json_bytes(session))
+            .await
     }
 
     /// Deletes `client_id`'s persistent session.

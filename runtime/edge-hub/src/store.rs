@@ -2263,6 +2263,18 @@ mod tests {
         })
     }
 
+    /// The next message `tail` gets within `wait`.
+    async fn handed_over(store: &Store, tail: &Tail, wait: Duration) -> Pending {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(pending) = tail.pop(&store.shared).expect("live") {
+                return pending;
+            }
+            assert!(Instant::now() < deadline, "nothing handed over");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn entry(id: u64, input: &str) -> QueueEntry {
         QueueEntry {
             target: "m".to_owned(),
@@ -2377,14 +2389,7 @@ mod tests {
                     .await
             }
         });
-        let deadline = Instant::now() + Duration::from_millis(300);
-        let pending = loop {
-            if let Some(pending) = tail.pop(&store.shared).expect("live") {
-                break pending;
-            }
-            assert!(Instant::now() < deadline, "nothing handed over");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let pending = handed_over(&store, &tail, Duration::from_millis(300)).await;
         assert_eq!(pending.record.message.body, b"live");
         assert_eq!(pending.entry, entry(2, "a"));
         assert!(
@@ -2596,14 +2601,7 @@ mod tests {
                     .await
             }
         });
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let pending = loop {
-            if let Some(pending) = tail.pop(&store.shared).expect("live") {
-                break pending;
-            }
-            assert!(Instant::now() < deadline, "nothing handed over");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let pending = handed_over(&store, &tail, Duration::from_millis(500)).await;
         pending
             .live
             .as_ref()
