@@ -8,7 +8,7 @@
 //!   for messages queued more than once (no row means one); the record is
 //!   deleted with the last entry.
 //! - `queue`: (target, priority, message id, input) → expiry (ms since the
-//!   Unix epoch, [`NEVER`] for no expiry). The target is a module name or
+//!   Unix epoch, `NEVER` for no expiry). The target is a module name or
 //!   `$upstream` (whose input is empty). Keys order each module's queues by
 //!   priority first and by message id within a priority, and message ids
 //!   only grow, so a range scan yields priority 0 first and FIFO per queue.
@@ -23,14 +23,14 @@
 //!   and the installed deployment.
 //!
 //! # Message ids and live tails
-//! Ids are handed out by the [`Gate`], under one lock with the send to the
+//! Ids are handed out by the gate (`Gate`), under one lock with the send to the
 //! writer, so the writer's channel holds appends in id order. A module's
 //! input stream that has read everything the store holds for it joins the
-//! gate with a [`Tail`]: from then on every message routed to the module is
+//! gate with a `Tail`: from then on every message routed to the module is
 //! handed to the tail as it is accepted, ahead of the commit, and the stream
 //! delivers from memory. At-least-once delivery allows it: the sender's
 //! PUBACK waits for the commit, or for the live acknowledgements of every
-//! entry of the message ([`LiveAcks`]), and a crash before the commit makes
+//! entry of the message (`LiveAcks`), and a crash before the commit makes
 //! the sender send again or the store deliver again, never lose. A tail that falls behind (the module reads slower than
 //! messages come) overflows, leaves the gate, and its stream reads the store
 //! again.
