@@ -281,7 +281,10 @@ impl RemoteHub {
         let mut response: Value = serde_json::from_str(&response)
             .map_err(|error| Error::Hub(format!("the daemon's answer is not JSON ({error})")))?;
         if let Some(error) = response.get("error").and_then(Value::as_str) {
-            return Err(Error::Hub(error.to_owned()));
+            // The daemon's refusal may quote what the operator typed (a
+            // module or method name): control characters are shown escaped,
+            // never sent to the terminal.
+            return Err(Error::Hub(edge_bundle::display::escaped_message(error)));
         }
         Ok(response
             .get_mut("ok")
@@ -460,6 +463,23 @@ mod tests {
         assert!(
             matches!(&error, Error::Hub(message) if message == "module sink is not connected"),
             "{error}"
+        );
+        // A refusal quoting a name with control characters reaches the
+        // terminal escaped.
+        let error = remote
+            .invoke(
+                "si\u{1b}[31mnk\n",
+                "m",
+                json!({}),
+                CallTimeouts::answer_within(Duration::from_secs(1)),
+            )
+            .unwrap_err();
+        let Error::Hub(message) = &error else {
+            panic!("{error}")
+        };
+        assert!(
+            !message.contains('\u{1b}') && !message.contains('\n'),
+            "{message:?}"
         );
 
         // Garbage and oversized requests get a refusal, not a hang or a crash.
