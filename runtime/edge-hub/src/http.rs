@@ -41,6 +41,7 @@ mod tests {
         assert!(has_api_version(Some("a=b&api-version=1")));
         assert!(!has_api_version(Some("api-version=")));
         assert!(!has_api_version(Some("x-api-version=1")));
+        assert!(!has_api_version(Some("xapi-version=1")));
         assert!(!has_api_version(None));
     }
 }

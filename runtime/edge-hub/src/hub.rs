@@ -782,15 +782,20 @@ impl Hub {
     /// `module`'s twin: desired and reported properties, each with
     /// `$version`.
     pub async fn twin(&self, module: &str) -> Result<Twin, HubError> {
+        Ok(self.twin_record(module)?.to_twin())
+    }
+
+    /// The stored twin of a deployed `module` (empty before its first
+    /// write).
+    fn twin_record(&self, module: &str) -> Result<TwinRecord, HubError> {
         if self.module(module).is_none() {
             return Err(HubError::UnknownModule(module.to_owned()));
         }
-        let record = match self.inner.store.document(TWIN, module)? {
+        match self.inner.store.document(TWIN, module)? {
             Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
-                .map_err(|error| corrupt(TWIN, module, &error))?,
-            None => TwinRecord::default(),
-        };
-        Ok(record.to_twin())
+                .map_err(|error| corrupt(TWIN, module, &error)),
+            None => Ok(TwinRecord::default()),
+        }
     }
 
     /// `module`'s desired properties now and the ones it was last brought
@@ -798,14 +803,7 @@ impl Hub {
     /// connection can send it what changed in between, as edgeHub does
     /// when a client connects.
     pub async fn desired_state(&self, module: &str) -> Result<DesiredState, HubError> {
-        if self.module(module).is_none() {
-            return Err(HubError::UnknownModule(module.to_owned()));
-        }
-        let record = match self.inner.store.document(TWIN, module)? {
-            Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
-                .map_err(|error| corrupt(TWIN, module, &error))?,
-            None => TwinRecord::default(),
-        };
+        let record = self.twin_record(module)?;
         let seen = match self.inner.store.document(DESIRED_SEEN, module)? {
             Some(bytes) => match serde_json::from_slice::<DesiredSeen>(&bytes) {
                 Ok(seen) => Some(seen),

@@ -638,10 +638,12 @@ impl Gate {
                 record: message.clone(),
                 live: live.cloned(),
             };
-            if !tail.push(shared, pending) {
-                self.tails.remove(&target.target);
-            } else if tail.crowded() {
-                crowded.push(tail.clone());
+            match tail.push(shared, pending) {
+                Pushed::Overflowed => {
+                    self.tails.remove(&target.target);
+                }
+                Pushed::Crowded => crowded.push(tail.clone()),
+                Pushed::Taken => {}
             }
         }
         crowded
@@ -679,28 +681,33 @@ impl Tail {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Adds a message; false (and nothing kept from now on) when the tail
-    /// or all tails together are full.
-    fn push(&self, shared: &Shared, pending: Pending) -> bool {
+    /// Adds a message, unless the tail or all tails together are full (the
+    /// tail then takes nothing from now on).
+    fn push(&self, shared: &Shared, pending: Pending) -> Pushed {
         let size = pending.record.message.size();
         let mut state = self.lock();
         if state.overflowed {
-            return false;
+            return Pushed::Overflowed;
         }
         let total = shared.tail_bytes.fetch_add(size, Ordering::AcqRel) + size;
         let priority = usize::from(pending.entry.priority).min(PRIORITIES - 1);
-        if state.count >= TAIL_MESSAGES || total > TAILS_BYTES {
+        let pushed = if state.count >= TAIL_MESSAGES || total > TAILS_BYTES {
             shared.tail_bytes.fetch_sub(size, Ordering::AcqRel);
             state.overflowed = true;
+            Pushed::Overflowed
         } else {
             state.messages[priority].push_back((pending, size));
             state.count += 1;
             state.bytes += size;
-        }
-        let live = !state.overflowed;
+            if state.count >= TAIL_CROWDED {
+                Pushed::Crowded
+            } else {
+                Pushed::Taken
+            }
+        };
         drop(state);
         self.wake.notify.notify_waiters();
-        live
+        pushed
     }
 
     /// The oldest of the most urgent messages, or whether the tail
@@ -763,6 +770,16 @@ impl Tail {
             taken.await;
         }
     }
+}
+
+/// What became of a message handed to a tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Taken,
+    /// Taken, and the tail is now crowded (see [`TAIL_CROWDED`]).
+    Crowded,
+    /// Not taken: the tail overflowed.
+    Overflowed,
 }
 
 /// A tail that fell behind: its stream reads the store again.
@@ -2263,6 +2280,16 @@ mod tests {
         })
     }
 
+    /// A durable append, running while the test holds the writer.
+    fn spawn_append(
+        store: &Arc<Store>,
+        message: StoredMessage,
+        targets: Vec<Target>,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(message, targets, true).await })
+    }
+
     /// The next message `tail` gets within `wait`.
     async fn handed_over(store: &Store, tail: &Tail, wait: Duration) -> Pending {
         let deadline = Instant::now() + wait;
@@ -2292,26 +2319,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Two messages, one for two inputs; the first and one entry of the
         // second are acknowledged in the same batch as their appends.
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(record("gone"), vec![target("a", NEVER)], true)
-                    .await
-            }
-        });
-        let second = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(
-                        record("half"),
-                        vec![target("a", NEVER), target("b", NEVER)],
-                        true,
-                    )
-                    .await
-            }
-        });
+        let first = spawn_append(&store, record("gone"), vec![target("a", NEVER)]);
+        let second = spawn_append(
+            &store,
+            record("half"),
+            vec![target("a", NEVER), target("b", NEVER)],
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         store.remove(entry(1, "a"), Removal::Delivered, None);
         store.remove(entry(2, "a"), Removal::Delivered, None);
@@ -2342,14 +2355,7 @@ mod tests {
         let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
         let held = hold_writer(&store, Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let appended = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(record("gone"), vec![target("a", NEVER)], true)
-                    .await
-            }
-        });
+        let appended = spawn_append(&store, record("gone"), vec![target("a", NEVER)]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         store.remove(entry(1, "a"), Removal::Delivered, None);
         held.await.expect("held");
@@ -2381,14 +2387,7 @@ mod tests {
         assert_eq!(tail.from, 2);
         let held = hold_writer(&store, Duration::from_millis(500));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let appended = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(record("live"), vec![target("a", NEVER)], true)
-                    .await
-            }
-        });
+        let appended = spawn_append(&store, record("live"), vec![target("a", NEVER)]);
         let pending = handed_over(&store, &tail, Duration::from_millis(300)).await;
         assert_eq!(pending.record.message.body, b"live");
         assert_eq!(pending.entry, entry(2, "a"));
@@ -2593,14 +2592,7 @@ mod tests {
         let tail = store.join_tail("m", &wake);
         let held = hold_writer(&store, Duration::from_millis(1000));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let appended = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(record("fast"), vec![target("a", NEVER)], true)
-                    .await
-            }
-        });
+        let appended = spawn_append(&store, record("fast"), vec![target("a", NEVER)]);
         let pending = handed_over(&store, &tail, Duration::from_millis(500)).await;
         pending
             .live
@@ -2629,14 +2621,7 @@ mod tests {
             target: "offline".to_owned(),
             ..target("a", NEVER)
         };
-        let appended = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .append(record("two"), vec![target("a", NEVER), elsewhere], true)
-                    .await
-            }
-        });
+        let appended = spawn_append(&store, record("two"), vec![target("a", NEVER), elsewhere]);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let pending = tail.pop(&store.shared).expect("live").expect("handed over");
         pending.live.as_ref().expect("live").acknowledge();

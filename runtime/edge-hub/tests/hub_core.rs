@@ -50,6 +50,21 @@ fn deployment(routes: Vec<RouteTableEntry>, modules: &[&str]) -> HubDeployment {
     }
 }
 
+/// The deployment most tests use: module `s` sends, every message goes to
+/// `r`'s input `in`.
+async fn deploy_s_to_r(hub: &Hub) {
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+}
+
 fn message(body: &str) -> HubMessage {
     HubMessage {
         body: body.as_bytes().to_vec(),
@@ -238,16 +253,7 @@ async fn priority_zero_comes_first_and_each_queue_is_fifo() {
 async fn unacknowledged_deliveries_come_again_on_a_new_stream() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let hub = open(&config(dir.path()));
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     for index in 0..3 {
         hub.publish("s", None, message(&format!("m{index}")), Qos::AtLeastOnce)
             .await
@@ -279,16 +285,7 @@ async fn unacknowledged_deliveries_come_again_on_a_new_stream() {
 async fn at_most_64_deliveries_are_unacknowledged() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let hub = open(&config(dir.path()));
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     for index in 0..100 {
         hub.publish("s", None, message(&format!("m{index}")), Qos::AtMostOnce)
             .await
@@ -309,16 +306,7 @@ async fn at_most_64_deliveries_are_unacknowledged() {
 async fn a_waiting_stream_wakes_when_a_message_arrives() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let hub = open(&config(dir.path()));
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     let mut inputs = hub.open_inputs("r");
     let waiter = tokio::spawn(async move { next(&mut inputs).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -543,16 +531,7 @@ async fn queued_messages_survive_a_reopen() {
     let config = config(dir.path());
     {
         let hub = open(&config);
-        hub.deploy(deployment(
-            vec![route(
-                "r",
-                "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-                0,
-            )],
-            &["s", "r"],
-        ))
-        .await
-        .expect("deploy");
+        deploy_s_to_r(&hub).await;
         for index in 0..10 {
             hub.publish("s", None, message(&format!("m{index}")), Qos::AtLeastOnce)
                 .await
@@ -758,16 +737,7 @@ async fn disk_space_is_reused_after_delivery() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = config(dir.path());
     let hub = open(&config);
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     let file = config.dir.join("store.redb");
     let body = "x".repeat(1000);
     let mut sizes = Vec::new();
@@ -866,16 +836,7 @@ async fn a_stream_reads_past_a_long_run_of_expired_messages() {
 async fn a_cancelled_next_loses_no_delivery() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let hub = open(&config(dir.path()));
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     let mut inputs = hub.open_inputs("r");
     // A call waiting on an empty queue is dropped.
     assert!(
@@ -960,16 +921,7 @@ async fn a_live_stream_that_falls_behind_reads_the_store_and_loses_nothing() {
     const MESSAGES: usize = 3000;
     let dir = tempfile::tempdir().expect("temporary directory");
     let hub = open(&config(dir.path()));
-    hub.deploy(deployment(
-        vec![route(
-            "r",
-            "FROM /messages/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
-            0,
-        )],
-        &["s", "r"],
-    ))
-    .await
-    .expect("deploy");
+    deploy_s_to_r(&hub).await;
     let mut inputs = hub.open_inputs("r");
     let consumer = tokio::spawn(async move {
         let mut bodies = Vec::with_capacity(MESSAGES);

@@ -118,13 +118,7 @@ async fn twin_get_and_reported_patches() {
     hub.hub.deploy(deployment).await.expect("deploy");
     let patch = filter.next_publish().await;
     filter.ack(&patch).await;
-    let version: u64 = patch
-        .topic
-        .strip_prefix("$iothub/twin/PATCH/properties/desired/?$version=")
-        .expect("a desired patch topic")
-        .parse()
-        .expect("a version");
-    let body: serde_json::Value = serde_json::from_slice(&patch.payload).expect("JSON patch");
+    let (version, body) = desired_patch(&patch);
     assert_eq!(body["threshold"], 30);
     assert_eq!(body["$version"], version);
 }
