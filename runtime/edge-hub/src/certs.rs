@@ -35,7 +35,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::pkcs11_keys::TokenCaKey;
+use crate::pkcs11_keys::TokenEcKey;
 
 /// The CA certificate's subject common name.
 const CA_COMMON_NAME: &str = "edged device CA";
@@ -104,7 +104,7 @@ pub enum CertError {
 }
 
 /// `rcgen::SigningKey` as an object, so both kinds of CA key (a
-/// [`KeyPair`] from the file, a [`TokenCaKey`]) sign through one issuer.
+/// [`KeyPair`] from the file, a [`TokenEcKey`]) sign through one issuer.
 trait SigningKeyObject: Send + Sync {
     fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error>;
     fn public_der(&self) -> &[u8];
@@ -178,7 +178,7 @@ impl Certificates {
                 token,
                 pin_file,
             } => Box::new(
-                TokenCaKey::open_or_generate(module, token, pin_file, CA_TOKEN_LABEL)
+                TokenEcKey::open_or_generate(module, token, pin_file, CA_TOKEN_LABEL)
                     .map_err(|error| CertError::Token(error.to_string()))?,
             ),
         };

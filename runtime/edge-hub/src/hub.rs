@@ -42,6 +42,10 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 /// some (it then reads the whole twin again).
 const DESIRED_PATCH_BACKLOG: usize = 16;
 
+/// How many reported-property changes wait for the upstream connection
+/// before it misses some (it then sends every twin again).
+const REPORTED_CHANGE_BACKLOG: usize = 256;
+
 /// The route source of twin change notifications.
 pub const TWIN_CHANGE_SOURCE: &str = "/twinChangeNotifications";
 
@@ -325,6 +329,9 @@ struct Inner {
     deploying: tokio::sync::Mutex<()>,
     /// Counts messages removed modules had sent, so totals never go back.
     removed: RemovedCounters,
+    /// The names of modules whose reported properties changed, for the
+    /// upstream connection that sends them to the cloud.
+    reported_changes: broadcast::Sender<String>,
 }
 
 #[derive(Default)]
@@ -431,6 +438,7 @@ impl Hub {
                 }),
                 deploying: tokio::sync::Mutex::new(()),
                 removed: RemovedCounters::default(),
+                reported_changes: broadcast::channel(REPORTED_CHANGE_BACKLOG).0,
             }),
         })
     }
@@ -757,16 +765,32 @@ impl Hub {
     /// head of the queues, so what was delivered and not acknowledged comes
     /// again.
     pub fn open_inputs(&self, module: &str) -> InputStream {
-        let wake = self.inner.store.shared.wake(module);
+        let reader = match self.module(module) {
+            Some(state) => Reader::Module(state),
+            None => Reader::Gone,
+        };
+        self.open_stream(module, reader, INFLIGHT_WINDOW)
+    }
+
+    /// The `$upstream` queue's deliveries, for the connection to the cloud,
+    /// with up to `window` unacknowledged. Like [`Hub::open_inputs`], a new
+    /// stream replaces the previous one and starts at the head of the
+    /// queues, so what was sent and not acknowledged is sent again.
+    pub fn open_upstream(&self, window: usize) -> InputStream {
+        self.open_stream(UPSTREAM, Reader::Upstream, window.max(1))
+    }
+
+    fn open_stream(&self, target: &str, reader: Reader, window: usize) -> InputStream {
+        let wake = self.inner.store.shared.wake(target);
         let epoch = wake.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         wake.notify.notify_waiters();
-        let state = self.module(module);
         InputStream {
             hub: self.clone(),
-            module: module.to_owned(),
+            module: target.to_owned(),
             wake,
             epoch,
-            state,
+            reader,
+            window,
             mode: Mode::Store,
             cursors: Default::default(),
             seen_arrivals: [0; PRIORITIES],
@@ -865,7 +889,8 @@ impl Hub {
         };
         let hub = self.clone();
         let name = module.to_owned();
-        self.inner
+        let version = self
+            .inner
             .store
             .write_with_message(true, move |batch, message_id| {
                 let mut record = match batch.document(TWIN, &name)? {
@@ -901,7 +926,11 @@ impl Hub {
                 Ok(Ok(version))
             })
             .await
-            .map_err(|error| TwinError::Store(error.to_string()))?
+            .map_err(|error| TwinError::Store(error.to_string()))??;
+        // No receiver means no upstream connection; it sends every twin when
+        // it connects.
+        let _ = self.inner.reported_changes.send(module.to_owned());
+        Ok(version)
     }
 
     fn twin_change_notification(
@@ -921,6 +950,53 @@ impl Hub {
         properties.insert(SystemProperty::ContentEncoding, "utf-8".to_owned());
         message.body = json_bytes(&twin::with_version(patch, version));
         message
+    }
+
+    /// Applies a desired patch that came from the cloud for `module` over
+    /// the deployment's desired properties (durably), and sends the
+    /// module's connection what changed. Returns the new desired
+    /// `$version`, or `None` when nothing the module sees changed.
+    pub async fn patch_desired_from_cloud(
+        &self,
+        module: &str,
+        patch: Map<String, Value>,
+    ) -> Result<Option<u64>, HubError> {
+        let Some(state) = self.module(module) else {
+            return Err(HubError::UnknownModule(module.to_owned()));
+        };
+        let name = module.to_owned();
+        let change = self
+            .inner
+            .store
+            .write(true, move |batch| {
+                let mut record = match batch.document(TWIN, &name)? {
+                    Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                        tracing::error!(module = %name, %error, "a stored twin is corrupt; it starts again empty");
+                        TwinRecord::default()
+                    }),
+                    None => TwinRecord::default(),
+                };
+                let change = record.patch_desired_from_cloud(&patch);
+                if change.is_some() {
+                    batch.put_document(TWIN, &name, &json_bytes(&record))?;
+                }
+                Ok(change)
+            })
+            .await?;
+        Ok(change.map(|patch| {
+            let version = patch.version;
+            // No receiver means no connection listens; it reads the whole
+            // twin when it connects.
+            let _ = state.desired.send(patch);
+            version
+        }))
+    }
+
+    /// The names of modules whose reported properties change from now on.
+    /// A receiver that falls behind by more than a few hundred changes
+    /// hears that it lagged, and should then read every twin.
+    pub fn reported_changes(&self) -> broadcast::Receiver<String> {
+        self.inner.reported_changes.subscribe()
     }
 
     /// Desired patches for `module` from the deployments installed after
@@ -1074,6 +1150,16 @@ fn new_generation_id() -> Result<String, StoreError> {
     Ok(hex::encode(bytes))
 }
 
+/// Whose deliveries a stream reads.
+enum Reader {
+    /// A deployed module's inputs; its counters count the deliveries.
+    Module(Arc<ModuleState>),
+    /// The `$upstream` queue, read by the connection to the cloud.
+    Upstream,
+    /// A module that is not deployed: the stream delivers nothing.
+    Gone,
+}
+
 /// Where an input stream takes its deliveries from.
 #[derive(Debug)]
 enum Mode {
@@ -1094,16 +1180,19 @@ enum Mode {
 /// never in memory. Once it has read all the store holds for the module,
 /// it takes new messages from a live tail as they are accepted, without
 /// waiting for their commit (see the store's module documentation); a tail
-/// that falls behind sends it back to the store. At most
-/// [`INFLIGHT_WINDOW`] deliveries are unacknowledged; `next` waits while
-/// the window is full. `next` is cancel-safe: dropping its future loses no
+/// that falls behind sends it back to the store. At most a window of
+/// deliveries (a module's is [`INFLIGHT_WINDOW`]) are unacknowledged; `next`
+/// waits while the window is full. `next` is cancel-safe: dropping its future loses no
 /// delivery.
 pub struct InputStream {
     hub: Hub,
+    /// The queue's target: the module, or `$upstream`.
     module: String,
     wake: Arc<Wake>,
     epoch: u64,
-    state: Option<Arc<ModuleState>>,
+    reader: Reader,
+    /// The most deliveries unacknowledged at once.
+    window: usize,
     mode: Mode,
     /// Per priority, the last entry delivered.
     cursors: [Option<(u64, String)>; PRIORITIES],
@@ -1146,7 +1235,9 @@ impl InputStream {
     /// The next delivery; `None` when a newer stream replaced this one or
     /// the module is not (or no longer) deployed.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.state.as_ref()?;
+        if matches!(self.reader, Reader::Gone) {
+            return None;
+        }
         let wake = self.wake.clone();
         let shared = self.hub.inner.store.shared.clone();
         loop {
@@ -1163,7 +1254,7 @@ impl InputStream {
             if wake.epoch.load(Ordering::Acquire) != self.epoch {
                 return None;
             }
-            if self.inflight.len() < INFLIGHT_WINDOW
+            if self.inflight.len() < self.window
                 && self.unconfirmed.load(Ordering::Acquire) < UNCONFIRMED_LIMIT
             {
                 if self.read.is_none() && self.needs_read() {
@@ -1357,7 +1448,7 @@ impl InputStream {
                 .inner
                 .store
                 .remove(entry, Removal::Delivered, Some(token));
-            if let Some(state) = &self.state {
+            if let Reader::Module(state) = &self.reader {
                 state.messages_out.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -27,6 +27,7 @@ pub mod server;
 pub mod store;
 pub mod topic;
 pub mod twin;
+pub mod upstream;
 pub mod workload;
 
 pub use certs::CaKeySource;

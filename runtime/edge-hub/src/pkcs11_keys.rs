@@ -217,9 +217,11 @@ impl KeyStore for Pkcs11Keys {
     }
 }
 
-/// The device CA's EC P-256 key pair on the token; rcgen signs certificates
-/// through it (its `SigningKey`), each signature made by the token.
-pub(crate) struct TokenCaKey {
+/// An EC P-256 key pair on the token, each signature made by the token:
+/// the device CA's, through which rcgen signs certificates (its
+/// `SigningKey`), and the upstream connection's X.509 client key, through
+/// which rustls signs handshakes.
+pub(crate) struct TokenEcKey {
     token: TokenSession,
     private_key: ObjectHandle,
     /// The uncompressed point `04 || x || y`: what an X.509
@@ -227,7 +229,7 @@ pub(crate) struct TokenCaKey {
     public_point: Vec<u8>,
 }
 
-impl TokenCaKey {
+impl TokenEcKey {
     /// Finds the key pair labelled `label`, generating it on the token on
     /// first use.
     pub(crate) fn open_or_generate(
@@ -236,6 +238,26 @@ impl TokenCaKey {
         pin_file: &Path,
         label: &str,
     ) -> Result<Self, TokenError> {
+        Self::open_labelled(module, token, pin_file, label, true)
+    }
+
+    /// Finds the key pair labelled `label`, which must be on the token.
+    pub(crate) fn open(
+        module: &Path,
+        token: &str,
+        pin_file: &Path,
+        label: &str,
+    ) -> Result<Self, TokenError> {
+        Self::open_labelled(module, token, pin_file, label, false)
+    }
+
+    fn open_labelled(
+        module: &Path,
+        token: &str,
+        pin_file: &Path,
+        label: &str,
+        generate: bool,
+    ) -> Result<Self, TokenError> {
         let token = TokenSession::open(module, token, pin_file)?;
         let (private_key, public_key) = {
             let session = token.lock();
@@ -243,6 +265,14 @@ impl TokenCaKey {
             let public_key = token.find(&session, ObjectClass::PUBLIC_KEY, label)?;
             match (private_key, public_key) {
                 (Some(private_key), Some(public_key)) => (private_key, public_key),
+                (None, None) if !generate => {
+                    return Err(TokenError {
+                        token: token.token.clone(),
+                        message: format!(
+                            "no EC key pair labelled {label:?} is on the token; create it (for example with pkcs11-tool --keypairgen --key-type EC:prime256v1 --label {label:?}) and have its certificate issued"
+                        ),
+                    });
+                }
                 (None, None) => {
                     let public_template = [
                         Attribute::Token(true),
@@ -302,9 +332,27 @@ impl TokenCaKey {
             public_point,
         })
     }
+
+    /// An ecdsa-with-SHA256 signature of `message`, DER-encoded as X.509
+    /// and TLS carry it.
+    pub(crate) fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        // CKM_ECDSA signs a hash the caller computed and returns r || s.
+        let hash = sha2::Sha256::digest(message);
+        let session = self.token.lock();
+        let raw = session
+            .sign(&Mechanism::Ecdsa, self.private_key, &hash)
+            .map_err(|error| self.token.error("C_Sign", &error))?;
+        ecdsa_signature_der(&raw).ok_or_else(|| TokenError {
+            token: self.token.token.clone(),
+            message: format!(
+                "the token's ECDSA signature is {} bytes, not the 64 of P-256",
+                raw.len()
+            ),
+        })
+    }
 }
 
-impl rcgen::PublicKeyData for TokenCaKey {
+impl rcgen::PublicKeyData for TokenEcKey {
     fn der_bytes(&self) -> &[u8] {
         &self.public_point
     }
@@ -314,19 +362,12 @@ impl rcgen::PublicKeyData for TokenCaKey {
     }
 }
 
-impl rcgen::SigningKey for TokenCaKey {
+impl rcgen::SigningKey for TokenEcKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        // CKM_ECDSA signs a hash the caller computed and returns r || s;
-        // X.509's ecdsa-with-SHA256 wants the DER form of (r, s).
-        let hash = sha2::Sha256::digest(message);
-        let session = self.token.lock();
-        let raw = session
-            .sign(&Mechanism::Ecdsa, self.private_key, &hash)
-            .map_err(|error| {
-                tracing::error!(token = %self.token.token, %error, "the token failed to sign with the device CA key");
-                rcgen::Error::RemoteKeyError
-            })?;
-        ecdsa_signature_der(&raw).ok_or(rcgen::Error::RemoteKeyError)
+        self.sign_sha256(message).map_err(|error| {
+            tracing::error!(%error, "the token failed to sign with the device CA key");
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 

@@ -273,20 +273,39 @@ fn constant_time_eq(digest: &Digest, presented: &[u8]) -> bool {
 
 /// A token naming `resource` (`{hub}/devices/{device}/modules/{module}`),
 /// signed with `module`'s key and valid until `expiry` (seconds since the
-/// Unix epoch), built as the SDKs build it. The hub only verifies tokens;
-/// this is for edged's own clients: the tests and the benchmark's load
-/// generator.
+/// Unix epoch), built as the SDKs build it. The hub only verifies module
+/// tokens; this is for edged's own clients: the tests and the benchmark's
+/// load generator.
 pub fn token(
     keys: &dyn KeyStore,
     module: &str,
     resource: &str,
     expiry: u64,
 ) -> Result<String, KeyError> {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    let encoded = utf8_percent_encode(resource, NON_ALPHANUMERIC).to_string();
-    let digest = keys.sign(module, format!("{encoded}\n{expiry}").as_bytes())?;
+    signed_token(resource, expiry, |data| keys.sign(module, data))
+}
+
+/// A token naming `resource`, valid until `expiry`, with the HMAC-SHA256
+/// signature `sign` makes of the string IoT Hub signs:
+/// `urlencode(resource) + "\n" + expiry`.
+pub(crate) fn signed_token<E>(
+    resource: &str,
+    expiry: u64,
+    sign: impl FnOnce(&[u8]) -> Result<Digest, E>,
+) -> Result<String, E> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // What Python's `urllib.parse.quote(…, safe="")` leaves alone (the SDK
+    // encodes with it): IoT Hub checks the signature of the resource as
+    // presented, so edged's tokens encode it exactly as the SDKs do.
+    const QUOTE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let encoded = utf8_percent_encode(resource, QUOTE).to_string();
+    let digest = sign(format!("{encoded}\n{expiry}").as_bytes())?;
     let signature = base64::engine::general_purpose::STANDARD.encode(digest);
-    let signature = utf8_percent_encode(&signature, NON_ALPHANUMERIC);
+    let signature = utf8_percent_encode(&signature, QUOTE);
     Ok(format!(
         "SharedAccessSignature sr={encoded}&sig={signature}&se={expiry}"
     ))

@@ -1,6 +1,12 @@
-//! Module twins: desired properties from the deployment, reported
-//! properties from the module, each with its own `$version`, and the limits
-//! IoT Hub puts on a reported patch.
+//! Module twins: desired properties from the deployment and from the cloud,
+//! reported properties from the module, each with its own `$version`, and
+//! the limits IoT Hub puts on a reported patch.
+//!
+//! The desired properties a module sees are two layers: the deployment's
+//! (replaced by each deployment) with the patches that came from the cloud
+//! merged over them. The cloud's layer is kept as one composed merge patch,
+//! nulls included, so that a cloud patch that deletes a key of the
+//! deployment keeps it deleted across later deployments and restarts.
 //!
 //! A reported patch is a JSON merge patch (RFC 7396): a `null` deletes the
 //! key, an object merges into the object already there, anything else
@@ -61,10 +67,19 @@ pub struct DesiredPatch {
 /// versions beside them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TwinRecord {
+    /// What the module sees: the deployment's layer with the cloud's merged
+    /// over it.
     pub desired: Map<String, Value>,
     pub desired_version: u64,
     pub reported: Map<String, Value>,
     pub reported_version: u64,
+    /// The deployment's desired properties; `None` in a record written
+    /// before cloud patches existed, whose `desired` is the deployment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_desired: Option<Map<String, Value>>,
+    /// Every desired patch from the cloud, composed into one merge patch.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub cloud_desired: Map<String, Value>,
 }
 
 impl Default for TwinRecord {
@@ -75,6 +90,8 @@ impl Default for TwinRecord {
             desired_version: 1,
             reported: Map::new(),
             reported_version: 1,
+            deployment_desired: None,
+            cloud_desired: Map::new(),
         }
     }
 }
@@ -88,9 +105,34 @@ impl TwinRecord {
         }
     }
 
-    /// Replaces the desired properties; returns the patch to send when they
-    /// changed, with the version incremented.
+    /// Replaces the deployment's desired properties; returns the patch to
+    /// send when what the module sees changed, with the version incremented.
     pub fn set_desired(&mut self, desired: Map<String, Value>) -> Option<DesiredPatch> {
+        self.deployment_desired = Some(desired);
+        self.update_desired()
+    }
+
+    /// Applies a desired patch from the cloud (`$version` is IoT Hub's and
+    /// is dropped: the module sees the hub's own, which counts every change
+    /// of either layer); returns the patch to send when what the module
+    /// sees changed.
+    pub fn patch_desired_from_cloud(&mut self, patch: &Map<String, Value>) -> Option<DesiredPatch> {
+        if self.deployment_desired.is_none() {
+            self.deployment_desired = Some(self.desired.clone());
+        }
+        let mut patch = patch.clone();
+        patch.remove(VERSION_KEY);
+        compose(&mut self.cloud_desired, &patch);
+        self.update_desired()
+    }
+
+    /// Recomputes what the module sees from the two layers.
+    fn update_desired(&mut self) -> Option<DesiredPatch> {
+        let mut desired = self
+            .deployment_desired
+            .clone()
+            .unwrap_or_else(|| self.desired.clone());
+        merge(&mut desired, &self.cloud_desired);
         if desired == self.desired {
             return None;
         }
@@ -228,6 +270,20 @@ pub(crate) fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>)
     }
 }
 
+/// Composes merge patch `later` into `earlier`, so that applying the result
+/// equals applying `earlier` then `later`. Unlike [`merge`], nulls are kept:
+/// they still have to delete what the patches are applied to.
+pub(crate) fn compose(earlier: &mut Map<String, Value>, later: &Map<String, Value>) {
+    for (key, value) in later {
+        match (earlier.get_mut(key), value) {
+            (Some(Value::Object(existing)), Value::Object(inner)) => compose(existing, inner),
+            _ => {
+                earlier.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// The merge patch that turns `old` into `new`.
 pub(crate) fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
     let mut patch = Map::new();
@@ -305,6 +361,73 @@ mod tests {
         merge(&mut replayed, &object(patch.patch));
         replayed.remove(VERSION_KEY);
         assert_eq!(replayed, twin.desired);
+    }
+
+    #[test]
+    fn cloud_patches_layer_over_the_deployment_and_survive_it() {
+        let mut twin = TwinRecord::default();
+        twin.set_desired(object(json!({"rate": 5, "mode": "a", "nested": {"x": 1}})));
+        let patch = twin
+            .patch_desired_from_cloud(&object(
+                json!({"rate": 7, "mode": null, "nested": {"y": 2}, "$version": 40}),
+            ))
+            .expect("a change");
+        assert_eq!(
+            patch.patch,
+            json!({"rate": 7, "mode": null, "nested": {"y": 2}, "$version": 3})
+        );
+        assert_eq!(
+            twin.desired,
+            object(json!({"rate": 7, "nested": {"x": 1, "y": 2}}))
+        );
+        // A later deployment replaces its own layer; the cloud's stays on top,
+        // its null included.
+        let patch = twin
+            .set_desired(object(
+                json!({"rate": 1, "mode": "b", "extra": true, "nested": {"x": 3}}),
+            ))
+            .expect("a change");
+        assert_eq!(
+            patch.patch,
+            json!({"extra": true, "nested": {"x": 3}, "$version": 4})
+        );
+        assert_eq!(
+            twin.desired,
+            object(json!({"rate": 7, "extra": true, "nested": {"x": 3, "y": 2}}))
+        );
+        // The same deployment again changes nothing.
+        assert!(
+            twin.set_desired(object(
+                json!({"rate": 1, "mode": "b", "extra": true, "nested": {"x": 3}})
+            ))
+            .is_none()
+        );
+        // A stored record from before the layers existed keeps its desired
+        // properties as the deployment's.
+        let old: TwinRecord = serde_json::from_value(json!({
+            "desired": {"a": 1}, "desired_version": 2, "reported": {}, "reported_version": 1
+        }))
+        .expect("an old record");
+        let mut old = old;
+        old.patch_desired_from_cloud(&object(json!({"b": 2})))
+            .expect("a change");
+        assert_eq!(old.desired, object(json!({"a": 1, "b": 2})));
+        assert_eq!(old.deployment_desired, Some(object(json!({"a": 1}))));
+    }
+
+    #[test]
+    fn composed_patches_apply_like_the_patches_one_after_another() {
+        let base = object(json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}));
+        let first = object(json!({"a": null, "b": {"c": 5}, "f": {"g": 1}}));
+        let second = object(json!({"a": 4, "b": {"d": null}, "f": null, "e": {"h": 1}}));
+        let mut one_after_another = base.clone();
+        merge(&mut one_after_another, &first);
+        merge(&mut one_after_another, &second);
+        let mut composed = first.clone();
+        compose(&mut composed, &second);
+        let mut at_once = base;
+        merge(&mut at_once, &composed);
+        assert_eq!(at_once, one_after_another);
     }
 
     #[test]

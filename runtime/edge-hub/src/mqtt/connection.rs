@@ -132,7 +132,7 @@ pub(crate) enum Closed {
 
 /// Reads the next packet, waiting for more bytes as needed. Cancel-safe:
 /// what was read stays in `buffer`, and a packet leaves it only whole.
-async fn read_packet<R: AsyncRead + Unpin>(
+pub(crate) async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
 ) -> Result<Packet, Closed> {
@@ -164,7 +164,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
-fn encode(packet: &Packet) -> Result<Bytes, Closed> {
+pub(crate) fn encode(packet: &Packet) -> Result<Bytes, Closed> {
     let mut buffer = BytesMut::with_capacity(packet.size());
     packet
         .write(&mut buffer, usize::MAX)
@@ -379,7 +379,7 @@ impl Outgoing {
         self.budget.acquire_owned().await.is_ok()
     }
 
-    async fn send(&self, packet: Bytes) -> Result<(), Closed> {
+    pub(crate) async fn send(&self, packet: Bytes) -> Result<(), Closed> {
         let share = packet.len().min(MAXIMUM_OUTBOUND_BYTES);
         let share = u32::try_from(share).unwrap_or(u32::MAX);
         let budget = Arc::clone(&self.budget)
