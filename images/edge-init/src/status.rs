@@ -45,9 +45,65 @@ pub struct HubReport {
     #[serde(default)]
     pub modules: BTreeMap<String, HubModuleReport>,
     /// Messages the routes sent to `$upstream`, kept in the store until the
-    /// hub has a cloud connection (or their time to live ends).
+    /// cloud acknowledged them (or their time to live ends).
     #[serde(default)]
     pub upstream_queue: u64,
+    /// The connection to the cloud; `None` when none is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamReport>,
+}
+
+/// The hub's connection to the cloud.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamReport {
+    /// `host:port`.
+    pub endpoint: String,
+    /// `connected`, `connecting` or `waiting` (after a failure, until the
+    /// next attempt).
+    pub state: String,
+    /// When it connected (`connected`) or when the next attempt starts
+    /// (`waiting`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Failed attempts in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last failure, kept after the link recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<UpstreamFailure>,
+    /// Connections that were accepted.
+    #[serde(default)]
+    pub connections: u64,
+    /// Telemetry messages published (again after a reconnect, too).
+    #[serde(default)]
+    pub messages_sent: u64,
+    /// Telemetry messages the cloud acknowledged.
+    #[serde(default)]
+    pub messages_acknowledged: u64,
+    /// Messages sent again because a connection ended before the cloud
+    /// acknowledged them (the cloud may have them twice).
+    #[serde(default)]
+    pub messages_resent: u64,
+    /// Messages in flight now.
+    #[serde(default)]
+    pub in_flight: usize,
+    /// The in-flight window.
+    #[serde(default)]
+    pub window: usize,
+}
+
+/// Why the cloud connection last failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamFailure {
+    /// When, RFC 3339.
+    pub at: String,
+    /// The step: credentials, dns, tcp, tls, refused, timeout, lost or
+    /// protocol.
+    pub step: String,
+    /// What happened.
+    pub message: String,
 }
 
 /// One module as the hub sees it.

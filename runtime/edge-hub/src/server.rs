@@ -22,6 +22,7 @@ use crate::methods::{CallTimeouts, MethodError, MethodResponse};
 use crate::metrics::{self, Instance, MethodCounts};
 use crate::sas::SasToken;
 use crate::twin::Twin;
+use crate::upstream::{Upstream, UpstreamConfig, UpstreamStatus};
 use crate::workload::{GenerationLookup, PeerPolicy, WorkloadError, WorkloadSockets};
 
 /// The workload API version modules are told to use (what the SDK sends).
@@ -81,6 +82,8 @@ pub struct HubServer {
     methods: Arc<MethodCounts>,
     addresses: Addresses,
     tasks: Vec<JoinHandle<()>>,
+    /// The connection to the cloud, when one is configured.
+    upstream: Option<Upstream>,
 }
 
 impl HubServer {
@@ -196,7 +199,34 @@ impl HubServer {
             methods,
             addresses,
             tasks,
+            upstream: None,
         })
+    }
+
+    /// Starts the connection to the cloud that `$upstream` routes deliver
+    /// to (replacing a running one).
+    pub fn connect_upstream(&mut self, config: UpstreamConfig) {
+        let _entered = self.runtime.enter();
+        tracing::info!(
+            host = config.host,
+            port = config.port,
+            device = config.device_id,
+            window = config.window,
+            "connecting to the cloud"
+        );
+        self.upstream = Some(Upstream::start(self.hub.clone(), config));
+    }
+
+    /// The cloud connection's state, when one is configured.
+    pub fn upstream_status(&self) -> Option<UpstreamStatus> {
+        self.upstream.as_ref().map(Upstream::status)
+    }
+
+    /// The runtime's state, for the device twin's reported properties.
+    pub fn report_runtime_state(&self, report: serde_json::Map<String, serde_json::Value>) {
+        if let Some(upstream) = &self.upstream {
+            upstream.report_runtime_state(report);
+        }
     }
 
     /// Installs a deployment (see [`Hub::deploy`]), then serves a workload
@@ -311,8 +341,15 @@ impl HubServer {
             hub,
             workload,
             tasks,
+            upstream,
             ..
         } = self;
+        {
+            // Dropping the connection aborts its task, which must happen on
+            // the runtime.
+            let _entered = runtime.enter();
+            drop(upstream);
+        }
         for task in &tasks {
             task.abort();
         }

@@ -237,6 +237,180 @@ pub struct HubSettings {
     /// it they are files in the hub directory (mode 0600).
     #[serde(default)]
     pub pkcs11: Option<HubPkcs11>,
+    /// The connection to the cloud that `$upstream` routes deliver to;
+    /// without it their messages wait in the store.
+    #[serde(default)]
+    pub upstream: Option<UpstreamSettings>,
+}
+
+/// The `[hub.upstream]` table: where the cloud is and how the device
+/// authenticates. Secrets are named by file and read at every connection,
+/// never written here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// The IoT Hub (or broker) host name.
+    pub host: String,
+    /// The MQTT/TLS port.
+    #[serde(default = "default_upstream_port")]
+    pub port: u16,
+    /// PEM certificates the cloud's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// The device's symmetric key (base64, IoT Hub's primary key): edged
+    /// makes SAS tokens from it.
+    #[serde(default)]
+    pub sas_key_file: Option<PathBuf>,
+    /// A SAS token made elsewhere, read again at every connection.
+    #[serde(default)]
+    pub sas_token_file: Option<PathBuf>,
+    /// The device's X.509 certificate chain (PEM), with `key_file` or
+    /// `key_label`.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The label of the certificate's EC P-256 key on the `[hub.pkcs11]`
+    /// token.
+    #[serde(default)]
+    pub key_label: Option<String>,
+    /// Telemetry messages sent and not yet acknowledged, at most.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// The MQTT keep-alive.
+    #[serde(default = "one_minute", deserialize_with = "duration::deserialize")]
+    pub keep_alive: Duration,
+    /// The first wait after a failed connection attempt.
+    #[serde(default = "one_second", deserialize_with = "duration::deserialize")]
+    pub backoff_initial: Duration,
+    /// The longest wait between attempts.
+    #[serde(default = "one_minute", deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
+    /// How long a SAS token made from the key is valid.
+    #[serde(default = "one_hour", deserialize_with = "duration::deserialize")]
+    pub token_lifetime: Duration,
+}
+
+fn default_upstream_port() -> u16 {
+    8883
+}
+
+fn default_window() -> usize {
+    edge_hub::upstream::config::DEFAULT_WINDOW
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn one_minute() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// The ranges of the upstream durations.
+const KEEP_ALIVE: Bounds = Bounds {
+    name: "hub.upstream.keep_alive",
+    min: Duration::from_secs(5),
+    max: Duration::from_secs(1800),
+};
+const BACKOFF_INITIAL: Bounds = Bounds {
+    name: "hub.upstream.backoff_initial",
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(3600),
+};
+const BACKOFF_MAX: Bounds = Bounds {
+    name: "hub.upstream.backoff_max",
+    ..BACKOFF_INITIAL
+};
+const TOKEN_LIFETIME: Bounds = Bounds {
+    name: "hub.upstream.token_lifetime",
+    min: Duration::from_secs(60),
+    max: Duration::from_secs(365 * 24 * 3600),
+};
+
+impl UpstreamSettings {
+    /// How the device authenticates: exactly one of a SAS key file, a SAS
+    /// token file or a certificate with its key.
+    pub fn auth(
+        &self,
+        pkcs11: Option<&HubPkcs11>,
+    ) -> std::result::Result<edge_hub::upstream::UpstreamAuth, String> {
+        use edge_hub::upstream::{ClientKey, UpstreamAuth};
+        let certificate_key = match (&self.key_file, &self.key_label) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "hub.upstream: key_file and key_label both name the certificate's key; keep one"
+                        .to_owned(),
+                );
+            }
+            (Some(path), None) => Some(ClientKey::File(path.clone())),
+            (None, Some(label)) => {
+                let token = pkcs11.ok_or_else(|| {
+                    format!(
+                        "hub.upstream.key_label = {label:?} names a key on a PKCS#11 token, but there is no [hub.pkcs11] table saying which token"
+                    )
+                })?;
+                Some(ClientKey::Pkcs11 {
+                    module: token.module.clone(),
+                    token: token.token.clone(),
+                    pin_file: token.pin_file.clone(),
+                    key_label: label.clone(),
+                })
+            }
+            (None, None) => None,
+        };
+        match (&self.sas_key_file, &self.sas_token_file, &self.certificate_file, certificate_key) {
+            (Some(key_file), None, None, None) => Ok(UpstreamAuth::SasKey {
+                key_file: key_file.clone(),
+            }),
+            (None, Some(token_file), None, None) => Ok(UpstreamAuth::SasToken {
+                token_file: token_file.clone(),
+            }),
+            (None, None, Some(certificate_file), Some(key)) => Ok(UpstreamAuth::X509 {
+                certificate_file: certificate_file.clone(),
+                key,
+            }),
+            (None, None, Some(_), None) => Err(
+                "hub.upstream.certificate_file needs its private key: key_file, or key_label on the [hub.pkcs11] token".to_owned(),
+            ),
+            (None, None, None, Some(_)) => Err(
+                "hub.upstream: a key_file or key_label without certificate_file; add the certificate".to_owned(),
+            ),
+            (None, None, None, None) => Err(
+                "hub.upstream says no credentials: set one of sas_key_file, sas_token_file, or certificate_file with key_file or key_label".to_owned(),
+            ),
+            _ => Err(
+                "hub.upstream names more than one kind of credentials (sas_key_file, sas_token_file, certificate_file); keep one".to_owned(),
+            ),
+        }
+    }
+
+    fn check(&self, pkcs11: Option<&HubPkcs11>) -> std::result::Result<(), String> {
+        check_hostname("hub.upstream.host", &self.host)?;
+        self.auth(pkcs11)?;
+        let maximum = edge_hub::upstream::config::MAXIMUM_WINDOW;
+        if !(1..=maximum).contains(&self.window) {
+            return Err(format!(
+                "hub.upstream.window must be between 1 and {maximum}, not {}",
+                self.window
+            ));
+        }
+        KEEP_ALIVE.check(self.keep_alive)?;
+        BACKOFF_INITIAL.check(self.backoff_initial)?;
+        BACKOFF_MAX.check(self.backoff_max)?;
+        if self.backoff_max < self.backoff_initial {
+            return Err(
+                "hub.upstream.backoff_max is shorter than backoff_initial; make it at least as long"
+                    .to_owned(),
+            );
+        }
+        TOKEN_LIFETIME.check(self.token_lifetime)?;
+        Ok(())
+    }
 }
 
 /// The token holding the hub's keys. Unlike the trust anchors (public keys,
@@ -299,6 +473,7 @@ impl Default for HubSettings {
             store_and_forward_ttl: two_hours(),
             max_connections: default_max_connections(),
             pkcs11: None,
+            upstream: None,
         }
     }
 }
@@ -327,10 +502,12 @@ impl HubSettings {
         Ok(name.to_owned())
     }
 
-    /// The IoT Hub host name: as configured, or `{device_id}.local`.
+    /// The IoT Hub host name: as configured, else the upstream host, else
+    /// `{device_id}.local` (no IoT Hub is involved).
     pub fn iothub_hostname(&self, device_id: &str) -> String {
         self.iothub_hostname
             .clone()
+            .or_else(|| self.upstream.as_ref().map(|upstream| upstream.host.clone()))
             .unwrap_or_else(|| format!("{device_id}.local"))
     }
 
@@ -373,6 +550,9 @@ impl HubSettings {
         self.metrics_listen()?;
         self.store_limit_bytes()?;
         STORE_TTL.check(self.store_and_forward_ttl)?;
+        if let Some(upstream) = &self.upstream {
+            upstream.check(self.pkcs11.as_ref())?;
+        }
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err(format!(
                 "hub.max_connections must be between 1 and 1000000, not {}",
@@ -623,6 +803,73 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("threshold"), "{error}");
+    }
+
+    #[test]
+    fn upstream_settings_name_one_kind_of_credentials() {
+        let base = "[hub]\ndevice_id = \"gw-1\"\n[hub.upstream]\nhost = \"myhub.azure-devices.net\"\nca_file = \"/etc/edged/cloud-ca.pem\"\n";
+        let config = with(&format!("{base}sas_key_file = \"/etc/edged/device.key\"")).unwrap();
+        let upstream = config.hub.upstream.as_ref().expect("upstream");
+        assert_eq!(upstream.port, 8883);
+        assert_eq!(upstream.window, 256);
+        assert_eq!(upstream.backoff_max, Duration::from_secs(60));
+        // The IoT Hub host name modules see follows the cloud's.
+        assert_eq!(config.hub.iothub_hostname("gw-1"), "myhub.azure-devices.net");
+        assert!(matches!(
+            upstream.auth(None),
+            Ok(edge_hub::upstream::UpstreamAuth::SasKey { .. })
+        ));
+        let token = "[hub.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken = \"edged\"\npin_file = \"/etc/edged/pin\"\n";
+        let config = with(&format!(
+            "{base}certificate_file = \"/etc/edged/device.pem\"\nkey_label = \"device\"\nwindow = 1000\nbackoff_initial = \"250ms\"\n{token}"
+        ))
+        .unwrap();
+        let upstream = config.hub.upstream.as_ref().expect("upstream");
+        assert!(matches!(
+            upstream.auth(config.hub.pkcs11.as_ref()),
+            Ok(edge_hub::upstream::UpstreamAuth::X509 {
+                key: edge_hub::upstream::ClientKey::Pkcs11 { .. },
+                ..
+            })
+        ));
+        for (section, expected) in [
+            (String::new(), "says no credentials"),
+            (
+                "sas_key_file = \"/k\"\nsas_token_file = \"/t\"".to_owned(),
+                "more than one kind",
+            ),
+            (
+                "certificate_file = \"/c\"".to_owned(),
+                "needs its private key",
+            ),
+            ("key_file = \"/k\"".to_owned(), "without certificate_file"),
+            (
+                "certificate_file = \"/c\"\nkey_label = \"device\"".to_owned(),
+                "no [hub.pkcs11] table",
+            ),
+            (
+                "certificate_file = \"/c\"\nkey_file = \"/k\"\nkey_label = \"device\"".to_owned(),
+                "keep one",
+            ),
+            (
+                "sas_key_file = \"/k\"\nwindow = 0".to_owned(),
+                "window must be between 1 and 16384",
+            ),
+            (
+                "sas_key_file = \"/k\"\nbackoff_initial = \"2m\"".to_owned(),
+                "shorter than backoff_initial",
+            ),
+            (
+                "sas_key_file = \"/k\"\nkeep_alive = \"1s\"".to_owned(),
+                "hub.upstream.keep_alive must be between",
+            ),
+            ("sas_key = \"secret\"".to_owned(), "unknown field"),
+        ] {
+            let error = with(&format!("{base}{section}")).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
+        let error = with(&base.replace("myhub.azure-devices.net", "my hub")).unwrap_err();
+        assert!(error.contains("hub.upstream.host"), "{error}");
     }
 
     #[test]

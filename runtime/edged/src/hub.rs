@@ -87,6 +87,11 @@ pub trait ModuleHub: Send + Sync {
     fn set_container(&self, module: &str, container_id: Option<String>) -> Result<()>;
     /// Connections, counters, queues and reported properties per module.
     fn report(&self) -> Result<HubReport>;
+    /// The runtime's state (deployment and module states), which the hub's
+    /// cloud connection reports as the device twin's reported properties.
+    /// A hub in another process has its own daemon to tell it: the default
+    /// does nothing.
+    fn report_runtime_state(&self, _state: serde_json::Map<String, Value>) {}
     /// The module twin: `{"desired": …, "reported": …}`, each with `$version`.
     fn twin(&self, module: &str) -> Result<Value>;
     /// Invokes `method` on `module`: waits up to `timeouts.connect` for it
@@ -154,7 +159,11 @@ impl ModuleRuntime for HubRuntime {
         if self.deployed.as_ref() != Some(&digest(deployment)?) {
             self.reconcile(deployment)?;
         }
-        self.inner.supervise(deployment)
+        self.inner.supervise(deployment)?;
+        let modules = self.inner.status(deployment)?;
+        self.hub
+            .report_runtime_state(runtime_state(deployment, &modules)?);
+        Ok(())
     }
 
     fn status(&mut self, deployment: Option<&Loaded>) -> Result<Vec<(String, ModuleStatus)>> {
@@ -168,6 +177,37 @@ impl ModuleRuntime for HubRuntime {
     fn restore_restart_counts(&mut self, counts: &BTreeMap<String, u32>) {
         self.inner.restore_restart_counts(counts);
     }
+}
+
+/// The device twin's reported properties: the deployment (name, version,
+/// manifest digest) and each module's state, as `edged status` shows them.
+/// The cloud gets what changed; a module that left the deployment is
+/// deleted from the cloud's copy.
+fn runtime_state(
+    deployment: Option<&Loaded>,
+    modules: &[(String, ModuleStatus)],
+) -> Result<serde_json::Map<String, Value>> {
+    let deployment = match deployment {
+        None => Value::Null,
+        Some(loaded) => serde_json::json!({
+            "name": loaded.manifest.deployment,
+            "version": loaded.manifest.version,
+            "manifestDigest": digest(Some(loaded))?,
+        }),
+    };
+    let modules: serde_json::Map<String, Value> = modules
+        .iter()
+        .map(|(name, status)| {
+            (
+                name.clone(),
+                serde_json::to_value(status).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    Ok(serde_json::Map::from_iter([
+        ("deployment".to_owned(), deployment),
+        ("modules".to_owned(), Value::Object(modules)),
+    ]))
 }
 
 /// What the hub is given from a deployment's IoT Edge manifest, besides the

@@ -13,7 +13,8 @@ use edge_hub::{
     CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubError, HubServer, KeyStore,
     MethodError, PeerPolicy, Pkcs11Keys,
 };
-use edge_init::status::{HubModuleReport, HubReport};
+use edge_hub::upstream::{LinkState, UpstreamConfig, UpstreamStatus};
+use edge_init::status::{HubModuleReport, HubReport, UpstreamFailure, UpstreamReport};
 use serde_json::Value;
 
 use crate::config::{DeviceConfig, HubSettings};
@@ -44,6 +45,60 @@ pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig>
         default_time_to_live: settings.store_and_forward_ttl,
         max_connections: settings.max_connections,
     })
+}
+
+/// The cloud connection `[hub.upstream]` describes, if any.
+pub fn upstream_config(
+    settings: &HubSettings,
+    hub_config: &HubConfig,
+) -> Result<Option<UpstreamConfig>> {
+    let Some(upstream) = &settings.upstream else {
+        return Ok(None);
+    };
+    let auth = upstream
+        .auth(settings.pkcs11.as_ref())
+        .map_err(Error::Config)?;
+    let mut config = UpstreamConfig::new(
+        &upstream.host,
+        upstream.port,
+        upstream.ca_file.clone(),
+        &hub_config.device_id,
+        auth,
+    );
+    config.iothub_hostname = hub_config.iothub_hostname.clone();
+    config.window = upstream.window;
+    config.keep_alive = upstream.keep_alive;
+    config.backoff_initial = upstream.backoff_initial;
+    config.backoff_maximum = upstream.backoff_max;
+    config.token_lifetime = upstream.token_lifetime;
+    Ok(Some(config))
+}
+
+/// The cloud connection as `edged status` shows it.
+fn upstream_report(status: UpstreamStatus) -> UpstreamReport {
+    let time = |at| humantime::format_rfc3339_seconds(at).to_string();
+    let (state, since, failures) = match status.state {
+        LinkState::Connected { since } => ("connected", Some(time(since)), 0),
+        LinkState::Connecting { failures } => ("connecting", None, failures),
+        LinkState::Waiting { until, failures } => ("waiting", Some(time(until)), failures),
+    };
+    UpstreamReport {
+        endpoint: status.endpoint,
+        state: state.to_owned(),
+        since,
+        failures,
+        last_error: status.last_failure.map(|failure| UpstreamFailure {
+            at: time(failure.at),
+            step: failure.kind.name().to_owned(),
+            message: failure.message,
+        }),
+        connections: status.connections,
+        messages_sent: status.messages_sent,
+        messages_acknowledged: status.messages_acknowledged,
+        messages_resent: status.messages_resent,
+        in_flight: status.in_flight,
+        window: status.window,
+    }
 }
 
 /// Starts the hub and its control socket. `same_user` is the peer policy of
@@ -82,8 +137,12 @@ pub fn start(
     };
     let dir = hub_config.dir.clone();
     let gateway_hostname = hub_config.gateway_hostname.clone();
-    let server =
+    let upstream = upstream_config(&config.hub, &hub_config)?;
+    let mut server =
         HubServer::start(hub_config, keys, ca_key, peers).map_err(|error| hub_error(&error))?;
+    if let Some(upstream) = upstream {
+        server.connect_upstream(upstream);
+    }
     tracing::info!(
         dir = %dir.display(),
         mqtt = %config.hub.mqtt_listen,
@@ -179,7 +238,12 @@ impl ModuleHub for LocalHub {
             running: true,
             modules,
             upstream_queue: stats.upstream.depth,
+            upstream: self.server.upstream_status().map(upstream_report),
         })
+    }
+
+    fn report_runtime_state(&self, state: serde_json::Map<String, Value>) {
+        self.server.report_runtime_state(state);
     }
 
     fn twin(&self, module: &str) -> Result<Value> {

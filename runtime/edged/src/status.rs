@@ -5,7 +5,7 @@
 use edge_bundle::display::escaped_message;
 use edge_init::status::{
     DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION,
-    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport,
+    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport, UpstreamReport,
 };
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -149,6 +149,9 @@ fn hub_human(hub: &HubReport) -> String {
         return "hub: not running (no `edged run` answers on its control socket)\n".to_owned();
     }
     let mut text = format!("hub: running, queue $upstream {}\n", hub.upstream_queue);
+    if let Some(upstream) = &hub.upstream {
+        text.push_str(&upstream_human(upstream));
+    }
     for (name, module) in &hub.modules {
         text.push_str(&format!(
             "  {:<20} {:<13} in {} out {}\n",
@@ -177,6 +180,37 @@ fn hub_human(hub: &HubReport) -> String {
                 escaped_message(&module.reported.to_string())
             ));
         }
+    }
+    text
+}
+
+/// The cloud connection for people: its state, its counters, and the last
+/// failure with its step, which says what to fix.
+fn upstream_human(upstream: &UpstreamReport) -> String {
+    let endpoint = escaped_message(&upstream.endpoint);
+    let state = match (upstream.state.as_str(), &upstream.since) {
+        ("connected", Some(since)) => format!("connected since {since}"),
+        ("waiting", Some(until)) => format!(
+            "not connected, {} failed attempt(s), next at {until}",
+            upstream.failures
+        ),
+        (state, _) => escaped_message(state),
+    };
+    let mut text = format!(
+        "upstream {endpoint}: {state}; sent {} acknowledged {} resent {} in flight {}/{}\n",
+        upstream.messages_sent,
+        upstream.messages_acknowledged,
+        upstream.messages_resent,
+        upstream.in_flight,
+        upstream.window
+    );
+    if let Some(error) = &upstream.last_error {
+        text.push_str(&format!(
+            "  last error {} ({}): {}\n",
+            error.at,
+            escaped_message(&error.step),
+            escaped_message(&error.message)
+        ));
     }
     text
 }
@@ -254,7 +288,30 @@ mod tests {
             running: true,
             modules,
             upstream_queue: 5,
+            upstream: Some(UpstreamReport {
+                endpoint: "myhub.azure-devices.net:8883".to_owned(),
+                state: "waiting".to_owned(),
+                since: Some("2026-12-01T18:00:05Z".to_owned()),
+                failures: 3,
+                last_error: Some(edge_init::status::UpstreamFailure {
+                    at: "2026-12-01T18:00:04Z".to_owned(),
+                    step: "tls".to_owned(),
+                    message: "TLS handshake: invalid peer certificate\u{1b}[2J".to_owned(),
+                }),
+                connections: 2,
+                messages_sent: 120,
+                messages_acknowledged: 100,
+                messages_resent: 20,
+                in_flight: 0,
+                window: 256,
+            }),
         });
+        assert!(
+            running.contains(
+                "upstream myhub.azure-devices.net:8883: not connected, 3 failed attempt(s), next at 2026-12-01T18:00:05Z; sent 120 acknowledged 100 resent 20 in flight 0/256\n  last error 2026-12-01T18:00:04Z (tls): TLS handshake: invalid peer certificate\\u{1b}[2J\n"
+            ),
+            "{running}"
+        );
         assert!(
             running.starts_with("hub: running, queue $upstream 5\n"),
             "{running}"
@@ -272,6 +329,7 @@ mod tests {
             running: false,
             modules: Default::default(),
             upstream_queue: 0,
+            upstream: None,
         });
         assert!(stopped.starts_with("hub: not running"), "{stopped}");
     }
