@@ -60,7 +60,11 @@ impl Certificates {
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
-            .with_no_client_auth()
+            // As the hub's own listener: leaf devices may present a
+            // certificate.
+            .with_client_cert_verifier(Arc::new(edge_hub::leaf::LeafCertificateVerifier::new(
+                provider(),
+            )))
             .with_single_cert(
                 vec![server_certificate.der().clone(), ca.der().clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
@@ -97,6 +101,7 @@ pub fn config(dir: &std::path::Path) -> HubConfig {
         store_limit_bytes: 64 * 1024 * 1024,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 2000,
+        leaf_devices: Vec::new(),
     }
 }
 
