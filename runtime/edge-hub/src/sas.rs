@@ -199,8 +199,7 @@ impl<'a> SasToken<'a> {
         keys: &Arc<dyn KeyStore>,
         now: u64,
     ) -> Result<(), AuthError> {
-        let signed =
-            self.check_claims(&format!("{hub}/devices/{device}/modules/{module}"), now)?;
+        let signed = self.check_claims(&format!("{hub}/devices/{device}/modules/{module}"), now)?;
         let digest = if keys.signs_on_device() {
             let (keys, module) = (Arc::clone(keys), module.to_owned());
             let location = keys.location();
@@ -373,7 +372,11 @@ mod tests {
         let key = b"leaf key of 32 bytes, as issued.";
         let good = device_token(key, "Hub.Example/devices/leaf1", 2000);
         let parsed = SasToken::parse(&good).expect("parses");
-        assert!(parsed.verify_device("hub.example", "leaf1", key, 1000).is_ok());
+        assert!(
+            parsed
+                .verify_device("hub.example", "leaf1", key, 1000)
+                .is_ok()
+        );
         assert!(matches!(
             parsed.verify_device("hub.example", "leaf1", key, 2001),
             Err(AuthError::Expired { .. })

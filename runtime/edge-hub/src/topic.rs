@@ -257,10 +257,7 @@ mod tests {
             Ok(PublishTopic::TwinGet { rid: "42" })
         );
         assert_eq!(
-            PublishTopic::parse(
-                "$iothub/twin/PATCH/properties/reported/?$rid=a-b&x=1",
-                MOD1
-            ),
+            PublishTopic::parse("$iothub/twin/PATCH/properties/reported/?$rid=a-b&x=1", MOD1),
             Ok(PublishTopic::TwinPatchReported { rid: "a-b" })
         );
         assert_eq!(
@@ -327,10 +324,7 @@ mod tests {
             "$iothub/#",
             "devices/dev1/modules/mod1/inputs/in1",
         ] {
-            assert!(
-                Subscription::parse(filter, MOD1).is_err(),
-                "{filter}"
-            );
+            assert!(Subscription::parse(filter, MOD1).is_err(), "{filter}");
         }
     }
 

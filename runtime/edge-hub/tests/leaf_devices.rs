@@ -14,8 +14,8 @@ use edge_hub::{
     SymmetricKey, SystemProperty, Thumbprint,
 };
 use mqtt_common::*;
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, SubscribeReasonCode};
 use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, SubscribeReasonCode};
 
 /// A leaf device authenticating with SAS tokens.
 const SAS_LEAF: &str = "thermo-1";
@@ -104,7 +104,11 @@ async fn sas_leaf(hub: &TestHub, clean_session: bool) -> TestClient {
     client
 }
 
-async fn refused_with(hub: &TestHub, mut client: TestClient, connect: Connect) -> ConnectReturnCode {
+async fn refused_with(
+    hub: &TestHub,
+    mut client: TestClient,
+    connect: Connect,
+) -> ConnectReturnCode {
     let _ = hub;
     let code = client.connect(connect).await.code;
     client.expect_closed().await;
@@ -164,7 +168,10 @@ async fn an_x509_leaf_device_connects_with_its_certificate_and_no_other() {
     if let Some(login) = &mut connect.login {
         login.password.clear();
     }
-    assert_eq!(client.connect(connect.clone()).await.code, ConnectReturnCode::Success);
+    assert_eq!(
+        client.connect(connect.clone()).await.code,
+        ConnectReturnCode::Success
+    );
     client
         .publish(&format!("devices/{X509_LEAF}/messages/events/"), b"frame")
         .await;
@@ -225,7 +232,11 @@ async fn leaf_devices_with_wrong_credentials_are_refused_with_connack_5() {
         ),
         (
             "expired token",
-            leaf_connect(SAS_LEAF, device_token(SAS_LEAF, key.bytes(), now() - 10), true),
+            leaf_connect(
+                SAS_LEAF,
+                device_token(SAS_LEAF, key.bytes(), now() - 10),
+                true,
+            ),
         ),
         (
             "a module's resource",
@@ -239,7 +250,10 @@ async fn leaf_devices_with_wrong_credentials_are_refused_with_connack_5() {
                 true,
             ),
         ),
-        ("the gateway's device id", leaf_connect(DEVICE, good(), true)),
+        (
+            "the gateway's device id",
+            leaf_connect(DEVICE, good(), true),
+        ),
     ];
     let mut module_user_name = leaf_connect(SAS_LEAF, good(), true);
     module_user_name.set_login(TestHub::user_name("sink"), good());
@@ -384,10 +398,16 @@ async fn a_leaf_devices_twin_takes_reported_patches_and_cloud_desired_patches() 
     let leaf_identity = ClientIdentity::LeafDevice(SAS_LEAF.to_owned());
     let mut reported_changes = hub.hub.reported_changes();
     let mut leaf = sas_leaf(&hub, true).await;
-    leaf.subscribe(&["$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#"])
-        .await;
-    leaf.publish("$iothub/twin/PATCH/properties/reported/?$rid=1", br#"{"battery": 80}"#)
-        .await;
+    leaf.subscribe(&[
+        "$iothub/twin/res/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+    ])
+    .await;
+    leaf.publish(
+        "$iothub/twin/PATCH/properties/reported/?$rid=1",
+        br#"{"battery": 80}"#,
+    )
+    .await;
     let response = leaf.next_publish().await;
     assert_eq!(response.topic, "$iothub/twin/res/204/?$rid=1&$version=2");
     let change = reported_changes.recv().await.expect("a reported change");
@@ -397,25 +417,37 @@ async fn a_leaf_devices_twin_takes_reported_patches_and_cloud_desired_patches() 
 
     let applied = hub
         .hub
-        .apply_cloud_desired(&leaf_identity, serde_json::json!({"interval": 5, "$version": 2}))
+        .apply_cloud_desired(
+            &leaf_identity,
+            serde_json::json!({"interval": 5, "$version": 2}),
+        )
         .await
         .expect("applied");
     assert_eq!(applied, CloudDesired::Applied { version: 2 });
     let patch = leaf.next_publish().await;
-    assert_eq!(patch.topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    assert_eq!(
+        patch.topic,
+        "$iothub/twin/PATCH/properties/desired/?$version=2"
+    );
     let body: serde_json::Value = serde_json::from_slice(&patch.payload).expect("JSON");
     assert_eq!(body, serde_json::json!({"interval": 5, "$version": 2}));
     leaf.ack(&patch).await;
     assert_eq!(
         hub.hub
-            .apply_cloud_desired(&leaf_identity, serde_json::json!({"interval": 1, "$version": 2}))
+            .apply_cloud_desired(
+                &leaf_identity,
+                serde_json::json!({"interval": 1, "$version": 2})
+            )
             .await
             .expect("a stale patch"),
         CloudDesired::Stale { current: 2 }
     );
     assert_eq!(
         hub.hub
-            .apply_cloud_desired(&leaf_identity, serde_json::json!({"interval": 1, "$version": 4}))
+            .apply_cloud_desired(
+                &leaf_identity,
+                serde_json::json!({"interval": 1, "$version": 4})
+            )
             .await
             .expect("a patch after a gap"),
         CloudDesired::Missed { current: 2 }
@@ -461,8 +493,13 @@ async fn a_direct_method_reaches_the_leaf_device_and_returns_its_answer() {
         let hub = hub.hub.clone();
         let leaf_identity = leaf_identity.clone();
         async move {
-            hub.invoke_method(&leaf_identity, "reboot", br#"{"delay":1}"#.to_vec(), timeouts)
-                .await
+            hub.invoke_method(
+                &leaf_identity,
+                "reboot",
+                br#"{"delay":1}"#.to_vec(),
+                timeouts,
+            )
+            .await
         }
     });
     let request = leaf.next_publish().await;
@@ -473,8 +510,11 @@ async fn a_direct_method_reaches_the_leaf_device_and_returns_its_answer() {
         .to_owned();
     assert_eq!(request.payload.as_ref(), br#"{"delay":1}"#);
     leaf.ack(&request).await;
-    leaf.publish(&format!("$iothub/methods/res/200/?$rid={rid}"), br#"{"ok":true}"#)
-        .await;
+    leaf.publish(
+        &format!("$iothub/methods/res/200/?$rid={rid}"),
+        br#"{"ok":true}"#,
+    )
+    .await;
     assert_eq!(
         call.await.expect("no panic"),
         Ok(MethodResponse {

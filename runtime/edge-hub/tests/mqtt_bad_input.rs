@@ -297,15 +297,13 @@ fn decode_path(bytes: &[u8]) {
     loop {
         match Packet::read(&mut buffer, 264 * 1024) {
             Ok(Packet::Publish(publish)) => {
-                if let Ok(PublishTopic::Telemetry { properties: bag }) =
-                    PublishTopic::parse(
-                        &publish.topic,
-                        TopicOwner::Module {
-                            device: DEVICE,
-                            module: "sensor",
-                        },
-                    )
-                {
+                if let Ok(PublishTopic::Telemetry { properties: bag }) = PublishTopic::parse(
+                    &publish.topic,
+                    TopicOwner::Module {
+                        device: DEVICE,
+                        module: "sensor",
+                    },
+                ) {
                     let _ = properties::decode_into(bag, &mut HubMessage::default());
                 }
             }

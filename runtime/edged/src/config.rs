@@ -471,16 +471,18 @@ impl HubSettings {
             let credential = match (&leaf.sas_key_file, &leaf.x509_thumbprints) {
                 (Some(path), _) => {
                     let shown = path.display();
-                    let metadata = std::fs::metadata(path)
-                        .map_err(|error| format!("{name}.sas_key_file: cannot read {shown}: {error}"))?;
+                    let metadata = std::fs::metadata(path).map_err(|error| {
+                        format!("{name}.sas_key_file: cannot read {shown}: {error}")
+                    })?;
                     let mode = metadata.permissions().mode() & 0o777;
                     if !metadata.is_file() || mode & 0o077 != 0 {
                         return Err(format!(
                             "{name}.sas_key_file: {shown} must be a file only its owner can read (mode {mode:o}); chmod 600 it"
                         ));
                     }
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|error| format!("{name}.sas_key_file: cannot read {shown}: {error}"))?;
+                    let text = std::fs::read_to_string(path).map_err(|error| {
+                        format!("{name}.sas_key_file: cannot read {shown}: {error}")
+                    })?;
                     let key = edge_hub::SymmetricKey::from_base64(&text)
                         .map_err(|error| format!("{name}.sas_key_file: {shown}: {error}"))?;
                     edge_hub::LeafCredential::SymmetricKey(key)

@@ -941,7 +941,8 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "camera-1");
     let camera = params.self_signed(&camera_key).unwrap();
-    let (cert_file, camera_key_file) = (dir.path().join("camera.pem"), dir.path().join("camera.key"));
+    let (cert_file, camera_key_file) =
+        (dir.path().join("camera.pem"), dir.path().join("camera.key"));
     fs::write(&cert_file, camera.pem()).unwrap();
     fs::write(&camera_key_file, camera_key.serialize_pem()).unwrap();
     let thumbprint = edge_hub::leaf::sha256_thumbprint(camera.der());
@@ -1008,7 +1009,13 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
     camera.wait(120);
     for leaf in [&thermo, &camera] {
         let events = leaf.events();
-        assert_eq!(of_kind(&events, "sent").len(), 3, "{}\nedged:\n{}", leaf.text(), edged.text());
+        assert_eq!(
+            of_kind(&events, "sent").len(),
+            3,
+            "{}\nedged:\n{}",
+            leaf.text(),
+            edged.text()
+        );
         let twin = &of_kind(&events, "twin")[0]["twin"];
         assert_eq!(twin["desired"]["$version"], 1, "{twin}");
         assert_eq!(of_kind(&events, "reported").len(), 1);
@@ -1027,6 +1034,10 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
         .collect();
     assert_eq!(
         bodies,
-        BTreeSet::from(["\"filtered\" \"0\"".to_owned(), "\"filtered\" \"1\"".to_owned(), "\"filtered\" \"2\"".to_owned()])
+        BTreeSet::from([
+            "\"filtered\" \"0\"".to_owned(),
+            "\"filtered\" \"1\"".to_owned(),
+            "\"filtered\" \"2\"".to_owned()
+        ])
     );
 }

@@ -44,11 +44,11 @@ use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_q
 use crate::client::ClientIdentity;
 use crate::config::MAXIMUM_MESSAGE_BYTES;
 use crate::hub::{Delivery, DeliveryId, DesiredSeen, Hub, InputStream, PublishRefused, Qos};
+use crate::leaf::{LeafCredential, sha256_thumbprint};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodRequest, MethodResponse};
 use crate::properties;
 use crate::sas::{SasToken, UserName};
-use crate::leaf::{LeafCredential, sha256_thumbprint};
 use crate::topic::{self, PublishTopic, Subscription, TopicOwner};
 use crate::twin::{self, DesiredPatch, TwinError, VERSION_KEY};
 
@@ -617,10 +617,7 @@ impl Connection {
             (Subscriptions::default(), false)
         } else {
             match hub.load_session(&identity.client_id) {
-                Some(stored) => (
-                    Subscriptions::from_stored(&stored, identity.topics()),
-                    true,
-                ),
+                Some(stored) => (Subscriptions::from_stored(&stored, identity.topics()), true),
                 None => (Subscriptions::default(), false),
             }
         };
@@ -761,9 +758,7 @@ impl Connection {
         if self.clean_session {
             return;
         }
-        let stored = self
-            .subscriptions
-            .to_stored(self.identity.topics());
+        let stored = self.subscriptions.to_stored(self.identity.topics());
         if let Err(error) = self
             .shared
             .hub
@@ -1405,9 +1400,7 @@ impl Connection {
 
     async fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Closed> {
         for filter in &unsubscribe.topics {
-            if let Ok(subscription) =
-                Subscription::parse(filter, self.identity.topics())
-            {
+            if let Ok(subscription) = Subscription::parse(filter, self.identity.topics()) {
                 self.unsubscribe(subscription);
             }
         }

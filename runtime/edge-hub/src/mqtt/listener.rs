@@ -105,7 +105,13 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|certificate| certificate.to_vec());
-    let identity = match connection::authenticate(&shared.hub, &connect, peer_certificate.as_deref()).await {
+    let identity = match connection::authenticate(
+        &shared.hub,
+        &connect,
+        peer_certificate.as_deref(),
+    )
+    .await
+    {
         Ok(identity) => identity,
         Err((code, reason)) => {
             tracing::warn!(%peer, client = %connect.client_id, ?code, %reason, "MQTT connection refused");

@@ -78,9 +78,7 @@ impl Certificates {
     }
 
     pub fn connector(&self) -> TlsConnector {
-        let config = self
-            .client_config()
-            .with_no_client_auth();
+        let config = self.client_config().with_no_client_auth();
         TlsConnector::from(Arc::new(config))
     }
 
