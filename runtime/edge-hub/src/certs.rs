@@ -220,8 +220,8 @@ impl Certificates {
         &self.ca_der
     }
 
-    /// The TLS configuration of the MQTT listener and the HTTPS gateway:
-    /// TLS 1.2 and 1.3, no client certificates (modules authenticate with
+    /// The TLS configuration of the HTTPS gateway: TLS 1.2 and 1.3, no
+    /// client certificates (modules authenticate with
     /// SAS tokens), the current server certificate (reissued in place by
     /// [`Certificates::renew_if_needed`]).
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, CertError> {
@@ -229,6 +229,20 @@ impl Certificates {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|error| CertError::Tls(error.to_string()))?
             .with_no_client_auth()
+            .with_cert_resolver(self.resolver.clone());
+        Ok(Arc::new(config))
+    }
+
+    /// The TLS configuration of the MQTT listener: as
+    /// [`Certificates::server_config`], but asking clients for a
+    /// certificate without requiring one, so that leaf devices with X.509
+    /// authentication can present theirs (see [`crate::leaf`]).
+    pub fn mqtt_server_config(&self) -> Result<Arc<ServerConfig>, CertError> {
+        let verifier = crate::leaf::LeafCertificateVerifier::new(self.provider.clone());
+        let config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|error| CertError::Tls(error.to_string()))?
+            .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(self.resolver.clone());
         Ok(Arc::new(config))
     }

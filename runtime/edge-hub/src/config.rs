@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::leaf::LeafDevice;
+
 /// The largest message a module may send, as on IoT Hub.
 pub const MAXIMUM_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -33,4 +35,6 @@ pub struct HubConfig {
     pub default_time_to_live: Duration,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// The leaf devices that may connect through the hub.
+    pub leaf_devices: Vec<LeafDevice>,
 }

@@ -1,7 +1,11 @@
 //! The hub's core: the installed deployment (routes, modules, desired
-//! twins), publishing along the routes into the store, input deliveries,
-//! twins, sessions and counters. The MQTT, workload and HTTPS layers are
-//! built on [`Hub`].
+//! twins), the configured leaf devices, publishing along the routes into
+//! the store, input and cloud-to-device deliveries, twins, sessions and
+//! counters. The MQTT, workload and HTTPS layers are built on [`Hub`].
+//!
+//! Modules and leaf devices share every path: the functions that take a
+//! `client` take a [`ClientIdentity::key`], which is a module's name or a
+//! leaf device's `$leaf/{id}`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
+use crate::client::ClientIdentity;
 use crate::config::{HubConfig, MAXIMUM_MESSAGE_BYTES};
 use crate::keys::{KeyError, KeyStore};
 use crate::message::{HubMessage, SystemProperty};
-use crate::methods::MethodRouter;
+use crate::methods::{CallTimeouts, MethodError, MethodResponse, MethodRouter};
 use crate::store::{
     self, EndpointCounters, LiveAcks, LogThrottle, NEVER, Overflowed, PRIORITIES, Pending,
     QueueEntry, Removal, RemovalToken, Store, StoreError, StoredMessage, Tail, Target, UPSTREAM,
@@ -42,9 +47,14 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 /// some (it then reads the whole twin again).
 const DESIRED_PATCH_BACKLOG: usize = 16;
 
-/// How many reported-property changes wait for the upstream connection
-/// before it misses some (it then sends every twin again).
-const REPORTED_CHANGE_BACKLOG: usize = 256;
+/// How many reported changes wait for a slow [`Hub::reported_changes`]
+/// receiver before it misses some (it then reads the twins again).
+const REPORTED_CHANGE_BACKLOG: usize = 1024;
+
+/// The route source of a leaf device's telemetry, as edgeHub names device
+/// telemetry: `FROM /messages` and `FROM /messages/*` take it,
+/// `FROM /messages/modules/*` does not.
+pub const DEVICE_TELEMETRY_SOURCE: &str = "/messages";
 
 /// The route source of twin change notifications.
 pub const TWIN_CHANGE_SOURCE: &str = "/twinChangeNotifications";
@@ -76,6 +86,11 @@ pub enum HubError {
     /// The module is not part of the deployment.
     #[error("module {0} is not part of the deployment")]
     UnknownModule(String),
+    /// The leaf device is not in `[hub] leaf_devices`.
+    #[error(
+        "leaf device {0} is not in [hub] leaf_devices of device.toml; add it there before sending to it"
+    )]
+    UnknownLeafDevice(String),
     /// A stored document does not decode.
     #[error("the hub store's {kind} record of {name} is corrupt: {message}")]
     Corrupt {
@@ -237,6 +252,10 @@ pub struct Totals {
 pub struct HubStats {
     /// Per deployed module.
     pub modules: BTreeMap<String, ModuleStats>,
+    /// Per configured leaf device, by device id: `messages_out` counts the
+    /// cloud-to-device messages it acknowledged, `queues` holds its
+    /// cloud-to-device queue (`$leaf/{id}`).
+    pub leaf_devices: BTreeMap<String, ModuleStats>,
     /// The `$upstream` queue.
     pub upstream: EndpointStats,
     /// Totals.
@@ -272,9 +291,23 @@ pub struct DesiredState {
     pub seen: Option<DesiredSeen>,
 }
 
-/// A deployed module's live state.
+/// A reported patch a module or leaf device stored (see
+/// [`Hub::reported_changes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedChange {
+    /// Whose twin.
+    pub client: ClientIdentity,
+    /// The reported `$version` after the patch.
+    pub version: u64,
+    /// The merge patch, without `$version`.
+    pub patch: Map<String, Value>,
+}
+
+/// A deployed module's or a configured leaf device's live state.
 #[derive(Debug)]
 struct ModuleState {
+    /// A module's identity; a leaf device's has its id and no generation
+    /// id (the state of a leaf device is never asked for its identity).
     identity: ModuleIdentity,
     connected: AtomicBool,
     messages_in: AtomicU64,
@@ -325,13 +358,15 @@ struct Inner {
     store: Store,
     methods: MethodRouter,
     installed: RwLock<Installed>,
+    /// The configured leaf devices' state, by device id; fixed while the
+    /// hub runs.
+    leaves: BTreeMap<String, Arc<ModuleState>>,
+    /// Every stored reported patch, for the upstream connection.
+    reported: broadcast::Sender<ReportedChange>,
     /// Serializes deployments.
     deploying: tokio::sync::Mutex<()>,
     /// Counts messages removed modules had sent, so totals never go back.
     removed: RemovedCounters,
-    /// The names of modules whose reported properties changed, for the
-    /// upstream connection that sends them to the cloud.
-    reported_changes: broadcast::Sender<String>,
 }
 
 #[derive(Default)]
@@ -438,7 +473,18 @@ impl Hub {
                 }),
                 deploying: tokio::sync::Mutex::new(()),
                 removed: RemovedCounters::default(),
-                reported_changes: broadcast::channel(REPORTED_CHANGE_BACKLOG).0,
+                leaves: config
+                    .leaf_devices
+                    .iter()
+                    .map(|leaf| {
+                        let identity = ModuleIdentity {
+                            module: leaf.id.clone(),
+                            generation_id: String::new(),
+                        };
+                        (leaf.id.clone(), Arc::new(ModuleState::new(identity)))
+                    })
+                    .collect(),
+                reported: broadcast::channel(REPORTED_CHANGE_BACKLOG).0,
             }),
         })
     }
@@ -467,6 +513,24 @@ impl Hub {
 
     fn module(&self, module: &str) -> Option<Arc<ModuleState>> {
         self.installed().modules.get(module).cloned()
+    }
+
+    /// The state of the module or leaf device `client` names (a
+    /// [`ClientIdentity::key`]), if it is deployed or configured.
+    fn client_state(&self, client: &str) -> Option<Arc<ModuleState>> {
+        match ClientIdentity::from_key(client) {
+            ClientIdentity::Module(module) => self.module(&module),
+            ClientIdentity::LeafDevice(device) => self.inner.leaves.get(&device).cloned(),
+        }
+    }
+
+    /// The configured leaf device `device`, with its credential.
+    pub fn leaf_device(&self, device: &str) -> Option<&crate::leaf::LeafDevice> {
+        self.inner
+            .config
+            .leaf_devices
+            .iter()
+            .find(|leaf| leaf.id == device)
     }
 
     /// Installs a deployment: compiles its routes (an error changes
@@ -626,6 +690,22 @@ impl Hub {
         &self,
         module: &str,
         output: Option<&str>,
+        message: HubMessage,
+        qos: Qos,
+    ) -> Result<(), PublishRefused> {
+        let sender = ClientIdentity::Module(module.to_owned());
+        self.publish_from(&sender, output, message, qos).await
+    }
+
+    /// Routes and stores a message a module or leaf device sent, as
+    /// [`Hub::publish`] does for a module. A leaf device's message comes
+    /// from the source [`DEVICE_TELEMETRY_SOURCE`] with `$.cdid` the leaf
+    /// device's id and no `$.cmid` or `$.on`, as edgeHub routes device
+    /// telemetry (a device has no outputs, so `output` is ignored).
+    pub async fn publish_from(
+        &self,
+        sender: &ClientIdentity,
+        output: Option<&str>,
         mut message: HubMessage,
         qos: Qos,
     ) -> Result<(), PublishRefused> {
@@ -633,32 +713,31 @@ impl Hub {
         if size > MAXIMUM_MESSAGE_BYTES {
             return Err(PublishRefused::TooLarge { size });
         }
-        let (state, router, ttl) = {
+        let state = self
+            .client_state(&sender.key())
+            .ok_or_else(|| PublishRefused::UnknownModule(sender.to_string()))?;
+        let (router, ttl) = {
             let installed = self.installed();
-            let state = installed
-                .modules
-                .get(module)
-                .cloned()
-                .ok_or_else(|| PublishRefused::UnknownModule(module.to_owned()))?;
-            (
-                state,
-                installed.router.clone(),
-                installed.default_time_to_live,
-            )
+            (installed.router.clone(), installed.default_time_to_live)
         };
-        let properties = &mut message.system_properties;
-        properties.insert(
-            SystemProperty::ConnectionDeviceId,
-            self.inner.config.device_id.clone(),
-        );
-        properties.insert(SystemProperty::ConnectionModuleId, module.to_owned());
-        if let Some(output) = output {
-            properties.insert(SystemProperty::OutputName, output.to_owned());
-        }
-        let source = match output {
-            Some(output) => format!("/messages/modules/{module}/outputs/{output}"),
-            None => format!("/messages/modules/{module}"),
+        self.set_connection_properties(sender, &mut message);
+        let source = match (sender, output) {
+            (ClientIdentity::Module(module), Some(output)) => {
+                message
+                    .system_properties
+                    .insert(SystemProperty::OutputName, output.to_owned());
+                format!("/messages/modules/{module}/outputs/{output}")
+            }
+            (ClientIdentity::Module(module), None) => format!("/messages/modules/{module}"),
+            (ClientIdentity::LeafDevice(_), _) => {
+                message
+                    .system_properties
+                    .remove(&SystemProperty::OutputName);
+                DEVICE_TELEMETRY_SOURCE.to_owned()
+            }
         };
+        let module = sender.key();
+        let module = module.as_str();
         let result = self
             .store_routed(message, source, &router, ttl, qos == Qos::AtLeastOnce)
             .await;
@@ -744,32 +823,100 @@ impl Hub {
             } else {
                 default_time_to_live
             };
-            // A zero time to live keeps messages until they are delivered.
-            let expiry = if ttl.is_zero() {
-                NEVER
-            } else {
-                now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            };
             targets.push(Target {
                 target: target.to_owned(),
                 input: input.to_owned(),
                 priority: matched.priority,
-                expiry,
+                expiry: expiry_after(now, ttl),
             });
         }
         targets
     }
 
-    /// `module`'s input deliveries. A new stream replaces the module's
+    /// Sets `$.cdid` and `$.cmid` to the sending connection's device and
+    /// module, as edgeHub does: a module's are this device and the module, a
+    /// leaf device's its own id and none.
+    fn set_connection_properties(&self, sender: &ClientIdentity, message: &mut HubMessage) {
+        let properties = &mut message.system_properties;
+        match sender {
+            ClientIdentity::Module(module) => {
+                properties.insert(
+                    SystemProperty::ConnectionDeviceId,
+                    self.inner.config.device_id.clone(),
+                );
+                properties.insert(SystemProperty::ConnectionModuleId, module.clone());
+            }
+            ClientIdentity::LeafDevice(device) => {
+                properties.insert(SystemProperty::ConnectionDeviceId, device.clone());
+                properties.remove(&SystemProperty::ConnectionModuleId);
+            }
+        }
+    }
+
+    /// Queues a cloud-to-device message for the leaf device `device`
+    /// durably (fsynced before this returns): it is delivered on
+    /// `devices/{device}/messages/devicebound/{props}` when the device is
+    /// connected and subscribed, at least once at QoS 1 — it stays queued
+    /// until the device acknowledges it, across its reconnections and the
+    /// hub's restarts — and dropped when the deployment's time to live
+    /// (`store_and_forward_ttl`) passes first. The message's properties
+    /// (`$.mid`, `$.cid`, `$.to`, application properties) go to the device
+    /// as they are.
+    pub async fn send_to_device(&self, device: &str, message: HubMessage) -> Result<(), HubError> {
+        if self.leaf_device(device).is_none() {
+            return Err(HubError::UnknownLeafDevice(device.to_owned()));
+        }
+        let size = message.size();
+        if size > MAXIMUM_MESSAGE_BYTES {
+            return Err(HubError::Store(StoreError::Database {
+                path: format!("the cloud-to-device queue of {device}"),
+                message: PublishRefused::TooLarge { size }.to_string(),
+            }));
+        }
+        let ttl = self.installed().default_time_to_live;
+        let now = store::now_ms();
+        let target = Target {
+            target: ClientIdentity::LeafDevice(device.to_owned()).key(),
+            input: String::new(),
+            priority: 0,
+            expiry: expiry_after(now, ttl),
+        };
+        let stored = StoredMessage {
+            enqueued: now,
+            source: format!("/devices/{device}/messages/devicebound"),
+            message,
+        };
+        self.inner.store.append(stored, vec![target], true).await?;
+        Ok(())
+    }
+
+    /// Calls the direct method `name` on a module or leaf device, as IoT
+    /// Hub's service API does: through the method router, so the call
+    /// reaches the client's connection when it listens for methods.
+    pub async fn invoke_method(
+        &self,
+        client: &ClientIdentity,
+        name: &str,
+        payload: Vec<u8>,
+        timeouts: CallTimeouts,
+    ) -> Result<MethodResponse, MethodError> {
+        self.inner
+            .methods
+            .invoke(&client.key(), name, payload, timeouts)
+            .await
+    }
+
+    /// `client`'s queue deliveries (a module's inputs, a leaf device's
+    /// cloud-to-device messages). A new stream replaces the client's
     /// previous one (whose `next` then returns `None`) and starts at the
     /// head of the queues, so what was delivered and not acknowledged comes
     /// again.
-    pub fn open_inputs(&self, module: &str) -> InputStream {
-        let reader = match self.module(module) {
-            Some(state) => Reader::Module(state),
+    pub fn open_inputs(&self, client: &str) -> InputStream {
+        let reader = match self.client_state(client) {
+            Some(state) => Reader::Client(state),
             None => Reader::Gone,
         };
-        self.open_stream(module, reader, INFLIGHT_WINDOW)
+        self.open_stream(client, reader, INFLIGHT_WINDOW)
     }
 
     /// The `$upstream` queue's deliveries, for the connection to the cloud,
@@ -809,12 +956,11 @@ impl Hub {
         Ok(self.twin_record(module)?.to_twin())
     }
 
-    /// The stored twin of a deployed `module` (empty before its first
-    /// write).
-    fn twin_record(&self, module: &str) -> Result<TwinRecord, HubError> {
-        if self.module(module).is_none() {
-            return Err(HubError::UnknownModule(module.to_owned()));
-        }
+    /// The stored twin of a deployed module or configured leaf device
+    /// (empty before its first write).
+    fn twin_record(&self, client: &str) -> Result<TwinRecord, HubError> {
+        let module = client;
+        self.require_client(client)?;
         match self.inner.store.document(TWIN, module)? {
             Some(bytes) => serde_json::from_slice::<TwinRecord>(&bytes)
                 .map_err(|error| corrupt(TWIN, module, &error)),
@@ -853,11 +999,21 @@ impl Hub {
         module: &str,
         seen: &DesiredSeen,
     ) -> Result<(), HubError> {
-        if self.module(module).is_none() {
-            return Err(HubError::UnknownModule(module.to_owned()));
-        }
+        self.require_client(module)?;
         self.put_document(DESIRED_SEEN, module, json_bytes(seen))
             .await
+    }
+
+    /// Fails unless `client` names a deployed module or a configured leaf
+    /// device.
+    fn require_client(&self, client: &str) -> Result<(), HubError> {
+        match self.client_state(client) {
+            Some(_) => Ok(()),
+            None => Err(match ClientIdentity::from_key(client) {
+                ClientIdentity::Module(module) => HubError::UnknownModule(module),
+                ClientIdentity::LeafDevice(device) => HubError::UnknownLeafDevice(device),
+            }),
+        }
     }
 
     /// Writes one document durably.
@@ -880,13 +1036,14 @@ impl Hub {
     /// with the patch.
     pub async fn patch_reported(&self, module: &str, patch: Value) -> Result<u64, TwinError> {
         let object = twin::validate_reported_patch(&patch)?.clone();
+        if self.client_state(module).is_none() {
+            return Err(TwinError::UnknownModule(module.to_owned()));
+        }
         let (router, ttl) = {
             let installed = self.installed();
-            if !installed.modules.contains_key(module) {
-                return Err(TwinError::UnknownModule(module.to_owned()));
-            }
             (installed.router.clone(), installed.default_time_to_live)
         };
+        let reported = object.clone();
         let hub = self.clone();
         let name = module.to_owned();
         let version = self
@@ -927,51 +1084,65 @@ impl Hub {
             })
             .await
             .map_err(|error| TwinError::Store(error.to_string()))??;
-        // No receiver means no upstream connection; it sends every twin when
-        // it connects.
-        let _ = self.inner.reported_changes.send(module.to_owned());
+        // Nobody listening (no upstream connection yet) loses nothing: the
+        // twin holds the reported properties.
+        let _ = self.inner.reported.send(ReportedChange {
+            client: ClientIdentity::from_key(module),
+            version,
+            patch: reported,
+        });
         Ok(version)
+    }
+
+    /// Every reported patch stored from now on, of modules and leaf devices,
+    /// for the upstream connection to send to IoT Hub. A receiver that falls
+    /// more than 1,024 changes behind misses some (`Lagged`); it then reads
+    /// the twins again ([`Hub::client_twin`]).
+    pub fn reported_changes(&self) -> broadcast::Receiver<ReportedChange> {
+        self.inner.reported.subscribe()
+    }
+
+    /// The twin of a module or leaf device.
+    pub async fn client_twin(&self, client: &ClientIdentity) -> Result<Twin, HubError> {
+        self.twin(&client.key()).await
     }
 
     fn twin_change_notification(
         &self,
-        module: &str,
+        client: &str,
         patch: &Map<String, Value>,
         version: u64,
     ) -> HubMessage {
         let mut message = HubMessage::default();
+        self.set_connection_properties(&ClientIdentity::from_key(client), &mut message);
         let properties = &mut message.system_properties;
-        properties.insert(
-            SystemProperty::ConnectionDeviceId,
-            self.inner.config.device_id.clone(),
-        );
-        properties.insert(SystemProperty::ConnectionModuleId, module.to_owned());
         properties.insert(SystemProperty::ContentType, "application/json".to_owned());
         properties.insert(SystemProperty::ContentEncoding, "utf-8".to_owned());
         message.body = json_bytes(&twin::with_version(patch, version));
         message
     }
 
-    /// Applies a desired patch that came from the cloud for `module` over
-    /// the deployment's desired properties (durably), and sends the
-    /// module's connection what changed. Returns the new desired
-    /// `$version`, or `None` when nothing the module sees changed.
+    /// Applies a desired patch that came from the cloud for a module or a
+    /// leaf device, over the deployment's desired properties (a leaf has
+    /// none), durably, and sends the client's connection what changed.
+    /// Returns the new desired `$version` (the hub's own, which counts the
+    /// changes of both layers), or `None` when nothing the client sees
+    /// changed: a patch delivered twice changes nothing the second time.
     pub async fn patch_desired_from_cloud(
         &self,
-        module: &str,
+        client: &ClientIdentity,
         patch: Map<String, Value>,
     ) -> Result<Option<u64>, HubError> {
-        let Some(state) = self.module(module) else {
-            return Err(HubError::UnknownModule(module.to_owned()));
-        };
-        let name = module.to_owned();
+        let key = client.key();
+        self.require_client(&key)?;
+        let name = key.clone();
         let change = self
             .inner
             .store
             .write(true, move |batch| {
                 let mut record = match batch.document(TWIN, &name)? {
                     Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-                        tracing::error!(module = %name, %error, "a stored twin is corrupt; it starts again empty");
+                        tracing::error!(client = %name, %error, "a stored twin is corrupt; it starts again empty");
                         TwinRecord::default()
                     }),
                     None => TwinRecord::default(),
@@ -985,24 +1156,19 @@ impl Hub {
             .await?;
         Ok(change.map(|patch| {
             let version = patch.version;
-            // No receiver means no connection listens; it reads the whole
-            // twin when it connects.
-            let _ = state.desired.send(patch);
+            if let Some(state) = self.client_state(&key) {
+                // No receiver means no connection listens; it reads the
+                // whole twin when it connects.
+                let _ = state.desired.send(patch);
+            }
             version
         }))
-    }
-
-    /// The names of modules whose reported properties change from now on.
-    /// A receiver that falls behind by more than a few hundred changes
-    /// hears that it lagged, and should then read every twin.
-    pub fn reported_changes(&self) -> broadcast::Receiver<String> {
-        self.inner.reported_changes.subscribe()
     }
 
     /// Desired patches for `module` from the deployments installed after
     /// this call.
     pub fn desired_patches(&self, module: &str) -> broadcast::Receiver<DesiredPatch> {
-        match self.module(module) {
+        match self.client_state(module) {
             Some(state) => state.desired.subscribe(),
             // An unknown module never gets a patch: the sender is dropped
             // and the receiver reports it closed.
@@ -1050,7 +1216,7 @@ impl Hub {
 
     /// Records whether `module` is connected, for the counters.
     pub fn set_connected(&self, module: &str, connected: bool) {
-        if let Some(state) = self.module(module) {
+        if let Some(state) = self.client_state(module) {
             state.connected.store(connected, Ordering::Relaxed);
         }
     }
@@ -1059,7 +1225,7 @@ impl Hub {
     /// `edgehub_gettwin_total`. Only the module's own requests count: the
     /// hub reading a twin for `edged` is not a GET.
     pub fn count_twin_get(&self, module: &str) {
-        if let Some(state) = self.module(module) {
+        if let Some(state) = self.client_state(module) {
             state.twin_gets.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1067,7 +1233,7 @@ impl Hub {
     /// Counts a reported patch of `module` that was stored, for
     /// `edgehub_reported_properties_total`.
     pub fn count_reported_patch(&self, module: &str) {
-        if let Some(state) = self.module(module) {
+        if let Some(state) = self.client_state(module) {
             state.reported_patches.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1100,6 +1266,16 @@ impl Hub {
             totals.queued += counters.depth;
             totals.expired += counters.expired;
         }
+        let client_stats = |state: &ModuleState, queues| ModuleStats {
+            connected: state.connected.load(Ordering::Relaxed),
+            messages_in: state.messages_in.load(Ordering::Relaxed),
+            messages_out: state.messages_out.load(Ordering::Relaxed),
+            refused_store_full: state.refused.load(Ordering::Relaxed),
+            dropped_store_full: state.dropped.load(Ordering::Relaxed),
+            twin_gets: state.twin_gets.load(Ordering::Relaxed),
+            reported_patches: state.reported_patches.load(Ordering::Relaxed),
+            queues,
+        };
         for (module, state) in &self.installed().modules {
             let prefix = format!("{module}/");
             let queues = endpoints
@@ -1107,21 +1283,26 @@ impl Hub {
                 .filter(|(name, _)| name.starts_with(&prefix))
                 .map(|(name, counters)| (name.clone(), endpoint(counters)))
                 .collect();
-            let module_stats = ModuleStats {
-                connected: state.connected.load(Ordering::Relaxed),
-                messages_in: state.messages_in.load(Ordering::Relaxed),
-                messages_out: state.messages_out.load(Ordering::Relaxed),
-                refused_store_full: state.refused.load(Ordering::Relaxed),
-                dropped_store_full: state.dropped.load(Ordering::Relaxed),
-                twin_gets: state.twin_gets.load(Ordering::Relaxed),
-                reported_patches: state.reported_patches.load(Ordering::Relaxed),
-                queues,
-            };
+            let module_stats = client_stats(state, queues);
             totals.messages_in += module_stats.messages_in;
             totals.messages_out += module_stats.messages_out;
             totals.refused_store_full += module_stats.refused_store_full;
             totals.dropped_store_full += module_stats.dropped_store_full;
             stats.modules.insert(module.clone(), module_stats);
+        }
+        for (device, state) in &self.inner.leaves {
+            let queue = ClientIdentity::LeafDevice(device.clone()).key();
+            let queues = endpoints
+                .get(&queue)
+                .map(|counters| (queue, endpoint(counters)))
+                .into_iter()
+                .collect();
+            let leaf_stats = client_stats(state, queues);
+            totals.messages_in += leaf_stats.messages_in;
+            totals.messages_out += leaf_stats.messages_out;
+            totals.refused_store_full += leaf_stats.refused_store_full;
+            totals.dropped_store_full += leaf_stats.dropped_store_full;
+            stats.leaf_devices.insert(device.clone(), leaf_stats);
         }
         if let Some(upstream) = endpoints.get(UPSTREAM) {
             stats.upstream = endpoint(upstream);
@@ -1140,6 +1321,17 @@ impl Hub {
     }
 }
 
+/// The expiry of a message queued at `now` (ms since the Unix epoch) with
+/// the time to live `ttl`; a zero time to live keeps messages until they are
+/// delivered.
+fn expiry_after(now: u64, ttl: Duration) -> u64 {
+    if ttl.is_zero() {
+        NEVER
+    } else {
+        now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// A random 128-bit generation id in hex.
 fn new_generation_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
@@ -1152,8 +1344,9 @@ fn new_generation_id() -> Result<String, StoreError> {
 
 /// Whose deliveries a stream reads.
 enum Reader {
-    /// A deployed module's inputs; its counters count the deliveries.
-    Module(Arc<ModuleState>),
+    /// A deployed module's inputs or a leaf device's cloud-to-device
+    /// queue; its counters count the deliveries.
+    Client(Arc<ModuleState>),
     /// The `$upstream` queue, read by the connection to the cloud.
     Upstream,
     /// A module that is not deployed: the stream delivers nothing.
@@ -1448,7 +1641,7 @@ impl InputStream {
                 .inner
                 .store
                 .remove(entry, Removal::Delivered, Some(token));
-            if let Reader::Module(state) = &self.reader {
+            if let Reader::Client(state) = &self.reader {
                 state.messages_out.fetch_add(1, Ordering::Relaxed);
             }
         }

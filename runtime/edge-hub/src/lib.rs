@@ -3,19 +3,22 @@
 //! Modules built on the unmodified Azure IoT SDKs connect over MQTT 3.1.1
 //! on TLS, authenticate with SAS tokens signed by their own key (through
 //! the workload API), and exchange messages along the deployment's compiled
-//! routes. Every accepted message is in the durable store before the hub
+//! routes; leaf devices connect through it as through a transparent
+//! gateway. Every accepted message is in the durable store before the hub
 //! acknowledges it. Twins and direct methods work as on IoT Hub.
 //!
 //! See `runtime/README.md` ("The edge hub") for the protocol subset, the
 //! store and the limits.
 
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod failpoint;
 pub mod gateway;
 mod http;
 pub mod hub;
 pub mod keys;
+pub mod leaf;
 pub mod message;
 pub mod methods;
 pub mod metrics;
@@ -31,6 +34,7 @@ pub mod upstream;
 pub mod workload;
 
 pub use certs::CaKeySource;
+pub use client::ClientIdentity;
 pub use config::HubConfig;
 pub use failpoint::Failpoint;
 pub use hub::{
@@ -39,6 +43,7 @@ pub use hub::{
     StoredSession, Totals,
 };
 pub use keys::{FileKeys, KeyError, KeyStore};
+pub use leaf::{CredentialError, LeafCredential, LeafDevice, SymmetricKey, Thumbprint};
 pub use message::{HubMessage, SystemProperty};
 pub use methods::{CallTimeouts, MethodError, MethodRequest, MethodResponse, MethodRouter};
 pub use pkcs11_keys::Pkcs11Keys;

@@ -1,8 +1,10 @@
-//! Module authentication on CONNECT: the user name
-//! `{hub}/{device}/{module}/?api-version=…` and the SAS token password
+//! SAS authentication on CONNECT: the user name
+//! `{hub}/{device}/{module}/?api-version=…` of a module, or
+//! `{hub}/{leaf}/?api-version=…` of a leaf device, and the SAS token password
 //! `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]`.
 //!
-//! The token's signature is HMAC-SHA256, under the module's key, of the
+//! The token's signature is HMAC-SHA256, under the module's key (a leaf
+//! device's: the symmetric key IoT Hub issued it), of the
 //! URL-encoded resource and the expiry, `urlenc(sr) + "\n" + se`. The
 //! URL-encoded resource is the `sr` field exactly as the token carries it
 //! (the SDKs put the very string they signed there), so no re-encoding can
@@ -27,8 +29,8 @@ pub struct UserName<'a> {
     pub hub: &'a str,
     /// The device id.
     pub device: &'a str,
-    /// The module id.
-    pub module: &'a str,
+    /// The module id; `None` in a device's user name (a leaf device's).
+    pub module: Option<&'a str>,
     /// The `api-version` the SDK sent.
     pub api_version: &'a str,
 }
@@ -53,13 +55,13 @@ pub struct SasToken<'a> {
 /// Why a module's credentials were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// The user name is not `{hub}/{device}/{module}/?api-version=…`.
-    #[error("the user name is not {{hub}}/{{device}}/{{module}}/?api-version=…: {0}")]
+    /// The user name is not `{hub}/{device}[/{module}]/?api-version=…`.
+    #[error("the user name is not {{hub}}/{{device}}[/{{module}}]/?api-version=…: {0}")]
     BadUserName(&'static str),
     /// The password is not a SAS token.
     #[error("the password is not a SAS token: {0}")]
     BadToken(&'static str),
-    /// The token names another resource than the module's.
+    /// The token names another resource than the client's.
     #[error("the SAS token is for {found:?}, not {expected:?}")]
     WrongResource {
         /// The decoded `sr`.
@@ -75,8 +77,8 @@ pub enum AuthError {
         /// The time it was checked at.
         now: u64,
     },
-    /// The signature is not the module key's.
-    #[error("the SAS token's signature does not match the module's key")]
+    /// The signature is not the client key's.
+    #[error("the SAS token's signature does not match the client's key")]
     BadSignature,
     /// The key store could not sign (unknown module, token failure).
     #[error(transparent)]
@@ -86,7 +88,8 @@ pub enum AuthError {
 impl<'a> UserName<'a> {
     /// Reads a user name: three segments and a query
     /// (`hub/device/module/?api-version=…`), or the same with the query
-    /// directly after the module (`hub/device/module?api-version=…`);
+    /// directly after the module (`hub/device/module?api-version=…`), or
+    /// two segments (`hub/device/?api-version=…`, a device's);
     /// `api-version` is required, other query parameters (`DeviceClientType`,
     /// `model-id`) are accepted and ignored.
     pub fn parse(text: &'a str) -> Result<Self, AuthError> {
@@ -98,17 +101,17 @@ impl<'a> UserName<'a> {
             .ok_or(AuthError::BadUserName("no query with api-version"))?;
         let path = path.strip_suffix('/').unwrap_or(path);
         let mut segments = path.split('/');
-        let (Some(hub), Some(device), Some(module), None) = (
+        let (Some(hub), Some(device), module, None) = (
             segments.next(),
             segments.next(),
             segments.next(),
             segments.next(),
         ) else {
             return Err(AuthError::BadUserName(
-                "not three segments before the query",
+                "not two or three segments before the query",
             ));
         };
-        if hub.is_empty() || device.is_empty() || module.is_empty() {
+        if hub.is_empty() || device.is_empty() || module.is_some_and(str::is_empty) {
             return Err(AuthError::BadUserName("an empty segment"));
         }
         let api_version = query
@@ -196,7 +199,7 @@ impl<'a> SasToken<'a> {
         keys: &Arc<dyn KeyStore>,
         now: u64,
     ) -> Result<(), AuthError> {
-        let signed = self.check_claims(hub, device, module, now)?;
+        let signed = self.check_claims(&format!("{hub}/devices/{device}/modules/{module}"), now)?;
         let digest = if keys.signs_on_device() {
             let (keys, module) = (Arc::clone(keys), module.to_owned());
             let location = keys.location();
@@ -212,16 +215,26 @@ impl<'a> SasToken<'a> {
         self.check_signature(&digest)
     }
 
-    /// Checks the resource and the expiry; returns the string the
-    /// signature is over.
-    fn check_claims(
+    /// Checks that this token lets the leaf device `device` connect through
+    /// the hub of IoT Hub `hub` at `now`: the resource is the device's
+    /// (`{hub}/devices/{device}`, as IoT Hub signs device tokens), it has not
+    /// expired, and it is signed with `key`, the device's symmetric key.
+    pub fn verify_device(
         &self,
         hub: &str,
         device: &str,
-        module: &str,
+        key: &[u8],
         now: u64,
-    ) -> Result<String, AuthError> {
-        let expected = format!("{hub}/devices/{device}/modules/{module}");
+    ) -> Result<(), AuthError> {
+        let signed = self.check_claims(&format!("{hub}/devices/{device}"), now)?;
+        self.check_signature(&crate::keys::hmac_sha256(key, signed.as_bytes()))
+    }
+
+    /// Checks the resource against `expected` (its host name compared
+    /// case-insensitively) and the expiry; returns the string the signature
+    /// is over.
+    fn check_claims(&self, expected: &str, now: u64) -> Result<String, AuthError> {
+        let expected = expected.to_owned();
         let matches = self
             .resource
             .split_once('/')
@@ -285,10 +298,21 @@ pub fn token(
     signed_token(resource, expiry, |data| keys.sign(module, data))
 }
 
+/// A device token naming `resource` (`{hub}/devices/{device}`), signed with
+/// the device's symmetric `key`, as the SDKs build it: what a leaf device
+/// presents to the hub, and what the upstream connection presents to the
+/// cloud.
+pub fn device_token(key: &[u8], resource: &str, expiry: u64) -> String {
+    signed_token(resource, expiry, |data| {
+        Ok::<_, std::convert::Infallible>(crate::keys::hmac_sha256(key, data))
+    })
+    .unwrap_or_else(|never| match never {})
+}
+
 /// A token naming `resource`, valid until `expiry`, with the HMAC-SHA256
 /// signature `sign` makes of the string IoT Hub signs:
 /// `urlencode(resource) + "\n" + expiry`.
-pub(crate) fn signed_token<E>(
+fn signed_token<E>(
     resource: &str,
     expiry: u64,
     sign: impl FnOnce(&[u8]) -> Result<Digest, E>,
@@ -326,21 +350,64 @@ mod tests {
             UserName {
                 hub: "hub.example",
                 device: "dev1",
-                module: "mod1",
+                module: Some("mod1"),
                 api_version: "2019-10-01"
             }
         );
         assert!(UserName::parse("hub.example/dev1/mod1?api-version=1").is_ok());
+        assert_eq!(
+            UserName::parse("hub.example/leaf1/?api-version=2019-10-01&DeviceClientType=x")
+                .expect("a device's user name"),
+            UserName {
+                hub: "hub.example",
+                device: "leaf1",
+                module: None,
+                api_version: "2019-10-01"
+            }
+        );
         for bad in [
             "hub.example/dev1/mod1/",
             "hub.example/dev1/mod1/?x=1",
-            "hub.example/dev1/?api-version=1",
+            "hub.example/?api-version=1",
+            "hub.example/dev1//?api-version=1",
             "hub.example/dev1/mod1/extra/?api-version=1",
             "hub.example//mod1/?api-version=1",
             "hub.example/dev1/mod1/?api-version=",
         ] {
             assert!(UserName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn device_tokens_verify_only_for_their_device_and_key_until_they_expire() {
+        let key = b"leaf key of 32 bytes, as issued.";
+        let good = device_token(key, "Hub.Example/devices/leaf1", 2000);
+        let parsed = SasToken::parse(&good).expect("parses");
+        assert!(
+            parsed
+                .verify_device("hub.example", "leaf1", key, 1000)
+                .is_ok()
+        );
+        assert!(matches!(
+            parsed.verify_device("hub.example", "leaf1", key, 2001),
+            Err(AuthError::Expired { .. })
+        ));
+        assert!(matches!(
+            parsed.verify_device("hub.example", "leaf2", key, 1000),
+            Err(AuthError::WrongResource { .. })
+        ));
+        assert!(matches!(
+            parsed.verify_device("hub.example", "leaf1", b"another key", 1000),
+            Err(AuthError::BadSignature)
+        ));
+        // A module's resource is not a device's, even with the device's key.
+        let module_resource = device_token(key, "hub.example/devices/leaf1/modules/m", 2000);
+        assert!(matches!(
+            SasToken::parse(&module_resource)
+                .expect("parses")
+                .verify_device("hub.example", "leaf1", key, 1000),
+            Err(AuthError::WrongResource { .. })
+        ));
     }
 
     #[tokio::test]

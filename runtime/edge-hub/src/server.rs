@@ -109,6 +109,7 @@ impl HubServer {
             &ca_key,
         )?);
         let tls = certificates.server_config()?;
+        let mqtt_tls = certificates.mqtt_server_config()?;
         let entered = runtime.enter();
         let hub = Hub::open(&config, keys.clone())?;
         let bind = |what, address| {
@@ -164,7 +165,7 @@ impl HubServer {
 
         let methods = Arc::new(MethodCounts::default());
         let mut tasks = Vec::new();
-        tasks.push(runtime.spawn(crate::mqtt::serve(mqtt, tls.clone(), hub.clone())));
+        tasks.push(runtime.spawn(crate::mqtt::serve(mqtt, mqtt_tls, hub.clone())));
         let backend = Arc::new(HubBackend {
             hub: hub.clone(),
             methods: methods.clone(),

@@ -34,6 +34,7 @@ fn config(dir: &Path) -> HubConfig {
         store_limit_bytes: 1 << 30,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
+        leaf_devices: Vec::new(),
     }
 }
 

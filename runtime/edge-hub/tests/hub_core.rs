@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path) -> HubConfig {
         store_limit_bytes: 64 * 1024 * 1024,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
+        leaf_devices: Vec::new(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use edge_hub::message::HubMessage;
 use edge_hub::properties;
-use edge_hub::topic::PublishTopic;
+use edge_hub::topic::{PublishTopic, TopicOwner};
 use mqtt_common::*;
 use proptest::prelude::*;
 use rumqttc::mqttbytes::QoS;
@@ -297,9 +297,13 @@ fn decode_path(bytes: &[u8]) {
     loop {
         match Packet::read(&mut buffer, 264 * 1024) {
             Ok(Packet::Publish(publish)) => {
-                if let Ok(PublishTopic::Telemetry { properties: bag }) =
-                    PublishTopic::parse(&publish.topic, DEVICE, "sensor")
-                {
+                if let Ok(PublishTopic::Telemetry { properties: bag }) = PublishTopic::parse(
+                    &publish.topic,
+                    TopicOwner::Module {
+                        device: DEVICE,
+                        module: "sensor",
+                    },
+                ) {
                     let _ = properties::decode_into(bag, &mut HubMessage::default());
                 }
             }

@@ -87,11 +87,23 @@ async fn bad_credentials_are_refused_with_the_right_connack() {
         ConnectReturnCode::NotAuthorized
     );
 
-    let mut bad_client_id = hub.connect_packet("sensor", true);
-    bad_client_id.client_id = "sensor".to_owned();
+    for client_id in ["", "/sensor", "device1/", "device1/sensor/x"] {
+        let mut bad_client_id = hub.connect_packet("sensor", true);
+        bad_client_id.client_id = client_id.to_owned();
+        assert_eq!(
+            refused_with(&hub, bad_client_id).await,
+            ConnectReturnCode::BadClientId,
+            "{client_id:?}"
+        );
+    }
+
+    // A client id without a slash is a leaf device's, and no leaf device
+    // is configured.
+    let mut unknown_leaf = hub.connect_packet("sensor", true);
+    unknown_leaf.client_id = "sensor".to_owned();
     assert_eq!(
-        refused_with(&hub, bad_client_id).await,
-        ConnectReturnCode::BadClientId
+        refused_with(&hub, unknown_leaf).await,
+        ConnectReturnCode::NotAuthorized
     );
 
     for user_name in [

@@ -261,6 +261,7 @@ fn softhsm_scenarios() {
         store_limit_bytes: 16 * 1024 * 1024,
         default_time_to_live: std::time::Duration::from_secs(60),
         max_connections: 10,
+        leaf_devices: Vec::new(),
     };
     let server = edge_hub::HubServer::start(
         config,

@@ -11,15 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edge_hub::leaf::{LeafCredential, LeafDevice, SymmetricKey};
 use edge_hub::upstream::{
     ClientKey, FailureKind, LinkState, Upstream, UpstreamAuth, UpstreamConfig,
 };
-use edge_hub::{FileKeys, Hub, HubConfig, HubDeployment, HubMessage, Qos};
+use edge_hub::{ClientIdentity, FileKeys, Hub, HubConfig, HubDeployment, HubMessage, Qos};
 use edge_route::RouteTableEntry;
 use serde_json::{Value, json};
 use test_mosquitto::{Authority, CloudClient, DeviceAuth, Mosquitto, Received};
 
 const DEVICE: &str = "gw-1";
+/// A leaf device behind the gateway.
+const LEAF: &str = "plc-7";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn hub_config(dir: &Path) -> HubConfig {
@@ -34,6 +37,13 @@ fn hub_config(dir: &Path) -> HubConfig {
         store_limit_bytes: 256 * 1024 * 1024,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
+        leaf_devices: vec![LeafDevice {
+            id: LEAF.to_owned(),
+            credential: LeafCredential::SymmetricKey(
+                SymmetricKey::from_base64("c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0wMTIzNDU2Nzg=")
+                    .expect("a key"),
+            ),
+        }],
     }
 }
 
@@ -242,7 +252,13 @@ async fn delivery_resumes_by_itself_after_the_broker_restarts_ten_times() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut broker = token_broker(dir.path());
     let hub = open_hub(dir.path()).await;
-    let upstream = Upstream::start(hub.clone(), token_config(dir.path(), &broker));
+    // Each reconnect must come after the recorder subscribed again
+    // (mosquitto keeps nothing for a client that is not there): the retry
+    // waits at least a second.
+    let mut config = token_config(dir.path(), &broker);
+    config.backoff_initial = Duration::from_secs(2);
+    config.backoff_maximum = Duration::from_secs(2);
+    let upstream = Upstream::start(hub.clone(), config);
     let mut sent = 0;
     for round in 0..10 {
         let mut cloud = broker.cloud_client().await;
@@ -555,4 +571,91 @@ async fn desired_patches_and_method_calls_come_down_and_reported_properties_go_u
     let status = upstream.status();
     assert_eq!(status.desired_patches_received, 1);
     assert_eq!(status.method_calls_received, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_devices_cloud_traffic_goes_through_the_gateways_connection() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let broker = token_broker(dir.path());
+    let mut cloud = broker.cloud_client().await;
+    let hub = open_hub(dir.path()).await;
+    let upstream = Upstream::start(hub.clone(), token_config(dir.path(), &broker));
+    wait_until("the link", || {
+        matches!(upstream.status().state, LinkState::Connected { .. })
+    })
+    .await;
+    let leaf = ClientIdentity::LeafDevice(LEAF.to_owned());
+
+    // A cloud-to-device message is queued for the leaf, with its properties.
+    cloud
+        .publish(
+            &format!("devices/{LEAF}/messages/devicebound/%24.mid=c2d-1&valve=shut"),
+            "close it",
+        )
+        .await;
+    let mut inputs = hub.open_inputs(&leaf.key());
+    let delivery = tokio::time::timeout(WAIT, inputs.next())
+        .await
+        .expect("a cloud-to-device message")
+        .expect("the leaf's stream");
+    assert_eq!(delivery.message.body, b"close it");
+    assert!(
+        delivery
+            .message
+            .application_properties
+            .contains(&("valve".to_owned(), "shut".to_owned()))
+    );
+    inputs.ack(delivery.id);
+
+    // A desired patch and a method call reach the leaf's connection.
+    let mut patches = hub.desired_patches(&leaf.key());
+    cloud
+        .publish(
+            &format!("$iothub/{LEAF}/twin/PATCH/properties/desired/?$version=3"),
+            json!({"interval": 10, "$version": 3}).to_string(),
+        )
+        .await;
+    let patch = tokio::time::timeout(WAIT, patches.recv())
+        .await
+        .expect("a patch")
+        .expect("open");
+    assert_eq!(patch.patch["interval"], json!(10));
+    let mut calls = hub.methods().attach(&leaf.key());
+    cloud
+        .publish(&format!("$iothub/{LEAF}/methods/POST/open/?$rid=5"), "{}")
+        .await;
+    let call = tokio::time::timeout(WAIT, calls.recv())
+        .await
+        .expect("a call")
+        .expect("open");
+    call.respond
+        .send(edge_hub::MethodResponse {
+            status: 201,
+            payload: b"{}".to_vec(),
+        })
+        .expect("respond");
+    let answer = cloud
+        .next_on(&format!("$iothub/{LEAF}/methods/res/"), WAIT)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        answer.topic,
+        format!("$iothub/{LEAF}/methods/res/201/?$rid=5")
+    );
+
+    // The leaf's reported properties go up under its own identity.
+    hub.patch_reported(&leaf.key(), json!({"battery": 80}))
+        .await
+        .expect("reported");
+    let reported = cloud
+        .next_on(
+            &format!("$iothub/{LEAF}/twin/PATCH/properties/reported/"),
+            WAIT,
+        )
+        .await
+        .expect("reported properties");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&reported.payload).expect("JSON"),
+        json!({"battery": 80})
+    );
 }

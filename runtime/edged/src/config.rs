@@ -241,6 +241,13 @@ pub struct HubSettings {
     /// without it their messages wait in the store.
     #[serde(default)]
     pub upstream: Option<UpstreamSettings>,
+    /// The leaf (downstream) devices that may connect through the hub, as a
+    /// transparent gateway. They are declared here, per gateway, rather than
+    /// in the bundle: one bundle serves a fleet of gateways each with its
+    /// own sensors, and their keys are secrets a signed (not encrypted)
+    /// bundle must not carry.
+    #[serde(default)]
+    pub leaf_devices: Vec<LeafDeviceSettings>,
 }
 
 /// The `[hub.upstream]` table: where the cloud is and how the device
@@ -413,6 +420,22 @@ impl UpstreamSettings {
     }
 }
 
+/// One `[[hub.leaf_devices]]` entry: a device id and exactly one credential.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafDeviceSettings {
+    /// The device id, the MQTT client id it connects with.
+    pub id: String,
+    /// A file holding the device's symmetric key in base64, as IoT Hub
+    /// issues it; mode 0600 or stricter. Read when the hub starts.
+    #[serde(default)]
+    pub sas_key_file: Option<PathBuf>,
+    /// SHA-1 or SHA-256 thumbprints (hex) of the device's self-signed
+    /// certificates.
+    #[serde(default)]
+    pub x509_thumbprints: Option<Vec<String>>,
+}
+
 /// The token holding the hub's keys. Unlike the trust anchors (public keys,
 /// readable without a login), HMAC keys and the CA key are private objects:
 /// the PIN is required.
@@ -474,6 +497,7 @@ impl Default for HubSettings {
             max_connections: default_max_connections(),
             pkcs11: None,
             upstream: None,
+            leaf_devices: Vec::new(),
         }
     }
 }
@@ -559,7 +583,105 @@ impl HubSettings {
                 self.max_connections
             ));
         }
+        self.check_leaf_devices()?;
         Ok(())
+    }
+
+    /// Checks `[[hub.leaf_devices]]` without reading the key files, which
+    /// only the hub needs (and which an operator's `edged status` need not
+    /// be able to read).
+    fn check_leaf_devices(&self) -> std::result::Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, leaf) in self.leaf_devices.iter().enumerate() {
+            let name = format!("hub.leaf_devices[{index}]");
+            check_identifier(&format!("{name}.id"), &leaf.id)?;
+            if !seen.insert(leaf.id.as_str()) {
+                return Err(format!(
+                    "{name}.id: leaf device {:?} is declared twice; keep one entry",
+                    leaf.id
+                ));
+            }
+            if self.device_id.as_deref() == Some(leaf.id.as_str()) {
+                return Err(format!(
+                    "{name}.id: {:?} is this gateway's own hub.device_id; a leaf device needs an id of its own",
+                    leaf.id
+                ));
+            }
+            match (&leaf.sas_key_file, &leaf.x509_thumbprints) {
+                (Some(_), None) => {}
+                (None, Some(thumbprints)) if thumbprints.is_empty() => {
+                    return Err(format!(
+                        "{name}.x509_thumbprints is empty; give the SHA-1 or SHA-256 thumbprint of the device's certificate"
+                    ));
+                }
+                (None, Some(thumbprints)) => {
+                    for thumbprint in thumbprints {
+                        edge_hub::Thumbprint::parse(thumbprint)
+                            .map_err(|error| format!("{name}.x509_thumbprints: {error}"))?;
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{name} ({:?}) needs exactly one of sas_key_file and x509_thumbprints",
+                        leaf.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The leaf devices with their credentials, reading the key files:
+    /// each must be a regular file of mode 0600 or stricter (it holds a
+    /// secret) with the key in base64.
+    pub fn leaf_devices(
+        &self,
+        device_id: &str,
+    ) -> std::result::Result<Vec<edge_hub::LeafDevice>, String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut devices = Vec::with_capacity(self.leaf_devices.len());
+        for (index, leaf) in self.leaf_devices.iter().enumerate() {
+            let name = format!("hub.leaf_devices[{index}]");
+            if leaf.id == device_id {
+                return Err(format!(
+                    "{name}.id: {:?} is this gateway's own device id; a leaf device needs an id of its own",
+                    leaf.id
+                ));
+            }
+            let credential = match (&leaf.sas_key_file, &leaf.x509_thumbprints) {
+                (Some(path), _) => {
+                    let shown = path.display();
+                    let metadata = std::fs::metadata(path).map_err(|error| {
+                        format!("{name}.sas_key_file: cannot read {shown}: {error}")
+                    })?;
+                    let mode = metadata.permissions().mode() & 0o777;
+                    if !metadata.is_file() || mode & 0o077 != 0 {
+                        return Err(format!(
+                            "{name}.sas_key_file: {shown} must be a file only its owner can read (mode {mode:o}); chmod 600 it"
+                        ));
+                    }
+                    let text = std::fs::read_to_string(path).map_err(|error| {
+                        format!("{name}.sas_key_file: cannot read {shown}: {error}")
+                    })?;
+                    let key = edge_hub::SymmetricKey::from_base64(&text)
+                        .map_err(|error| format!("{name}.sas_key_file: {shown}: {error}"))?;
+                    edge_hub::LeafCredential::SymmetricKey(key)
+                }
+                (None, thumbprints) => edge_hub::LeafCredential::X509Thumbprints(
+                    thumbprints
+                        .iter()
+                        .flatten()
+                        .map(|thumbprint| edge_hub::Thumbprint::parse(thumbprint))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|error| format!("{name}.x509_thumbprints: {error}"))?,
+                ),
+            };
+            devices.push(edge_hub::LeafDevice {
+                id: leaf.id.clone(),
+                credential,
+            });
+        }
+        Ok(devices)
     }
 }
 
@@ -814,7 +936,10 @@ mod tests {
         assert_eq!(upstream.window, 256);
         assert_eq!(upstream.backoff_max, Duration::from_secs(60));
         // The IoT Hub host name modules see follows the cloud's.
-        assert_eq!(config.hub.iothub_hostname("gw-1"), "myhub.azure-devices.net");
+        assert_eq!(
+            config.hub.iothub_hostname("gw-1"),
+            "myhub.azure-devices.net"
+        );
         assert!(matches!(
             upstream.auth(None),
             Ok(edge_hub::upstream::UpstreamAuth::SasKey { .. })
@@ -918,6 +1043,86 @@ mod tests {
             (
                 "[hub.pkcs11]\nmodule = \"/x.so\"\ntoken = \"t\"",
                 "pin_file",
+            ),
+        ] {
+            let error = with(section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
+    }
+
+    #[test]
+    fn leaf_devices_take_one_credential_and_their_key_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("thermo.key");
+        std::fs::write(&key_file, "c2VjcmV0\n").unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let sha256 = "ab".repeat(32);
+        let config = with(&format!(
+            "[hub]\ndevice_id = \"gw-1\"\n[[hub.leaf_devices]]\nid = \"thermo-1\"\nsas_key_file = {:?}\n[[hub.leaf_devices]]\nid = \"camera-1\"\nx509_thumbprints = [\"{sha256}\", \"{}\"]",
+            key_file.display().to_string(),
+            "CD".repeat(20)
+        ))
+        .unwrap();
+        let leaves = config.hub.leaf_devices("gw-1").unwrap();
+        assert_eq!(leaves.len(), 2);
+        assert_eq!(
+            leaves[0].credential,
+            edge_hub::LeafCredential::SymmetricKey(
+                edge_hub::SymmetricKey::from_base64("c2VjcmV0").unwrap()
+            )
+        );
+        assert!(matches!(
+            &leaves[1].credential,
+            edge_hub::LeafCredential::X509Thumbprints(thumbprints) if thumbprints.len() == 2
+        ));
+        // A key file others can read is refused when the hub starts.
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = config.hub.leaf_devices("gw-1").unwrap_err();
+        assert!(
+            error.contains("hub.leaf_devices[0].sas_key_file") && error.contains("chmod 600"),
+            "{error}"
+        );
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&key_file, "not base64!").unwrap();
+        let error = config.hub.leaf_devices("gw-1").unwrap_err();
+        assert!(error.contains("is not base64"), "{error}");
+        std::fs::write(&key_file, "c2VjcmV0").unwrap();
+        // The host name as the gateway's device id is only known at start.
+        let error = config.hub.leaf_devices("camera-1").unwrap_err();
+        assert!(error.contains("own device id"), "{error}");
+        for (section, expected) in [
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"",
+                "needs exactly one of sas_key_file and x509_thumbprints",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"\nsas_key_file = \"/k\"\nx509_thumbprints = []",
+                "needs exactly one",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"\nx509_thumbprints = []",
+                "hub.leaf_devices[0].x509_thumbprints is empty",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"\nx509_thumbprints = [\"abc\"]",
+                "hub.leaf_devices[0].x509_thumbprints: the thumbprint \"abc\"",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a/b\"\nsas_key_file = \"/k\"",
+                "hub.leaf_devices[0].id: \"a/b\" is not a device id",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"\nsas_key_file = \"/k\"\n[[hub.leaf_devices]]\nid = \"a\"\nsas_key_file = \"/k\"",
+                "hub.leaf_devices[1].id: leaf device \"a\" is declared twice",
+            ),
+            (
+                "[hub]\ndevice_id = \"gw\"\n[[hub.leaf_devices]]\nid = \"gw\"\nsas_key_file = \"/k\"",
+                "own hub.device_id",
+            ),
+            (
+                "[[hub.leaf_devices]]\nid = \"a\"\nkey = \"secret\"",
+                "unknown field `key`",
             ),
         ] {
             let error = with(section).unwrap_err();

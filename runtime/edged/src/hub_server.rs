@@ -9,11 +9,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use edge_hub::upstream::{LinkState, UpstreamConfig, UpstreamStatus};
 use edge_hub::{
     CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubError, HubServer, KeyStore,
     MethodError, PeerPolicy, Pkcs11Keys,
 };
-use edge_hub::upstream::{LinkState, UpstreamConfig, UpstreamStatus};
 use edge_init::status::{HubModuleReport, HubReport, UpstreamFailure, UpstreamReport};
 use serde_json::Value;
 
@@ -35,7 +35,6 @@ pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig>
     let device_id = settings.device_id().map_err(Error::Config)?;
     Ok(HubConfig {
         iothub_hostname: settings.iothub_hostname(&device_id),
-        device_id,
         gateway_hostname: settings.gateway_hostname.clone(),
         mqtt_listen: settings.mqtt_listen,
         https_listen: settings.https_listen,
@@ -44,6 +43,8 @@ pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig>
         store_limit_bytes: settings.store_limit_bytes().map_err(Error::Config)?,
         default_time_to_live: settings.store_and_forward_ttl,
         max_connections: settings.max_connections,
+        leaf_devices: settings.leaf_devices(&device_id).map_err(Error::Config)?,
+        device_id,
     })
 }
 

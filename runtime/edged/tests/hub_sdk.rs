@@ -913,3 +913,131 @@ fn sdk_modules_in_docker_route_twin_method_queue_and_are_isolated() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Leaf devices on the SDK's `IoTHubDeviceClient` connect through the hub
+/// as through a transparent gateway — one with a SAS connection string
+/// (`GatewayHostName`), one with a self-signed certificate
+/// (`gateway_hostname`), both verifying the hub with its CA
+/// (`server_verification_cert`) — read their twins, report a property and
+/// send telemetry that a module receives along a `FROM /messages` route.
+#[test]
+fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
+    let Some(netns) = Netns::new("leaf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("thermo.key");
+    // A symmetric key as IoT Hub issues one: 32 bytes in base64.
+    let sas_key = "dGhlcm1vLTEgc3ltbWV0cmljIGtleSwgMzIgYnl0ZXM=";
+    fs::write(&key_file, sas_key).unwrap();
+    fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let camera_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "camera-1");
+    let camera = params.self_signed(&camera_key).unwrap();
+    let (cert_file, camera_key_file) =
+        (dir.path().join("camera.pem"), dir.path().join("camera.key"));
+    fs::write(&cert_file, camera.pem()).unwrap();
+    fs::write(&camera_key_file, camera_key.serialize_pem()).unwrap();
+    let thumbprint = edge_hub::leaf::sha256_thumbprint(camera.der());
+    let leaves = format!(
+        "[[hub.leaf_devices]]\nid = \"thermo-1\"\nsas_key_file = {}\n[[hub.leaf_devices]]\nid = \"camera-1\"\nx509_thumbprints = [\"{thumbprint}\"]\n",
+        quoted(&key_file.display().to_string())
+    );
+    let (device, key) = device(
+        dir.path(),
+        &format!("gateway_hostname = \"localhost\"\n{leaves}"),
+        "",
+    );
+    let sink = Module {
+        name: "sink",
+        args: &["sink.py"],
+        inputs: &["filtered"],
+        outputs: &[],
+        twin: "",
+        restart: "always",
+    };
+    let routes = [(
+        "leaves",
+        r#"FROM /messages WHERE $connectionDeviceId = 'thermo-1' OR $connectionDeviceId = 'camera-1' INTO BrokeredEndpoint("/modules/sink/inputs/filtered")"#,
+    )];
+    let v1 = build(
+        dir.path(),
+        &key,
+        1,
+        "edgec-test-python-sdk:plain",
+        std::slice::from_ref(&sink),
+        &routes,
+    );
+    succeeded(&device.edged("none", &["apply", v1.to_str().unwrap()]));
+    let edged = run_edged(&device, &netns);
+    let sink = run_module(&device, &netns, &sink);
+    let ca = device.state.join("hub/ca/ca.pem");
+    let ca = ca.to_str().unwrap();
+    let run_leaf = |name: &str, args: &[&str]| {
+        let mut command = netns.command(sdk_python());
+        command
+            .arg("-u")
+            .arg("leaf.py")
+            .args(args)
+            .current_dir(sdk_dir());
+        Process::spawn(name, command)
+    };
+    let connection_string = format!(
+        "HostName=gw-test.local;DeviceId=thermo-1;SharedAccessKey={sas_key};GatewayHostName=localhost"
+    );
+    let mut thermo = run_leaf("thermo-1", &["sas", &connection_string, ca]);
+    let mut camera = run_leaf(
+        "camera-1",
+        &[
+            "x509",
+            "gw-test.local",
+            "camera-1",
+            cert_file.to_str().unwrap(),
+            camera_key_file.to_str().unwrap(),
+            "localhost",
+            ca,
+        ],
+    );
+    thermo.wait(120);
+    camera.wait(120);
+    for leaf in [&thermo, &camera] {
+        let events = leaf.events();
+        assert_eq!(
+            of_kind(&events, "sent").len(),
+            3,
+            "{}\nedged:\n{}",
+            leaf.text(),
+            edged.text()
+        );
+        let twin = &of_kind(&events, "twin")[0]["twin"];
+        assert_eq!(twin["desired"]["$version"], 1, "{twin}");
+        assert_eq!(of_kind(&events, "reported").len(), 1);
+    }
+    // Three messages from each leaf reach the sink, with their properties.
+    assert!(
+        eventually(60, || of_kind(&sink.events(), "received").len() >= 6),
+        "sink:\n{}\nedged:\n{}",
+        sink.text(),
+        edged.text()
+    );
+    let received = sink.events();
+    let bodies: BTreeSet<String> = of_kind(&received, "received")
+        .iter()
+        .map(|event| format!("{} {}", event["input"], event["properties"]["seq"]))
+        .collect();
+    assert_eq!(
+        bodies,
+        BTreeSet::from([
+            "\"filtered\" \"0\"".to_owned(),
+            "\"filtered\" \"1\"".to_owned(),
+            "\"filtered\" \"2\"".to_owned()
+        ])
+    );
+}

@@ -1,6 +1,9 @@
-//! One module's MQTT connection: CONNECT and authentication, then the
-//! state machine that carries telemetry into the hub, input messages, twin
-//! responses, desired patches and method requests out, with QoS 0 and 1.
+//! One module's or leaf device's MQTT connection: CONNECT and
+//! authentication, then the state machine that carries telemetry into the
+//! hub, input (or cloud-to-device) messages, twin responses, desired patches
+//! and method requests out, with QoS 0 and 1. Modules and leaf devices take
+//! the same paths; only their topics ([`TopicOwner`]), their key in the hub
+//! ([`ClientIdentity::key`]) and their credentials differ.
 //!
 //! Flow control, so that one client can never make the hub buffer without
 //! bound:
@@ -38,13 +41,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use super::session::{Carryover, Claim, Clients, Outbox, Subscriptions, granted_qos};
+use crate::client::ClientIdentity;
 use crate::config::MAXIMUM_MESSAGE_BYTES;
 use crate::hub::{Delivery, DeliveryId, DesiredSeen, Hub, InputStream, PublishRefused, Qos};
+use crate::leaf::{LeafCredential, sha256_thumbprint};
 use crate::message::{HubMessage, SystemProperty};
 use crate::methods::{MAXIMUM_PAYLOAD_BYTES, MethodRequest, MethodResponse};
 use crate::properties;
 use crate::sas::{SasToken, UserName};
-use crate::topic::{self, PublishTopic, Subscription};
+use crate::topic::{self, PublishTopic, Subscription, TopicOwner};
 use crate::twin::{self, DesiredPatch, TwinError, VERSION_KEY};
 
 /// The largest packet read: a full message and 8 KiB for the topic and
@@ -220,13 +225,43 @@ fn packet_kind(packet: &Packet) -> &'static str {
     }
 }
 
-/// An authenticated module.
+/// An authenticated module or leaf device.
 pub(crate) struct Identity {
     pub(crate) client_id: String,
+    /// Who it is.
+    pub(crate) client: ClientIdentity,
+    /// The device of its topics: the hub's for a module, a leaf device's
+    /// own id.
     pub(crate) device: String,
+    /// Its key in the hub ([`ClientIdentity::key`]): the module name, or
+    /// `$leaf/{id}`. Also what the log names it by.
     pub(crate) module: String,
-    /// When its SAS token expires, in seconds since the Unix epoch.
+    /// When its SAS token expires, in seconds since the Unix epoch
+    /// (`u64::MAX` for a certificate).
     pub(crate) expiry: u64,
+}
+
+impl Identity {
+    fn new(client_id: &str, client: ClientIdentity, device: &str, expiry: u64) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            module: client.key(),
+            client,
+            device: device.to_owned(),
+            expiry,
+        }
+    }
+
+    /// Whose topics the connection uses.
+    pub(crate) fn topics(&self) -> TopicOwner<'_> {
+        match &self.client {
+            ClientIdentity::Module(module) => TopicOwner::Module {
+                device: &self.device,
+                module,
+            },
+            ClientIdentity::LeafDevice(device) => TopicOwner::LeafDevice { device },
+        }
+    }
 }
 
 fn now_seconds() -> u64 {
@@ -235,32 +270,82 @@ fn now_seconds() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-/// Checks a CONNECT's client id, user name and SAS token.
+/// Checks a CONNECT's client id, user name and credentials: a module's
+/// SAS token, or a leaf device's SAS token or client certificate
+/// (`peer_certificate`, the DER certificate the client presented in the TLS
+/// handshake, if any).
 ///
-/// CONNACK codes: 2 (identifier rejected) when the client id is not
-/// `{device}/{module}`; 5 (not authorized) for everything else — another
-/// device, an unknown module, a malformed user name or token, a wrong
-/// resource, signature or an expired token — so a prober learns nothing
-/// about which part was wrong. The reason is logged.
-/// With keys on a PKCS#11 token, the signature is checked on a blocking
-/// thread ([`SasToken::verify_async`]).
+/// A client id with a `/` is a module's, `{device}/{module}`; one without is
+/// a leaf device's, `{leaf}`. CONNACK codes: 2 (identifier rejected) when
+/// the client id is neither; 5 (not authorized) for everything else —
+/// another device, an unknown module or leaf device, a malformed user name
+/// or token, a wrong resource, signature or thumbprint, an expired token —
+/// so a prober learns nothing about which part was wrong. The reason is
+/// logged. With keys on a PKCS#11 token, a module's signature is checked on
+/// a blocking thread ([`SasToken::verify_async`]).
 pub(crate) async fn authenticate(
     hub: &Hub,
     connect: &Connect,
+    peer_certificate: Option<&[u8]>,
 ) -> Result<Identity, (ConnectReturnCode, String)> {
-    let not_authorized = |reason: String| (ConnectReturnCode::NotAuthorized, reason);
+    let bad_client_id = || {
+        (
+            ConnectReturnCode::BadClientId,
+            "the client id is not {device}/{module} (a module) or {device} (a leaf device)"
+                .to_owned(),
+        )
+    };
     let client_id = connect.client_id.as_str();
-    let (device, module) = client_id
-        .split_once('/')
-        .filter(|(device, module)| {
-            !device.is_empty() && !module.is_empty() && !module.contains('/')
-        })
-        .ok_or_else(|| {
-            (
-                ConnectReturnCode::BadClientId,
-                "the client id is not {device}/{module}".to_owned(),
-            )
-        })?;
+    match client_id.split_once('/') {
+        None if client_id.is_empty() => Err(bad_client_id()),
+        None => authenticate_leaf_device(hub, connect, peer_certificate).await,
+        Some((device, module))
+            if !device.is_empty() && !module.is_empty() && !module.contains('/') =>
+        {
+            authenticate_module(hub, connect, device, module).await
+        }
+        Some(_) => Err(bad_client_id()),
+    }
+}
+
+fn not_authorized(reason: String) -> (ConnectReturnCode, String) {
+    (ConnectReturnCode::NotAuthorized, reason)
+}
+
+/// The user name of `connect`, checked to name this hub, `device` and
+/// `module` (`None` for a device's user name).
+fn check_user_name<'a>(
+    hub: &Hub,
+    connect: &'a Connect,
+    device: &str,
+    module: Option<&str>,
+) -> Result<&'a rumqttc::mqttbytes::v4::Login, (ConnectReturnCode, String)> {
+    let login = connect
+        .login
+        .as_ref()
+        .ok_or_else(|| not_authorized("no user name and password".to_owned()))?;
+    let user =
+        UserName::parse(&login.username).map_err(|error| not_authorized(error.to_string()))?;
+    if !user.hub.eq_ignore_ascii_case(&hub.config().iothub_hostname)
+        || user.device != device
+        || user.module != module
+    {
+        return Err(not_authorized(format!(
+            "the user name names {}/{}/{}, not this hub and client id",
+            user.hub,
+            user.device,
+            user.module.unwrap_or_default()
+        )));
+    }
+    Ok(login)
+}
+
+async fn authenticate_module(
+    hub: &Hub,
+    connect: &Connect,
+    device: &str,
+    module: &str,
+) -> Result<Identity, (ConnectReturnCode, String)> {
     let config = hub.config();
     if device != config.device_id {
         return Err(not_authorized(format!(
@@ -273,21 +358,7 @@ pub(crate) async fn authenticate(
             "module {module:?} is not in the deployment"
         )));
     }
-    let login = connect
-        .login
-        .as_ref()
-        .ok_or_else(|| not_authorized("no user name and password".to_owned()))?;
-    let user =
-        UserName::parse(&login.username).map_err(|error| not_authorized(error.to_string()))?;
-    if !user.hub.eq_ignore_ascii_case(&config.iothub_hostname)
-        || user.device != device
-        || user.module != module
-    {
-        return Err(not_authorized(format!(
-            "the user name names {}/{}/{}, not this hub and client id",
-            user.hub, user.device, user.module
-        )));
-    }
+    let login = check_user_name(hub, connect, device, Some(module))?;
     let token =
         SasToken::parse(&login.password).map_err(|error| not_authorized(error.to_string()))?;
     token
@@ -300,12 +371,67 @@ pub(crate) async fn authenticate(
         )
         .await
         .map_err(|error| not_authorized(error.to_string()))?;
-    Ok(Identity {
-        client_id: client_id.to_owned(),
-        device: device.to_owned(),
-        module: module.to_owned(),
-        expiry: token.expiry,
-    })
+    Ok(Identity::new(
+        &connect.client_id,
+        ClientIdentity::Module(module.to_owned()),
+        device,
+        token.expiry,
+    ))
+}
+
+async fn authenticate_leaf_device(
+    hub: &Hub,
+    connect: &Connect,
+    peer_certificate: Option<&[u8]>,
+) -> Result<Identity, (ConnectReturnCode, String)> {
+    let device = connect.client_id.as_str();
+    let leaf = hub.leaf_device(device).ok_or_else(|| {
+        not_authorized(format!(
+            "leaf device {device:?} is not in [hub] leaf_devices"
+        ))
+    })?;
+    let login = check_user_name(hub, connect, device, None)?;
+    let expiry = match &leaf.credential {
+        LeafCredential::SymmetricKey(key) => {
+            let token = SasToken::parse(&login.password)
+                .map_err(|error| not_authorized(error.to_string()))?;
+            token
+                .verify_device(
+                    &hub.config().iothub_hostname,
+                    device,
+                    key.bytes(),
+                    now_seconds(),
+                )
+                .map_err(|error| not_authorized(error.to_string()))?;
+            token.expiry
+        }
+        LeafCredential::X509Thumbprints(thumbprints) => {
+            let certificate = peer_certificate.ok_or_else(|| {
+                not_authorized(
+                    "the leaf device authenticates with a certificate and presented none"
+                        .to_owned(),
+                )
+            })?;
+            if !thumbprints
+                .iter()
+                .any(|thumbprint| thumbprint.matches(certificate))
+            {
+                return Err(not_authorized(format!(
+                    "the certificate presented (SHA-256 thumbprint {}) is not the leaf device's",
+                    sha256_thumbprint(certificate)
+                )));
+            }
+            // The certificate, not a token, is the credential: nothing
+            // expires during the connection.
+            u64::MAX
+        }
+    };
+    Ok(Identity::new(
+        device,
+        ClientIdentity::LeafDevice(device.to_owned()),
+        device,
+        expiry,
+    ))
 }
 
 /// A publish from the module whose handling finished, in arrival order.
@@ -491,10 +617,7 @@ impl Connection {
             (Subscriptions::default(), false)
         } else {
             match hub.load_session(&identity.client_id) {
-                Some(stored) => (
-                    Subscriptions::from_stored(&stored, &identity.device, &identity.module),
-                    true,
-                ),
+                Some(stored) => (Subscriptions::from_stored(&stored, identity.topics()), true),
                 None => (Subscriptions::default(), false),
             }
         };
@@ -635,9 +758,7 @@ impl Connection {
         if self.clean_session {
             return;
         }
-        let stored = self
-            .subscriptions
-            .to_stored(&self.identity.device, &self.identity.module);
+        let stored = self.subscriptions.to_stored(self.identity.topics());
         if let Err(error) = self
             .shared
             .hub
@@ -786,10 +907,11 @@ impl Connection {
         };
         let size = topic.len() + payload.len();
         let identity = &self.identity;
-        let parsed = PublishTopic::parse(&topic, &identity.device, &identity.module)
+        let parsed = PublishTopic::parse(&topic, identity.topics())
             .map_err(|error| Closed::Refused(error.to_string()))?;
         let hub = self.shared.hub.clone();
         let module = identity.module.clone();
+        let sender = identity.client.clone();
         let pending: Pending = match parsed {
             PublishTopic::Telemetry { properties } => {
                 let mut message = HubMessage::default();
@@ -807,7 +929,7 @@ impl Connection {
                 // MAXIMUM_INBOUND_IN_FLIGHT wait for the same group commit.
                 Box::pin(async move {
                     let result = hub
-                        .publish(&module, output.as_deref(), message, hub_qos)
+                        .publish_from(&sender, output.as_deref(), message, hub_qos)
                         .await;
                     Completion::Stored {
                         packet_id,
@@ -968,9 +1090,8 @@ impl Connection {
             .get(Subscription::Inputs)
             .unwrap_or(QoS::AtMostOnce);
         let identity = &self.identity;
-        let topic = topic::input_topic(
-            &identity.device,
-            &identity.module,
+        let topic = topic::delivery_topic(
+            identity.topics(),
             &delivery.input,
             &properties::encode(&delivery.message),
         );
@@ -1255,7 +1376,7 @@ impl Connection {
     async fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Closed> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
-            match Subscription::parse(&filter.path, &self.identity.device, &self.identity.module) {
+            match Subscription::parse(&filter.path, self.identity.topics()) {
                 Ok(subscription) => {
                     let qos = granted_qos(filter.qos as u8);
                     self.subscribe(subscription, qos);
@@ -1279,9 +1400,7 @@ impl Connection {
 
     async fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Closed> {
         for filter in &unsubscribe.topics {
-            if let Ok(subscription) =
-                Subscription::parse(filter, &self.identity.device, &self.identity.module)
-            {
+            if let Ok(subscription) = Subscription::parse(filter, self.identity.topics()) {
                 self.unsubscribe(subscription);
             }
         }

@@ -99,7 +99,19 @@ async fn serve_connection(
             return;
         }
     };
-    let identity = match connection::authenticate(&shared.hub, &connect).await {
+    let peer_certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|certificate| certificate.to_vec());
+    let identity = match connection::authenticate(
+        &shared.hub,
+        &connect,
+        peer_certificate.as_deref(),
+    )
+    .await
+    {
         Ok(identity) => identity,
         Err((code, reason)) => {
             tracing::warn!(%peer, client = %connect.client_id, ?code, %reason, "MQTT connection refused");
@@ -124,9 +136,9 @@ async fn serve_connection(
     let closed = Connection::serve(shared, identity, &connect, reader, buffer, outgoing).await;
     match &closed {
         Closed::Disconnected | Closed::Replaced | Closed::TokenExpired => {
-            tracing::info!(%peer, %client, %module, reason = %closed, "module disconnected");
+            tracing::info!(%peer, %client, %module, reason = %closed, "client disconnected");
         }
-        _ => tracing::warn!(%peer, %client, %module, reason = %closed, "module connection closed"),
+        _ => tracing::warn!(%peer, %client, %module, reason = %closed, "client connection closed"),
     }
     // What was queued (PUBACKs of stored messages) still goes out.
     let _ = tokio::time::timeout(connection::WRITE_TIMEOUT, writing).await;

@@ -7,8 +7,10 @@
 //!
 //! What the hub does, where MQTT or IoT Hub leave a choice:
 //! - CONNECT: protocol level other than 4 gets CONNACK 1; a client id that
-//!   is not `{device}/{module}` gets CONNACK 2; every other refusal (other
-//!   device, module not deployed, user name, token, signature, expiry) gets
+//!   is neither a module's `{device}/{module}` nor a leaf device's `{leaf}`
+//!   gets CONNACK 2; every other refusal (other device, module not deployed,
+//!   leaf device not configured, user name, token, signature, certificate
+//!   thumbprint, expiry) gets
 //!   CONNACK 5, with the reason in the hub's log only. The will message is
 //!   ignored (IoT Hub modules have none). A connection closes when its SAS
 //!   token expires; the SDKs reconnect with a new one.

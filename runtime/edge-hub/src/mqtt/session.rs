@@ -1,4 +1,4 @@
-//! What a module's MQTT session keeps: its subscriptions (in the store when
+//! What a client's (a module's or a leaf device's) MQTT session keeps: its subscriptions (in the store when
 //! `clean_session = 0`, so they survive a restart), the packet ids of the
 //! hub's unacknowledged publishes, and — in memory, across the connections
 //! of one client id — which input deliveries were sent but not acknowledged,
@@ -17,7 +17,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::hub::StoredSession;
-use crate::topic::Subscription;
+use crate::topic::{Subscription, TopicOwner};
 
 /// A session's subscriptions and the QoS granted to each.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,15 +26,15 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// The subscriptions a stored session holds for `device`/`module`;
-    /// filters that no longer parse (another module's, from an older
-    /// version) are left out.
-    pub fn from_stored(stored: &StoredSession, device: &str, module: &str) -> Self {
+    /// The subscriptions a stored session holds for `owner`; filters that
+    /// no longer parse (another client's, from an older version) are left
+    /// out.
+    pub fn from_stored(stored: &StoredSession, owner: TopicOwner<'_>) -> Self {
         let granted = stored
             .subscriptions
             .iter()
             .filter_map(|(filter, qos)| {
-                let subscription = Subscription::parse(filter, device, module).ok()?;
+                let subscription = Subscription::parse(filter, owner).ok()?;
                 Some((subscription, granted_qos(*qos)))
             })
             .collect();
@@ -42,12 +42,12 @@ impl Subscriptions {
     }
 
     /// The session to store.
-    pub fn to_stored(&self, device: &str, module: &str) -> StoredSession {
+    pub fn to_stored(&self, owner: TopicOwner<'_>) -> StoredSession {
         StoredSession {
             subscriptions: self
                 .granted
                 .iter()
-                .map(|(subscription, qos)| (subscription.filter(device, module), *qos as u8))
+                .map(|(subscription, qos)| (subscription.filter(owner), *qos as u8))
                 .collect(),
         }
     }
@@ -212,8 +212,9 @@ impl<K: Eq + Hash> Clients<K> {
     pub async fn claim(&self, client_id: &str) -> Claim<K> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            // Entries stay: client ids are authenticated module identities,
-            // so there are at most as many as modules deployed.
+            // Entries stay: client ids are authenticated module and leaf
+            // device identities, so there are at most as many as modules
+            // deployed and leaf devices configured.
             Arc::clone(slots.entry(client_id.to_owned()).or_insert_with(|| {
                 Arc::new(Slot {
                     owner: Arc::new(tokio::sync::Mutex::new(Carryover::default())),
@@ -265,7 +266,11 @@ mod tests {
         let mut subscriptions = Subscriptions::default();
         subscriptions.insert(Subscription::Inputs, QoS::AtLeastOnce);
         subscriptions.insert(Subscription::DesiredPatches, QoS::AtMostOnce);
-        let stored = subscriptions.to_stored("d", "m");
+        let module = TopicOwner::Module {
+            device: "d",
+            module: "m",
+        };
+        let stored = subscriptions.to_stored(module);
         assert_eq!(
             stored.subscriptions,
             vec![
@@ -273,12 +278,21 @@ mod tests {
                 ("$iothub/twin/PATCH/properties/desired/#".to_owned(), 0)
             ]
         );
-        assert_eq!(Subscriptions::from_stored(&stored, "d", "m"), subscriptions);
-        // Another module's stored filters are not taken over.
-        assert_eq!(
-            Subscriptions::from_stored(&stored, "d", "other").get(Subscription::Inputs),
-            None
-        );
+        assert_eq!(Subscriptions::from_stored(&stored, module), subscriptions);
+        // Another module's or a leaf device's stored filters are not taken
+        // over.
+        for other in [
+            TopicOwner::Module {
+                device: "d",
+                module: "other",
+            },
+            TopicOwner::LeafDevice { device: "d" },
+        ] {
+            assert_eq!(
+                Subscriptions::from_stored(&stored, other).get(Subscription::Inputs),
+                None
+            );
+        }
         assert!(subscriptions.remove(Subscription::Inputs));
         assert!(!subscriptions.remove(Subscription::Inputs));
     }

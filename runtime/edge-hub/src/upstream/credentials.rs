@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use hmac::{KeyInit as _, Mac as _};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
@@ -68,7 +67,7 @@ pub(crate) fn load(config: &UpstreamConfig) -> Result<Credentials, String> {
                     )
                 })?;
             let expires = SystemTime::now() + config.token_lifetime;
-            let token = device_token(&key, &resource, unix_seconds(expires))?;
+            let token = sas::device_token(&key, &resource, unix_seconds(expires));
             (Some(token), Some(expires), builder.with_no_client_auth())
         }
         UpstreamAuth::SasToken { token_file } => {
@@ -128,17 +127,6 @@ pub(crate) fn load(config: &UpstreamConfig) -> Result<Credentials, String> {
         password,
         expires,
         tls: Arc::new(tls),
-    })
-}
-
-/// A SAS token for `resource` signed with the device's symmetric key, as
-/// IoT Hub and the SDKs make it.
-fn device_token(key: &[u8], resource: &str, expiry: u64) -> Result<String, String> {
-    sas::signed_token(resource, expiry, |data| {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
-            .map_err(|error| format!("the SAS key is unusable: {error}"))?;
-        mac.update(data);
-        Ok(mac.finalize().into_bytes().into())
     })
 }
 
@@ -279,7 +267,7 @@ mod tests {
         let key = base64::engine::general_purpose::STANDARD
             .decode("c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0wMTIzNDU2Nzg=")
             .expect("base64");
-        let token = device_token(&key, "hub.example/devices/gw-1", 1_900_000_000).expect("token");
+        let token = sas::device_token(&key, "hub.example/devices/gw-1", 1_900_000_000);
         assert_eq!(
             token,
             "SharedAccessSignature sr=hub.example%2Fdevices%2Fgw-1&sig=MzJEoDKsjp8wqm8v8d96ny9vGjG1stTKuzrj7f3EsbA%3D&se=1900000000"

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::client::ClientIdentity;
 use crate::twin;
 
 /// Whose reported properties.
@@ -21,17 +22,8 @@ use crate::twin;
 pub(crate) enum ReportedTwin {
     /// The device's own twin: the runtime's state.
     Device,
-    /// A module's twin.
-    Module(String),
-}
-
-impl ReportedTwin {
-    pub(crate) fn module(&self) -> Option<&str> {
-        match self {
-            ReportedTwin::Device => None,
-            ReportedTwin::Module(module) => Some(module),
-        }
-    }
+    /// A module's or a leaf device's twin.
+    Client(ClientIdentity),
 }
 
 /// The state of the sync.
@@ -141,7 +133,7 @@ mod tests {
     }
 
     fn module(name: &str) -> ReportedTwin {
-        ReportedTwin::Module(name.to_owned())
+        ReportedTwin::Client(ClientIdentity::Module(name.to_owned()))
     }
 
     #[test]

@@ -27,7 +27,9 @@ use super::link::{Link, LinkError};
 use super::reported::{ReportedSync, ReportedTwin};
 use super::status::{FailureKind, StatusCell};
 use super::topics::{self, CloudTopic};
-use crate::hub::{DeliveryId, Hub, HubError};
+use crate::client::ClientIdentity;
+use crate::hub::{DeliveryId, Hub, HubError, ReportedChange};
+use crate::message::HubMessage;
 use crate::methods::{CallTimeouts, MethodError, MethodResponse};
 use crate::mqtt::connection::{Closed, encode, read_packet};
 use crate::properties;
@@ -46,7 +48,9 @@ pub(crate) struct Context {
     pub config: UpstreamConfig,
     pub status: Arc<StatusCell>,
     pub runtime_report: watch::Receiver<Option<Map<String, Value>>>,
-    pub reported_changes: broadcast::Receiver<String>,
+    pub reported_changes: broadcast::Receiver<ReportedChange>,
+    /// The leaf devices whose cloud traffic the connection carries.
+    pub leaves: Vec<String>,
     pub sync: ReportedSync,
     /// Method answers from calls still running when a connection ended go
     /// out on the next one.
@@ -65,7 +69,14 @@ impl Context {
         let (report, runtime_report) = watch::channel(None);
         let (answer, responses) = mpsc::channel(RESPONSE_QUEUE);
         let reported_changes = hub.reported_changes();
+        let leaves = hub
+            .config()
+            .leaf_devices
+            .iter()
+            .map(|leaf| leaf.id.clone())
+            .collect();
         let context = Self {
+            leaves,
             hub,
             config,
             status,
@@ -82,7 +93,7 @@ impl Context {
 
 /// A module's answer to a method call from the cloud.
 pub(crate) struct MethodAnswer {
-    module: String,
+    client: ClientIdentity,
     rid: String,
     status: i32,
     payload: Vec<u8>,
@@ -141,7 +152,7 @@ impl PacketIds {
 pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
     let device = context.config.device_id.clone();
     let subscribe = Subscribe::new_many(
-        topics::subscriptions(&device)
+        topics::subscriptions(&device, &context.leaves)
             .into_iter()
             .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce)),
     );
@@ -154,12 +165,7 @@ pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
     }
     let mut ids = PacketIds::default();
     let mut stream = context.hub.open_upstream(context.config.window);
-    let mut twins: Vec<ReportedTwin> = context
-        .hub
-        .identities()
-        .into_iter()
-        .map(|identity| ReportedTwin::Module(identity.module))
-        .collect();
+    let mut twins = all_client_twins(context);
     if context.runtime_report.borrow().is_some() {
         twins.push(ReportedTwin::Device);
     }
@@ -207,7 +213,7 @@ pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
                 context.status.update(|status| status.messages_sent += 1);
             }
             Some(answer) = context.responses.recv() => {
-                let topic = topics::method_response(&device, &answer.module, answer.status, &answer.rid);
+                let topic = topics::method_response(&device, &answer.client, answer.status, &answer.rid);
                 let pkid = ids.allocate(InFlight::MethodAnswer);
                 let mut publish = Publish::new(topic, QoS::AtLeastOnce, answer.payload);
                 publish.pkid = pkid;
@@ -216,10 +222,10 @@ pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
                 }
             }
             change = context.reported_changes.recv() => match change {
-                Ok(module) => context.sync.changed(ReportedTwin::Module(module)),
+                Ok(change) => context.sync.changed(ReportedTwin::Client(change.client)),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    for identity in context.hub.identities() {
-                        context.sync.changed(ReportedTwin::Module(identity.module));
+                    for twin in all_client_twins(context) {
+                        context.sync.changed(twin);
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => {}
@@ -250,6 +256,21 @@ pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
         status.in_flight = 0;
     });
     ending
+}
+
+/// The twins of every deployed module and configured leaf device.
+fn all_client_twins(context: &Context) -> Vec<ReportedTwin> {
+    let modules = context
+        .hub
+        .identities()
+        .into_iter()
+        .map(|identity| ClientIdentity::Module(identity.module));
+    let leaves = context
+        .leaves
+        .iter()
+        .cloned()
+        .map(ClientIdentity::LeafDevice);
+    modules.chain(leaves).map(ReportedTwin::Client).collect()
 }
 
 /// Handles one packet from the cloud.
@@ -314,66 +335,76 @@ async fn handle_packet(
 async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
     let device = context.config.device_id.clone();
     let topic = publish.topic.as_str();
-    match topics::parse(topic, &device) {
-        Some(CloudTopic::ModuleDesired { module }) => {
+    match topics::parse(topic, &device, &context.leaves) {
+        Some(CloudTopic::Desired { client }) => {
             context
                 .status
                 .update(|status| status.desired_patches_received += 1);
             let patch = match serde_json::from_slice::<Value>(&publish.payload) {
                 Ok(Value::Object(patch)) => patch,
                 _ => {
-                    tracing::warn!(
-                        module,
-                        "a desired patch from the cloud is not a JSON object; ignored"
-                    );
+                    tracing::warn!(%client, "a desired patch from the cloud is not a JSON object; ignored");
                     return;
                 }
             };
             let version = patch.get(VERSION_KEY).cloned();
-            match context.hub.patch_desired_from_cloud(module, patch).await {
+            match context.hub.patch_desired_from_cloud(&client, patch).await {
                 Ok(local) => {
-                    tracing::info!(module, cloud_version = ?version, hub_version = ?local, "desired properties patched from the cloud");
+                    tracing::info!(%client, cloud_version = ?version, hub_version = ?local, "desired properties patched from the cloud");
                 }
-                Err(HubError::UnknownModule(_)) => {
-                    tracing::warn!(
-                        module,
-                        "a desired patch from the cloud is for a module that is not deployed; ignored"
-                    );
+                Err(error @ (HubError::UnknownModule(_) | HubError::UnknownLeafDevice(_))) => {
+                    tracing::warn!(%error, "a desired patch from the cloud is for no client of this gateway; ignored");
                 }
                 Err(error) => {
-                    tracing::error!(module, %error, "a desired patch from the cloud could not be stored");
+                    tracing::error!(%client, %error, "a desired patch from the cloud could not be stored");
                 }
             }
         }
-        Some(CloudTopic::ModuleMethod { module, name, rid }) => {
+        Some(CloudTopic::Method { client, name, rid }) => {
             context
                 .status
                 .update(|status| status.method_calls_received += 1);
             let hub = context.hub.clone();
             let answer = context.answer.clone();
-            let module = module.to_owned();
             let rid = rid.to_owned();
             let payload = publish.payload.to_vec();
             tokio::spawn(async move {
                 let timeouts = CallTimeouts::answer_within(METHOD_RESPONSE_TIMEOUT);
-                let result = if hub.identity(&module).is_none() {
-                    Err(None)
-                } else {
-                    hub.methods()
-                        .invoke(&module, &name, payload, timeouts)
+                let known = match &client {
+                    ClientIdentity::Module(module) => hub.identity(module).is_some(),
+                    // The topic names only configured leaves.
+                    ClientIdentity::LeafDevice(_) => true,
+                };
+                let result = if known {
+                    hub.invoke_method(&client, &name, payload, timeouts)
                         .await
                         .map_err(Some)
+                } else {
+                    Err(None)
                 };
-                let (status, payload) = method_answer(result, &module);
+                let (status, payload) = method_answer(result, &client);
                 let _ = answer
                     .send(MethodAnswer {
-                        module,
+                        client,
                         rid,
                         status,
                         payload,
                     })
                     .await;
             });
+        }
+        Some(CloudTopic::CloudToDevice { leaf, properties }) => {
+            let mut message = HubMessage {
+                body: publish.payload.to_vec(),
+                ..HubMessage::default()
+            };
+            if let Err(error) = properties::decode_into(properties, &mut message) {
+                tracing::warn!(leaf, %error, "a cloud-to-device message has a property bag the hub cannot read; ignored");
+                return;
+            }
+            if let Err(error) = context.hub.send_to_device(leaf, message).await {
+                tracing::error!(leaf, %error, "a cloud-to-device message could not be queued; it is lost");
+            }
         }
         Some(CloudTopic::TwinResponse { status }) => {
             if !status.starts_with('2') {
@@ -398,14 +429,11 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
 /// for one that did not answer in time).
 fn method_answer(
     result: Result<MethodResponse, Option<MethodError>>,
-    module: &str,
+    client: &ClientIdentity,
 ) -> (i32, Vec<u8>) {
     let (status, message) = match result {
         Ok(response) => return (response.status, response.payload),
-        Err(None) => (
-            404,
-            format!("module {module} is not deployed on this device"),
-        ),
+        Err(None) => (404, format!("{client} is not deployed on this device")),
         Err(Some(error @ MethodError::NotConnected)) => (404, error.to_string()),
         Err(Some(error @ MethodError::Timeout)) => (504, error.to_string()),
         Err(Some(error @ MethodError::TooLarge)) => (413, error.to_string()),
@@ -424,7 +452,7 @@ async fn send_reported(
     while let Some(twin) = context.sync.next_to_send() {
         let current = match &twin {
             ReportedTwin::Device => context.runtime_report.borrow().clone(),
-            ReportedTwin::Module(module) => match context.hub.twin(module).await {
+            ReportedTwin::Client(client) => match context.hub.client_twin(client).await {
                 Ok(twin) => match twin.reported {
                     Value::Object(mut reported) => {
                         reported.remove(VERSION_KEY);
@@ -446,7 +474,7 @@ async fn send_reported(
         };
         let rid = context.next_request_id;
         context.next_request_id += 1;
-        let topic = topics::reported_patch(&context.config.device_id, twin.module(), rid);
+        let topic = topics::reported_patch(&context.config.device_id, &twin, rid);
         let body = serde_json::to_vec(&Value::Object(patch)).unwrap_or_default();
         let pkid = ids.allocate(InFlight::Reported(twin));
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, body);

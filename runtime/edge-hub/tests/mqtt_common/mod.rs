@@ -60,7 +60,11 @@ impl Certificates {
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
-            .with_no_client_auth()
+            // As the hub's own listener: leaf devices may present a
+            // certificate.
+            .with_client_cert_verifier(Arc::new(edge_hub::leaf::LeafCertificateVerifier::new(
+                provider(),
+            )))
             .with_single_cert(
                 vec![server_certificate.der().clone(), ca.der().clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
@@ -74,14 +78,60 @@ impl Certificates {
     }
 
     pub fn connector(&self) -> TlsConnector {
+        let config = self.client_config().with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// A connector presenting `certificate` (DER) with its PKCS#8 `key`, as
+    /// a leaf device with X.509 authentication does.
+    pub fn connector_with_certificate(&self, certificate: &LeafCertificate) -> TlsConnector {
+        let config = self
+            .client_config()
+            .with_client_auth_cert(
+                vec![certificate.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certificate.key.clone())),
+            )
+            .expect("client certificate");
+        TlsConnector::from(Arc::new(config))
+    }
+
+    fn client_config(
+        &self,
+    ) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).expect("CA root");
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A leaf device's self-signed certificate and its key.
+pub struct LeafCertificate {
+    pub der: CertificateDer<'static>,
+    pub key: Vec<u8>,
+}
+
+impl LeafCertificate {
+    /// A self-signed certificate with the common name `device`, as
+    /// `openssl req -x509` makes one for a device.
+    pub fn self_signed(device: &str) -> Self {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, device);
+        let certificate = params.self_signed(&key).expect("leaf certificate");
+        Self {
+            der: certificate.der().clone(),
+            key: key.serialize_der(),
+        }
+    }
+
+    /// Its SHA-256 thumbprint in hex.
+    pub fn thumbprint(&self) -> String {
+        edge_hub::leaf::sha256_thumbprint(&self.der)
     }
 }
 
@@ -97,6 +147,7 @@ pub fn config(dir: &std::path::Path) -> HubConfig {
         store_limit_bytes: 64 * 1024 * 1024,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 2000,
+        leaf_devices: Vec::new(),
     }
 }
 
@@ -283,9 +334,12 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn open(address: SocketAddr, certificates: &Certificates) -> Self {
+        Self::open_with(address, &certificates.connector()).await
+    }
+
+    pub async fn open_with(address: SocketAddr, connector: &TlsConnector) -> Self {
         let tcp = TcpStream::connect(address).await.expect("TCP connect");
-        let stream = certificates
-            .connector()
+        let stream = connector
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await
             .expect("TLS handshake");
