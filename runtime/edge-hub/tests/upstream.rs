@@ -7,35 +7,22 @@
 //! going up, again after every reconnect.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_hub::upstream::{
     ClientKey, FailureKind, LinkState, Upstream, UpstreamAuth, UpstreamConfig,
 };
-use edge_hub::{FileKeys, Hub, HubConfig, HubDeployment, HubMessage, Qos};
+use edge_hub::{FileKeys, Hub, HubDeployment, HubMessage, Qos};
 use edge_route::RouteTableEntry;
 use serde_json::{Value, json};
 use test_mosquitto::{Authority, CloudClient, DeviceAuth, Mosquitto, Received};
 
-const DEVICE: &str = "gw-1";
-const WAIT: Duration = Duration::from_secs(30);
+mod upstream_common;
+use upstream_common::{DEVICE, TOKEN, hub_config, token_broker, token_config, write_secret};
 
-fn hub_config(dir: &Path) -> HubConfig {
-    HubConfig {
-        device_id: DEVICE.to_owned(),
-        iothub_hostname: test_mosquitto::HOST.to_owned(),
-        gateway_hostname: "localhost".to_owned(),
-        mqtt_listen: "127.0.0.1:0".parse().expect("address"),
-        https_listen: "127.0.0.1:0".parse().expect("address"),
-        metrics_listen: None,
-        dir: dir.join("hub"),
-        store_limit_bytes: 256 * 1024 * 1024,
-        default_time_to_live: Duration::from_secs(7200),
-        max_connections: 100,
-    }
-}
+const WAIT: Duration = Duration::from_secs(30);
 
 fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
     RouteTableEntry {
@@ -96,48 +83,6 @@ async fn publish(hub: &Hub, range: std::ops::Range<usize>) {
         .await
         .expect("publish");
     }
-}
-
-fn write_secret(path: &Path, text: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, text).expect("secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path.to_owned()
-}
-
-/// A SAS token as a provisioning service would hand it out: mosquitto
-/// checks it as a password.
-const TOKEN: &str =
-    "SharedAccessSignature sr=localhost%2Fdevices%2Fgw-1&sig=dGVzdA%3D%3D&se=4102444800";
-
-fn token_config(dir: &Path, broker: &Mosquitto) -> UpstreamConfig {
-    let token_file = write_secret(&dir.join("token"), TOKEN);
-    let mut config = UpstreamConfig::new(
-        test_mosquitto::HOST,
-        broker.device_port(),
-        broker.ca_file(),
-        DEVICE,
-        UpstreamAuth::SasToken { token_file },
-    );
-    config.backoff_initial = Duration::from_millis(50);
-    config.backoff_maximum = Duration::from_millis(400);
-    config
-}
-
-fn token_broker(dir: &Path) -> Mosquitto {
-    Mosquitto::start(
-        &dir.join("broker"),
-        Arc::new(Authority::new("cloud CA")),
-        DeviceAuth::Passwords(vec![(
-            format!(
-                "{}/{DEVICE}/?api-version={}&DeviceClientType=edged%2F{}",
-                test_mosquitto::HOST,
-                edge_hub::upstream::API_VERSION,
-                env!("CARGO_PKG_VERSION")
-            ),
-            TOKEN.to_owned(),
-        )]),
-    )
 }
 
 /// The `seq` property of a telemetry publish, checking the sender's

@@ -27,6 +27,7 @@ use super::link::{Link, LinkError};
 use super::reported::{ReportedSync, ReportedTwin};
 use super::status::{FailureKind, StatusCell};
 use super::topics::{self, CloudTopic};
+use crate::failpoint::{self, Failpoint};
 use crate::hub::{DeliveryId, Hub, HubError};
 use crate::methods::{CallTimeouts, MethodError, MethodResponse};
 use crate::mqtt::connection::{Closed, encode, read_packet};
@@ -267,6 +268,7 @@ async fn handle_packet(
                 context
                     .status
                     .update(|status| status.messages_acknowledged += 1);
+                failpoint::hit(Failpoint::UpstreamAfterPuback);
             }
             Some(InFlight::Reported(twin)) => {
                 context.sync.acknowledged(&twin);
