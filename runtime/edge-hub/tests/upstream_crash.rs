@@ -60,7 +60,11 @@ const WAIT: Duration = Duration::from_secs(60);
 type Label = (u64, u64);
 
 fn priority(label: Label) -> u8 {
-    if label.1 % URGENT_EVERY == 0 { 0 } else { 5 }
+    if label.1.is_multiple_of(URGENT_EVERY) {
+        0
+    } else {
+        5
+    }
 }
 
 fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
