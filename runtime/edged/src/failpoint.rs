@@ -100,7 +100,8 @@ pub fn by_name(name: &str) -> Option<Failpoint> {
     edge_failpoint::by_name(name)
 }
 
-/// Parses an `EDGED_FAILPOINT` value: `NAME` or `NAME:pause=DURATION`.
+/// Parses an `EDGED_FAILPOINT` value: `NAME`, `NAME:pause=DURATION` or
+/// `NAME:at=N`.
 pub fn parse(text: &str) -> Option<(Failpoint, Action)> {
     let (name, action) = edge_failpoint::parse(text)?;
     Some((by_name(name)?, action))

@@ -5,8 +5,10 @@
 //! variable; when execution reaches it, the process aborts on the spot, as a
 //! power cut would stop it. `NAME:pause=DURATION` (`health-wait:pause=3s`)
 //! stops there for that long instead, so that tests can act while the
-//! process is in the middle of a transaction. Unarmed failpoints cost one
-//! comparison. Only builds with the `enabled` feature (tests) read the
+//! process is in the middle of a transaction. `NAME:at=N` aborts the N-th
+//! time the point is reached, so that a test can crash a process at a
+//! chosen moment of a busy run rather than at the first hit. Unarmed
+//! failpoints cost one comparison. Only builds with the `enabled` feature (tests) read the
 //! variable at all; the named points stay in the code of every build as
 //! calls that do nothing.
 //!
@@ -15,6 +17,7 @@
 
 use std::io::Write;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The environment variable that arms one failpoint by name.
@@ -78,19 +81,22 @@ pub enum Action {
     Abort,
     /// Stop there for a while, then go on.
     Pause(Duration),
+    /// Pass this many times minus one, then abort.
+    AbortAt(u64),
 }
 
-/// Parses an `EDGED_FAILPOINT` value, `NAME` or `NAME:pause=DURATION`, into
-/// the name and the action.
+/// Parses an `EDGED_FAILPOINT` value, `NAME`, `NAME:pause=DURATION` or
+/// `NAME:at=N` (N at least 1), into the name and the action.
 pub fn parse(text: &str) -> Option<(&str, Action)> {
-    match text.split_once(':') {
-        None => Some((text, Action::Abort)),
-        Some((name, action)) => {
-            let pause = action.strip_prefix("pause=")?;
-            let duration = humantime::parse_duration(pause).ok()?;
-            Some((name, Action::Pause(duration)))
-        }
+    let Some((name, action)) = text.split_once(':') else {
+        return Some((text, Action::Abort));
+    };
+    if let Some(pause) = action.strip_prefix("pause=") {
+        let duration = humantime::parse_duration(pause).ok()?;
+        return Some((name, Action::Pause(duration)));
     }
+    let at: u64 = action.strip_prefix("at=")?.parse().ok()?;
+    (at >= 1).then_some((name, Action::AbortAt(at)))
 }
 
 /// The armed failpoint's name and action, read once from the environment;
@@ -113,8 +119,12 @@ pub fn hit<P: Point>(point: P) {
     if name != point.name() {
         return;
     }
+    // How often the armed point was reached, this time included.
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let reached = REACHED.fetch_add(1, Ordering::Relaxed) + 1;
     match action {
-        Action::Abort => {
+        Action::AbortAt(at) if reached < *at => {}
+        Action::Abort | Action::AbortAt(_) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "edged: failpoint {name} reached, aborting"
@@ -158,7 +168,10 @@ mod tests {
             parse("first:pause=1m30s"),
             Some(("first", Action::Pause(Duration::from_secs(90))))
         );
+        assert_eq!(parse("first:at=300"), Some(("first", Action::AbortAt(300))));
         assert_eq!(parse("first:pause=soon"), None);
+        assert_eq!(parse("first:at=0"), None);
+        assert_eq!(parse("first:at=many"), None);
         assert_eq!(parse("first:sleep=1s"), None);
     }
 }

@@ -8,7 +8,9 @@
 //! test's [`CloudClient`] plays IoT Hub's side: it records what the device
 //! publishes and publishes desired patches and method calls to it. The
 //! broker can be stopped, killed and started again on the same ports, to
-//! take the cloud away and bring it back.
+//! take the cloud away and bring it back. With a password file, the broker
+//! can also turn the devices away while it runs ([`Mosquitto::admit_devices`]),
+//! so that a test connects its recorder before any device can publish.
 //!
 //! mosquitto drops to the `mosquitto` user when started as root, so its
 //! directory is made readable by everyone (the keys are test keys).
@@ -145,6 +147,7 @@ pub struct Mosquitto {
     device_port: u16,
     service_port: u16,
     authority: Arc<Authority>,
+    auth: DeviceAuth,
 }
 
 impl Mosquitto {
@@ -161,17 +164,7 @@ impl Mosquitto {
         let device_auth = match &auth {
             DeviceAuth::Passwords(users) => {
                 let file = dir.join("passwords");
-                fs::write(&file, "").expect("password file");
-                for (user, password) in users {
-                    let status = Command::new("mosquitto_passwd")
-                        .arg("-b")
-                        .arg(&file)
-                        .arg(user)
-                        .arg(password)
-                        .status()
-                        .expect("mosquitto_passwd is installed (apt-get install mosquitto)");
-                    assert!(status.success(), "mosquitto_passwd failed");
-                }
+                write_passwords(&file, users);
                 format!("allow_anonymous false\npassword_file {}\n", file.display())
             }
             DeviceAuth::ClientCertificates => {
@@ -204,6 +197,7 @@ impl Mosquitto {
             device_port,
             service_port,
             authority,
+            auth,
         };
         mosquitto.start_again();
         mosquitto
@@ -246,6 +240,28 @@ impl Mosquitto {
         }
     }
 
+    /// Lets the devices of the password file connect (`true`, the
+    /// default) or turns every device away (`false`): the broker forgets
+    /// the passwords, so it refuses new connections and closes the devices'
+    /// open ones, while the service listener and its clients stay. Applied
+    /// by reloading the running broker (SIGHUP), which takes effect a moment
+    /// later, or at the next start. Only for [`DeviceAuth::Passwords`].
+    pub fn admit_devices(&mut self, admit: bool) {
+        let DeviceAuth::Passwords(users) = &self.auth else {
+            panic!("only a broker with a password file can turn devices away");
+        };
+        let users: &[(String, String)] = if admit { users } else { &[] };
+        write_passwords(&self.dir.join("passwords"), users);
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg("-HUP")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success(), "the broker did not take SIGHUP");
+        }
+    }
+
     /// Stops the broker (SIGKILL: the cloud vanishes without a goodbye).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -265,6 +281,25 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Writes the password file the broker reads: `users` and nothing else.
+fn write_passwords(file: &Path, users: &[(String, String)]) {
+    // Written beside and renamed, so that a reload never reads half a file.
+    let next = file.with_extension("next");
+    fs::write(&next, "").expect("password file");
+    for (user, password) in users {
+        let status = Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&next)
+            .arg(user)
+            .arg(password)
+            .status()
+            .expect("mosquitto_passwd is installed (apt-get install mosquitto)");
+        assert!(status.success(), "mosquitto_passwd failed");
+    }
+    let _ = Command::new("chmod").arg("a+r").arg(&next).status();
+    fs::rename(&next, file).expect("password file");
 }
 
 /// A port nothing listens on now (another process may take it before the
@@ -376,6 +411,29 @@ impl CloudClient {
             if received.topic.starts_with(prefix) {
                 return Some(received);
             }
+        }
+    }
+
+    /// Every publish that arrives before a marker this client sends through
+    /// the broker now; the marker itself is not returned. The broker hands
+    /// a subscriber what it accepted in order, so once the marker is back,
+    /// everything the broker acknowledged to anyone before it was sent is
+    /// here.
+    pub async fn received_until_now(&mut self, timeout: Duration) -> Vec<Received> {
+        static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let number = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let marker = format!("$iothub/test-marker/{}/{number}", std::process::id());
+        self.publish(&marker, Vec::new()).await;
+        let mut received = Vec::new();
+        loop {
+            let next = self
+                .next(timeout)
+                .await
+                .expect("the marker comes back through the broker");
+            if next.topic == marker {
+                return received;
+            }
+            received.push(next);
         }
     }
 

@@ -28,6 +28,7 @@ use super::reported::{ReportedSync, ReportedTwin};
 use super::status::{FailureKind, StatusCell};
 use super::topics::{self, CloudTopic};
 use crate::client::ClientIdentity;
+use crate::failpoint::{self, Failpoint};
 use crate::hub::{DeliveryId, Hub, HubError, ReportedChange};
 use crate::message::HubMessage;
 use crate::methods::{CallTimeouts, MethodError, MethodResponse};
@@ -288,6 +289,7 @@ async fn handle_packet(
                 context
                     .status
                     .update(|status| status.messages_acknowledged += 1);
+                failpoint::hit(Failpoint::UpstreamAfterPuback);
             }
             Some(InFlight::Reported(twin)) => {
                 context.sync.acknowledged(&twin);
