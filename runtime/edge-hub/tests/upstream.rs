@@ -7,7 +7,7 @@
 //! going up, again after every reconnect.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -596,5 +596,155 @@ async fn a_leaf_devices_cloud_traffic_goes_through_the_gateways_connection() {
     assert_eq!(
         serde_json::from_slice::<Value>(&reported.payload).expect("JSON"),
         json!({"battery": 80})
+    );
+}
+
+/// Where Debian's softhsm2 package installs the module.
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN_LABEL: &str = "edge-hub-upstream";
+const TOKEN_PIN: &str = "246810";
+const SOFTHSM_DIR: &str = "EDGE_HUB_UPSTREAM_SOFTHSM_DIR";
+
+/// SoftHSM reads `SOFTHSM2_CONF` when it is loaded, which a running test
+/// binary cannot change safely: this test makes a token directory and runs
+/// the scenario below in a child process with the variable set.
+#[test]
+fn an_x509_key_on_a_pkcs11_token_authenticates() {
+    assert!(
+        Path::new(SOFTHSM).exists(),
+        "SoftHSM2 module {SOFTHSM} is missing: apt-get install -y softhsm2 opensc (CI installs it)"
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).expect("token directory");
+    let config = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("configuration");
+    let run = |command: &mut std::process::Command| {
+        let output = command
+            .env("SOFTHSM2_CONF", &config)
+            .output()
+            .expect("the tool runs");
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(std::process::Command::new("softhsm2-util").args([
+        "--init-token",
+        "--free",
+        "--label",
+        TOKEN_LABEL,
+        "--pin",
+        TOKEN_PIN,
+        "--so-pin",
+        "13579",
+    ]));
+    // The device key is made on the token, as a factory would; only its
+    // public half ever leaves it.
+    run(std::process::Command::new("pkcs11-tool").args([
+        "--module",
+        SOFTHSM,
+        "--token-label",
+        TOKEN_LABEL,
+        "--login",
+        "--pin",
+        TOKEN_PIN,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "device",
+    ]));
+    run(std::process::Command::new("pkcs11-tool")
+        .args(["--module", SOFTHSM, "--token-label", TOKEN_LABEL])
+        .args([
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--label",
+            "device",
+            "-o",
+        ])
+        .arg(dir.path().join("device.spki")));
+    write_secret(&dir.path().join("pin"), TOKEN_PIN);
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "pkcs11_scenario", "--ignored", "--nocapture"])
+        .env("SOFTHSM2_CONF", &config)
+        .env(SOFTHSM_DIR, dir.path())
+        .output()
+        .expect("run the scenario");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by an_x509_key_on_a_pkcs11_token_authenticates with SOFTHSM2_CONF set"]
+async fn pkcs11_scenario() {
+    let dir = PathBuf::from(std::env::var_os(SOFTHSM_DIR).expect("run by the outer test"));
+    let authority = Arc::new(Authority::new("cloud CA"));
+    // A P-256 SubjectPublicKeyInfo ends with the uncompressed point.
+    let spki = std::fs::read(dir.join("device.spki")).expect("the public key");
+    let point = &spki[spki.len() - 65..];
+    std::fs::write(
+        dir.join("device.pem"),
+        authority.client_for_p256_point(DEVICE, point),
+    )
+    .expect("certificate");
+    let broker = Mosquitto::start(
+        &dir.join("broker"),
+        authority,
+        DeviceAuth::ClientCertificates,
+    );
+    let mut cloud = broker.cloud_client().await;
+    let hub = open_hub(&dir).await;
+    let mut config = UpstreamConfig::new(
+        test_mosquitto::HOST,
+        broker.device_port(),
+        broker.ca_file(),
+        DEVICE,
+        UpstreamAuth::X509 {
+            certificate_file: dir.join("device.pem"),
+            key: ClientKey::Pkcs11 {
+                module: PathBuf::from(SOFTHSM),
+                token: TOKEN_LABEL.to_owned(),
+                pin_file: dir.join("pin"),
+                key_label: "device".to_owned(),
+            },
+        },
+    );
+    config.backoff_initial = Duration::from_millis(50);
+    let upstream = Upstream::start(hub.clone(), config.clone());
+    publish(&hub, 0..20).await;
+    assert_eq!(collect(&mut cloud, 20).await, (0..20).collect::<Vec<_>>());
+    drop(upstream);
+
+    // A label the token does not hold is a credentials failure that says
+    // how to make the key.
+    if let UpstreamAuth::X509 {
+        key: ClientKey::Pkcs11 { key_label, .. },
+        ..
+    } = &mut config.auth
+    {
+        *key_label = "missing".to_owned();
+    }
+    let upstream = Upstream::start(hub.clone(), config);
+    wait_until("the failure", || upstream.status().last_failure.is_some()).await;
+    let failure = upstream.status().last_failure.expect("a failure");
+    assert_eq!(failure.kind, FailureKind::Credentials, "{failure:?}");
+    assert!(
+        failure.message.contains("pkcs11-tool --keypairgen"),
+        "{failure:?}"
     );
 }

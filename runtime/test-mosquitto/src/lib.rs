@@ -208,6 +208,11 @@ impl Mosquitto {
         self.device_port
     }
 
+    /// The anonymous port of the cloud side (load generators, recorders).
+    pub fn service_port(&self) -> u16 {
+        self.service_port
+    }
+
     /// The CA file that verifies the broker.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")

@@ -315,10 +315,13 @@ async fn handle_packet(
         Packet::Publish(publish) => {
             let pkid = publish.pkid;
             let qos = publish.qos;
-            handle_cloud_publish(publish, context).await;
-            if qos != QoS::AtMostOnce {
-                // Acknowledged once handled: a desired patch is stored by
-                // then; a method call is on its way to the module.
+            let handled = handle_cloud_publish(publish, context).await;
+            if qos != QoS::AtMostOnce && handled == Handled::Done {
+                // Acknowledged once handled: a desired patch or a
+                // cloud-to-device message is stored by then; a method call is
+                // on its way to the module. One the store could not take is
+                // not acknowledged, so the cloud sends it again after the
+                // next reconnect.
                 send(link, Packet::PubAck(PubAck::new(pkid))).await?;
             }
         }
@@ -333,8 +336,18 @@ async fn handle_packet(
     Ok(())
 }
 
-/// A desired patch, a method call or a twin response from the cloud.
-async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
+/// Whether a publish from the cloud was handled, or must come again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Done with, or of no use: acknowledged.
+    Done,
+    /// The store could not take it: not acknowledged.
+    Retry,
+}
+
+/// A desired patch, a method call, a cloud-to-device message or a twin
+/// response from the cloud.
+async fn handle_cloud_publish(publish: Publish, context: &mut Context) -> Handled {
     let device = context.config.device_id.clone();
     let topic = publish.topic.as_str();
     match topics::parse(topic, &device, &context.leaves) {
@@ -346,7 +359,7 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
                 Ok(Value::Object(patch)) => patch,
                 _ => {
                     tracing::warn!(%client, "a desired patch from the cloud is not a JSON object; ignored");
-                    return;
+                    return Handled::Done;
                 }
             };
             let version = patch.get(VERSION_KEY).cloned();
@@ -358,7 +371,8 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
                     tracing::warn!(%error, "a desired patch from the cloud is for no client of this gateway; ignored");
                 }
                 Err(error) => {
-                    tracing::error!(%client, %error, "a desired patch from the cloud could not be stored");
+                    tracing::error!(%client, %error, "a desired patch from the cloud could not be stored; the cloud sends it again after the next reconnect");
+                    return Handled::Retry;
                 }
             }
         }
@@ -402,10 +416,11 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
             };
             if let Err(error) = properties::decode_into(properties, &mut message) {
                 tracing::warn!(leaf, %error, "a cloud-to-device message has a property bag the hub cannot read; ignored");
-                return;
+                return Handled::Done;
             }
             if let Err(error) = context.hub.send_to_device(leaf, message).await {
-                tracing::error!(leaf, %error, "a cloud-to-device message could not be queued; it is lost");
+                tracing::error!(leaf, %error, "a cloud-to-device message could not be queued; the cloud sends it again after the next reconnect");
+                return Handled::Retry;
             }
         }
         Some(CloudTopic::TwinResponse { status }) => {
@@ -424,6 +439,7 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) {
             );
         }
     }
+    Handled::Done
 }
 
 /// The status and payload of a method answer: the module's own, or the

@@ -12,9 +12,9 @@ use edge_hub::{FileKeys, KeyStore};
 
 use crate::load::{ClientSpec, Target};
 
-/// The device id, and the IoT Hub host name edged derives from it.
-const DEVICE: &str = "bench";
-const IOTHUB: &str = "bench.local";
+/// The device id, and the IoT Hub host name edged derives from it (or the
+/// upstream host's, with one).
+pub const DEVICE: &str = "bench";
 /// The benchmark's hub ports (loopback only).
 pub const MQTT_PORT: u16 = 22884;
 const HTTPS_PORT: u16 = 22443;
@@ -24,6 +24,30 @@ pub const METRICS_PORT: u16 = 22960;
 pub struct EdgedHub {
     child: Child,
     state: PathBuf,
+    iothub: String,
+}
+
+/// What the device runs: its modules, routes and `device.toml` additions.
+pub struct Setup<'a> {
+    /// Sensor modules (`sensor0` …).
+    pub senders: usize,
+    /// Idle modules for the many-connections run.
+    pub idle: usize,
+    /// `[hub] store_limit`.
+    pub store_limit: &'a str,
+    /// The route table.
+    pub routes: serde_json::Value,
+    /// A `[hub.upstream]` table, or nothing.
+    pub upstream: String,
+}
+
+/// The routes of the local benchmark: sensors to the sink, the loader to a
+/// module that never connects.
+pub fn local_routes() -> serde_json::Value {
+    serde_json::json!([
+        {"name": "telemetry", "route": ROUTE, "priority": 0, "timeToLiveSecs": 0},
+        {"name": "backlog", "route": OFFLINE_ROUTE, "priority": 1, "timeToLiveSecs": 0},
+    ])
 }
 
 /// The route every benchmark message takes: a condition on the body, as
@@ -42,7 +66,12 @@ fn module_names(senders: usize, idle: usize) -> Vec<String> {
 }
 
 /// A signed bundle with the modules and both routes.
-fn bundle(root: &Path, signer: &FileSigner, modules: &[String]) -> PathBuf {
+fn bundle(
+    root: &Path,
+    signer: &FileSigner,
+    modules: &[String],
+    routes: &serde_json::Value,
+) -> PathBuf {
     let mut builder = BundleBuilder::new(BundleHeader {
         deployment: "hubbench".into(),
         compatible: "bench".into(),
@@ -66,10 +95,7 @@ fn bundle(root: &Path, signer: &FileSigner, modules: &[String]) -> PathBuf {
     builder.iot_edge_manifest(serde_json::json!({"modulesContent": {
         "$edgeAgent": {"properties.desired": {"modules": desired}},
     }}));
-    builder.route_table(serde_json::json!([
-        {"name": "telemetry", "route": ROUTE, "priority": 0, "timeToLiveSecs": 0},
-        {"name": "backlog", "route": OFFLINE_ROUTE, "priority": 1, "timeToLiveSecs": 0},
-    ]));
+    builder.route_table(routes.clone());
     let path = root.join("hubbench.edgebundle");
     let file = File::create(&path).expect("bundle file");
     builder
@@ -96,6 +122,26 @@ impl EdgedHub {
     /// Applies the benchmark deployment (with `idle` extra modules for the
     /// many-connections run) and starts `edged run`.
     pub fn start(root: &Path, senders: usize, idle: usize, store_limit: &str) -> Self {
+        Self::start_with(
+            root,
+            &Setup {
+                senders,
+                idle,
+                store_limit,
+                routes: local_routes(),
+                upstream: String::new(),
+            },
+        )
+    }
+
+    /// Applies a deployment as `setup` says and starts `edged run`.
+    pub fn start_with(root: &Path, setup: &Setup<'_>) -> Self {
+        let Setup {
+            senders,
+            idle,
+            store_limit,
+            ..
+        } = *setup;
         fs::create_dir_all(root).expect("device directory");
         let pair = generate_keypair().expect("key pair");
         let signer = FileSigner::from_pem(&pair.private_pem).expect("signer");
@@ -106,12 +152,13 @@ impl EdgedHub {
                 "compatible = \"bench\"\narchitecture = \"amd64\"\n[health]\nwindow = \"0s\"\n\
                  [hub]\ndevice_id = \"{DEVICE}\"\ngateway_hostname = \"localhost\"\n\
                  mqtt_listen = \"127.0.0.1:{MQTT_PORT}\"\nhttps_listen = \"127.0.0.1:{HTTPS_PORT}\"\n\
-                 metrics_listen = \"127.0.0.1:{METRICS_PORT}\"\nstore_limit = \"{store_limit}\"\n"
+                 metrics_listen = \"127.0.0.1:{METRICS_PORT}\"\nstore_limit = \"{store_limit}\"\n{}",
+                setup.upstream
             ),
         )
         .expect("device.toml");
         let modules = module_names(senders, idle);
-        let bundle = bundle(root, &signer, &modules);
+        let bundle = bundle(root, &signer, &modules, &setup.routes);
         let applied = edged(root)
             .arg("apply")
             .arg(&bundle)
@@ -128,10 +175,16 @@ impl EdgedHub {
             .stderr(File::create(root.join("edged.log")).expect("log file"))
             .spawn()
             .expect("edged run starts");
-        crate::wait_for_port(MQTT_PORT);
+        crate::measure::wait_for_port(MQTT_PORT);
+        let iothub = if setup.upstream.is_empty() {
+            format!("{DEVICE}.local")
+        } else {
+            test_mosquitto::HOST.to_owned()
+        };
         let hub = Self {
             child,
             state: root.join("state"),
+            iothub,
         };
         hub.wait_for_deployment(modules.last().expect("modules"));
         hub
@@ -164,12 +217,13 @@ impl EdgedHub {
             .expect("clock")
             .as_secs()
             + 24 * 3600;
-        let resource = format!("{IOTHUB}/devices/{DEVICE}/modules/{module}");
+        let iothub = &self.iothub;
+        let resource = format!("{iothub}/devices/{DEVICE}/modules/{module}");
         let password = edge_hub::sas::token(&keys as &dyn KeyStore, module, &resource, expiry)
             .expect("module key");
         ClientSpec {
             client_id: format!("{DEVICE}/{module}"),
-            username: format!("{IOTHUB}/{DEVICE}/{module}/?api-version=2020-09-30"),
+            username: format!("{iothub}/{DEVICE}/{module}/?api-version=2020-09-30"),
             password,
         }
     }
@@ -203,6 +257,7 @@ impl EdgedHub {
                 })
                 .collect(),
             receiver: (self.client("sink"), Self::inputs_filter("sink")),
+            receiver_broker: None,
         }
     }
 
@@ -213,21 +268,7 @@ impl EdgedHub {
 
     /// edged's resident set size, in bytes.
     pub fn rss(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("edged's /proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .expect("VmRSS")
-            * 1024
+        crate::measure::rss(self.child.id())
     }
 
     /// The store file's size in bytes.
@@ -239,7 +280,7 @@ impl EdgedHub {
 
     /// The depth of `endpoint`'s queue, from the metrics endpoint.
     pub fn queue_length(&self, endpoint: &str) -> u64 {
-        let text = crate::http_get(METRICS_PORT, "/metrics");
+        let text = crate::measure::http_get(METRICS_PORT, "/metrics");
         text.lines()
             .filter(|line| line.starts_with("edgehub_queue_length{"))
             .filter(|line| line.contains(&format!("endpoint=\"{endpoint}\"")))

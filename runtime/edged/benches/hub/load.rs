@@ -38,6 +38,21 @@ pub struct Target {
     pub senders: Vec<(ClientSpec, String)>,
     /// The receiver and the filter it subscribes to.
     pub receiver: (ClientSpec, String),
+    /// Where the receiver connects when it is not the senders' broker (the
+    /// upstream benchmark's receiver listens at the cloud): its port and CA.
+    pub receiver_broker: Option<(u16, String)>,
+}
+
+impl Target {
+    /// The target as the receiver connects to it.
+    fn receiving(&self) -> Target {
+        let mut target = self.clone();
+        if let Some((port, ca_pem)) = &self.receiver_broker {
+            target.port = *port;
+            target.ca_pem = ca_pem.clone();
+        }
+        target
+    }
 }
 
 /// The body size the benchmark prescribes.
@@ -136,7 +151,7 @@ impl Measured {
 /// second in all (`None`: as fast as QoS 1 with 100 in flight allows), and
 /// waits until the receiver has them all.
 pub async fn run(target: &Target, per_sender: u64, rate: Option<f64>) -> Measured {
-    let (receiver, mut receiver_events) = connect(target, &target.receiver.0).await;
+    let (receiver, mut receiver_events) = connect(&target.receiving(), &target.receiver.0).await;
     receiver
         .subscribe(&target.receiver.1, QoS::AtLeastOnce)
         .await

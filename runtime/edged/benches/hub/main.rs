@@ -9,6 +9,9 @@
 
 mod edged_hub;
 mod load;
+// Shared with the upstream benchmark, which reads more of the processes.
+#[allow(dead_code)]
+mod measure;
 
 use std::fs;
 use std::path::Path;
@@ -16,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use load::{ClientSpec, Target};
+use measure::{cpu_seconds, load_average, median, mib, wait_for_port};
 
 /// Messages per sender in the throughput runs.
 fn messages_per_sender() -> u64 {
@@ -93,16 +97,6 @@ impl Drop for Mosquitto {
     }
 }
 
-fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port}");
-}
-
 fn mosquitto_target(ca: String) -> Target {
     let anonymous = |id: &str| ClientSpec {
         client_id: id.to_owned(),
@@ -123,60 +117,8 @@ fn mosquitto_target(ca: String) -> Target {
             })
             .collect(),
         receiver: (anonymous("receiver"), "bench/telemetry".to_owned()),
+        receiver_broker: None,
     }
-}
-
-/// A plain HTTP GET on loopback, for the metrics endpoint.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
-    text
-}
-
-/// CPU time (user and system) a process has used, in seconds.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // The fields after the command name (which may hold spaces) start at
-    // the last ')': utime and stime are the 12th and 13th after it.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|field| field.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn mib(bytes: u64) -> String {
-    if bytes < 1024 * 1024 {
-        format!("{:.0} KiB", bytes as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    }
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// Rounds of the throughput comparison, alternating the brokers.
