@@ -37,8 +37,14 @@ pub const INFLIGHT_WINDOW: usize = 64;
 /// commit rate, small enough to bound the writer's backlog.
 const UNCONFIRMED_LIMIT: usize = 1024;
 
-/// How many queue entries a stream reads from the store at once.
+/// How many queue entries a module's stream reads from the store at once.
 const READ_BATCH: usize = 64;
+
+/// The most queue entries the upstream stream reads at once: it reads a
+/// window's worth, so that a backlog goes up in a few large reads rather
+/// than many small ones, each a hop to a blocking thread and a read
+/// transaction.
+const UPSTREAM_READ_BATCH: usize = 1024;
 
 /// How long a stream waits before it reads again after a failed read.
 const READ_RETRY: Duration = Duration::from_secs(1);
@@ -916,7 +922,7 @@ impl Hub {
             Some(state) => Reader::Client(state),
             None => Reader::Gone,
         };
-        self.open_stream(client, reader, INFLIGHT_WINDOW)
+        self.open_stream(client, reader, INFLIGHT_WINDOW, READ_BATCH)
     }
 
     /// The `$upstream` queue's deliveries, for the connection to the cloud,
@@ -924,10 +930,18 @@ impl Hub {
     /// stream replaces the previous one and starts at the head of the
     /// queues, so what was sent and not acknowledged is sent again.
     pub fn open_upstream(&self, window: usize) -> InputStream {
-        self.open_stream(UPSTREAM, Reader::Upstream, window.max(1))
+        let window = window.max(1);
+        let batch = window.clamp(READ_BATCH, UPSTREAM_READ_BATCH);
+        self.open_stream(UPSTREAM, Reader::Upstream, window, batch)
     }
 
-    fn open_stream(&self, target: &str, reader: Reader, window: usize) -> InputStream {
+    fn open_stream(
+        &self,
+        target: &str,
+        reader: Reader,
+        window: usize,
+        read_batch: usize,
+    ) -> InputStream {
         let wake = self.inner.store.shared.wake(target);
         let epoch = wake.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         wake.notify.notify_waiters();
@@ -938,6 +952,7 @@ impl Hub {
             epoch,
             reader,
             window,
+            read_batch,
             mode: Mode::Store,
             cursors: Default::default(),
             seen_arrivals: [0; PRIORITIES],
@@ -1386,6 +1401,8 @@ pub struct InputStream {
     reader: Reader,
     /// The most deliveries unacknowledged at once.
     window: usize,
+    /// How many queue entries one read takes.
+    read_batch: usize,
     mode: Mode,
     /// Per priority, the last entry delivered.
     cursors: [Option<(u64, String)>; PRIORITIES],
@@ -1550,6 +1567,7 @@ impl InputStream {
         let hub = self.hub.clone();
         let module = self.module.clone();
         let cursors = self.cursors.clone();
+        let batch = self.read_batch;
         let below = match &self.mode {
             Mode::Joining(tail) => tail.from,
             Mode::Store | Mode::Live(_) => u64::MAX,
@@ -1557,7 +1575,7 @@ impl InputStream {
         self.read = Some(tokio::task::spawn_blocking(move || {
             hub.inner
                 .store
-                .read_queue(&module, &cursors, below, READ_BATCH)
+                .read_queue(&module, &cursors, below, batch)
         }));
     }
 

@@ -933,7 +933,7 @@ mod tests {
         let config = with(&format!("{base}sas_key_file = \"/etc/edged/device.key\"")).unwrap();
         let upstream = config.hub.upstream.as_ref().expect("upstream");
         assert_eq!(upstream.port, 8883);
-        assert_eq!(upstream.window, 256);
+        assert_eq!(upstream.window, 1024);
         assert_eq!(upstream.backoff_max, Duration::from_secs(60));
         // The IoT Hub host name modules see follows the cloud's.
         assert_eq!(

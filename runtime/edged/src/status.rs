@@ -303,7 +303,7 @@ mod tests {
                 messages_acknowledged: 100,
                 messages_resent: 20,
                 in_flight: 0,
-                window: 256,
+                window: 1024,
             }),
         });
         assert!(

@@ -264,9 +264,17 @@ pub async fn flood(target: &Target, sender: &ClientSpec, topic: &str, count: u64
     elapsed
 }
 
-/// Subscribes `receiver` to `filter` and takes `count` messages; returns
-/// how long that took.
-pub async fn drain(target: &Target, receiver: &ClientSpec, filter: &str, count: u64) -> Duration {
+/// How long taking a backlog took.
+pub struct Drained {
+    /// From the subscription to the last message.
+    pub total: Duration,
+    /// From the first message to the last: the rate at which the backlog
+    /// came, without the wait for the first.
+    pub from_first: Duration,
+}
+
+/// Subscribes `receiver` to `filter` and takes `count` messages.
+pub async fn drain(target: &Target, receiver: &ClientSpec, filter: &str, count: u64) -> Drained {
     let (client, mut events) = connect(target, receiver).await;
     let started = Instant::now();
     client
@@ -274,14 +282,21 @@ pub async fn drain(target: &Target, receiver: &ClientSpec, filter: &str, count: 
         .await
         .expect("subscribe");
     let mut received = 0;
+    let mut first = None;
     while received < count {
         match events.poll().await {
-            Ok(Event::Incoming(Packet::Publish(_))) => received += 1,
+            Ok(Event::Incoming(Packet::Publish(_))) => {
+                first.get_or_insert_with(Instant::now);
+                received += 1;
+            }
             Ok(_) => {}
             Err(error) => panic!("{}: drain: {error}", target.name),
         }
     }
-    started.elapsed()
+    Drained {
+        total: started.elapsed(),
+        from_first: first.map_or(Duration::ZERO, |first| first.elapsed()),
+    }
 }
 
 /// Connects every client and keeps them connected (answering keep-alives)

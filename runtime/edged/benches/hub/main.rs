@@ -229,12 +229,14 @@ fn main() {
         grown.saturating_sub(baseline) as f64 / queued.max(1) as f64
     );
     let offline = hub.client("offline");
-    let took = runtime.block_on(load::drain(
-        &target,
-        &offline,
-        &edged_hub::EdgedHub::inputs_filter("offline"),
-        queued,
-    ));
+    let took = runtime
+        .block_on(load::drain(
+            &target,
+            &offline,
+            &edged_hub::EdgedHub::inputs_filter("offline"),
+            queued,
+        ))
+        .total;
     println!(
         "delivered the backlog in {:.1} s ({:.0} msg/s); queue depth after {}; edged RSS {}",
         took.as_secs_f64(),
