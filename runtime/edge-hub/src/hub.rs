@@ -392,7 +392,11 @@ impl Hub {
             path: config.dir.display().to_string(),
             message: format!("cannot create the hub directory: {error}"),
         })?;
-        let store = Store::open(&config.dir.join("store.redb"), config.store_limit_bytes)?;
+        let store = Store::open(
+            &config.dir.join("store.redb"),
+            config.store_limit_bytes,
+            config.when_full,
+        )?;
         let mut modules = BTreeMap::new();
         for (module, generation) in store.documents(GENERATION)? {
             let generation_id = String::from_utf8(generation).map_err(|_| HubError::Corrupt {

@@ -30,7 +30,7 @@ pub mod twin;
 pub mod workload;
 
 pub use certs::CaKeySource;
-pub use config::HubConfig;
+pub use config::{HubConfig, WhenFull};
 pub use failpoint::Failpoint;
 pub use hub::{
     Delivery, DeliveryId, DesiredSeen, DesiredState, EndpointStats, Hub, HubDeployment, HubError,

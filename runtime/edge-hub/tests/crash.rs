@@ -32,6 +32,7 @@ fn config(dir: &Path) -> HubConfig {
         metrics_listen: None,
         dir: dir.join("hub"),
         store_limit_bytes: 1 << 30,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
     }

@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> HubConfig {
         metrics_listen: None,
         dir: dir.join("hub"),
         store_limit_bytes: 64 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
     }

@@ -41,6 +41,7 @@ pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig>
         metrics_listen: settings.metrics_listen().map_err(Error::Config)?,
         dir: hub::hub_dir(state_dir),
         store_limit_bytes: settings.store_limit_bytes().map_err(Error::Config)?,
+        when_full: settings.when_full,
         default_time_to_live: settings.store_and_forward_ttl,
         max_connections: settings.max_connections,
     })
