@@ -48,6 +48,23 @@ pub struct HubReport {
     /// hub has a cloud connection (or their time to live ends).
     #[serde(default)]
     pub upstream_queue: u64,
+    /// Messages the store dropped, by endpoint (`{module}/{input}` or
+    /// `$upstream`); only endpoints that dropped any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped: BTreeMap<String, HubDropped>,
+}
+
+/// The messages the hub's store dropped from one endpoint's queue, by
+/// reason (`runtime/README.md`, "Offline: quotas and the drop policy").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubDropped {
+    /// Their time to live passed before they were delivered.
+    pub expired: u64,
+    /// Evicted to keep the store under `store_limit` (`when_full`).
+    pub quota: u64,
+    /// Evicted while the disk holding the store was full.
+    pub disk_full: u64,
 }
 
 /// One module as the hub sees it.

@@ -167,6 +167,10 @@ pub struct EndpointStats {
     pub depth: u64,
     /// Messages dropped because their time to live passed.
     pub expired: u64,
+    /// Messages evicted to keep the store under its limit (`when_full`).
+    pub dropped_quota: u64,
+    /// Messages evicted because the disk holding the store was full.
+    pub dropped_disk_full: u64,
     /// Messages queued per priority: index 0 is priority 0 (the most
     /// urgent); they add up to `depth`.
     pub by_priority: [u64; PRIORITIES],
@@ -222,6 +226,10 @@ pub struct Totals {
     pub queued: u64,
     /// Messages expired on all endpoints.
     pub expired: u64,
+    /// Messages evicted on all endpoints to keep the store under its limit.
+    pub dropped_quota: u64,
+    /// Messages evicted on all endpoints because the disk was full.
+    pub dropped_disk_full: u64,
     /// QoS 1 messages refused because the store was full.
     pub refused_store_full: u64,
     /// QoS 0 messages dropped because the store was full.
@@ -663,7 +671,7 @@ impl Hub {
                 state.messages_in.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(error @ StoreError::Full { .. }) => {
+            Err(error @ (StoreError::Full { .. } | StoreError::DiskFull { .. })) => {
                 let counter = match qos {
                     Qos::AtLeastOnce => &state.refused,
                     Qos::AtMostOnce => &state.dropped,
@@ -895,7 +903,7 @@ impl Hub {
                 };
                 match batch.append(message_id, &stored, &targets) {
                     Ok(()) => {}
-                    Err(error @ StoreError::Full { .. }) => {
+                    Err(error @ (StoreError::Full { .. } | StoreError::DiskFull { .. })) => {
                         // The twin is the module's state and is kept; only
                         // the notification is lost, as a QoS 0 message.
                         tracing::warn!(module = %name, %error, "hub store full: a twin change notification is dropped");
@@ -1013,6 +1021,8 @@ impl Hub {
         let endpoint = |counters: &EndpointCounters| EndpointStats {
             depth: counters.depth,
             expired: counters.expired,
+            dropped_quota: counters.quota,
+            dropped_disk_full: counters.disk_full,
             by_priority: counters.by_priority,
         };
         let mut stats = HubStats::default();
@@ -1027,6 +1037,8 @@ impl Hub {
         for counters in endpoints.values() {
             totals.queued += counters.depth;
             totals.expired += counters.expired;
+            totals.dropped_quota += counters.quota;
+            totals.dropped_disk_full += counters.disk_full;
         }
         for (module, state) in &self.installed().modules {
             let prefix = format!("{module}/");

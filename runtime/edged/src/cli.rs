@@ -451,6 +451,7 @@ fn hub_report(hub: &RemoteHub) -> HubReport {
             running: false,
             modules: Default::default(),
             upstream_queue: 0,
+            dropped: Default::default(),
         }
     })
 }

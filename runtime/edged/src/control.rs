@@ -406,6 +406,7 @@ mod tests {
                 running: true,
                 modules: Default::default(),
                 upstream_queue: 0,
+                dropped: Default::default(),
             })
         }
 

@@ -13,7 +13,7 @@ use edge_hub::{
     CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubError, HubServer, KeyStore,
     MethodError, PeerPolicy, Pkcs11Keys,
 };
-use edge_init::status::{HubModuleReport, HubReport};
+use edge_init::status::{HubDropped, HubModuleReport, HubReport};
 use serde_json::Value;
 
 use crate::config::{DeviceConfig, HubSettings};
@@ -154,6 +154,23 @@ impl ModuleHub for LocalHub {
 
     fn report(&self) -> Result<HubReport> {
         let stats = self.server.stats();
+        let mut dropped = std::collections::BTreeMap::new();
+        let mut count_dropped = |endpoint: &str, queue: &edge_hub::EndpointStats| {
+            let counts = HubDropped {
+                expired: queue.expired,
+                quota: queue.dropped_quota,
+                disk_full: queue.dropped_disk_full,
+            };
+            if counts != HubDropped::default() {
+                dropped.insert(endpoint.to_owned(), counts);
+            }
+        };
+        count_dropped("$upstream", &stats.upstream);
+        for module in stats.modules.values() {
+            for (endpoint, queue) in &module.queues {
+                count_dropped(endpoint, queue);
+            }
+        }
         let mut modules = std::collections::BTreeMap::new();
         for (name, module) in stats.modules {
             let reported = self
@@ -180,6 +197,7 @@ impl ModuleHub for LocalHub {
             running: true,
             modules,
             upstream_queue: stats.upstream.depth,
+            dropped,
         })
     }
 

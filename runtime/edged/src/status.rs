@@ -143,7 +143,8 @@ pub fn human(report: &StatusReport) -> String {
 }
 
 /// The hub's part of the status for people: one line per module with its
-/// connection and counters, then its queues and reported properties.
+/// connection and counters, then its queues and reported properties; last,
+/// the endpoints the store dropped messages from, by reason.
 fn hub_human(hub: &HubReport) -> String {
     if !hub.running {
         return "hub: not running (no `edged run` answers on its control socket)\n".to_owned();
@@ -177,6 +178,15 @@ fn hub_human(hub: &HubReport) -> String {
                 escaped_message(&module.reported.to_string())
             ));
         }
+    }
+    for (endpoint, dropped) in &hub.dropped {
+        text.push_str(&format!(
+            "  dropped from {}: expired {}, quota {}, disk_full {}\n",
+            escaped_message(endpoint),
+            dropped.expired,
+            dropped.quota,
+            dropped.disk_full
+        ));
     }
     text
 }
@@ -254,6 +264,15 @@ mod tests {
             running: true,
             modules,
             upstream_queue: 5,
+            dropped: [(
+                "$upstream".to_owned(),
+                edge_init::status::HubDropped {
+                    expired: 2,
+                    quota: 9,
+                    disk_full: 0,
+                },
+            )]
+            .into(),
         });
         assert!(
             running.starts_with("hub: running, queue $upstream 5\n"),
@@ -265,6 +284,10 @@ mod tests {
         );
         assert!(running.contains("queue sink/input1 3"), "{running}");
         assert!(
+            running.ends_with("  dropped from $upstream: expired 2, quota 9, disk_full 0\n"),
+            "{running}"
+        );
+        assert!(
             running.contains(r#"reported {"state":"ok","$version":2}"#),
             "{running}"
         );
@@ -272,6 +295,7 @@ mod tests {
             running: false,
             modules: Default::default(),
             upstream_queue: 0,
+            dropped: Default::default(),
         });
         assert!(stopped.starts_with("hub: not running"), "{stopped}");
     }
