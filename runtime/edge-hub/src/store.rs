@@ -3618,4 +3618,90 @@ mod tests {
         assert_eq!(bodies(&store, "m"), ["kept"]);
         assert_eq!(store.check().expect("check"), Vec::<String>::new());
     }
+
+    /// The files in `dir` and their total size.
+    fn directory(dir: &Path) -> (Vec<String>, u64) {
+        let mut names = Vec::new();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(dir).expect("directory") {
+            let entry = entry.expect("entry");
+            names.push(entry.file_name().to_string_lossy().into_owned());
+            bytes += entry.metadata().expect("metadata").len();
+        }
+        names.sort();
+        (names, bytes)
+    }
+
+    #[tokio::test]
+    async fn the_disk_returns_to_its_baseline_after_a_backlog_drains_and_expires() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+            Tuning {
+                sweep_interval: Duration::from_millis(100),
+                compact_after_idle: Duration::from_millis(200),
+                ..Tuning::default()
+            },
+        )
+        .expect("store");
+        let (files, baseline) = directory(dir.path());
+        assert_eq!(files, ["store.redb", "store.reserve"]);
+        // Half the backlog is delivered, half expires unread upstream.
+        let messages = 30_000;
+        let body = "x".repeat(500);
+        let expiry = now_ms() + 2_000;
+        for chunk in 0..messages / 1000 {
+            let appends: Vec<_> = (0..1000)
+                .map(|index| {
+                    let queue = if (chunk * 1000 + index) % 2 == 0 {
+                        target("a", NEVER)
+                    } else {
+                        Target {
+                            expiry,
+                            ..queued(UPSTREAM, "", 0)
+                        }
+                    };
+                    store.append(record(&body), vec![queue], false)
+                })
+                .collect();
+            for appended in futures_util::future::join_all(appends).await {
+                appended.expect("append");
+            }
+        }
+        let (_, peak) = directory(dir.path());
+        let mut cursors = [const { None }; PRIORITIES];
+        loop {
+            let queued = store
+                .read_queue("m", &cursors, u64::MAX, 1000)
+                .expect("read");
+            let Some(last) = queued.last() else { break };
+            cursors[0] = Some((last.entry.id, last.entry.input.clone()));
+            for pending in queued {
+                store.remove(pending.entry, Removal::Delivered, None);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.shared.stored_bytes.load(Ordering::Relaxed) > 0
+            || directory(dir.path()).1 > baseline + COMPACT_MINIMUM_BYTES
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the directory stayed at {} bytes (baseline {baseline}, peak {peak})",
+                directory(dir.path()).1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (files, after) = directory(dir.path());
+        eprintln!(
+            "{messages} messages: directory {baseline} bytes empty, {peak} at the peak, {after} after they drained and expired"
+        );
+        assert_eq!(files, ["store.redb", "store.reserve"], "no side files");
+        assert_eq!(
+            depth(&store, UPSTREAM).expired,
+            u64::try_from(messages / 2).expect("count")
+        );
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+    }
 }
