@@ -29,10 +29,6 @@ const PUBLISHERS: usize = 8;
 /// messages.
 const EVICTION_LIMIT: u64 = 256 * 1024;
 
-fn config(dir: &Path) -> HubConfig {
-    config_with_limit(dir, 1 << 30)
-}
-
 fn config_with_limit(dir: &Path, limit: u64) -> HubConfig {
     HubConfig {
         device_id: "device1".to_owned(),
