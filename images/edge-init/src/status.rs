@@ -51,6 +51,10 @@ pub struct HubReport {
     /// The connection to the cloud; `None` when none is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamReport>,
+    /// Messages the store dropped, by endpoint (`{module}/{input}` or
+    /// `$upstream`); only endpoints that dropped any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped: BTreeMap<String, HubDropped>,
 }
 
 /// The hub's connection to the cloud.
@@ -104,6 +108,19 @@ pub struct UpstreamFailure {
     pub step: String,
     /// What happened.
     pub message: String,
+}
+
+/// The messages the hub's store dropped from one endpoint's queue, by
+/// reason (`runtime/README.md`, "Offline: quotas and the drop policy").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubDropped {
+    /// Their time to live passed before they were delivered.
+    pub expired: u64,
+    /// Evicted to keep the store under `store_limit` (`when_full`).
+    pub quota: u64,
+    /// Evicted while the disk holding the store was full.
+    pub disk_full: u64,
 }
 
 /// One module as the hub sees it.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::leaf::LeafDevice;
+use serde::Deserialize;
 
 /// The largest message a module may send, as on IoT Hub.
 pub const MAXIMUM_MESSAGE_BYTES: usize = 256 * 1024;
@@ -30,6 +31,8 @@ pub struct HubConfig {
     pub dir: PathBuf,
     /// The store's size limit in bytes.
     pub store_limit_bytes: u64,
+    /// What the store does when a message would take it past its limit.
+    pub when_full: WhenFull,
     /// How long undelivered messages are kept when neither the route nor the
     /// deployment says (`store_and_forward_ttl`).
     pub default_time_to_live: Duration,
@@ -37,4 +40,20 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// The leaf devices that may connect through the hub.
     pub leaf_devices: Vec<LeafDevice>,
+}
+
+/// What the store does when a new message does not fit under its limit
+/// (`[hub] when_full` in `device.toml`); see `runtime/README.md`, "Offline:
+/// quotas and the drop policy".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Evict queued messages to make room, the least urgent priority first
+    /// and the oldest first within it, across every endpoint; a message is
+    /// never evicted for a less urgent one, which is refused instead.
+    #[default]
+    DropOldest,
+    /// Refuse the new message: QoS 1 publishes are not acknowledged (the
+    /// module sends them again), QoS 0 ones are dropped.
+    RefuseNew,
 }

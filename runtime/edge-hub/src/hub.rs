@@ -192,6 +192,10 @@ pub struct EndpointStats {
     pub depth: u64,
     /// Messages dropped because their time to live passed.
     pub expired: u64,
+    /// Messages evicted to keep the store under its limit (`when_full`).
+    pub dropped_quota: u64,
+    /// Messages evicted because the disk holding the store was full.
+    pub dropped_disk_full: u64,
     /// Messages queued per priority: index 0 is priority 0 (the most
     /// urgent); they add up to `depth`.
     pub by_priority: [u64; PRIORITIES],
@@ -247,6 +251,10 @@ pub struct Totals {
     pub queued: u64,
     /// Messages expired on all endpoints.
     pub expired: u64,
+    /// Messages evicted on all endpoints to keep the store under its limit.
+    pub dropped_quota: u64,
+    /// Messages evicted on all endpoints because the disk was full.
+    pub dropped_disk_full: u64,
     /// QoS 1 messages refused because the store was full.
     pub refused_store_full: u64,
     /// QoS 0 messages dropped because the store was full.
@@ -440,7 +448,11 @@ impl Hub {
             path: config.dir.display().to_string(),
             message: format!("cannot create the hub directory: {error}"),
         })?;
-        let store = Store::open(&config.dir.join("store.redb"), config.store_limit_bytes)?;
+        let store = Store::open(
+            &config.dir.join("store.redb"),
+            config.store_limit_bytes,
+            config.when_full,
+        )?;
         let mut modules = BTreeMap::new();
         for (module, generation) in store.documents(GENERATION)? {
             let generation_id = String::from_utf8(generation).map_err(|_| HubError::Corrupt {
@@ -752,7 +764,7 @@ impl Hub {
                 state.messages_in.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(error @ StoreError::Full { .. }) => {
+            Err(error @ (StoreError::Full { .. } | StoreError::DiskFull { .. })) => {
                 let counter = match qos {
                     Qos::AtLeastOnce => &state.refused,
                     Qos::AtMostOnce => &state.dropped,
@@ -1088,7 +1100,7 @@ impl Hub {
                 };
                 match batch.append(message_id, &stored, &targets) {
                     Ok(()) => {}
-                    Err(error @ StoreError::Full { .. }) => {
+                    Err(error @ (StoreError::Full { .. } | StoreError::DiskFull { .. })) => {
                         // The twin is the module's state and is kept; only
                         // the notification is lost, as a QoS 0 message.
                         tracing::warn!(module = %name, %error, "hub store full: a twin change notification is dropped");
@@ -1266,6 +1278,8 @@ impl Hub {
         let endpoint = |counters: &EndpointCounters| EndpointStats {
             depth: counters.depth,
             expired: counters.expired,
+            dropped_quota: counters.quota,
+            dropped_disk_full: counters.disk_full,
             by_priority: counters.by_priority,
         };
         let mut stats = HubStats::default();
@@ -1280,6 +1294,8 @@ impl Hub {
         for counters in endpoints.values() {
             totals.queued += counters.depth;
             totals.expired += counters.expired;
+            totals.dropped_quota += counters.quota;
+            totals.dropped_disk_full += counters.disk_full;
         }
         let client_stats = |state: &ModuleState, queues| ModuleStats {
             connected: state.connected.load(Ordering::Relaxed),
@@ -1573,9 +1589,7 @@ impl InputStream {
             Mode::Store | Mode::Live(_) => u64::MAX,
         };
         self.read = Some(tokio::task::spawn_blocking(move || {
-            hub.inner
-                .store
-                .read_queue(&module, &cursors, below, batch)
+            hub.inner.store.read_queue(&module, &cursors, below, batch)
         }));
     }
 

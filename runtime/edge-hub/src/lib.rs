@@ -35,7 +35,7 @@ pub mod workload;
 
 pub use certs::CaKeySource;
 pub use client::ClientIdentity;
-pub use config::HubConfig;
+pub use config::{HubConfig, WhenFull};
 pub use failpoint::Failpoint;
 pub use hub::{
     Delivery, DeliveryId, DesiredSeen, DesiredState, EndpointStats, Hub, HubDeployment, HubError,

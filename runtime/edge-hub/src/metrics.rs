@@ -32,6 +32,20 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// labels it: a sample per priority with messages queued, or one of 0 at
 /// priority 0 (the default) for an empty endpoint, so that every endpoint
 /// has a series.
+/// The entries `endpoint`'s queue dropped, by reason: `ttl_expiry` as on
+/// edgeHub, and the evictions edgeHub does not have (`quota` to stay under
+/// `store_limit`, `disk_full` while the disk is full).
+fn dropped_samples(text: &mut Exposition, endpoint: &str, queue: &EndpointStats) {
+    let name = "edgehub_messages_dropped_total";
+    for (reason, count) in [
+        ("ttl_expiry", queue.expired),
+        ("quota", queue.dropped_quota),
+        ("disk_full", queue.dropped_disk_full),
+    ] {
+        text.sample(name, &[("reason", reason), ("endpoint", endpoint)], count);
+    }
+}
+
 fn queue_length_samples(text: &mut Exposition, endpoint: &str, queue: &EndpointStats) {
     let name = "edgehub_queue_length";
     if queue.depth == 0 {
@@ -303,18 +317,10 @@ pub fn render(stats: &HubStats, methods: &MethodCounts, instance: &Instance) -> 
     );
     for module_stats in stats.modules.values() {
         for (endpoint, queue) in &module_stats.queues {
-            text.sample(
-                name,
-                &[("reason", "ttl_expiry"), ("endpoint", endpoint)],
-                queue.expired,
-            );
+            dropped_samples(&mut text, endpoint, queue);
         }
     }
-    text.sample(
-        name,
-        &[("reason", "ttl_expiry"), ("endpoint", "$upstream")],
-        stats.upstream.expired,
-    );
+    dropped_samples(&mut text, "$upstream", &stats.upstream);
     for (module, module_stats) in &stats.modules {
         text.sample(
             name,
@@ -512,6 +518,8 @@ mod tests {
                     EndpointStats {
                         depth: 4,
                         expired: 6,
+                        dropped_quota: 7,
+                        dropped_disk_full: 0,
                         by_priority: [1, 0, 3, 0, 0, 0, 0, 0, 0, 0],
                     },
                 )]
@@ -521,6 +529,8 @@ mod tests {
         stats.upstream = EndpointStats {
             depth: 0,
             expired: 8,
+            dropped_quota: 0,
+            dropped_disk_full: 13,
             by_priority: [0; 10],
         };
         stats.store.commits = 10;
@@ -548,6 +558,12 @@ mod tests {
             format!("edgehub_queue_length{{{common},endpoint=\"$upstream\",priority=\"0\"}} 0"),
             format!(
                 "edgehub_messages_dropped_total{{{common},reason=\"ttl_expiry\",endpoint=\"filter/in\"}} 6"
+            ),
+            format!(
+                "edgehub_messages_dropped_total{{{common},reason=\"quota\",endpoint=\"filter/in\"}} 7"
+            ),
+            format!(
+                "edgehub_messages_dropped_total{{{common},reason=\"disk_full\",endpoint=\"$upstream\"}} 13"
             ),
             format!(
                 "edgehub_messages_dropped_total{{{common},reason=\"store_full\",from=\"dev1/filter\"}} 1"

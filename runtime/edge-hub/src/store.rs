@@ -68,6 +68,7 @@ use tokio::sync::{Notify, oneshot};
 
 use edge_route::LOWEST_PRIORITY;
 
+use crate::config::WhenFull;
 use crate::failpoint::{self, Failpoint};
 use crate::message::{HubMessage, SystemProperty};
 
@@ -88,8 +89,24 @@ const MAXIMUM_BATCH: usize = 4096;
 const READ_BUDGET_BYTES: usize = 1024 * 1024;
 /// How often expired messages are swept out.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// The most expired entries one sweep transaction removes.
-const SWEEP_LIMIT: usize = 10_000;
+/// The most expired entries one sweep transaction removes; a sweep that
+/// finds more goes on in the next transaction, so that appends and
+/// acknowledgements get their turn in between.
+const SWEEP_LIMIT: usize = 2_000;
+/// The most queue entries one eviction pass looks at (see
+/// [`Batch::evict`]).
+const EVICTION_CANDIDATES: usize = 256;
+/// How often the free space is checked while the disk is full, to take the
+/// reserve back and leave the disk-full state.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a store whose database could not be reopened waits before it
+/// tries again.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// The most removals of failed batches kept to retry; past it the oldest are
+/// forgotten, and their messages are delivered again after a restart.
+const RETRY_REMOVALS: usize = 65_536;
+/// The reserve file's name, beside the store.
+const RESERVE_FILE: &str = "store.reserve";
 /// How much of the file redb may keep in memory.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// How long the store is idle before it checks whether to compact.
@@ -164,6 +181,14 @@ pub enum StoreError {
         path: String,
         /// What redb said.
         message: String,
+    },
+    /// The disk holding the store is full; nothing was written.
+    #[error(
+        "the disk holding the hub store {path} is full: new messages are refused until space is freed; free space on that file system (the hub takes its reserve back and accepts messages again by itself)"
+    )]
+    DiskFull {
+        /// The database file.
+        path: String,
     },
     /// The database failed.
     #[error("the hub store {path} failed: {message}; check the disk (space, permissions, errors)")]
@@ -468,7 +493,12 @@ impl LogThrottle {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EndpointCounters {
     pub depth: u64,
+    /// Entries dropped because their time to live passed.
     pub expired: u64,
+    /// Entries evicted to keep the store under its size limit.
+    pub quota: u64,
+    /// Entries evicted because the disk holding the store was full.
+    pub disk_full: u64,
     /// The depth of each priority's queue; they add up to `depth`.
     pub by_priority: [u64; PRIORITIES],
 }
@@ -480,6 +510,8 @@ impl EndpointCounters {
         }
         self.depth = self.by_priority.iter().sum();
         self.expired += change.expired;
+        self.quota += change.quota;
+        self.disk_full += change.disk_full;
     }
 }
 
@@ -488,6 +520,14 @@ impl EndpointCounters {
 struct EndpointChange {
     by_priority: [i64; PRIORITIES],
     expired: u64,
+    quota: u64,
+    disk_full: u64,
+}
+
+impl EndpointChange {
+    fn dropped(&self) -> u64 {
+        self.expired + self.quota + self.disk_full
+    }
 }
 
 /// Counters of the writer's commits.
@@ -570,10 +610,16 @@ pub(crate) enum Removal {
     Delivered,
     /// Its time to live passed.
     Expired,
+    /// Evicted to make room under the size limit.
+    Quota,
+    /// Evicted to make room while the disk is full.
+    DiskFull,
 }
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn for<'t> FnOnce(&mut Batch<'t>) -> Completion + Send>;
+/// A job runs in a batch, or gets `None` when its batch could not start (its
+/// waiter then hears the batch's error).
+type Job = Box<dyn for<'b, 't> FnOnce(Option<&'b mut Batch<'t>>) -> Completion + Send>;
 
 enum Op {
     Job {
@@ -842,25 +888,22 @@ impl Drop for Store {
 }
 
 impl Store {
-    /// Opens (creates) the database at `path` and starts its writer thread.
-    pub fn open(path: &Path, limit: u64) -> Result<Self, StoreError> {
-        Self::open_with(path, limit, Tuning::default())
+    /// Opens (creates) the database at `path` and its reserve file beside
+    /// it, and starts its writer thread.
+    pub fn open(path: &Path, limit: u64, when_full: WhenFull) -> Result<Self, StoreError> {
+        Self::open_with(path, limit, when_full, Tuning::default())
     }
 
     /// [`Store::open`] with other intervals (tests).
-    fn open_with(path: &Path, limit: u64, tuning: Tuning) -> Result<Self, StoreError> {
+    fn open_with(
+        path: &Path,
+        limit: u64,
+        when_full: WhenFull,
+        tuning: Tuning,
+    ) -> Result<Self, StoreError> {
         let path_text = path.display().to_string();
-        let error = |error: redb::Error| StoreError::Database {
-            path: path_text.clone(),
-            message: error.to_string(),
-        };
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| StoreError::Open {
-                path: path_text.clone(),
-                message: e.to_string(),
-            })?;
+        let error = |error: redb::Error| database_error(&path_text, error);
+        let db = open_database(path)?;
         let shared = Arc::new(Shared::default());
         // Creating the tables up front lets readers open them without
         // ever finding one missing.
@@ -897,7 +940,7 @@ impl Store {
             tails: HashMap::new(),
             ops: ops.clone(),
         }));
-        let writer = Writer {
+        let mut writer = Writer {
             db: db.clone(),
             path: path_text.clone(),
             receiver,
@@ -906,9 +949,19 @@ impl Store {
             next_id,
             stored_bytes,
             limit,
+            when_full,
             tuning,
+            reserve: Reserve::beside(path, limit),
+            disk_checked: Instant::now(),
+            disk_cap: None,
+            broken: None,
+            retry: VecDeque::new(),
+            sweep_unfinished: false,
             expired_log: LogThrottle::default(),
+            evicted_log: LogThrottle::default(),
+            failure_log: LogThrottle::default(),
         };
+        writer.take_reserve();
         let writer = std::thread::Builder::new()
             .name("edge-hub-store".to_owned())
             .spawn(move || writer.run())
@@ -932,10 +985,7 @@ impl Store {
     }
 
     fn database_error(&self, error: impl Into<redb::Error>) -> StoreError {
-        StoreError::Database {
-            path: self.path.display().to_string(),
-            message: error.into().to_string(),
-        }
+        database_error(&self.path.display().to_string(), error)
     }
 
     /// Runs `job` in the writer's next transaction; returns its result once
@@ -981,10 +1031,18 @@ impl Store {
     {
         let (sender, receiver) = oneshot::channel();
         let job: Job = Box::new(move |batch| {
-            let result = job(batch);
-            if let Err(error @ StoreError::Database { .. }) = &result {
-                batch.failed.get_or_insert_with(|| error.clone());
-            }
+            // Without a batch the commit fails, and its error is the one
+            // the waiter hears.
+            let result = match batch {
+                Some(batch) => {
+                    let result = job(batch);
+                    if let Err(error @ StoreError::Database { .. }) = &result {
+                        batch.failed.get_or_insert_with(|| error.clone());
+                    }
+                    result
+                }
+                None => Err(StoreError::Closed),
+            };
             Box::new(move |commit| {
                 let _ = sender.send(commit.and(result));
             })
@@ -1177,6 +1235,17 @@ impl Store {
         Ok(pending)
     }
 
+    /// Checks the committed state against the store's invariants (see
+    /// [`check_file`]).
+    #[cfg(test)]
+    pub fn check(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(|e| self.database_error(e))?;
+        check_tables(&txn).map_err(|e| self.database_error(e))
+    }
+
     /// Reads a document.
     pub fn document(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self
@@ -1217,6 +1286,141 @@ impl Store {
     }
 }
 
+/// Checks the store file at `path` (not open elsewhere) against the store's
+/// invariants; returns every violation found, none for a consistent store.
+pub fn check_file(path: &Path) -> Result<Vec<String>, StoreError> {
+    let path_text = path.display().to_string();
+    let db = Database::open(path).map_err(|error| StoreError::Open {
+        path: path_text.clone(),
+        message: error.to_string(),
+    })?;
+    let txn = db
+        .begin_read()
+        .map_err(|error| database_error(&path_text, error))?;
+    check_tables(&txn).map_err(|error| database_error(&path_text, error))
+}
+
+/// The invariants of the tables (see the module documentation): every
+/// queue entry has its message, and its expiry in the index; every message
+/// has as many entries as its reference count says, and at least one (no
+/// orphan bodies); `priority_depths` counts the queues exactly; the stored
+/// bytes are the records' lengths plus [`ENTRY_OVERHEAD`] per entry; and
+/// the next id is past every message.
+fn check_tables(txn: &redb::ReadTransaction) -> Result<Vec<String>, redb::Error> {
+    let mut violations = Vec::new();
+    let messages = txn.open_table(MESSAGES)?;
+    let references = txn.open_table(REFERENCES)?;
+    let queue = txn.open_table(QUEUE)?;
+    let expiry = txn.open_table(EXPIRY)?;
+    let counters = txn.open_table(COUNTERS)?;
+    let depths = txn.open_table(PRIORITY_DEPTHS)?;
+    let mut entries_per_message = HashMap::<u64, u32>::new();
+    let mut depth_counted = HashMap::<(String, u8), u64>::new();
+    let mut expiry_expected = HashSet::new();
+    let mut entries = 0u64;
+    for item in queue.iter()? {
+        let (key, until) = item?;
+        let (target, priority, id, input) = key.value();
+        entries += 1;
+        *entries_per_message.entry(id).or_default() += 1;
+        *depth_counted
+            .entry((endpoint_name(target, input), priority))
+            .or_default() += 1;
+        if until.value() != NEVER {
+            expiry_expected.insert((
+                until.value(),
+                target.to_owned(),
+                priority,
+                id,
+                input.to_owned(),
+            ));
+        }
+        if messages.get(id)?.is_none() {
+            violations.push(format!(
+                "queue entry {} #{id} has no message",
+                endpoint_name(target, input)
+            ));
+        }
+    }
+    for item in expiry.iter()? {
+        let (key, _) = item?;
+        let (until, target, priority, id, input) = key.value();
+        let owned = (until, target.to_owned(), priority, id, input.to_owned());
+        if !expiry_expected.remove(&owned) {
+            violations.push(format!(
+                "expiry index entry {} #{id} has no queue entry",
+                endpoint_name(target, input)
+            ));
+        }
+    }
+    for (_, target, _, id, input) in &expiry_expected {
+        violations.push(format!(
+            "queue entry {} #{id} is missing from the expiry index",
+            endpoint_name(target, input)
+        ));
+    }
+    let mut record_bytes = 0u64;
+    let mut largest_id = 0;
+    for item in messages.iter()? {
+        let (id, record) = item?;
+        let id = id.value();
+        largest_id = largest_id.max(id);
+        record_bytes += u64::try_from(record.value().len()).unwrap_or(u64::MAX);
+        let counted = references.get(id)?.map_or(1, |count| count.value());
+        match entries_per_message.get(&id) {
+            None => violations.push(format!("message #{id} has no queue entry (an orphan)")),
+            Some(found) if *found != counted => violations.push(format!(
+                "message #{id} has {found} queue entries but a reference count of {counted}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for item in references.iter()? {
+        let (id, _) = item?;
+        if messages.get(id.value())?.is_none() {
+            violations.push(format!(
+                "reference count of #{} without a message",
+                id.value()
+            ));
+        }
+    }
+    for item in depths.iter()? {
+        let (key, depth) = item?;
+        let (endpoint, priority) = key.value();
+        let counted = depth_counted
+            .remove(&(endpoint.to_owned(), priority))
+            .unwrap_or(0);
+        if counted != depth.value() || counted == 0 {
+            violations.push(format!(
+                "{endpoint} priority {priority}: depth {} but {counted} queue entries",
+                depth.value()
+            ));
+        }
+    }
+    for ((endpoint, priority), counted) in depth_counted {
+        violations.push(format!(
+            "{endpoint} priority {priority}: {counted} queue entries but no depth"
+        ));
+    }
+    let counter = |name| -> Result<u64, redb::Error> {
+        Ok(counters.get(name)?.map_or(0, |value| value.value()))
+    };
+    let stored = counter(STORED_BYTES)?;
+    let expected = record_bytes + entries * ENTRY_OVERHEAD;
+    if stored != expected {
+        violations.push(format!(
+            "stored bytes {stored}, but the records and entries make {expected}"
+        ));
+    }
+    if largest_id > 0 && counter(NEXT_ID)? <= largest_id {
+        violations.push(format!(
+            "next id {} is not past message #{largest_id}",
+            counter(NEXT_ID)?
+        ));
+    }
+    Ok(violations)
+}
+
 /// The endpoints' queue depths from `priority_depths`, after counting the
 /// queues of a store written before priorities were counted.
 fn endpoint_counters(
@@ -1254,15 +1458,47 @@ fn endpoint_counters(
     Ok(endpoints)
 }
 
+/// Opens (creates) the database file; redb repairs a file a crash or a
+/// failed commit left behind.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|error| StoreError::Open {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })
+}
+
 fn lock_gate(gate: &Mutex<Gate>) -> std::sync::MutexGuard<'_, Gate> {
     gate.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
+/// A redb error as a store error: a full disk (or disk quota) is
+/// [`StoreError::DiskFull`], which the writer answers by taking its reserve
+/// back (see the module documentation).
 fn database_error(path: &str, error: impl Into<redb::Error>) -> StoreError {
+    let error = error.into();
+    if let redb::Error::Io(io) = &error
+        && is_disk_full(io)
+    {
+        return StoreError::DiskFull {
+            path: path.to_owned(),
+        };
+    }
     StoreError::Database {
         path: path.to_owned(),
-        message: error.into().to_string(),
+        message: error.to_string(),
     }
+}
+
+/// Whether an I/O error says the file system (or the user's quota on it)
+/// has no room.
+fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// The id [`Store::write_with_message`] reserved for the message its job
@@ -1284,7 +1520,10 @@ pub(crate) struct Batch<'t> {
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
-    /// Per endpoint: changes of depth by priority, expired entries.
+    when_full: WhenFull,
+    /// While the disk is full: the stored bytes the store may not grow past.
+    disk_cap: Option<u64>,
+    /// Per endpoint: changes of depth by priority, dropped entries.
     endpoints: HashMap<String, EndpointChange>,
     /// Targets that got new messages, with a bit per priority.
     arrived: HashMap<String, u16>,
@@ -1306,6 +1545,8 @@ impl<'t> Batch<'t> {
             next_id: writer.next_id,
             stored_bytes: writer.stored_bytes,
             limit: writer.limit,
+            when_full: writer.when_full,
+            disk_cap: writer.disk_cap,
             endpoints: HashMap::new(),
             arrived: HashMap::new(),
             failed: None,
@@ -1313,8 +1554,8 @@ impl<'t> Batch<'t> {
     }
 
     /// Stores `message` once under the id its job reserved and queues it for
-    /// every target, then hands it to the targets' live tails; refuses with
-    /// [`StoreError::Full`] (writing nothing) over the size limit.
+    /// every target, then hands it to the targets' live tails; over the size
+    /// limit, see [`Batch::insert`].
     pub fn append(
         &mut self,
         id: MessageId,
@@ -1328,29 +1569,35 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    /// Stores `record` once under `id` and queues it for every target;
-    /// refuses with [`StoreError::Full`] (writing nothing) over the size
-    /// limit.
+    /// Stores `record` once under `id` and queues it for every target.
+    /// Over the size limit (or, while the disk is full, past the disk's cap)
+    /// it first drops expired entries, then with [`WhenFull::DropOldest`]
+    /// evicts entries no more urgent than the message; when the message
+    /// still does not fit it is refused with [`StoreError::Full`] (or
+    /// [`StoreError::DiskFull`]) and nothing of it is written.
     fn insert(&mut self, id: u64, record: &[u8], targets: &[Target]) -> Result<(), StoreError> {
         self.next_id = self.next_id.max(id.saturating_add(1));
-        if targets.is_empty() {
+        let Some(most_urgent) = targets.iter().map(|target| target.priority).min() else {
             return Ok(());
-        }
+        };
         let count = u64::try_from(targets.len()).unwrap_or(u64::MAX);
         let needed = u64::try_from(record.len())
             .unwrap_or(u64::MAX)
             .saturating_add(ENTRY_OVERHEAD.saturating_mul(count));
-        if self.stored_bytes.saturating_add(needed) > self.limit {
-            // Expired messages are the only ones that may make room; the
-            // expiry index finds them without a scan, so this is cheap
-            // while nothing has expired.
-            self.sweep(now_ms())?;
-        }
+        self.make_room(needed, most_urgent)?;
         if self.stored_bytes.saturating_add(needed) > self.limit {
             return Err(StoreError::Full {
                 needed,
                 stored: self.stored_bytes,
                 limit: self.limit,
+            });
+        }
+        if self
+            .disk_cap
+            .is_some_and(|cap| self.stored_bytes.saturating_add(needed) > cap)
+        {
+            return Err(StoreError::DiskFull {
+                path: self.path.to_owned(),
             });
         }
         self.messages
@@ -1401,6 +1648,117 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
+    /// Frees room for `needed` more bytes under the limit and the disk's cap
+    /// as far as the policy allows: expired entries first, then evictions.
+    /// A message that cannot fit even in an empty store evicts nothing.
+    fn make_room(&mut self, needed: u64, most_urgent: u8) -> Result<(), StoreError> {
+        let cap = self.disk_cap.map_or(self.limit, |cap| cap.min(self.limit));
+        if self.stored_bytes.saturating_add(needed) <= cap {
+            return Ok(());
+        }
+        // Expired messages go first whatever the policy; the expiry index
+        // finds them without a scan, so this is cheap while none expired.
+        self.sweep(now_ms())?;
+        if self.when_full == WhenFull::RefuseNew || needed > cap {
+            return Ok(());
+        }
+        self.evict(needed, self.limit, most_urgent, Removal::Quota)?;
+        if let Some(cap) = self.disk_cap {
+            self.evict(needed, cap, most_urgent, Removal::DiskFull)?;
+        }
+        Ok(())
+    }
+
+    /// Evicts queue entries until `needed` more bytes fit under `limit`:
+    /// the least urgent priority first (but none more urgent than
+    /// `most_urgent`, the new message's), the oldest first within it,
+    /// across every endpoint alike. An entry a live tail or a stream holds
+    /// in memory may still be delivered; its acknowledgement then finds the
+    /// entry gone, which changes nothing, so it is delivered once and
+    /// counted as evicted.
+    fn evict(
+        &mut self,
+        needed: u64,
+        limit: u64,
+        most_urgent: u8,
+        reason: Removal,
+    ) -> Result<(), StoreError> {
+        while self.stored_bytes.saturating_add(needed) > limit {
+            let candidates = self.eviction_candidates(most_urgent)?;
+            if candidates.is_empty() {
+                return Ok(());
+            }
+            for entry in &candidates {
+                if self.stored_bytes.saturating_add(needed) <= limit {
+                    return Ok(());
+                }
+                self.remove_entry(entry, reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to [`EVICTION_CANDIDATES`] entries of the least urgent priority
+    /// (no more urgent than `most_urgent`) that has any, oldest (lowest id)
+    /// first across every target.
+    fn eviction_candidates(&self, most_urgent: u8) -> Result<Vec<QueueEntry>, StoreError> {
+        let targets = self.queued_targets()?;
+        for priority in (most_urgent..=LOWEST_PRIORITY).rev() {
+            let mut found = Vec::new();
+            for target in &targets {
+                let range = self
+                    .queue
+                    .range::<(&str, u8, u64, &str)>(
+                        (target.as_str(), priority, 0, "")..(target.as_str(), priority + 1, 0, ""),
+                    )
+                    .map_err(|e| database_error(self.path, e))?;
+                for item in range.take(EVICTION_CANDIDATES) {
+                    let (key, _) = item.map_err(|e| database_error(self.path, e))?;
+                    let (_, _, id, input) = key.value();
+                    found.push(QueueEntry {
+                        target: target.clone(),
+                        priority,
+                        id,
+                        input: input.to_owned(),
+                    });
+                }
+            }
+            if !found.is_empty() {
+                found.sort_by_key(|entry| entry.id);
+                found.truncate(EVICTION_CANDIDATES);
+                return Ok(found);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Every target with queue entries, one seek per target: the queue is
+    /// ordered by target first, so the next target's first key is the
+    /// first one past every priority of the last.
+    fn queued_targets(&self) -> Result<Vec<String>, StoreError> {
+        let past_priorities = u8::try_from(PRIORITIES).unwrap_or(u8::MAX);
+        let mut targets: Vec<String> = Vec::new();
+        loop {
+            let next = match targets.last() {
+                Some(last) => self
+                    .queue
+                    .range::<(&str, u8, u64, &str)>((last.as_str(), past_priorities, 0, "")..)
+                    .map_err(|e| database_error(self.path, e))?
+                    .next(),
+                None => self
+                    .queue
+                    .iter()
+                    .map_err(|e| database_error(self.path, e))?
+                    .next(),
+            };
+            let Some(item) = next else {
+                return Ok(targets);
+            };
+            let (key, _) = item.map_err(|e| database_error(self.path, e))?;
+            targets.push(key.value().0.to_owned());
+        }
+    }
+
     /// Removes a queue entry and releases its message; an entry already gone
     /// is no error (a stream redelivered it and both deliveries were acked).
     fn remove_entry(&mut self, entry: &QueueEntry, reason: Removal) -> Result<(), StoreError> {
@@ -1433,8 +1791,11 @@ impl<'t> Batch<'t> {
         if let Some(depth) = change.by_priority.get_mut(usize::from(entry.priority)) {
             *depth -= 1;
         }
-        if reason == Removal::Expired {
-            change.expired += 1;
+        match reason {
+            Removal::Delivered => {}
+            Removal::Expired => change.expired += 1,
+            Removal::Quota => change.quota += 1,
+            Removal::DiskFull => change.disk_full += 1,
         }
         self.stored_bytes = self.stored_bytes.saturating_sub(ENTRY_OVERHEAD);
         self.release(entry.id)
@@ -1501,8 +1862,9 @@ impl<'t> Batch<'t> {
         }
     }
 
-    /// Removes up to [`SWEEP_LIMIT`] entries that expired before `now`.
-    fn sweep(&mut self, now: u64) -> Result<(), StoreError> {
+    /// Removes up to [`SWEEP_LIMIT`] entries that expired before `now`;
+    /// returns how many.
+    fn sweep(&mut self, now: u64) -> Result<usize, StoreError> {
         let entries = {
             let range = self
                 .expiry
@@ -1524,7 +1886,7 @@ impl<'t> Batch<'t> {
         for entry in &entries {
             self.remove_entry(entry, Removal::Expired)?;
         }
-        Ok(())
+        Ok(entries.len())
     }
 
     /// A document.
@@ -1647,8 +2009,23 @@ struct Writer {
     next_id: u64,
     stored_bytes: u64,
     limit: u64,
+    when_full: WhenFull,
     tuning: Tuning,
+    reserve: Reserve,
+    /// When the free space was last checked while the disk is full.
+    disk_checked: Instant,
+    /// While the disk is full: the stored bytes the store may not grow past.
+    disk_cap: Option<u64>,
+    /// Why the database is unusable (it could not be opened again after a
+    /// failed commit), and when that was last tried.
+    broken: Option<(StoreError, Instant)>,
+    /// The removals of failed batches, applied with the next batch.
+    retry: VecDeque<(QueueEntry, Removal)>,
+    /// The last sweep stopped at [`SWEEP_LIMIT`]: more expired entries wait.
+    sweep_unfinished: bool,
     expired_log: LogThrottle,
+    evicted_log: LogThrottle,
+    failure_log: LogThrottle,
 }
 
 /// The writer's intervals.
@@ -1656,6 +2033,7 @@ struct Writer {
 struct Tuning {
     sweep_interval: Duration,
     compact_after_idle: Duration,
+    disk_check_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -1663,7 +2041,100 @@ impl Default for Tuning {
         Self {
             sweep_interval: SWEEP_INTERVAL,
             compact_after_idle: COMPACT_AFTER_IDLE,
+            disk_check_interval: DISK_CHECK_INTERVAL,
         }
+    }
+}
+
+/// A file of allocated zeros beside the store that holds space back on its
+/// file system. redb is copy-on-write, so even a transaction that only
+/// deletes needs free pages: when the disk fills up, the writer deletes the
+/// reserve, and the commits that free space (deliveries, expiry, eviction)
+/// still have room; it takes the space back once the file system has room
+/// again.
+struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The smallest reserve.
+const RESERVE_MINIMUM: u64 = 1024 * 1024;
+/// The largest reserve.
+const RESERVE_MAXIMUM: u64 = 64 * 1024 * 1024;
+
+impl Reserve {
+    /// The reserve of the store at `store`: 1/64 of its size limit, within
+    /// [`RESERVE_MINIMUM`] and [`RESERVE_MAXIMUM`] (16 MiB for the default
+    /// 1 GiB), enough for redb to commit and to repair its file on reopening.
+    fn beside(store: &Path, limit: u64) -> Self {
+        Self {
+            path: store.with_file_name(RESERVE_FILE),
+            bytes: (limit / 64).clamp(RESERVE_MINIMUM, RESERVE_MAXIMUM),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|metadata| metadata.len() == self.bytes)
+    }
+
+    /// Creates the file with its blocks allocated, then fsyncs it and its
+    /// directory; a file that could not be completed is deleted, so it
+    /// never holds space the writer does not know about.
+    fn create(&self) -> std::io::Result<()> {
+        let result = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)
+            .and_then(|file| {
+                allocate(&file, self.bytes)?;
+                file.sync_all()
+            })
+            .and_then(|()| match self.path.parent() {
+                Some(directory) => std::fs::File::open(directory)?.sync_all(),
+                None => Ok(()),
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    /// Deletes the file; returns whether there was one.
+    fn release(&self) -> std::io::Result<bool> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The bytes free for unprivileged use on the reserve's file system.
+    fn available(&self) -> std::io::Result<u64> {
+        let directory = self.path.parent().unwrap_or(Path::new("."));
+        let stats = rustix::fs::statvfs(directory)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+}
+
+/// Allocates `bytes` for `file`, writing zeros where the file system cannot
+/// allocate without writing.
+fn allocate(file: &std::fs::File, bytes: u64) -> std::io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            use std::io::Write;
+            let zeros = vec![0; 64 * 1024];
+            let mut writer = std::io::BufWriter::new(file);
+            let mut left = bytes;
+            while left > 0 {
+                let chunk = usize::try_from(left.min(64 * 1024)).unwrap_or(zeros.len());
+                writer.write_all(&zeros[..chunk])?;
+                left -= u64::try_from(chunk).unwrap_or(left);
+            }
+            writer.flush()
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -1679,10 +2150,35 @@ impl Writer {
         let mut last_activity = Instant::now();
         let mut compact_pending = false;
         loop {
-            let mut wait = self
-                .tuning
-                .sweep_interval
-                .saturating_sub(last_sweep.elapsed());
+            if self.disk_cap.is_some()
+                && self.disk_checked.elapsed() >= self.tuning.disk_check_interval
+            {
+                self.check_disk();
+            }
+            if self
+                .broken
+                .as_ref()
+                .is_some_and(|(_, tried)| tried.elapsed() >= REOPEN_INTERVAL)
+            {
+                self.reopen();
+            }
+            let mut wait = if self.sweep_unfinished {
+                Duration::ZERO
+            } else {
+                self.tuning
+                    .sweep_interval
+                    .saturating_sub(last_sweep.elapsed())
+            };
+            if self.disk_cap.is_some() {
+                wait = wait.min(
+                    self.tuning
+                        .disk_check_interval
+                        .saturating_sub(self.disk_checked.elapsed()),
+                );
+            }
+            if let Some((_, tried)) = &self.broken {
+                wait = wait.min(REOPEN_INTERVAL.saturating_sub(tried.elapsed()));
+            }
             if unflushed {
                 wait = wait.min(CHECKPOINT_FLUSH.saturating_sub(last_durable.elapsed()));
             } else if compact_pending {
@@ -1718,10 +2214,10 @@ impl Writer {
                 last_activity = Instant::now();
             }
             elide(&mut ops);
-            let sweep = last_sweep.elapsed() >= self.tuning.sweep_interval;
+            let sweep = self.sweep_unfinished || last_sweep.elapsed() >= self.tuning.sweep_interval;
             let flush = unflushed && (closed || last_durable.elapsed() >= CHECKPOINT_FLUSH);
             let durable = flush || ops.iter().any(Op::needs_fsync);
-            if !ops.is_empty() || sweep || flush {
+            if !ops.is_empty() || sweep || flush || !self.retry.is_empty() {
                 if sweep {
                     last_sweep = Instant::now();
                 }
@@ -1741,11 +2237,108 @@ impl Writer {
         }
     }
 
+    /// Makes sure the reserve exists; a disk without room for it puts the
+    /// store in the disk-full state at once.
+    fn take_reserve(&mut self) {
+        if self.reserve.exists() {
+            return;
+        }
+        match self.reserve.create() {
+            Ok(()) => {}
+            Err(error) if is_disk_full(&error) => self.disk_full(),
+            Err(error) => tracing::warn!(
+                path = %self.reserve.path.display(),
+                %error,
+                "cannot create the hub store's reserve file; should the disk fill up, the store may stop until space is freed"
+            ),
+        }
+    }
+
+    /// The disk is full: deletes the reserve, so that the commits that free
+    /// space have room, and caps the store at what it holds plus a quarter
+    /// of the reserve, so that messages between local modules (which are
+    /// delivered and removed at once) keep flowing while backlogs cannot
+    /// grow. Logged once per episode.
+    fn disk_full(&mut self) {
+        let released = match self.reserve.release() {
+            Ok(released) => released,
+            Err(error) => {
+                tracing::warn!(path = %self.reserve.path.display(), %error, "cannot delete the hub store's reserve file");
+                false
+            }
+        };
+        let headroom = if released { self.reserve.bytes / 4 } else { 0 };
+        let cap = self.stored_bytes.saturating_add(headroom);
+        let first = self.disk_cap.is_none();
+        self.disk_cap = Some(self.disk_cap.map_or(cap, |earlier| earlier.min(cap)));
+        self.disk_checked = Instant::now();
+        if first {
+            tracing::warn!(
+                path = %self.path,
+                stored_bytes = self.stored_bytes,
+                reserve_released = released,
+                "the disk holding the hub store is full: the store keeps what it holds and no more (local routing goes on, backlogs do not grow, see when_full); free space on that file system and the hub recovers by itself"
+            );
+        }
+    }
+
+    /// While the disk is full: once the file system has room for the
+    /// reserve twice over, takes the reserve back and lifts the cap.
+    fn check_disk(&mut self) {
+        self.disk_checked = Instant::now();
+        let room = self
+            .reserve
+            .available()
+            .is_ok_and(|available| available >= self.reserve.bytes.saturating_mul(2));
+        if room && self.reserve.create().is_ok() {
+            self.disk_cap = None;
+            tracing::info!(
+                path = %self.path,
+                "the disk holding the hub store has room again: the store accepts messages up to its limit"
+            );
+        }
+    }
+
+    /// Closes the database and opens it again: after a failed write redb
+    /// refuses every transaction until then. While it cannot be opened,
+    /// readers see an empty placeholder and batches fail with the error.
+    fn reopen(&mut self) {
+        let mut database = self.db.write().unwrap_or_else(|poison| poison.into_inner());
+        let placeholder =
+            match Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()) {
+                Ok(placeholder) => placeholder,
+                Err(error) => {
+                    self.broken = Some((database_error(&self.path, error), Instant::now()));
+                    return;
+                }
+            };
+        // The old database closes here, so that its file lock is released.
+        drop(std::mem::replace(&mut *database, placeholder));
+        match open_database(Path::new(&self.path)) {
+            Ok(reopened) => {
+                *database = reopened;
+                if self.broken.take().is_some() {
+                    tracing::info!(path = %self.path, "the hub store is open again");
+                }
+            }
+            Err(error) => {
+                if self.broken.is_none() {
+                    tracing::error!(%error, "the hub store cannot be opened again after a failed write; retrying every second");
+                }
+                self.broken = Some((error, Instant::now()));
+            }
+        }
+    }
+
     /// Compacts the file when it is much larger than what it holds (queues
     /// drained since it grew): redb reuses freed pages but only compaction
     /// gives the disk back. Returns whether the check is done (false: a
-    /// read was in progress, try again later).
+    /// read was in progress, try again later). A full disk is never
+    /// compacted: compaction needs free space itself.
     fn compact_if_sparse(&mut self) -> bool {
+        if self.disk_cap.is_some() || self.broken.is_some() {
+            return true;
+        }
         let size = || std::fs::metadata(&self.path).map_or(0, |metadata| metadata.len());
         let before = size();
         if before <= COMPACT_MINIMUM_BYTES
@@ -1787,9 +2380,18 @@ impl Writer {
         }
     }
 
-    /// Applies `ops` in one transaction and commits; returns whether a
-    /// commit happened.
-    fn commit(&mut self, ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
+    /// Applies `ops` (after the removals of failed batches) in one
+    /// transaction and commits; returns whether a commit happened.
+    fn commit(&mut self, mut ops: Vec<Op>, sweep: bool, durable: bool) -> bool {
+        if !self.retry.is_empty() {
+            let retried = self.retry.drain(..).map(|(entry, reason)| Op::Remove {
+                entry,
+                reason,
+                token: None,
+                elided: false,
+            });
+            ops = retried.chain(ops).collect();
+        }
         let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
         let last_id = ops.iter().filter_map(Op::message_id).max();
         if !sweep && !durable && !ops.iter().any(Op::writes) {
@@ -1807,12 +2409,22 @@ impl Writer {
         let mut completions = Vec::with_capacity(ops.len());
         // Dropped at the end, once the commit is done either way.
         let mut tokens = Vec::new();
-        let outcome = self.apply(ops, sweep, durable, &mut completions, &mut tokens);
+        let mut removals = Vec::new();
+        let outcome = self.apply(
+            ops,
+            sweep,
+            durable,
+            &mut completions,
+            &mut tokens,
+            &mut removals,
+        );
+        self.sweep_unfinished = false;
         let result = match outcome {
             // A sweep that found nothing to remove.
             Ok(None) => return false,
             Ok(Some(applied)) => {
                 failpoint::hit(Failpoint::StoreAfterCommitBeforeAck);
+                self.sweep_unfinished = applied.swept >= SWEEP_LIMIT;
                 self.next_id = applied.next_id;
                 self.stored_bytes = applied.stored_bytes;
                 self.shared
@@ -1828,15 +2440,7 @@ impl Writer {
                         endpoints.entry(endpoint.clone()).or_default().apply(change);
                     }
                 }
-                if applied.expired > 0 {
-                    let unlogged = self.expired_log.add(applied.expired);
-                    if let Some(expired) = unlogged {
-                        tracing::info!(
-                            expired,
-                            "dropped messages whose time to live passed from the hub store"
-                        );
-                    }
-                }
+                self.log_drops(&applied.endpoints);
                 let commits = &self.shared.commits;
                 commits.commits.fetch_add(1, Ordering::Relaxed);
                 if durable {
@@ -1848,7 +2452,21 @@ impl Writer {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(%error, operations = count, "a hub store transaction failed; its writes are refused");
+                if let Some(failures) = self.failure_log.add(1) {
+                    tracing::error!(%error, operations = count, failures, "a hub store transaction failed; its writes are refused");
+                }
+                self.retry.extend(removals);
+                while self.retry.len() > RETRY_REMOVALS {
+                    self.retry.pop_front();
+                }
+                match &error {
+                    StoreError::DiskFull { .. } => {
+                        self.disk_full();
+                        self.reopen();
+                    }
+                    StoreError::Database { .. } if self.broken.is_none() => self.reopen(),
+                    _ => {}
+                }
                 Err(error)
             }
         };
@@ -1860,19 +2478,66 @@ impl Writer {
         succeeded
     }
 
-    fn apply(
-        &self,
+    /// Logs the entries a batch expired or evicted, at most every
+    /// [`LOG_INTERVAL`] per kind.
+    fn log_drops(&self, endpoints: &HashMap<String, EndpointChange>) {
+        let expired: u64 = endpoints.values().map(|change| change.expired).sum();
+        let evicted: u64 = endpoints
+            .values()
+            .map(|change| change.quota + change.disk_full)
+            .sum();
+        if expired > 0
+            && let Some(expired) = self.expired_log.add(expired)
+        {
+            tracing::info!(
+                expired,
+                "dropped messages whose time to live passed from the hub store"
+            );
+        }
+        if evicted > 0
+            && let Some(evicted) = self.evicted_log.add(evicted)
+        {
+            tracing::warn!(
+                evicted,
+                "evicted the oldest, least urgent messages from the full hub store to make room (when_full = \"drop-oldest\"; edged status counts them by endpoint)"
+            );
+        }
+    }
+
+    /// Answers the waiters of `ops`, whose batch could not start, with the
+    /// batch's error, and keeps their removals to retry.
+    fn abandon(
         ops: Vec<Op>,
-        sweep: bool,
-        durable: bool,
         completions: &mut Vec<Completion>,
         tokens: &mut Vec<RemovalToken>,
-    ) -> Result<Option<Applied>, StoreError> {
-        let idle_sweep = ops.is_empty() && !durable;
-        let error = |error: redb::Error| StoreError::Database {
-            path: self.path.clone(),
-            message: error.to_string(),
-        };
+        removals: &mut Vec<(QueueEntry, Removal)>,
+    ) {
+        for op in ops {
+            match op {
+                Op::Job { job, .. } => completions.push(job(None)),
+                Op::Append { done, .. } => completions.push(Box::new(move |commit| {
+                    let _ = done.send(commit);
+                })),
+                Op::Remove {
+                    entry,
+                    reason,
+                    token,
+                    elided,
+                } => {
+                    tokens.extend(token);
+                    if !elided {
+                        removals.push((entry, reason));
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin(&self, durable: bool) -> Result<WriteTransaction, StoreError> {
+        if let Some((error, _)) = &self.broken {
+            return Err(error.clone());
+        }
+        let error = |error: redb::Error| database_error(&self.path, error);
         let mut txn = self
             .db
             .read()
@@ -1885,11 +2550,38 @@ impl Writer {
             Durability::None
         })
         .map_err(|e| error(e.into()))?;
+        Ok(txn)
+    }
+
+    fn apply(
+        &self,
+        ops: Vec<Op>,
+        sweep: bool,
+        durable: bool,
+        completions: &mut Vec<Completion>,
+        tokens: &mut Vec<RemovalToken>,
+        removals: &mut Vec<(QueueEntry, Removal)>,
+    ) -> Result<Option<Applied>, StoreError> {
+        let idle_sweep = ops.is_empty() && !durable;
+        let error = |error: redb::Error| database_error(&self.path, error);
+        let txn = match self.begin(durable) {
+            Ok(txn) => txn,
+            Err(failure) => {
+                Self::abandon(ops, completions, tokens, removals);
+                return Err(failure);
+            }
+        };
         let applied = {
-            let mut batch = Batch::open(&txn, self).map_err(error)?;
+            let mut batch = match Batch::open(&txn, self) {
+                Ok(batch) => batch,
+                Err(failure) => {
+                    Self::abandon(ops, completions, tokens, removals);
+                    return Err(error(failure));
+                }
+            };
             for op in ops {
                 match op {
-                    Op::Job { job, .. } => completions.push(job(&mut batch)),
+                    Op::Job { job, .. } => completions.push(job(Some(&mut batch))),
                     Op::Append {
                         id,
                         record,
@@ -1918,14 +2610,18 @@ impl Writer {
                         if let Err(failure) = batch.remove_entry(&entry, reason) {
                             batch.failed.get_or_insert(failure);
                         }
+                        removals.push((entry, reason));
                     }
                 }
             }
-            if sweep
-                && batch.failed.is_none()
-                && let Err(failure) = batch.sweep(now_ms())
-            {
-                batch.failed.get_or_insert(failure);
+            let mut swept = 0;
+            if sweep && batch.failed.is_none() {
+                match batch.sweep(now_ms()) {
+                    Ok(count) => swept = count,
+                    Err(failure) => {
+                        batch.failed.get_or_insert(failure);
+                    }
+                }
             }
             if let Some(failure) = batch.failed.take() {
                 return Err(failure);
@@ -1963,13 +2659,15 @@ impl Writer {
                     }
                 }
             }
-            let expired_total: u64 = batch.endpoints.values().map(|change| change.expired).sum();
+            if batch.endpoints.values().any(|change| change.dropped() > 0) {
+                failpoint::hit(Failpoint::StoreBeforeCommitOfDrops);
+            }
             Applied {
                 next_id: batch.next_id,
                 stored_bytes: batch.stored_bytes,
                 endpoints: batch.endpoints,
                 arrived: batch.arrived,
-                expired: expired_total,
+                swept,
             }
         };
         failpoint::hit(Failpoint::StoreBeforeCommit);
@@ -1984,7 +2682,8 @@ struct Applied {
     stored_bytes: u64,
     endpoints: HashMap<String, EndpointChange>,
     arrived: HashMap<String, u16>,
-    expired: u64,
+    /// How many expired entries the timed sweep removed.
+    swept: usize,
 }
 
 #[cfg(test)]
@@ -2079,6 +2778,7 @@ mod tests {
         let store = Store::open_with(
             &dir.path().join("store.redb"),
             1 << 30,
+            WhenFull::DropOldest,
             Tuning {
                 sweep_interval: Duration::from_millis(100),
                 ..Tuning::default()
@@ -2105,6 +2805,8 @@ mod tests {
             EndpointCounters {
                 depth: 1,
                 expired: 1,
+                quota: 0,
+                disk_full: 0,
                 by_priority: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             }
         );
@@ -2123,6 +2825,7 @@ mod tests {
         let store = Store::open_with(
             &dir.path().join("store.redb"),
             1 << 30,
+            WhenFull::DropOldest,
             Tuning {
                 sweep_interval: Duration::from_millis(20),
                 ..Tuning::default()
@@ -2145,6 +2848,7 @@ mod tests {
         let store = Store::open_with(
             &path,
             1 << 30,
+            WhenFull::DropOldest,
             Tuning {
                 compact_after_idle: Duration::from_millis(200),
                 ..Tuning::default()
@@ -2205,7 +2909,12 @@ mod tests {
     #[tokio::test]
     async fn references_free_the_message_with_the_last_entry() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+        )
+        .expect("store");
         let message = record(&"x".repeat(1000));
         let length = u64::try_from(encode_record(&message).len()).expect("length");
         store
@@ -2250,7 +2959,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_store_refuses_without_writing() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("store.redb"), 3000).expect("store");
+        let store =
+            Store::open(&dir.path().join("store.redb"), 3000, WhenFull::RefuseNew).expect("store");
         store
             .append(record(&"x".repeat(2000)), vec![target("a", NEVER)], true)
             .await
@@ -2314,7 +3024,14 @@ mod tests {
     #[tokio::test]
     async fn a_message_acknowledged_before_its_commit_is_never_written() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("store.redb"),
+                1 << 30,
+                WhenFull::DropOldest,
+            )
+            .expect("store"),
+        );
         let held = hold_writer(&store, Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Two messages, one for two inputs; the first and one entry of the
@@ -2352,7 +3069,14 @@ mod tests {
     #[tokio::test]
     async fn a_batch_of_elided_pairs_is_not_committed() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("store.redb"),
+                1 << 30,
+                WhenFull::DropOldest,
+            )
+            .expect("store"),
+        );
         let held = hold_writer(&store, Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let appended = spawn_append(&store, record("gone"), vec![target("a", NEVER)]);
@@ -2377,7 +3101,14 @@ mod tests {
     #[tokio::test]
     async fn a_tail_gets_each_message_from_its_first_id_before_the_commit() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("store.redb"),
+                1 << 30,
+                WhenFull::DropOldest,
+            )
+            .expect("store"),
+        );
         store
             .append(record("before"), vec![target("a", NEVER)], true)
             .await
@@ -2410,7 +3141,12 @@ mod tests {
     #[tokio::test]
     async fn a_full_tail_overflows_and_gives_its_bytes_back() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+        )
+        .expect("store");
         let wake = store.shared.wake("m");
         let tail = store.join_tail("m", &wake);
         // Large messages fill all tails' byte budget long before the tail's
@@ -2444,7 +3180,12 @@ mod tests {
     #[tokio::test]
     async fn a_crowded_tail_holds_a_publish_back_once_then_overflows() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+        )
+        .expect("store");
         let wake = store.shared.wake("m");
         let tail = store.join_tail("m", &wake);
         for _ in 1..TAIL_CROWDED {
@@ -2482,7 +3223,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("store.redb");
         {
-            let store = Store::open(&path, 1 << 30).expect("store");
+            let store = Store::open(&path, 1 << 30, WhenFull::DropOldest).expect("store");
             for priority in [0, 2, 2] {
                 let target = Target {
                     priority,
@@ -2496,12 +3237,14 @@ mod tests {
             store.remove(entry(1, "a"), Removal::Delivered, None);
             store.write(true, |_| Ok(())).await.expect("flush");
         }
-        let store = Store::open(&path, 1 << 30).expect("store");
+        let store = Store::open(&path, 1 << 30, WhenFull::DropOldest).expect("store");
         assert_eq!(
             depth(&store, "m/a"),
             EndpointCounters {
                 depth: 2,
                 expired: 0,
+                quota: 0,
+                disk_full: 0,
                 by_priority: [0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
             }
         );
@@ -2534,12 +3277,14 @@ mod tests {
             txn.commit().expect("commit");
         }
         {
-            let store = Store::open(&path, 1 << 30).expect("store");
+            let store = Store::open(&path, 1 << 30, WhenFull::DropOldest).expect("store");
             assert_eq!(
                 depth(&store, "m/a"),
                 EndpointCounters {
                     depth: 3,
                     expired: 0,
+                    quota: 0,
+                    disk_full: 0,
                     by_priority: [1, 0, 0, 2, 0, 0, 0, 0, 0, 0],
                 }
             );
@@ -2564,7 +3309,12 @@ mod tests {
     #[tokio::test]
     async fn a_tail_gives_the_most_urgent_message_first() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store");
+        let store = Store::open(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+        )
+        .expect("store");
         let wake = store.shared.wake("m");
         let tail = store.join_tail("m", &wake);
         for (body, priority) in [("late-1", 5), ("late-2", 5), ("urgent", 0), ("late-3", 5)] {
@@ -2587,7 +3337,14 @@ mod tests {
     #[tokio::test]
     async fn a_message_acknowledged_live_is_acknowledged_to_its_sender_before_the_commit() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("store.redb"),
+                1 << 30,
+                WhenFull::DropOldest,
+            )
+            .expect("store"),
+        );
         let wake = store.shared.wake("m");
         let tail = store.join_tail("m", &wake);
         let held = hold_writer(&store, Duration::from_millis(1000));
@@ -2612,7 +3369,14 @@ mod tests {
     #[tokio::test]
     async fn a_message_also_queued_for_a_module_not_live_waits_for_its_commit() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Arc::new(Store::open(&dir.path().join("store.redb"), 1 << 30).expect("store"));
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("store.redb"),
+                1 << 30,
+                WhenFull::DropOldest,
+            )
+            .expect("store"),
+        );
         let wake = store.shared.wake("m");
         let tail = store.join_tail("m", &wake);
         let held = hold_writer(&store, Duration::from_millis(600));
@@ -2629,5 +3393,315 @@ mod tests {
         assert!(!appended.is_finished(), "acknowledged before the commit");
         held.await.expect("held");
         appended.await.expect("append task").expect("append");
+    }
+
+    /// A queue entry for `target` (a module's input or `$upstream`).
+    fn queued(target: &str, input: &str, priority: u8) -> Target {
+        Target {
+            target: target.to_owned(),
+            input: input.to_owned(),
+            priority,
+            expiry: NEVER,
+        }
+    }
+
+    /// The bodies left in `target`'s queues, priority 0 first.
+    fn bodies(store: &Store, target: &str) -> Vec<String> {
+        store
+            .read_queue(target, &[], u64::MAX, 1000)
+            .expect("read")
+            .into_iter()
+            .map(|pending| String::from_utf8(pending.record.message.body).expect("text"))
+            .collect()
+    }
+
+    /// The bytes one message with `body` and `entries` queue entries counts.
+    fn counted(body: &str, entries: u64) -> u64 {
+        u64::try_from(encode_record(&record(body)).len()).expect("length")
+            + entries * ENTRY_OVERHEAD
+    }
+
+    #[tokio::test]
+    async fn a_full_store_evicts_the_oldest_of_the_least_urgent_priority_first() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Room for exactly five of these messages, each on one queue.
+        let limit = 5 * counted("p0-old", 1);
+        let store = Store::open(&dir.path().join("store.redb"), limit, WhenFull::DropOldest)
+            .expect("store");
+        // Upstream and a module input are alike: priority, then age.
+        for (body, target, priority) in [
+            ("p0-old", UPSTREAM, 0),
+            ("p5-old", UPSTREAM, 5),
+            ("p5-mid", "m", 5),
+            ("p9-old", "m", 9),
+            ("p9-new", UPSTREAM, 9),
+            ("p2-new", "m", 2),
+            ("p2-two", UPSTREAM, 2),
+            ("p2-thr", "m", 2),
+        ] {
+            let input = if target == UPSTREAM { "" } else { "a" };
+            store
+                .append(record(body), vec![queued(target, input, priority)], true)
+                .await
+                .expect("append");
+        }
+        // The three appends past the limit evicted both priority 9 entries,
+        // then the older priority 5 one.
+        assert_eq!(bodies(&store, UPSTREAM), ["p0-old", "p2-two"]);
+        assert_eq!(bodies(&store, "m"), ["p2-new", "p2-thr", "p5-mid"]);
+        assert_eq!(depth(&store, "m/a").quota, 1);
+        assert_eq!(depth(&store, UPSTREAM).quota, 2);
+        assert_eq!(depth(&store, UPSTREAM).depth, 2);
+        assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), limit);
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_message_is_refused_rather_than_evict_a_more_urgent_one() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let limit = 2 * counted("urgent", 1);
+        let store = Store::open(&dir.path().join("store.redb"), limit, WhenFull::DropOldest)
+            .expect("store");
+        for body in ["urgent", "urgent"] {
+            store
+                .append(record(body), vec![queued(UPSTREAM, "", 1)], true)
+                .await
+                .expect("append");
+        }
+        let refused = store
+            .append(record("lesser"), vec![queued(UPSTREAM, "", 4)], true)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Full { .. })),
+            "{refused:?}"
+        );
+        // One as urgent takes the oldest one's place.
+        store
+            .append(record("urgent"), vec![queued(UPSTREAM, "", 1)], true)
+            .await
+            .expect("append");
+        assert_eq!(depth(&store, UPSTREAM).quota, 1);
+        assert_eq!(depth(&store, UPSTREAM).depth, 2);
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_store_evicts_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store =
+            Store::open(&dir.path().join("store.redb"), 3000, WhenFull::DropOldest).expect("store");
+        store
+            .append(record("small"), vec![target("a", NEVER)], true)
+            .await
+            .expect("append");
+        let refused = store
+            .append(record(&"x".repeat(4000)), vec![target("a", NEVER)], true)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Full { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(depth(&store, "m/a").depth, 1);
+        assert_eq!(depth(&store, "m/a").quota, 0);
+    }
+
+    #[tokio::test]
+    async fn eviction_frees_a_shared_message_with_its_last_entry() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let shared_bytes = counted("shared", 2);
+        let limit = shared_bytes + counted("other", 1);
+        let store = Store::open(&dir.path().join("store.redb"), limit, WhenFull::DropOldest)
+            .expect("store");
+        store
+            .append(
+                record("shared"),
+                vec![queued("m", "a", 3), queued(UPSTREAM, "", 3)],
+                true,
+            )
+            .await
+            .expect("append");
+        store
+            .append(record("other"), vec![queued("m", "b", 3)], true)
+            .await
+            .expect("append");
+        // The newcomer needs the shared message's room: both its entries go,
+        // and with the second one its body.
+        store
+            .append(record("newer"), vec![queued(UPSTREAM, "", 3)], true)
+            .await
+            .expect("append");
+        assert_eq!(bodies(&store, "m"), ["other"]);
+        assert_eq!(bodies(&store, UPSTREAM), ["newer"]);
+        assert_eq!(depth(&store, "m/a").quota, 1);
+        assert_eq!(depth(&store, UPSTREAM).quota, 1);
+        assert_eq!(
+            store.shared.stored_bytes.load(Ordering::Relaxed),
+            counted("other", 1) + counted("newer", 1)
+        );
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn an_evicted_entry_a_tail_holds_is_delivered_once_and_its_ack_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let limit = 2 * counted("first", 1);
+        let store = Store::open(&dir.path().join("store.redb"), limit, WhenFull::DropOldest)
+            .expect("store");
+        let wake = store.shared.wake("m");
+        let tail = store.join_tail("m", &wake);
+        for body in ["first", "secnd", "third"] {
+            store
+                .append(record(body), vec![target("a", NEVER)], true)
+                .await
+                .expect("append");
+        }
+        // The first was evicted from the store but the tail had it already.
+        assert_eq!(depth(&store, "m/a").quota, 1);
+        let mut delivered = Vec::new();
+        while let Ok(Some(pending)) = tail.pop(&store.shared) {
+            delivered.push(String::from_utf8(pending.record.message.body).expect("text"));
+            store.remove(pending.entry, Removal::Delivered, None);
+        }
+        assert_eq!(delivered, ["first", "secnd", "third"]);
+        store.write(true, |_| Ok(())).await.expect("flush");
+        assert_eq!(
+            depth(&store, "m/a"),
+            EndpointCounters {
+                quota: 1,
+                ..EndpointCounters::default()
+            }
+        );
+        assert_eq!(store.shared.stored_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+        store.leave_tail(&tail);
+    }
+
+    #[tokio::test]
+    async fn a_long_sweep_goes_on_in_bounded_transactions() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+            Tuning {
+                sweep_interval: Duration::from_millis(200),
+                ..Tuning::default()
+            },
+        )
+        .expect("store");
+        let expiring = SWEEP_LIMIT * 2 + 10;
+        // Late enough that no sweep removes any before the count below.
+        let soon = now_ms() + 3000;
+        let appends: Vec<_> = (0..expiring)
+            .map(|_| store.append(record("x"), vec![target("a", soon)], false))
+            .collect();
+        // Polled together, they share the writer's batches.
+        for appended in futures_util::future::join_all(appends).await {
+            appended.expect("append");
+        }
+        let kept = store.append(record("kept"), vec![target("a", NEVER)], true);
+        kept.await.expect("append");
+        let before = store.shared.commits.commits.load(Ordering::Relaxed);
+        assert!(
+            now_ms() < soon,
+            "the appends took too long to tell the sweeps apart"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while depth(&store, "m/a").depth > 1 {
+            assert!(Instant::now() < deadline, "{:?}", depth(&store, "m/a"));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let expired = u64::try_from(expiring).expect("count");
+        assert_eq!(depth(&store, "m/a").expired, expired);
+        // Three sweep transactions at least, each at most SWEEP_LIMIT.
+        assert!(store.shared.commits.commits.load(Ordering::Relaxed) - before >= 3);
+        assert_eq!(bodies(&store, "m"), ["kept"]);
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
+    }
+
+    /// The files in `dir` and their total size.
+    fn directory(dir: &Path) -> (Vec<String>, u64) {
+        let mut names = Vec::new();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(dir).expect("directory") {
+            let entry = entry.expect("entry");
+            names.push(entry.file_name().to_string_lossy().into_owned());
+            bytes += entry.metadata().expect("metadata").len();
+        }
+        names.sort();
+        (names, bytes)
+    }
+
+    #[tokio::test]
+    async fn the_disk_returns_to_its_baseline_after_a_backlog_drains_and_expires() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open_with(
+            &dir.path().join("store.redb"),
+            1 << 30,
+            WhenFull::DropOldest,
+            Tuning {
+                sweep_interval: Duration::from_millis(100),
+                compact_after_idle: Duration::from_millis(200),
+                ..Tuning::default()
+            },
+        )
+        .expect("store");
+        let (files, baseline) = directory(dir.path());
+        assert_eq!(files, ["store.redb", "store.reserve"]);
+        // Half the backlog is delivered, half expires unread upstream.
+        let messages = 30_000;
+        let body = "x".repeat(500);
+        let expiry = now_ms() + 2_000;
+        for chunk in 0..messages / 1000 {
+            let appends: Vec<_> = (0..1000)
+                .map(|index| {
+                    let queue = if (chunk * 1000 + index) % 2 == 0 {
+                        target("a", NEVER)
+                    } else {
+                        Target {
+                            expiry,
+                            ..queued(UPSTREAM, "", 0)
+                        }
+                    };
+                    store.append(record(&body), vec![queue], false)
+                })
+                .collect();
+            for appended in futures_util::future::join_all(appends).await {
+                appended.expect("append");
+            }
+        }
+        let (_, peak) = directory(dir.path());
+        let mut cursors = [const { None }; PRIORITIES];
+        loop {
+            let queued = store
+                .read_queue("m", &cursors, u64::MAX, 1000)
+                .expect("read");
+            let Some(last) = queued.last() else { break };
+            cursors[0] = Some((last.entry.id, last.entry.input.clone()));
+            for pending in queued {
+                store.remove(pending.entry, Removal::Delivered, None);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.shared.stored_bytes.load(Ordering::Relaxed) > 0
+            || directory(dir.path()).1 > baseline + COMPACT_MINIMUM_BYTES
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the directory stayed at {} bytes (baseline {baseline}, peak {peak})",
+                directory(dir.path()).1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (files, after) = directory(dir.path());
+        eprintln!(
+            "{messages} messages: directory {baseline} bytes empty, {peak} at the peak, {after} after they drained and expired"
+        );
+        assert_eq!(files, ["store.redb", "store.reserve"], "no side files");
+        assert_eq!(
+            depth(&store, UPSTREAM).expired,
+            u64::try_from(messages / 2).expect("count")
+        );
+        assert_eq!(store.check().expect("check"), Vec::<String>::new());
     }
 }

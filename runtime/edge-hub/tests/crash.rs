@@ -3,7 +3,10 @@
 //! message the hub acknowledged; the parent kills it with SIGKILL, opens
 //! the store again and checks that every acknowledged message is there, in
 //! order per queue. The failpoint tests stop the child just before and just
-//! after a commit.
+//! after a commit. The eviction tests flood a store much smaller than the
+//! flood, whose upstream messages also expire, and kill the child while it
+//! evicts and sweeps; the store it leaves must pass the store's
+//! consistency check.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -17,12 +20,16 @@ use edge_route::RouteTableEntry;
 
 /// Where the child keeps its hub; set only in the child.
 const DIR_ENV: &str = "EDGE_HUB_CRASH_DIR";
-/// What the child does: `flood` or `one`.
+/// What the child does: `flood`, `one` or `evict`.
 const MODE_ENV: &str = "EDGE_HUB_CRASH_MODE";
 /// How many tasks publish at once in the flood.
 const PUBLISHERS: usize = 8;
 
-fn config(dir: &Path) -> HubConfig {
+/// The store limit of the eviction tests: a few hundred of the flood's
+/// messages.
+const EVICTION_LIMIT: u64 = 256 * 1024;
+
+fn config_with_limit(dir: &Path, limit: u64) -> HubConfig {
     HubConfig {
         device_id: "device1".to_owned(),
         iothub_hostname: "hub.example".to_owned(),
@@ -31,7 +38,8 @@ fn config(dir: &Path) -> HubConfig {
         https_listen: "127.0.0.1:0".parse().expect("address"),
         metrics_listen: None,
         dir: dir.join("hub"),
-        store_limit_bytes: 1 << 30,
+        store_limit_bytes: limit,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
         leaf_devices: Vec::new(),
@@ -39,7 +47,11 @@ fn config(dir: &Path) -> HubConfig {
 }
 
 fn open(dir: &Path) -> Hub {
-    let config = config(dir);
+    open_with_limit(dir, 1 << 30)
+}
+
+fn open_with_limit(dir: &Path, limit: u64) -> Hub {
+    let config = config_with_limit(dir, limit);
     let keys = FileKeys::open(&config.dir.join("keys")).expect("keys");
     Hub::open(&config, Arc::new(keys)).expect("hub")
 }
@@ -95,8 +107,18 @@ fn report(publisher: usize, sequence: u64) {
 #[ignore = "the child process of the crash tests; they run it"]
 async fn crash_child() {
     let dir = std::env::var(DIR_ENV).expect("run by the crash tests");
-    let hub = open(Path::new(&dir));
-    if std::env::var(MODE_ENV).as_deref() == Ok("one") {
+    let mode = std::env::var(MODE_ENV).unwrap_or_default();
+    let hub = if mode == "evict" {
+        open_with_limit(Path::new(&dir), EVICTION_LIMIT)
+    } else {
+        open(Path::new(&dir))
+    };
+    if mode == "evict" {
+        deploy_expiring(&hub).await;
+        flood(&hub).await;
+        return;
+    }
+    if mode == "one" {
         hub.publish("s", Some("out"), message(0, 0), Qos::AtLeastOnce)
             .await
             .expect("publish");
@@ -113,6 +135,13 @@ async fn crash_child() {
             }
         })
     };
+    flood(&hub).await;
+    consumer.abort();
+}
+
+/// Publishes from [`PUBLISHERS`] tasks at once, printing every
+/// acknowledgement, until the process is killed.
+async fn flood(hub: &Hub) {
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|publisher| {
             let hub = hub.clone();
@@ -134,7 +163,28 @@ async fn crash_child() {
     for publisher in publishers {
         publisher.await.expect("publisher");
     }
-    consumer.abort();
+}
+
+/// `s` sends to `r` and upstream; upstream messages live one second, so
+/// the sweep removes them while eviction makes room for new ones.
+async fn deploy_expiring(hub: &Hub) {
+    let mut upstream = route("up", "FROM /messages/modules/s/* INTO $upstream");
+    upstream.time_to_live_secs = 1;
+    upstream.priority = 5;
+    hub.deploy(HubDeployment {
+        routes: vec![
+            route(
+                "r",
+                "FROM /messages/modules/s/* INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            ),
+            upstream,
+        ],
+        modules: vec!["s".to_owned(), "r".to_owned()],
+        desired: BTreeMap::new(),
+        default_time_to_live: None,
+    })
+    .await
+    .expect("deploy");
 }
 
 fn child(dir: &Path, mode: &str, failpoint: Option<&str>) -> Command {
@@ -304,4 +354,74 @@ async fn a_crash_after_the_commit_keeps_the_unacknowledged_message() {
     // The sender never heard back and will send it again: at least once.
     assert_eq!(drain(&hub, "r").await, vec![(0, 0)]);
     assert_eq!(hub.stats().upstream.depth, 1);
+}
+
+/// Checks the store the child left (as redb recovers it) and that the depth
+/// the hub counts is the queue it delivers.
+async fn assert_consistent(dir: &Path) {
+    let violations =
+        edge_hub::store::check_file(&dir.join("hub/store.redb")).expect("the store opens");
+    assert!(violations.is_empty(), "{violations:#?}");
+    let hub = open_with_limit(dir, EVICTION_LIMIT);
+    let depth = hub.stats().modules["r"].queues["r/in"].depth;
+    let found = drain(&hub, "r").await;
+    assert_eq!(depth, u64::try_from(found.len()).expect("count"));
+    // The store works on: evictions make room for a new message.
+    hub.publish("s", Some("out"), message(9, 0), Qos::AtLeastOnce)
+        .await
+        .expect("publish after the crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_a_batch_that_evicts_leaves_a_consistent_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let output = child(
+        dir.path(),
+        "evict",
+        Some("hub.store.before_commit_of_drops"),
+    )
+    .output()
+    .expect("the child runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failpoint hub.store.before_commit_of_drops reached"),
+        "{stderr}"
+    );
+    let acknowledged = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| parse_ack(line).is_some())
+        .count();
+    assert!(
+        acknowledged > 100,
+        "the store filled up after {acknowledged} messages"
+    );
+    assert_consistent(dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_evicting_and_sweeping_leaves_a_consistent_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut process = child(dir.path(), "evict", None)
+        .spawn()
+        .expect("the child starts");
+    let stdout = process.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let started = Instant::now();
+    // Many times what the store holds, and past the upstream messages' time
+    // to live, so the kill lands among evictions and sweeps.
+    let mut acknowledged = 0;
+    while (acknowledged < 6000 || started.elapsed() < Duration::from_millis(1500))
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        match lines.next() {
+            Some(Ok(line)) if parse_ack(&line).is_some() => acknowledged += 1,
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    process.kill().expect("SIGKILL");
+    let status = process.wait().expect("child status");
+    assert!(!status.success(), "the child was killed: {status:?}");
+    assert!(acknowledged >= 6000, "only {acknowledged} acknowledged");
+    assert_consistent(dir.path()).await;
 }

@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> HubConfig {
         metrics_listen: None,
         dir: dir.join("hub"),
         store_limit_bytes: 64 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
         leaf_devices: Vec::new(),
@@ -642,6 +643,7 @@ async fn a_full_store_refuses_new_messages_and_keeps_the_stored_ones() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = config(dir.path());
     config.store_limit_bytes = 100 * 1024;
+    config.when_full = edge_hub::WhenFull::RefuseNew;
     let hub = open(&config);
     hub.deploy(deployment(
         vec![route(
@@ -708,6 +710,9 @@ async fn expired_messages_make_room_in_a_full_store() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = config(dir.path());
     config.store_limit_bytes = 50 * 1024;
+    // Refusing new messages shows when the store is full; expired ones
+    // make room under either policy.
+    config.when_full = edge_hub::WhenFull::RefuseNew;
     let hub = open(&config);
     let mut brief = route(
         "brief",
@@ -976,4 +981,40 @@ async fn a_live_stream_that_falls_behind_reads_the_store_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_full_store_that_drops_the_oldest_accepts_and_counts_its_evictions() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(dir.path());
+    config.store_limit_bytes = 100 * 1024;
+    let hub = open(&config);
+    hub.deploy(deployment(
+        vec![route(
+            "r",
+            "FROM /messages/modules/s/outputs/out INTO BrokeredEndpoint(\"/modules/r/inputs/in\")",
+            0,
+        )],
+        &["s", "r"],
+    ))
+    .await
+    .expect("deploy");
+    let sent = 200;
+    for sequence in 0..sent {
+        let body = format!("{sequence:04}{}", "x".repeat(1000));
+        hub.publish("s", Some("out"), message(&body), Qos::AtLeastOnce)
+            .await
+            .expect("drop-oldest accepts");
+    }
+    let queue = hub.stats().modules["r"].queues["r/in"];
+    assert!(queue.dropped_quota > 0, "{queue:?}");
+    assert_eq!(queue.depth + queue.dropped_quota, sent);
+    assert_eq!(hub.stats().totals.dropped_quota, queue.dropped_quota);
+    // The oldest went: the first one delivered is the first one kept.
+    let mut inputs = hub.open_inputs("r");
+    let first = inputs.next().await.expect("a delivery");
+    assert_eq!(
+        &first.message.body[..4],
+        format!("{:04}", queue.dropped_quota).as_bytes()
+    );
 }

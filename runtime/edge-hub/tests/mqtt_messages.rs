@@ -274,6 +274,7 @@ async fn a_full_store_closes_the_publisher_without_puback_and_keeps_what_it_ackn
     let hub = TestHub::start_with(|dir| {
         let mut config = config(dir);
         config.store_limit_bytes = 200 * 1024;
+        config.when_full = edge_hub::WhenFull::RefuseNew;
         config
     })
     .await;

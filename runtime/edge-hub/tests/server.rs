@@ -37,6 +37,7 @@ fn config(dir: &std::path::Path) -> HubConfig {
         metrics_listen: Some(any),
         dir: dir.join("hub"),
         store_limit_bytes: 64 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(3600),
         max_connections: 100,
         leaf_devices: Vec::new(),

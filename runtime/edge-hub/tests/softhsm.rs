@@ -259,6 +259,7 @@ fn softhsm_scenarios() {
         metrics_listen: None,
         dir: hub.clone(),
         store_limit_bytes: 16 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: std::time::Duration::from_secs(60),
         max_connections: 10,
         leaf_devices: Vec::new(),

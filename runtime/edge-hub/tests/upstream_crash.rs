@@ -764,6 +764,9 @@ async fn restarts_while_offline_lose_nothing_and_forwarding_restarts_by_itself()
             upstream.status().last_failure.is_some()
         })
         .await;
+        // The connection's task holds the hub: it must be gone before the
+        // store can be opened again.
+        upstream.stop().await;
     }
     expected.extend((0..40).map(|n| (0, n)));
 

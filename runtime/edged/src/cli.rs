@@ -452,6 +452,7 @@ fn hub_report(hub: &RemoteHub) -> HubReport {
             modules: Default::default(),
             upstream_queue: 0,
             upstream: None,
+            dropped: Default::default(),
         }
     })
 }

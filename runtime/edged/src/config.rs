@@ -225,6 +225,11 @@ pub struct HubSettings {
     /// The store's size limit, with a unit (`"1GiB"`, `"500MB"`).
     #[serde(default = "default_store_limit")]
     pub store_limit: String,
+    /// What the store does when a message would take it past `store_limit`:
+    /// `"drop-oldest"` (evict the least urgent, oldest messages) or
+    /// `"refuse-new"`.
+    #[serde(default)]
+    pub when_full: edge_hub::WhenFull,
     /// How long undelivered messages are kept when neither the route nor the
     /// deployment's `storeAndForwardConfiguration` says (`"2h"`, IoT Edge's
     /// default).
@@ -493,6 +498,7 @@ impl Default for HubSettings {
             https_listen: default_https(),
             metrics_listen: default_metrics(),
             store_limit: default_store_limit(),
+            when_full: edge_hub::WhenFull::default(),
             store_and_forward_ttl: two_hours(),
             max_connections: default_max_connections(),
             pkcs11: None,
@@ -1012,11 +1018,13 @@ mod tests {
             Some("127.0.0.1:9600".parse().unwrap())
         );
         assert_eq!(hub.store_limit_bytes().unwrap(), 1 << 30);
+        assert_eq!(hub.when_full, edge_hub::WhenFull::DropOldest);
         assert_eq!(hub.store_and_forward_ttl, Duration::from_secs(7200));
         let config = with(
-            "[hub]\nenabled = false\nmetrics_listen = \"off\"\nstore_limit = \"500MB\"\nstore_and_forward_ttl = \"1d\"\nmax_connections = 10",
+            "[hub]\nenabled = false\nmetrics_listen = \"off\"\nstore_limit = \"500MB\"\nwhen_full = \"refuse-new\"\nstore_and_forward_ttl = \"1d\"\nmax_connections = 10",
         )
         .unwrap();
+        assert_eq!(config.hub.when_full, edge_hub::WhenFull::RefuseNew);
         assert!(!config.hub.enabled);
         assert_eq!(config.hub.metrics_listen().unwrap(), None);
         assert_eq!(config.hub.store_limit_bytes().unwrap(), 500_000_000);
@@ -1040,6 +1048,10 @@ mod tests {
             ("[hub]\nmax_connections = 0", "between 1 and 1000000"),
             ("[hub]\nstore_and_forward_ttl = \"0s\"", "between 1s and"),
             ("[hub]\nport = 1", "unknown field `port`"),
+            (
+                "[hub]\nwhen_full = \"drop-newest\"",
+                "unknown variant `drop-newest`, expected `drop-oldest` or `refuse-new`",
+            ),
             (
                 "[hub.pkcs11]\nmodule = \"/x.so\"\ntoken = \"t\"",
                 "pin_file",

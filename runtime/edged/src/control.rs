@@ -407,6 +407,7 @@ mod tests {
                 modules: Default::default(),
                 upstream_queue: 0,
                 upstream: None,
+                dropped: Default::default(),
             })
         }
 

@@ -14,7 +14,7 @@ use edge_hub::{
     CaKeySource, CallTimeouts, FileKeys, HubConfig, HubDeployment, HubError, HubServer, KeyStore,
     MethodError, PeerPolicy, Pkcs11Keys,
 };
-use edge_init::status::{HubModuleReport, HubReport, UpstreamFailure, UpstreamReport};
+use edge_init::status::{HubDropped, HubModuleReport, HubReport, UpstreamFailure, UpstreamReport};
 use serde_json::Value;
 
 use crate::config::{DeviceConfig, HubSettings};
@@ -41,6 +41,7 @@ pub fn hub_config(settings: &HubSettings, state_dir: &Path) -> Result<HubConfig>
         metrics_listen: settings.metrics_listen().map_err(Error::Config)?,
         dir: hub::hub_dir(state_dir),
         store_limit_bytes: settings.store_limit_bytes().map_err(Error::Config)?,
+        when_full: settings.when_full,
         default_time_to_live: settings.store_and_forward_ttl,
         max_connections: settings.max_connections,
         leaf_devices: settings.leaf_devices(&device_id).map_err(Error::Config)?,
@@ -213,6 +214,23 @@ impl ModuleHub for LocalHub {
 
     fn report(&self) -> Result<HubReport> {
         let stats = self.server.stats();
+        let mut dropped = std::collections::BTreeMap::new();
+        let mut count_dropped = |endpoint: &str, queue: &edge_hub::EndpointStats| {
+            let counts = HubDropped {
+                expired: queue.expired,
+                quota: queue.dropped_quota,
+                disk_full: queue.dropped_disk_full,
+            };
+            if counts != HubDropped::default() {
+                dropped.insert(endpoint.to_owned(), counts);
+            }
+        };
+        count_dropped("$upstream", &stats.upstream);
+        for module in stats.modules.values() {
+            for (endpoint, queue) in &module.queues {
+                count_dropped(endpoint, queue);
+            }
+        }
         let mut modules = std::collections::BTreeMap::new();
         for (name, module) in stats.modules {
             let reported = self
@@ -240,6 +258,7 @@ impl ModuleHub for LocalHub {
             modules,
             upstream_queue: stats.upstream.depth,
             upstream: self.server.upstream_status().map(upstream_report),
+            dropped,
         })
     }
 

@@ -143,7 +143,8 @@ pub fn human(report: &StatusReport) -> String {
 }
 
 /// The hub's part of the status for people: one line per module with its
-/// connection and counters, then its queues and reported properties.
+/// connection and counters, then its queues and reported properties; last,
+/// the endpoints the store dropped messages from, by reason.
 fn hub_human(hub: &HubReport) -> String {
     if !hub.running {
         return "hub: not running (no `edged run` answers on its control socket)\n".to_owned();
@@ -180,6 +181,15 @@ fn hub_human(hub: &HubReport) -> String {
                 escaped_message(&module.reported.to_string())
             ));
         }
+    }
+    for (endpoint, dropped) in &hub.dropped {
+        text.push_str(&format!(
+            "  dropped from {}: expired {}, quota {}, disk_full {}\n",
+            escaped_message(endpoint),
+            dropped.expired,
+            dropped.quota,
+            dropped.disk_full
+        ));
     }
     text
 }
@@ -305,10 +315,19 @@ mod tests {
                 in_flight: 0,
                 window: 1024,
             }),
+            dropped: [(
+                "$upstream".to_owned(),
+                edge_init::status::HubDropped {
+                    expired: 2,
+                    quota: 9,
+                    disk_full: 0,
+                },
+            )]
+            .into(),
         });
         assert!(
             running.contains(
-                "upstream myhub.azure-devices.net:8883: not connected, 3 failed attempt(s), next at 2026-12-01T18:00:05Z; sent 120 acknowledged 100 resent 20 in flight 0/256\n  last error 2026-12-01T18:00:04Z (tls): TLS handshake: invalid peer certificate\\u{1b}[2J\n"
+                "upstream myhub.azure-devices.net:8883: not connected, 3 failed attempt(s), next at 2026-12-01T18:00:05Z; sent 120 acknowledged 100 resent 20 in flight 0/1024\n  last error 2026-12-01T18:00:04Z (tls): TLS handshake: invalid peer certificate\\u{1b}[2J\n"
             ),
             "{running}"
         );
@@ -322,6 +341,10 @@ mod tests {
         );
         assert!(running.contains("queue sink/input1 3"), "{running}");
         assert!(
+            running.ends_with("  dropped from $upstream: expired 2, quota 9, disk_full 0\n"),
+            "{running}"
+        );
+        assert!(
             running.contains(r#"reported {"state":"ok","$version":2}"#),
             "{running}"
         );
@@ -330,6 +353,7 @@ mod tests {
             modules: Default::default(),
             upstream_queue: 0,
             upstream: None,
+            dropped: Default::default(),
         });
         assert!(stopped.starts_with("hub: not running"), "{stopped}");
     }

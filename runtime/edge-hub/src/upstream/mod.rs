@@ -56,7 +56,8 @@ const HELD_CONNECTION: Duration = Duration::from_secs(10);
 pub struct Upstream {
     status: Arc<StatusCell>,
     runtime_report: watch::Sender<Option<Map<String, Value>>>,
-    task: JoinHandle<()>,
+    /// The connection's task; `None` once stopped.
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -81,7 +82,7 @@ impl Upstream {
         Self {
             status,
             runtime_report,
-            task,
+            task: Some(task),
         }
     }
 
@@ -103,9 +104,24 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Stops the connection and waits until its task, and with it its
+    /// clone of the hub, is gone: after this, dropping the last [`Hub`]
+    /// closes the store. (Dropping an `Upstream` stops it too, but the task
+    /// ends at the runtime's next turn.)
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

@@ -145,6 +145,7 @@ pub fn config(dir: &std::path::Path) -> HubConfig {
         metrics_listen: None,
         dir: dir.join("hub"),
         store_limit_bytes: 64 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 2000,
         leaf_devices: Vec::new(),

@@ -26,6 +26,7 @@ pub fn hub_config(dir: &Path) -> HubConfig {
         metrics_listen: None,
         dir: dir.join("hub"),
         store_limit_bytes: 256 * 1024 * 1024,
+        when_full: edge_hub::WhenFull::DropOldest,
         default_time_to_live: Duration::from_secs(7200),
         max_connections: 100,
         leaf_devices: vec![LeafDevice {

@@ -8,8 +8,10 @@
 //! `## Edge hub`.
 
 mod edged_hub;
+// The load generator and the measurements are shared with the upstream
+// benchmark, which uses parts of them this one does not.
+#[allow(dead_code)]
 mod load;
-// Shared with the upstream benchmark, which reads more of the processes.
 #[allow(dead_code)]
 mod measure;
 
