@@ -950,9 +950,39 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
         "[[hub.leaf_devices]]\nid = \"thermo-1\"\nsas_key_file = {}\n[[hub.leaf_devices]]\nid = \"camera-1\"\nx509_thumbprints = [\"{thumbprint}\"]\n",
         quoted(&key_file.display().to_string())
     );
+    // The stand-in cloud, in the namespace with the hub: the leaf's
+    // cloud-to-device message and desired patch come through it.
+    let username = format!(
+        "gw-test.local/gw-test/?api-version={}&DeviceClientType=edged%2F{}",
+        edge_hub::upstream::API_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
+    let token =
+        "SharedAccessSignature sr=gw-test.local%2Fdevices%2Fgw-test&sig=dGVzdA%3D%3D&se=4102444800";
+    let cloud = test_mosquitto::Mosquitto::start_in_netns(
+        &dir.path().join("cloud"),
+        std::sync::Arc::new(test_mosquitto::Authority::new("cloud CA")),
+        test_mosquitto::DeviceAuth::Passwords(vec![(username, token.to_owned())]),
+        &netns.name,
+    );
+    let token_file = dir.path().join("gateway.sas");
+    fs::write(&token_file, token).unwrap();
+    fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let upstream = format!(
+        "[hub.upstream]\nhost = \"localhost\"\nport = {}\nca_file = {}\nsas_token_file = {}\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n",
+        cloud.device_port(),
+        quoted(&cloud.ca_file().display().to_string()),
+        quoted(&token_file.display().to_string())
+    );
     let (device, key) = device(
         dir.path(),
-        &format!("gateway_hostname = \"localhost\"\n{leaves}"),
+        &format!(
+            "gateway_hostname = \"localhost\"\niothub_hostname = \"gw-test.local\"\n{leaves}{upstream}"
+        ),
         "",
     );
     let sink = Module {
@@ -992,7 +1022,7 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
     let connection_string = format!(
         "HostName=gw-test.local;DeviceId=thermo-1;SharedAccessKey={sas_key};GatewayHostName=localhost"
     );
-    let mut thermo = run_leaf("thermo-1", &["sas", &connection_string, ca]);
+    let mut thermo = run_leaf("thermo-1", &["sas", &connection_string, ca, "--cloud"]);
     let mut camera = run_leaf(
         "camera-1",
         &[
@@ -1005,8 +1035,44 @@ fn sdk_leaf_devices_connect_through_the_hub_with_sas_and_x509() {
             ca,
         ],
     );
+    // Once the leaf listens and the gateway is connected, the cloud sends
+    // it a message and a desired patch.
+    assert!(
+        eventually(120, || !of_kind(&thermo.events(), "listening").is_empty()),
+        "thermo-1:\n{}\nedged:\n{}",
+        thermo.text(),
+        edged.text()
+    );
+    assert!(
+        eventually(60, || {
+            String::from_utf8_lossy(&device.edged("none", &["status"]).stdout).contains(&format!(
+                "upstream localhost:{}: connected",
+                cloud.device_port()
+            ))
+        }),
+        "edged:\n{}",
+        edged.text()
+    );
+    let published = netns
+        .command(sdk_python())
+        .arg("cloud.py")
+        .arg(cloud.service_port().to_string())
+        .arg(cloud.ca_file())
+        .arg("thermo-1")
+        .current_dir(sdk_dir())
+        .output()
+        .unwrap();
+    succeeded(&published);
     thermo.wait(120);
     camera.wait(120);
+    let arrived = thermo.events();
+    let c2d = of_kind(&arrived, "c2d");
+    assert_eq!(c2d.len(), 1, "{}", thermo.text());
+    assert_eq!(c2d[0]["data"], "close it", "{}", thermo.text());
+    assert_eq!(c2d[0]["properties"]["valve"], "shut", "{}", thermo.text());
+    let desired = of_kind(&arrived, "desired");
+    assert_eq!(desired.len(), 1, "{}", thermo.text());
+    assert_eq!(desired[0]["patch"]["interval"], 30, "{}", thermo.text());
     for leaf in [&thermo, &camera] {
         let events = leaf.events();
         assert_eq!(

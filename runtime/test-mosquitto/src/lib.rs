@@ -144,6 +144,9 @@ pub enum DeviceAuth {
 pub struct Mosquitto {
     dir: PathBuf,
     child: Option<Child>,
+    /// The network namespace it runs in (`ip netns exec`), if not the
+    /// test's own.
+    netns: Option<String>,
     device_port: u16,
     service_port: u16,
     authority: Arc<Authority>,
@@ -154,6 +157,28 @@ impl Mosquitto {
     /// Starts a broker in `dir` (created) with the device listener
     /// authenticating by `auth`; returns once both listeners accept.
     pub fn start(dir: &Path, authority: Arc<Authority>, auth: DeviceAuth) -> Self {
+        Self::start_in(dir, authority, auth, None)
+    }
+
+    /// [`Mosquitto::start`] inside the network namespace `netns` (for
+    /// clients that dial fixed ports, such as the Azure IoT SDKs): the
+    /// broker is ready when its log says it runs, since its ports cannot be
+    /// reached from here.
+    pub fn start_in_netns(
+        dir: &Path,
+        authority: Arc<Authority>,
+        auth: DeviceAuth,
+        netns: &str,
+    ) -> Self {
+        Self::start_in(dir, authority, auth, Some(netns.to_owned()))
+    }
+
+    fn start_in(
+        dir: &Path,
+        authority: Arc<Authority>,
+        auth: DeviceAuth,
+        netns: Option<String>,
+    ) -> Self {
         fs::create_dir_all(dir).expect("the broker's directory");
         let server = authority.server(&[HOST]);
         fs::write(dir.join("ca.pem"), authority.ca_pem()).expect("ca.pem");
@@ -183,7 +208,7 @@ impl Mosquitto {
         // Queues without limit: a test counts every message, and mosquitto
         // otherwise drops QoS 1 messages past 1,000 queued for a client.
         let config = format!(
-            "per_listener_settings true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n\
+            "per_listener_settings true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\n\
              listener {device_port} 127.0.0.1\n{}{device_auth}\
              listener {service_port} 127.0.0.1\n{}allow_anonymous true\n",
             tls(dir),
@@ -194,6 +219,7 @@ impl Mosquitto {
         let mut mosquitto = Self {
             dir: dir.to_owned(),
             child: None,
+            netns,
             device_port,
             service_port,
             authority,
@@ -232,7 +258,17 @@ impl Mosquitto {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the broker is running");
         let log = fs::File::create(self.dir.join("mosquitto.log")).expect("log file");
-        let child = Command::new("mosquitto")
+        // `ip netns exec` executes the broker in place, so the child is the
+        // broker itself, to signal and to kill.
+        let mut command = match &self.netns {
+            None => Command::new("mosquitto"),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, "mosquitto"]);
+                command
+            }
+        };
+        let child = command
             .arg("-c")
             .arg(self.dir.join("mosquitto.conf"))
             .stdout(Stdio::null())
@@ -240,8 +276,13 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto is installed (apt-get install mosquitto)");
         self.child = Some(child);
-        for port in [self.device_port, self.service_port] {
-            wait_for_port(port, &self.dir);
+        match &self.netns {
+            None => {
+                for port in [self.device_port, self.service_port] {
+                    wait_for_port(port, &self.dir);
+                }
+            }
+            Some(_) => wait_for_log(&self.dir, " running"),
         }
     }
 
@@ -323,6 +364,23 @@ fn wait_for_port(port: u16, dir: &Path) {
             Instant::now() < deadline,
             "mosquitto does not listen on {port}; its log: {}",
             fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the broker's log has `text` (its start-up line says it
+/// runs once its listeners are open).
+fn wait_for_log(dir: &Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not start; its log: {log}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -2,12 +2,17 @@
 on a transparent IoT Edge gateway: reads its twin, reports a property and sends telemetry, each
 event a JSON line.
 
-    leaf.py sas CONNECTION_STRING CA_FILE
-    leaf.py x509 HOSTNAME DEVICE_ID CERT_FILE KEY_FILE GATEWAY CA_FILE
+    leaf.py sas CONNECTION_STRING CA_FILE [--cloud]
+    leaf.py x509 HOSTNAME DEVICE_ID CERT_FILE KEY_FILE GATEWAY CA_FILE [--cloud]
+
+With `--cloud` it then listens for a cloud-to-device message and a desired-properties patch,
+which come from the cloud through the gateway's own connection, emits `listening` once its
+handlers are set, and each of them as it arrives.
 
 The connection string carries `GatewayHostName`; the certificate client is given
 `gateway_hostname`. Both verify the gateway with `server_verification_cert`, the hub's CA."""
 
+import queue
 import sys
 import time
 
@@ -36,7 +41,19 @@ def create(arguments):
 
 
 def main():
-    client = create(sys.argv[1:])
+    arguments = sys.argv[1:]
+    listen = arguments[-1] == "--cloud"
+    if listen:
+        arguments = arguments[:-1]
+    client = create(arguments)
+    arrived = queue.Queue()
+    if listen:
+        # Set before connecting: the gateway delivers what it queued for the leaf as soon as the
+        # leaf's session is back.
+        client.on_message_received = lambda message: arrived.put(
+            ("c2d", {"data": message.data.decode(), "properties": message.custom_properties}))
+        client.on_twin_desired_properties_patch_received = lambda patch: arrived.put(
+            ("desired", {"patch": patch}))
     for attempt in range(60):
         try:
             client.connect()
@@ -55,6 +72,11 @@ def main():
         message.custom_properties["seq"] = str(seq)
         client.send_message(message)
         emit(event="sent", seq=seq)
+    if listen:
+        emit(event="listening")
+        for _ in range(2):
+            kind, fields = arrived.get(timeout=120)
+            emit(event=kind, **fields)
     client.shutdown()
 
 
