@@ -14,51 +14,41 @@ use std::time::{Duration, Instant};
 use edge_hub::upstream::{
     ClientKey, FailureKind, LinkState, Upstream, UpstreamAuth, UpstreamConfig,
 };
-use edge_hub::{ClientIdentity, FileKeys, Hub, HubDeployment, HubMessage, Qos};
-use edge_route::RouteTableEntry;
+use edge_hub::{ClientIdentity, Hub, HubDeployment, HubMessage, Qos};
 use serde_json::{Value, json};
 use test_mosquitto::{Authority, CloudClient, DeviceAuth, Mosquitto, Received};
 
 mod upstream_common;
-use upstream_common::{DEVICE, LEAF, TOKEN, hub_config, token_broker, token_config, write_secret};
+use upstream_common::{
+    DEVICE, LEAF, TOKEN, open_deployed, route, token_broker, token_config, write_secret,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
-    RouteTableEntry {
-        name: name.to_owned(),
-        route: text.to_owned(),
-        priority,
-        time_to_live_secs: 0,
-    }
-}
 
 /// `sensor`'s messages go up, those with `alert = 'true'` at priority 0 and
 /// the rest at priority 5; `sink` is a second module with a twin.
 async fn open_hub(dir: &Path) -> Hub {
-    let config = hub_config(dir);
-    let keys = FileKeys::open(&config.dir.join("keys")).expect("keys");
-    let hub = Hub::open(&config, Arc::new(keys)).expect("hub");
-    hub.deploy(HubDeployment {
-        routes: vec![
-            route(
-                "alerts",
-                "FROM /messages/modules/sensor/* WHERE alert = 'true' INTO $upstream",
-                0,
-            ),
-            route(
-                "telemetry",
-                "FROM /messages/modules/sensor/* WHERE NOT(alert = 'true') INTO $upstream",
-                5,
-            ),
-        ],
-        modules: vec!["sensor".to_owned(), "sink".to_owned()],
-        desired: BTreeMap::from([("sink".to_owned(), json!({"rate": 1, "mode": "slow"}))]),
-        default_time_to_live: None,
-    })
+    open_deployed(
+        dir,
+        HubDeployment {
+            routes: vec![
+                route(
+                    "alerts",
+                    "FROM /messages/modules/sensor/* WHERE alert = 'true' INTO $upstream",
+                    0,
+                ),
+                route(
+                    "telemetry",
+                    "FROM /messages/modules/sensor/* WHERE NOT(alert = 'true') INTO $upstream",
+                    5,
+                ),
+            ],
+            modules: vec!["sensor".to_owned(), "sink".to_owned()],
+            desired: BTreeMap::from([("sink".to_owned(), json!({"rate": 1, "mode": "slow"}))]),
+            default_time_to_live: None,
+        },
+    )
     .await
-    .expect("deploy");
-    hub
 }
 
 fn message(sequence: usize, alert: bool) -> HubMessage {
@@ -117,6 +107,15 @@ async fn collect(cloud: &mut CloudClient, count: usize) -> Vec<usize> {
         arrived.push(sequence);
     }
     arrived
+}
+
+/// The JSON payload of the next publish on a topic starting with `prefix`.
+async fn next_json(cloud: &mut CloudClient, prefix: &str) -> Value {
+    let received = cloud
+        .next_on(prefix, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("nothing arrived on {prefix}"));
+    serde_json::from_slice(&received.payload).expect("JSON")
 }
 
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -412,16 +411,14 @@ async fn desired_patches_and_method_calls_come_down_and_reported_properties_go_u
     hub.patch_reported("sink", json!({"temperature": 22}))
         .await
         .expect("reported");
-    let received = cloud
-        .next_on(
-            &format!("$iothub/{DEVICE}/sink/twin/PATCH/properties/reported/"),
-            WAIT,
-        )
-        .await
-        .expect("patch");
     assert_eq!(
-        serde_json::from_slice::<Value>(&received.payload).expect("JSON"),
-        json!({"temperature": 22})
+        next_json(
+            &mut cloud,
+            &format!("$iothub/{DEVICE}/sink/twin/PATCH/properties/reported/")
+        )
+        .await,
+        json!({"temperature": 22}),
+        "patch"
     );
 
     // A desired patch from the cloud reaches the module's connection and
@@ -496,16 +493,14 @@ async fn desired_patches_and_method_calls_come_down_and_reported_properties_go_u
         .expect("reported");
     broker.start_again();
     let mut cloud = broker.cloud_client().await;
-    let received = cloud
-        .next_on(
-            &format!("$iothub/{DEVICE}/sink/twin/PATCH/properties/reported/"),
-            WAIT,
-        )
-        .await
-        .expect("the whole document again");
     assert_eq!(
-        serde_json::from_slice::<Value>(&received.payload).expect("JSON"),
-        json!({"temperature": 22, "gone": null})
+        next_json(
+            &mut cloud,
+            &format!("$iothub/{DEVICE}/sink/twin/PATCH/properties/reported/")
+        )
+        .await,
+        json!({"temperature": 22, "gone": null}),
+        "the whole document again"
     );
     let status = upstream.status();
     assert_eq!(status.desired_patches_received, 1);
@@ -586,16 +581,14 @@ async fn a_leaf_devices_cloud_traffic_goes_through_the_gateways_connection() {
     hub.patch_reported(&leaf.key(), json!({"battery": 80}))
         .await
         .expect("reported");
-    let reported = cloud
-        .next_on(
-            &format!("$iothub/{LEAF}/twin/PATCH/properties/reported/"),
-            WAIT,
-        )
-        .await
-        .expect("reported properties");
     assert_eq!(
-        serde_json::from_slice::<Value>(&reported.payload).expect("JSON"),
-        json!({"battery": 80})
+        next_json(
+            &mut cloud,
+            &format!("$iothub/{LEAF}/twin/PATCH/properties/reported/")
+        )
+        .await,
+        json!({"battery": 80}),
+        "reported properties"
     );
 }
 

@@ -23,12 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edge_hub::upstream::{LinkState, Upstream};
-use edge_hub::{FileKeys, Hub, HubDeployment, HubMessage, Qos};
-use edge_route::RouteTableEntry;
+use edge_hub::{Hub, HubDeployment, HubMessage, Qos};
 use test_mosquitto::{CloudClient, Mosquitto, Received};
 
 mod upstream_common;
-use upstream_common::{DEVICE, hub_config, token_broker, token_config_for};
+use upstream_common::{DEVICE, open_deployed, route, token_broker, token_config_for};
 
 /// Where the child keeps its hub; set only in the child.
 const DIR_ENV: &str = "EDGE_HUB_UPSTREAM_CRASH_DIR";
@@ -67,39 +66,28 @@ fn priority(label: Label) -> u8 {
     }
 }
 
-fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
-    RouteTableEntry {
-        name: name.to_owned(),
-        route: text.to_owned(),
-        priority,
-        time_to_live_secs: 0,
-    }
-}
-
 async fn open_hub(dir: &Path) -> Hub {
-    let config = hub_config(dir);
-    let keys = FileKeys::open(&config.dir.join("keys")).expect("keys");
-    let hub = Hub::open(&config, Arc::new(keys)).expect("hub");
-    hub.deploy(HubDeployment {
-        routes: vec![
-            route(
-                "urgent",
-                "FROM /messages/modules/s/* WHERE urgent = 'true' INTO $upstream",
-                0,
-            ),
-            route(
-                "bulk",
-                "FROM /messages/modules/s/* WHERE NOT(urgent = 'true') INTO $upstream",
-                5,
-            ),
-        ],
-        modules: vec!["s".to_owned()],
-        desired: BTreeMap::new(),
-        default_time_to_live: None,
-    })
+    open_deployed(
+        dir,
+        HubDeployment {
+            routes: vec![
+                route(
+                    "urgent",
+                    "FROM /messages/modules/s/* WHERE urgent = 'true' INTO $upstream",
+                    0,
+                ),
+                route(
+                    "bulk",
+                    "FROM /messages/modules/s/* WHERE NOT(urgent = 'true') INTO $upstream",
+                    5,
+                ),
+            ],
+            modules: vec!["s".to_owned()],
+            desired: BTreeMap::new(),
+            default_time_to_live: None,
+        },
+    )
     .await
-    .expect("deploy");
-    hub
 }
 
 fn start_upstream(hub: &Hub, dir: &Path, port: u16, ca_file: PathBuf) -> Upstream {

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge_hub::HubConfig;
 use edge_hub::leaf::{LeafCredential, LeafDevice, SymmetricKey};
 use edge_hub::upstream::{UpstreamAuth, UpstreamConfig};
+use edge_hub::{FileKeys, Hub, HubConfig, HubDeployment};
+use edge_route::RouteTableEntry;
 use test_mosquitto::{Authority, DeviceAuth, Mosquitto};
 
 pub const DEVICE: &str = "gw-1";
@@ -37,6 +38,26 @@ pub fn hub_config(dir: &Path) -> HubConfig {
             ),
         }],
     }
+}
+
+/// A route of `priority` that keeps messages until delivered.
+pub fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
+    RouteTableEntry {
+        name: name.to_owned(),
+        route: text.to_owned(),
+        priority,
+        time_to_live_secs: 0,
+    }
+}
+
+/// The device's hub in `dir` (opened again if it was before), with
+/// `deployment` installed.
+pub async fn open_deployed(dir: &Path, deployment: HubDeployment) -> Hub {
+    let config = hub_config(dir);
+    let keys = FileKeys::open(&config.dir.join("keys")).expect("keys");
+    let hub = Hub::open(&config, Arc::new(keys)).expect("hub");
+    hub.deploy(deployment).await.expect("deploy");
+    hub
 }
 
 pub fn write_secret(path: &Path, text: &str) -> PathBuf {
