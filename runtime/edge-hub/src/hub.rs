@@ -97,6 +97,14 @@ pub enum HubError {
         "leaf device {0} is not in [hub] leaf_devices of device.toml; add it there before sending to it"
     )]
     UnknownLeafDevice(String),
+    /// A desired patch from the cloud breaks a twin rule; nothing changed.
+    #[error("a desired patch from the cloud for {client} is refused: {reason}")]
+    BadDesiredPatch {
+        /// Whose twin.
+        client: String,
+        /// The rule it breaks.
+        reason: String,
+    },
     /// A stored document does not decode.
     #[error("the hub store's {kind} record of {name} is corrupt: {message}")]
     Corrupt {
@@ -1162,6 +1170,11 @@ impl Hub {
     ) -> Result<Option<u64>, HubError> {
         let key = client.key();
         self.require_client(&key)?;
+        let patch =
+            twin::validate_desired_patch(&patch).map_err(|error| HubError::BadDesiredPatch {
+                client: client.to_string(),
+                reason: error.to_string(),
+            })?;
         let name = key.clone();
         let change = self
             .inner
@@ -1174,13 +1187,20 @@ impl Hub {
                     }),
                     None => TwinRecord::default(),
                 };
-                let change = record.patch_desired_from_cloud(&patch);
+                let change = match record.patch_desired_from_cloud(&patch) {
+                    Ok(change) => change,
+                    Err(error) => return Ok(Err(error)),
+                };
                 if change.is_some() {
                     batch.put_document(TWIN, &name, &json_bytes(&record))?;
                 }
-                Ok(change)
+                Ok(Ok(change))
             })
-            .await?;
+            .await?
+            .map_err(|error| HubError::BadDesiredPatch {
+                client: client.to_string(),
+                reason: error.to_string(),
+            })?;
         Ok(change.map(|patch| {
             let version = patch.version;
             if let Some(state) = self.client_state(&key) {

@@ -116,14 +116,33 @@ impl TwinRecord {
     /// is dropped: the module sees the hub's own, which counts every change
     /// of either layer); returns the patch to send when what the module
     /// sees changed.
-    pub fn patch_desired_from_cloud(&mut self, patch: &Map<String, Value>) -> Option<DesiredPatch> {
-        if self.deployment_desired.is_none() {
-            self.deployment_desired = Some(self.desired.clone());
+    /// A patch that would make the cloud's layer or the desired properties
+    /// larger than a twin may be is refused, and nothing changes.
+    pub fn patch_desired_from_cloud(
+        &mut self,
+        patch: &Map<String, Value>,
+    ) -> Result<Option<DesiredPatch>, TwinError> {
+        let mut next = self.clone();
+        if next.deployment_desired.is_none() {
+            next.deployment_desired = Some(next.desired.clone());
         }
         let mut patch = patch.clone();
         patch.remove(VERSION_KEY);
-        compose(&mut self.cloud_desired, &patch);
-        self.update_desired()
+        compose(&mut next.cloud_desired, &patch);
+        let change = next.update_desired();
+        for (what, section) in [
+            ("cloud's layer of the", &next.cloud_desired),
+            ("", &next.desired),
+        ] {
+            let size = serde_json::to_vec(section).map_or(usize::MAX, |bytes| bytes.len());
+            if size > MAXIMUM_PATCH_BYTES {
+                return Err(TwinError::Invalid(format!(
+                    "the {what}desired properties would be {size} bytes, over the limit of {MAXIMUM_PATCH_BYTES}"
+                )));
+            }
+        }
+        *self = next;
+        Ok(change)
     }
 
     /// Recomputes what the module sees from the two layers.
@@ -166,6 +185,20 @@ pub(crate) fn with_version(section: &Map<String, Value>, version: u64) -> Value 
     let mut object = section.clone();
     object.insert(VERSION_KEY.to_owned(), Value::from(version));
     Value::Object(object)
+}
+
+/// Checks a desired patch from the cloud against the same limits, without
+/// the `$version` IoT Hub puts in it; returns it without that key. A cloud
+/// is trusted with a module's configuration, not with the hub's memory.
+pub fn validate_desired_patch(patch: &Map<String, Value>) -> Result<Map<String, Value>, TwinError> {
+    let mut patch = patch.clone();
+    patch.remove(VERSION_KEY);
+    let patch = Value::Object(patch);
+    validate_reported_patch(&patch)?;
+    match patch {
+        Value::Object(patch) => Ok(patch),
+        _ => unreachable!("built as an object above"),
+    }
 }
 
 /// Checks a reported patch against the twin limits; returns it as an
@@ -371,6 +404,7 @@ mod tests {
             .patch_desired_from_cloud(&object(
                 json!({"rate": 7, "mode": null, "nested": {"y": 2}, "$version": 40}),
             ))
+            .expect("within the limits")
             .expect("a change");
         assert_eq!(
             patch.patch,
@@ -413,6 +447,47 @@ mod tests {
             .expect("a change");
         assert_eq!(old.desired, object(json!({"a": 1, "b": 2})));
         assert_eq!(old.deployment_desired, Some(object(json!({"a": 1}))));
+    }
+
+    #[test]
+    fn desired_patches_from_the_cloud_keep_to_the_twin_limits() {
+        let patch = validate_desired_patch(&object(json!({"rate": 5, "$version": 9})))
+            .expect("a valid patch");
+        assert_eq!(patch, object(json!({"rate": 5})));
+        for bad in [
+            json!({"a.b": 1}),
+            json!({"s": "x".repeat(4097)}),
+            json!({"$other": 1}),
+        ] {
+            assert!(
+                matches!(
+                    validate_desired_patch(&object(bad.clone())),
+                    Err(TwinError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cloud_patches_cannot_grow_the_twin_past_its_limit() {
+        let mut twin = TwinRecord::default();
+        let chunk = |index: usize| object(json!({ format!("k{index}"): "x".repeat(4000) }));
+        let mut accepted = 0;
+        for index in 0..16 {
+            match twin.patch_desired_from_cloud(&chunk(index)) {
+                Ok(_) => accepted += 1,
+                Err(TwinError::Invalid(message)) => {
+                    assert!(message.contains("over the limit of 32768"), "{message}");
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(accepted, 8);
+        let before = twin.clone();
+        assert!(twin.patch_desired_from_cloud(&chunk(99)).is_err());
+        assert_eq!(twin, before, "a refused patch changes nothing");
     }
 
     #[test]

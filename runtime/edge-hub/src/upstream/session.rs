@@ -370,6 +370,9 @@ async fn handle_cloud_publish(publish: Publish, context: &mut Context) -> Handle
                 Err(error @ (HubError::UnknownModule(_) | HubError::UnknownLeafDevice(_))) => {
                     tracing::warn!(%error, "a desired patch from the cloud is for no client of this gateway; ignored");
                 }
+                Err(error @ HubError::BadDesiredPatch { .. }) => {
+                    tracing::warn!(%error, "ignored");
+                }
                 Err(error) => {
                     tracing::error!(%client, %error, "a desired patch from the cloud could not be stored; the cloud sends it again after the next reconnect");
                     return Handled::Retry;
