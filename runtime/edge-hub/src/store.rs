@@ -2057,19 +2057,27 @@ struct Reserve {
     bytes: u64,
 }
 
-/// The smallest reserve.
-const RESERVE_MINIMUM: u64 = 1024 * 1024;
+/// The smallest reserve: room for redb to commit a batch of removals and
+/// to repair its file on reopening.
+const RESERVE_MINIMUM: u64 = 256 * 1024;
 /// The largest reserve.
 const RESERVE_MAXIMUM: u64 = 64 * 1024 * 1024;
 
 impl Reserve {
-    /// The reserve of the store at `store`: 1/64 of its size limit, within
-    /// [`RESERVE_MINIMUM`] and [`RESERVE_MAXIMUM`] (16 MiB for the default
-    /// 1 GiB), enough for redb to commit and to repair its file on reopening.
+    /// The reserve of the store at `store`: 1/64 of its size limit (16 MiB
+    /// for the default 1 GiB), and no more than 1/64 of the file system it
+    /// is on, within [`RESERVE_MINIMUM`] and [`RESERVE_MAXIMUM`]. An OS
+    /// image's data partition may be small (tens of MiB) and also holds
+    /// the deployments and the OS updates being written, which a reserve
+    /// sized by the limit alone would crowd out.
     fn beside(store: &Path, limit: u64) -> Self {
+        let directory = store.parent().unwrap_or(Path::new("."));
+        let file_system = rustix::fs::statvfs(directory)
+            .map(|stats| stats.f_blocks.saturating_mul(stats.f_frsize))
+            .unwrap_or(u64::MAX);
         Self {
             path: store.with_file_name(RESERVE_FILE),
-            bytes: (limit / 64).clamp(RESERVE_MINIMUM, RESERVE_MAXIMUM),
+            bytes: (limit.min(file_system) / 64).clamp(RESERVE_MINIMUM, RESERVE_MAXIMUM),
         }
     }
 
