@@ -152,14 +152,13 @@ impl PacketIds {
 /// Runs `link` until it ends.
 pub(crate) async fn run(mut link: Link, context: &mut Context) -> Ending {
     let device = context.config.device_id.clone();
-    let subscribe = Subscribe::new_many(
+    let mut subscribe = Subscribe::new_many(
         topics::subscriptions(&device, &context.leaves)
             .into_iter()
             .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce)),
     );
-    let mut subscribe = subscribe;
-    // Packet id 0 is not allowed; the publishes' ids start above it and
-    // a SUBACK is told apart by its packet type.
+    // Packet id 0 is not allowed. A publish may use the same id: its
+    // PUBACK and the SUBACK are told apart by their packet types.
     subscribe.pkid = 1;
     if let Err(error) = send(&link, Packet::Subscribe(subscribe)).await {
         return Ending::Failed(error);
