@@ -313,6 +313,30 @@ async fn refused_credentials_are_reported_and_retried() {
         assert_eq!(failure.kind, kind, "{failure:?}");
         assert!(failure.message.contains(text), "{failure:?}");
     }
+
+    // A name that cannot resolve (`.invalid` never does) and a port where
+    // nothing listens name their steps too.
+    let mut unresolvable = config.clone();
+    unresolvable.host = "cloud.does-not-exist.invalid".to_owned();
+    let mut closed = config.clone();
+    closed.port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        listener.local_addr().expect("address").port()
+    };
+    for (config, kind, text) in [
+        (
+            unresolvable,
+            FailureKind::Dns,
+            "cannot resolve cloud.does-not-exist.invalid",
+        ),
+        (closed, FailureKind::Tcp, "cannot connect to localhost"),
+    ] {
+        let upstream = Upstream::start(hub.clone(), config);
+        wait_until("the failure", || upstream.status().last_failure.is_some()).await;
+        let failure = upstream.status().last_failure.expect("a failure");
+        assert_eq!(failure.kind, kind, "{failure:?}");
+        assert!(failure.message.contains(text), "{failure:?}");
+    }
 }
 
 fn x509_config(dir: &Path, broker: &Mosquitto, key: ClientKey) -> UpstreamConfig {
