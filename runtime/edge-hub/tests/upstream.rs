@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_hub::upstream::{
     ClientKey, FailureKind, LinkState, Upstream, UpstreamAuth, UpstreamConfig,
@@ -20,7 +20,7 @@ use test_mosquitto::{Authority, CloudClient, DeviceAuth, Mosquitto, Received};
 
 mod upstream_common;
 use upstream_common::{
-    DEVICE, LEAF, TOKEN, open_deployed, route, token_broker, token_config, write_secret,
+    DEVICE, LEAF, TOKEN, open_deployed, route, token_broker, token_config, wait_until, write_secret,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -116,14 +116,6 @@ async fn next_json(cloud: &mut CloudClient, prefix: &str) -> Value {
         .await
         .unwrap_or_else(|| panic!("nothing arrived on {prefix}"));
     serde_json::from_slice(&received.payload).expect("JSON")
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use edge_hub::{Hub, HubDeployment, HubMessage, Qos};
 use test_mosquitto::{CloudClient, Mosquitto, Received};
 
 mod upstream_common;
-use upstream_common::{DEVICE, open_deployed, route, token_broker, token_config_for};
+use upstream_common::{DEVICE, open_deployed, route, token_broker, token_config_for, wait_until};
 
 /// Where the child keeps its hub; set only in the child.
 const DIR_ENV: &str = "EDGE_HUB_UPSTREAM_CRASH_DIR";
@@ -725,14 +725,6 @@ async fn collect(cloud: &mut CloudClient, expected: &HashSet<Label>) -> Vec<Labe
         }
     }
     arrived
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

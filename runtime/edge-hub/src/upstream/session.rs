@@ -40,6 +40,9 @@ use crate::twin::VERSION_KEY;
 /// Hub's default `responseTimeoutInSeconds`.
 const METHOD_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The shortest time a connection runs before it is renewed for its token.
+const MINIMUM_RENEWAL: Duration = Duration::from_secs(60);
+
 /// Method answers waiting to be sent up.
 const RESPONSE_QUEUE: usize = 64;
 
@@ -525,12 +528,15 @@ fn lost(closed: &Closed, device: &str) -> LinkError {
 }
 
 /// When to renew a connection whose token expires at `expires`: after 90%
-/// of its remaining life, so a new token is in place well before.
+/// of its remaining life, so a new token is in place well before, and not
+/// sooner than a minute: a token file nobody renews must not make the
+/// connection reconnect ever faster as its end nears (the cloud closes the
+/// connection when the token expires, and the next attempt reports it).
 fn renewal_time(expires: Option<SystemTime>) -> Option<Instant> {
     let remaining = expires?
         .duration_since(SystemTime::now())
         .unwrap_or_default();
-    Some(Instant::now() + remaining.mul_f64(0.9).max(Duration::from_secs(1)))
+    Some(Instant::now() + remaining.mul_f64(0.9).max(MINIMUM_RENEWAL))
 }
 
 async fn sleep_until_renewal(at: Option<Instant>) {

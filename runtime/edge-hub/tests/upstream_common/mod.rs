@@ -40,6 +40,18 @@ pub fn hub_config(dir: &Path) -> HubConfig {
     }
 }
 
+/// Polls `condition` until it holds, failing the test after a minute.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A route of `priority` that keeps messages until delivered.
 pub fn route(name: &str, text: &str, priority: u8) -> RouteTableEntry {
     RouteTableEntry {
