@@ -92,6 +92,13 @@ pub trait ModuleHub: Send + Sync {
     /// A hub in another process has its own daemon to tell it: the default
     /// does nothing.
     fn report_runtime_state(&self, _state: serde_json::Map<String, Value>) {}
+    /// Whether [`ModuleHub::report_runtime_state`] goes anywhere: only a
+    /// hub with a cloud connection wants the runtime's state, which costs
+    /// the module runtime a status query (a Docker inspect per module) at
+    /// every supervision pass.
+    fn wants_runtime_state(&self) -> bool {
+        false
+    }
     /// The module twin: `{"desired": …, "reported": …}`, each with `$version`.
     fn twin(&self, module: &str) -> Result<Value>;
     /// Invokes `method` on `module`: waits up to `timeouts.connect` for it
@@ -160,9 +167,11 @@ impl ModuleRuntime for HubRuntime {
             self.reconcile(deployment)?;
         }
         self.inner.supervise(deployment)?;
-        let modules = self.inner.status(deployment)?;
-        self.hub
-            .report_runtime_state(runtime_state(deployment, &modules)?);
+        if self.hub.wants_runtime_state() {
+            let modules = self.inner.status(deployment)?;
+            self.hub
+                .report_runtime_state(runtime_state(deployment, &modules)?);
+        }
         Ok(())
     }
 

@@ -266,6 +266,10 @@ impl ModuleHub for LocalHub {
         self.server.report_runtime_state(state);
     }
 
+    fn wants_runtime_state(&self) -> bool {
+        self.server.upstream_status().is_some()
+    }
+
     fn twin(&self, module: &str) -> Result<Value> {
         // An unknown module's error names the module already; the others (a store failure) do
         // not, so only they are prefixed with it.
