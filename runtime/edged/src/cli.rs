@@ -55,9 +55,10 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Docker)]
     pub runtime: RuntimeKind,
     /// How long a command that changes the state directory waits for
-    /// another one to finish (`30s`, `5m`); without it, it exits at once
-    /// with code 9 (busy). For `edged run`: how long it waits for a daemon
-    /// that still runs to exit (default 30s).
+    /// another one to finish (`30s`, `5m`); without it, it waits up to 30s
+    /// for a pass of `edged run` and exits at once with code 9 (busy) if
+    /// another command holds the directory. For `edged run`: how long it
+    /// waits for a daemon that still runs to exit (default 30s).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait)]
     pub wait: Option<Duration>,
     /// How events are logged to stderr: text (`auto` colours it on a
@@ -283,7 +284,7 @@ fn report(error: &Error, format: LogFormat) {
 pub fn run(cli: &Cli) -> Result<()> {
     let config = DeviceConfig::load(&cli.device_config)?;
     let trust = TrustStore::new(&config.trust, &cli.trust);
-    let wait = cli.wait.map_or(Wait::No, Wait::AtMost);
+    let wait = cli.wait.map_or(Wait::ForDaemonPass, Wait::AtMost);
     match &cli.command {
         Command::Trust {
             action: TrustAction::List,

@@ -30,14 +30,24 @@ pub const DAEMON_LOCK_FILE: &str = "daemon.lock";
 /// (a pass, then the hub's 5 s shutdown).
 pub const DAEMON_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a command from the shell waits, by default, for a daemon's
+/// pass: a supervision pass takes well under a second, so without this a
+/// shell `edged apply` would fail at random whenever it met one. A pass that
+/// applies a bundle from the inbox (health window included) takes longer,
+/// and the command is busy after this wait as it would be without it.
+pub const DAEMON_PASS_WAIT: Duration = Duration::from_secs(30);
+
 /// How often a waiting writer tries the lock again.
 const RETRY: Duration = Duration::from_millis(100);
 
 /// How long a writer waits for the lock before giving up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
-    /// Give up at once if another writer holds it.
-    No,
+    /// Wait at most [`DAEMON_PASS_WAIT`] while `edged run` holds it (or
+    /// while the holder is not named yet, which it is only for the instant
+    /// between taking the lock and writing the name); give up at once if a
+    /// command from the shell holds it. A shell command's default.
+    ForDaemonPass,
     /// Wait at most this long.
     AtMost(Duration),
     /// Wait until it is free (the daemon, between its passes).
@@ -84,9 +94,10 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(|error| Refused::Failed(Error::state("open", &path)(error)))?;
+        let started = Instant::now();
         let deadline = match wait {
-            Wait::No => Some(Instant::now()),
-            Wait::AtMost(limit) => Some(Instant::now() + limit),
+            Wait::ForDaemonPass => Some(started + DAEMON_PASS_WAIT),
+            Wait::AtMost(limit) => Some(started + limit),
             Wait::Forever => None,
         };
         let mut waiting = Some(waiting);
@@ -98,11 +109,14 @@ impl StateLock {
                 }
                 Err(TryLockError::WouldBlock) => {
                     let now = Instant::now();
-                    if deadline.is_some_and(|deadline| now >= deadline) {
-                        return Err(Refused::Held(holder(&path)));
+                    let holder = holder(&path);
+                    let shell_holds_it =
+                        wait == Wait::ForDaemonPass && holder.named() && !holder.is_daemon();
+                    if shell_holds_it || deadline.is_some_and(|deadline| now >= deadline) {
+                        return Err(Refused::Held(holder.describe()));
                     }
                     if let Some(waiting) = waiting.take() {
-                        waiting(&holder(&path), deadline.map(|deadline| deadline - now));
+                        waiting(&holder.describe(), deadline.map(|deadline| deadline - now));
                     }
                     std::thread::sleep(RETRY);
                 }
@@ -179,16 +193,39 @@ impl DaemonLock {
     }
 }
 
-/// Who holds the lock, as the lock file says.
-fn holder(path: &Path) -> String {
+/// Who holds a lock, as its file says: `pid N edged COMMAND`, or nothing
+/// for the instant between the holder taking the lock and naming itself.
+struct Holder(Option<String>);
+
+impl Holder {
+    /// Whether the holder has named itself.
+    fn named(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the holder is a daemon's pass (`pid N edged run`).
+    fn is_daemon(&self) -> bool {
+        self.0
+            .as_deref()
+            .is_some_and(|text| text.ends_with(" edged run"))
+    }
+
+    /// The holder for a message.
+    fn describe(&self) -> String {
+        self.0
+            .clone()
+            .unwrap_or_else(|| "another edged process".to_owned())
+    }
+}
+
+/// Reads who holds the lock file at `path`.
+fn holder(path: &Path) -> Holder {
     let mut text = String::new();
-    let named = File::open(path)
+    let read = File::open(path)
         .and_then(|mut file| file.read_to_string(&mut text))
         .is_ok();
-    match text.trim() {
-        holder if named && !holder.is_empty() => holder.to_owned(),
-        _ => "another edged process".to_owned(),
-    }
+    let text = text.trim();
+    Holder((read && !text.is_empty()).then(|| text.to_owned()))
 }
 
 #[cfg(test)]
@@ -198,10 +235,13 @@ mod tests {
     #[test]
     fn a_second_writer_is_busy_until_the_first_releases() {
         let dir = tempfile::tempdir().unwrap();
-        let first = StateLock::acquire(dir.path(), "apply", Wait::No).unwrap();
+        let first = StateLock::acquire(dir.path(), "apply", Wait::ForDaemonPass).unwrap();
         // flock locks belong to the open file description: a second open in
         // the same process conflicts just as another process would.
-        let error = StateLock::acquire(dir.path(), "rollback", Wait::No).unwrap_err();
+        // A command from the shell holds it: the default gives up at once.
+        let started = Instant::now();
+        let error = StateLock::acquire(dir.path(), "rollback", Wait::ForDaemonPass).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
         match &error {
             Error::Busy { holder } => {
                 assert_eq!(holder, &format!("pid {} edged apply", std::process::id()));
@@ -220,6 +260,20 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300));
         drop(first);
         assert_eq!(std::fs::read(dir.path().join(LOCK_FILE)).unwrap(), b"");
-        let _second = StateLock::acquire(dir.path(), "rollback", Wait::No).unwrap();
+        let _second = StateLock::acquire(dir.path(), "rollback", Wait::ForDaemonPass).unwrap();
+    }
+
+    #[test]
+    fn a_shell_writer_waits_for_a_daemon_pass_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = StateLock::acquire(dir.path(), "run", Wait::ForDaemonPass).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(pass);
+        });
+        let started = Instant::now();
+        let _apply = StateLock::acquire(dir.path(), "apply", Wait::ForDaemonPass).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        releaser.join().unwrap();
     }
 }
