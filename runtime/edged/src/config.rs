@@ -999,6 +999,41 @@ mod tests {
     }
 
     #[test]
+    fn registry_credentials_are_checked_when_read() {
+        let entry = |address: &str, username: &str, path: &str| {
+            format!(
+                "[[registry_credentials]]\naddress = \"{address}\"\nusername = \"{username}\"\npassword_file = \"{path}\"\n"
+            )
+        };
+        let config = with(&entry(
+            "localhost:5000",
+            "fleet",
+            "/etc/edged/registry.password",
+        ))
+        .unwrap();
+        assert_eq!(config.registry_credentials.len(), 1);
+        for (section, expected) in [
+            (
+                entry("a b", "fleet", "/p"),
+                "registry_credentials[0].address",
+            ),
+            (entry("r.io", "", "/p"), "registry_credentials[0].username"),
+            (entry("r.io", "fleet", "p"), "not an absolute path"),
+            (
+                entry("docker.io", "a", "/p") + &entry("index.docker.io", "b", "/q"),
+                "registry \"docker.io\" is named twice",
+            ),
+            (
+                entry("r.io", "fleet", "/p") + "password = \"inline\"\n",
+                "unknown field",
+            ),
+        ] {
+            let error = with(&section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
+    }
+
+    #[test]
     fn upstream_settings_name_one_kind_of_credentials() {
         let base = "[hub]\ndevice_id = \"gw-1\"\n[hub.upstream]\nhost = \"myhub.azure-devices.net\"\nca_file = \"/etc/edged/cloud-ca.pem\"\n";
         let config = with(&format!("{base}sas_key_file = \"/etc/edged/device.key\"")).unwrap();
