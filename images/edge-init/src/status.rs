@@ -32,6 +32,41 @@ pub struct StatusReport {
     /// and in documents from edged versions before the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubReport>,
+    /// The module images being pulled from registries, while a pull runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullReport>,
+}
+
+/// A pull of a deployment's module images in progress, as the puller last
+/// recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullReport {
+    /// The deployment whose images are pulled.
+    pub deployment: String,
+    /// Its version.
+    pub version: u64,
+    /// When the pull started, RFC 3339.
+    pub started: String,
+    /// How many seconds ago the puller last recorded progress.
+    pub age_seconds: u64,
+    /// Per module being pulled, by name.
+    pub modules: BTreeMap<String, PullModuleReport>,
+}
+
+/// One module image of a pull.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullModuleReport {
+    /// The pinned reference, `name@sha256:…`.
+    pub reference: String,
+    /// Bytes of its layers downloaded so far.
+    pub current_bytes: u64,
+    /// Bytes of its layers the engine knows of so far (it learns each
+    /// layer's size when that layer starts).
+    pub total_bytes: u64,
+    /// Whether it is present in the engine now.
+    pub done: bool,
 }
 
 /// What the edge hub `edged run` serves reports.

@@ -555,6 +555,7 @@ fn show_status(device: &mut DeviceView, json: bool, hub: Option<HubReport>) -> R
     };
     let mut report = status::report(&state, shown_active, &modules, supervision);
     report.hub = hub;
+    report.pull = device.pull_progress();
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;

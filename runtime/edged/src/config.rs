@@ -44,6 +44,70 @@ pub struct DeviceConfig {
     /// The edge hub modules connect to.
     #[serde(default)]
     pub hub: HubSettings,
+    /// Credentials of the registries module images are pulled from; they
+    /// take precedence over the deployment's `registryCredentials` for the
+    /// same address (see `runtime/README.md`, "Module images from
+    /// registries").
+    #[serde(default)]
+    pub registry_credentials: Vec<RegistryCredentialSettings>,
+}
+
+/// One `[[registry_credentials]]` entry. The password is named by file and
+/// read at every pull, never kept in this file or logged: a bundle is signed
+/// but not encrypted and is itself stored in registries, so the device's
+/// own secrets stay on the device.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentialSettings {
+    /// The registry, `host[:port]` as image references name it
+    /// (`myregistry.azurecr.io`, `localhost:5000`; `docker.io` and
+    /// `index.docker.io` are one).
+    pub address: String,
+    /// The user name.
+    pub username: String,
+    /// A file holding the password (or token), mode 0600 or stricter.
+    pub password_file: PathBuf,
+}
+
+impl RegistryCredentialSettings {
+    /// Checks the entry without reading the password file, which only a
+    /// pull needs (and which an operator's `edged status` need not be able
+    /// to read).
+    fn check(&self, name: &str) -> std::result::Result<(), String> {
+        crate::pull::registry_host(&self.address)
+            .map_err(|why| format!("{name}.address: {why}"))?;
+        if self.username.is_empty() || self.username.chars().any(char::is_control) {
+            return Err(format!(
+                "{name}.username must be a non-empty name without control characters"
+            ));
+        }
+        if !self.password_file.is_absolute() {
+            return Err(format!(
+                "{name}.password_file: {} is not an absolute path; name the file by its full path",
+                self.password_file.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks every `[[registry_credentials]]` entry and that no registry is
+/// named twice (which entry would win would be a guess).
+fn check_registry_credentials(
+    entries: &[RegistryCredentialSettings],
+) -> std::result::Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let name = format!("registry_credentials[{index}]");
+        entry.check(&name)?;
+        let host = crate::pull::registry_host(&entry.address).unwrap_or_default();
+        if !seen.insert(host.clone()) {
+            return Err(format!(
+                "{name}.address: registry {host:?} is named twice; keep one entry"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_instance() -> String {
@@ -840,6 +904,7 @@ impl DeviceConfig {
             return Err("compatible must not be empty".to_owned());
         }
         config.hub.check()?;
+        check_registry_credentials(&config.registry_credentials)?;
         Ok(config)
     }
 }
@@ -931,6 +996,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("threshold"), "{error}");
+    }
+
+    #[test]
+    fn registry_credentials_are_checked_when_read() {
+        let entry = |address: &str, username: &str, path: &str| {
+            format!(
+                "[[registry_credentials]]\naddress = \"{address}\"\nusername = \"{username}\"\npassword_file = \"{path}\"\n"
+            )
+        };
+        let config = with(&entry(
+            "localhost:5000",
+            "fleet",
+            "/etc/edged/registry.password",
+        ))
+        .unwrap();
+        assert_eq!(config.registry_credentials.len(), 1);
+        for (section, expected) in [
+            (
+                entry("a b", "fleet", "/p"),
+                "registry_credentials[0].address",
+            ),
+            (entry("r.io", "", "/p"), "registry_credentials[0].username"),
+            (entry("r.io", "fleet", "p"), "not an absolute path"),
+            (
+                entry("docker.io", "a", "/p") + &entry("index.docker.io", "b", "/q"),
+                "registry \"docker.io\" is named twice",
+            ),
+            (
+                entry("r.io", "fleet", "/p") + "password = \"inline\"\n",
+                "unknown field",
+            ),
+        ] {
+            let error = with(&section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
     }
 
     #[test]

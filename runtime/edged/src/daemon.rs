@@ -116,7 +116,7 @@ impl<'device> Daemon<'device> {
         for bundle in self.inbox.bundles() {
             match self.inbox.take(self.device, &bundle) {
                 Taken::Applied(Some(slot)) => return Ok(Next::Reboot(slot)),
-                Taken::Applied(None) | Taken::Refused => {}
+                Taken::Applied(None) | Taken::Refused | Taken::Waiting => {}
                 // A panic may have left a trial open: it is rolled back
                 // before the next bundle is tried against it.
                 Taken::Panicked => self.recover()?,

@@ -193,6 +193,7 @@ impl Device {
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
         intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+        self.fetch_images(&state, &accepted, &staging)?;
         let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
             let _ = durable::remove_tree(&staging);
         })?;
@@ -207,6 +208,56 @@ impl Device {
             .and_then(|retired| self.switch_to(target, &state, &accepted, retired))
             .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
         Ok(Applied { os_slot, ..applied })
+    }
+
+    /// Makes the images the bundle pins present in the engine, before
+    /// anything switches. A failure removes staging, leaves the inactive
+    /// slot's deployment (the rollback target) as it was and records why in
+    /// `lastDesiredStatus` for `edged status`.
+    fn fetch_images(
+        &mut self,
+        state: &State,
+        accepted: &intake::Accepted,
+        staging: &Path,
+    ) -> Result<()> {
+        if accepted.manifest.registry_images.is_empty() {
+            return Ok(());
+        }
+        let fetched =
+            crate::pull::ImagePull::new(&accepted.manifest, &self.config.registry_credentials)
+                .and_then(|pull| {
+                    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                    let mut progress = crate::pull::Progress::new(&self.state_dir, &pull, terminal);
+                    self.runtime.fetch_images(&pull, &mut progress)
+                });
+        let Err(error) = fetched else {
+            return Ok(());
+        };
+        let _ = durable::remove_tree(staging);
+        let mut refused = state.clone();
+        refused.last_desired_status = DesiredStatus {
+            code: 400,
+            description: format!(
+                "deployment version {} not applied: {}",
+                accepted.manifest.version,
+                escaped_message(&error.to_string())
+            ),
+        };
+        if let Err(store) = refused.store_outcome(&self.state_dir) {
+            tracing::warn!(
+                phase = "pull",
+                "cannot record the failed pull for edged status: {store}"
+            );
+        }
+        Err(error)
+    }
+
+    /// Records the outcome of a change that did not switch anything (a
+    /// bundle waiting for its images), for `edged status`.
+    pub fn record_outcome(&self, status: DesiredStatus) -> Result<()> {
+        let mut state = self.state()?;
+        state.last_desired_status = status;
+        state.store_outcome(&self.state_dir)
     }
 
     /// Takes back the OS update of a bundle that is not kept after all.

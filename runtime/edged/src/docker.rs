@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
@@ -24,6 +25,7 @@ use crate::deployment::ModuleSpec;
 use crate::error::{Error, Result};
 use crate::hub::{CONTAINER_SOCKET_DIR, ModuleEnvironment, ModuleHub, Place};
 use crate::layout_tar::LayoutTar;
+use crate::pull::{ImagePull, Login, PinnedImage, Progress, PullFailure};
 use crate::runtime::{Loaded, ModuleRuntime, ModuleStatus};
 
 /// The oldest engine API edged speaks (Docker 20.10).
@@ -143,6 +145,72 @@ impl DockerEngine {
             })?;
         }
         Ok(())
+    }
+
+    /// Whether the engine holds `image` with its pinned digest: an image
+    /// found under `name@sha256:…` whose `RepoDigests` name it.
+    fn has_pinned(&self, image: &PinnedImage) -> Result<bool> {
+        match self
+            .runtime
+            .block_on(self.docker.inspect_image(&image.pinned()))
+        {
+            Ok(inspect) => Ok(image.is_among(&inspect.repo_digests.unwrap_or_default())),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(error) => Err(image.failure(
+                PullFailure::Engine,
+                format!("cannot inspect {}: {error}", image.pinned()),
+            )),
+        }
+    }
+
+    /// Pulls `image` by digest (`docker pull name@sha256:…`) with `login`,
+    /// reporting the bytes of each layer as they arrive.
+    fn pull(
+        &self,
+        image: &PinnedImage,
+        login: Option<Login>,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let pinned = image.pinned();
+        let options = CreateImageOptionsBuilder::new().from_image(&pinned).build();
+        let credentials = login.map(|login| DockerCredentials {
+            username: Some(login.username),
+            password: Some(login.password),
+            serveraddress: Some(login.host),
+            ..DockerCredentials::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        self.runtime.block_on(async {
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|error| pull_error(image, error))?;
+                if let Some(detail) = info.error_detail {
+                    let message = detail.message.unwrap_or_default();
+                    return Err(image.failure(PullFailure::classify(None, &message), message));
+                }
+                let (Some(layer), Some(status)) = (info.id.as_deref(), info.status.as_deref())
+                else {
+                    continue;
+                };
+                match status {
+                    // Extracting reports progress too, in bytes of the
+                    // unpacked layer: only the download is counted.
+                    "Downloading" => {
+                        if let Some(detail) = info.progress_detail {
+                            let current = detail.current.unwrap_or(0).max(0) as u64;
+                            let total = detail.total.unwrap_or(0).max(0) as u64;
+                            progress.layer(&image.module, layer, current, total);
+                        }
+                    }
+                    "Download complete" | "Pull complete" => {
+                        progress.layer_complete(&image.module, layer);
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<(), Error>(())
+        })
     }
 
     /// The containers of this instance, by name.
@@ -357,7 +425,64 @@ fn time_field(state: &Value, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A pull that failed, as the engine reported it: the registry's answer
+/// passed on by the engine is classified; an engine that does not answer is
+/// an engine failure.
+fn pull_error(image: &PinnedImage, error: bollard::errors::Error) -> Error {
+    match error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => image.failure(PullFailure::classify(Some(status_code), &message), message),
+        bollard::errors::Error::DockerStreamError { error } => {
+            image.failure(PullFailure::classify(None, &error), error)
+        }
+        other => image.failure(PullFailure::Engine, other.to_string()),
+    }
+}
+
 impl ModuleRuntime for DockerEngine {
+    fn fetch_images(&mut self, pull: &ImagePull, progress: &mut Progress) -> Result<()> {
+        for image in &pull.images {
+            if self.has_pinned(image)? {
+                tracing::info!(
+                    phase = "pull",
+                    module = image.module,
+                    reference = image.reference,
+                    "image present with the pinned digest; not pulled"
+                );
+                progress.done(&image.module);
+                continue;
+            }
+            let login = pull.login_for(image)?;
+            tracing::info!(
+                phase = "pull",
+                module = image.module,
+                reference = image.reference,
+                registry = image.host,
+                credentials = login.as_ref().map_or("none", |login| login.source),
+                "pulling the image by digest"
+            );
+            self.pull(image, login, progress)?;
+            // The engine checks the digest of what it pulls by digest; the
+            // check here makes sure of it, whatever the engine.
+            if !self.has_pinned(image)? {
+                return Err(image.failure(
+                    PullFailure::DigestMismatch,
+                    "a pulled image whose digest differs from the pinned one is refused",
+                ));
+            }
+            tracing::info!(
+                phase = "pull",
+                module = image.module,
+                reference = image.reference,
+                "pulled"
+            );
+            progress.done(&image.module);
+        }
+        Ok(())
+    }
+
     fn reconcile(&mut self, deployment: Option<&Loaded>) -> Result<()> {
         let empty = Vec::new();
         let (name, modules) = match deployment {

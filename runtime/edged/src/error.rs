@@ -4,6 +4,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::pull::PullFailure;
+
 /// Why an edged command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +56,19 @@ pub enum Error {
     /// No `edged run` serves the hub this command asks.
     #[error("the hub is not running: {0}")]
     HubNotRunning(String),
+    /// A module image the bundle pins could not be pulled; the device
+    /// stays on its current deployment.
+    #[error("cannot pull the image of module {module} ({reference}): {failure}: {detail}")]
+    Pull {
+        /// The module.
+        module: String,
+        /// The pinned reference.
+        reference: String,
+        /// Why, as a class.
+        failure: crate::pull::PullFailure,
+        /// The engine's or registry's words.
+        detail: String,
+    },
     /// Another edged process is changing the state directory.
     #[error("the state directory is busy: {holder} is changing it")]
     Busy {
@@ -92,6 +107,7 @@ impl Error {
             Self::Busy { .. } | Self::DaemonRunning { .. } => 9,
             Self::Hub(_) => 10,
             Self::HubNotRunning(_) => 11,
+            Self::Pull { .. } => 12,
             Self::Output(_) => 1,
         }
     }
@@ -123,6 +139,20 @@ impl Error {
                 "start `edged run` (with `--runtime none` to run the modules as plain processes), and check [hub] enabled in the device configuration"
             }
             Self::Output(_) => "check where the output goes (a full disk, a closed terminal)",
+            Self::Pull { failure, .. } => match failure {
+                PullFailure::Auth => {
+                    "the device is unchanged; check the registry credentials in the deployment (registryCredentials) or the device's [[registry_credentials]] for this registry"
+                }
+                PullFailure::NotFound => {
+                    "the device is unchanged; push the pinned image to the registry, or ship a bundle pinning the digest that was pushed"
+                }
+                PullFailure::DigestMismatch => {
+                    "the device is unchanged; a pulled image whose digest differs from the pinned one is refused: check what the registry serves for this reference"
+                }
+                PullFailure::Network | PullFailure::Registry | PullFailure::Engine => {
+                    "the device is unchanged; check the network and the registry, then apply again (`edged run` retries by itself)"
+                }
+            },
             Self::Busy { .. } => {
                 "retry when it is done, pass --wait 5m to wait for it, or, while `edged run` is running, drop the bundle into its inbox"
             }
@@ -130,6 +160,12 @@ impl Error {
                 "one `edged run` serves a state directory: stop the other one (`systemctl stop edged`, or `kill` the pid named), or pass --wait 2m to wait longer for it to exit"
             }
         }
+    }
+
+    /// Whether the failure can pass by itself (a registry that cannot be
+    /// reached now), so that the daemon keeps the bundle and retries.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Pull { failure, .. } if failure.is_transient())
     }
 
     /// Whether this is stdout closed by its reader (`edged status | head`):

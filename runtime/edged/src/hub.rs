@@ -149,6 +149,14 @@ fn digest(deployment: Option<&Loaded>) -> Result<Option<String>> {
 }
 
 impl ModuleRuntime for HubRuntime {
+    fn fetch_images(
+        &mut self,
+        pull: &crate::pull::ImagePull,
+        progress: &mut crate::pull::Progress,
+    ) -> Result<()> {
+        self.inner.fetch_images(pull, progress)
+    }
+
     fn reconcile(&mut self, deployment: Option<&Loaded>) -> Result<()> {
         self.hub.deploy(deployment)?;
         self.deployed = Some(digest(deployment)?);

@@ -30,6 +30,7 @@ pub mod lock;
 pub mod logging;
 pub mod os_update;
 pub mod output;
+pub mod pull;
 pub mod runtime;
 pub mod state;
 pub mod status;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::deployment::ModuleSpec;
 use crate::error::Result;
+use crate::pull::{ImagePull, Progress};
 
 /// An installed deployment, ready to be run.
 #[derive(Clone, Debug)]
@@ -46,6 +47,12 @@ pub struct ModuleStatus {
 
 /// What the transaction needs from a module runtime.
 pub trait ModuleRuntime {
+    /// Makes every image `pull` pins present in the engine before the
+    /// deployment is switched to: an image already present with the pinned
+    /// digest is not pulled again; others are pulled by digest and checked
+    /// against it. Runtimes without an engine have nothing to pull.
+    fn fetch_images(&mut self, pull: &ImagePull, progress: &mut Progress) -> Result<()>;
+
     /// Makes the engine run exactly `deployment`'s modules (none for
     /// `None`): loads images, removes containers edged labelled that do not
     /// belong, creates and starts the rest in startup order.
@@ -78,6 +85,10 @@ pub struct NoEngine {
 }
 
 impl ModuleRuntime for NoEngine {
+    fn fetch_images(&mut self, _pull: &ImagePull, _progress: &mut Progress) -> Result<()> {
+        Ok(())
+    }
+
     fn reconcile(&mut self, _deployment: Option<&Loaded>) -> Result<()> {
         Ok(())
     }

@@ -156,10 +156,22 @@ impl State {
 
     /// Replaces the record atomically.
     pub fn store(&self, state_dir: &Path, points: RecordPoints) -> Result<()> {
+        self.replace(state_dir, Some(points))
+    }
+
+    /// Replaces the record atomically where only the outcome of a change
+    /// that switched nothing differs (`last_desired_status`): it is on no
+    /// transaction's path, so it has no failpoints; a crash leaves the old
+    /// or the new record, and either is the same deployment.
+    pub fn store_outcome(&self, state_dir: &Path) -> Result<()> {
+        self.replace(state_dir, None)
+    }
+
+    fn replace(&self, state_dir: &Path, points: Option<RecordPoints>) -> Result<()> {
         let path = Self::path(state_dir);
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|error| Error::CorruptState(format!("cannot encode the state: {error}")))?;
         bytes.push(b'\n');
-        durable::replace_file(&path, &bytes, Some(points)).map_err(Error::state("write", &path))
+        durable::replace_file(&path, &bytes, points).map_err(Error::state("write", &path))
     }
 }

@@ -4,8 +4,9 @@
 
 use edge_bundle::display::escaped_message;
 use edge_init::status::{
-    DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION,
-    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport, UpstreamReport,
+    DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, PullReport,
+    SCHEMA_VERSION, StatusReport, SupervisionFailure, TransactionPhase, TransactionReport,
+    UpstreamReport,
 };
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -64,6 +65,7 @@ pub fn report(
             .collect(),
         supervision,
         hub: None,
+        pull: None,
     }
 }
 
@@ -127,6 +129,9 @@ pub fn human(report: &StatusReport) -> String {
             escaped_message(&failure.last_error)
         ));
     }
+    if let Some(pull) = &report.pull {
+        text.push_str(&pull_human(pull));
+    }
     for (name, module) in &report.modules {
         text.push_str(&format!(
             "  {:<20} {:<8} exit {} restarts {}\n",
@@ -138,6 +143,31 @@ pub fn human(report: &StatusReport) -> String {
     }
     if let Some(hub) = &report.hub {
         text.push_str(&hub_human(hub));
+    }
+    text
+}
+
+/// A pull in progress for people: the deployment, how fresh the record is,
+/// and a line per module with its bytes.
+fn pull_human(pull: &PullReport) -> String {
+    let mut text = format!(
+        "pulling the images of deployment {} version {} (since {}, progress recorded {}s ago)\n",
+        escaped_message(&pull.deployment),
+        pull.version,
+        pull.started,
+        pull.age_seconds
+    );
+    for (name, module) in &pull.modules {
+        let state = if module.done {
+            "present".to_owned()
+        } else {
+            format!("{} of {} bytes", module.current_bytes, module.total_bytes)
+        };
+        text.push_str(&format!(
+            "  {:<20} {state} ({})\n",
+            escaped_message(name),
+            escaped_message(&module.reference)
+        ));
     }
     text
 }

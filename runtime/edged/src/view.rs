@@ -49,6 +49,12 @@ impl DeviceView {
         SupervisionFailure::load(&self.state_dir)
     }
 
+    /// The pull of module images in progress, if a live process records
+    /// one (see [`crate::pull::ProgressRecord::load_live`]).
+    pub fn pull_progress(&self) -> Option<edge_init::status::PullReport> {
+        crate::pull::ProgressRecord::load_live(&self.state_dir)
+    }
+
     /// The module states of the active deployment.
     pub fn module_status(&mut self) -> Result<Vec<(String, ModuleStatus)>> {
         self.device.module_status()

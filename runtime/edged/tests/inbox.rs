@@ -62,6 +62,14 @@ struct PanicsOnce {
 }
 
 impl ModuleRuntime for PanicsOnce {
+    fn fetch_images(
+        &mut self,
+        _pull: &edged::pull::ImagePull,
+        _progress: &mut edged::pull::Progress,
+    ) -> edged::Result<()> {
+        Ok(())
+    }
+
     fn reconcile(&mut self, deployment: Option<&Loaded>) -> edged::Result<()> {
         if deployment.is_some() && !self.panicked {
             self.panicked = true;

@@ -22,6 +22,14 @@ struct CrashingSensor {
 }
 
 impl ModuleRuntime for CrashingSensor {
+    fn fetch_images(
+        &mut self,
+        _pull: &edged::pull::ImagePull,
+        _progress: &mut edged::pull::Progress,
+    ) -> edged::Result<()> {
+        Ok(())
+    }
+
     fn reconcile(&mut self, _deployment: Option<&Loaded>) -> edged::Result<()> {
         self.restarts.clear();
         Ok(())

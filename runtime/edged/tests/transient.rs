@@ -25,6 +25,14 @@ struct Flaky {
 }
 
 impl ModuleRuntime for Flaky {
+    fn fetch_images(
+        &mut self,
+        _pull: &edged::pull::ImagePull,
+        _progress: &mut edged::pull::Progress,
+    ) -> edged::Result<()> {
+        Ok(())
+    }
+
     fn reconcile(&mut self, _deployment: Option<&Loaded>) -> edged::Result<()> {
         Ok(())
     }
