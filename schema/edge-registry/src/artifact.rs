@@ -41,9 +41,9 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// same two documents in a bundle file.
 pub const MAX_HEAD_BLOB_BYTES: u64 = 16 << 20;
 /// The most payload layers a fetched manifest may list. The bundle format bounds the payload
-/// listing only through the 16 MiB `bundle.json`; a descriptor takes at least about 200 bytes of
-/// the 4 MiB manifest, so no real layout comes near this.
-pub const MAX_PAYLOAD_LAYERS: usize = 20_000;
+/// listing only through the 16 MiB `bundle.json`; a payload descriptor takes at least about 190
+/// bytes, so the 4 MiB manifest alone would still let a registry hand over some 22,000 of them.
+pub const MAX_PAYLOAD_LAYERS: usize = 16_384;
 
 /// A blob the layout refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -558,3 +558,66 @@ fn a_bundle_file_that_is_not_a_bundle_is_refused_before_anything_is_sent() {
         .unwrap_err();
     assert_eq!(error.step(), Step::Io, "{error}");
 }
+
+/// The copy command `schema/BUNDLE.md` documents for mirroring a bundle.
+fn skopeo_copy(registry: &Registry, certs: &Path, from: &str, to: &str) {
+    let credentials = format!("{}:{}", test_registry::USER, test_registry::PASSWORD);
+    let output = Command::new("skopeo")
+        .arg("copy")
+        .arg("--src-cert-dir")
+        .arg(certs)
+        .arg("--dest-cert-dir")
+        .arg(certs)
+        .args(["--src-creds", &credentials, "--dest-creds", &credentials])
+        .arg(format!("docker://{}/{from}", registry.host()))
+        .arg(format!("docker://{}/{to}", registry.host()))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn skopeo_copies_a_bundle_between_repositories_keeping_its_manifest_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = registry(dir.path(), "skopeo copy") else {
+        return;
+    };
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        println!("SKIPPED: skopeo copy: skopeo is not installed");
+        return;
+    }
+    let bundle = build_bundle(dir.path(), &spec(1, 2));
+    let client = RegistryClient::new(options(&registry)).unwrap();
+    let source = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
+    let pushed = client.push_bundle(&bundle, &source).unwrap();
+    // skopeo reads a registry's CA from a directory of `*.crt` files.
+    let certs = dir.path().join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    fs::copy(registry.ca_path(), certs.join("ca.crt")).unwrap();
+
+    skopeo_copy(&registry, &certs, "fleet/gateway:v1", "mirror/gateway:v1");
+    let mirror = parse_reference(&reference(&registry.host(), "mirror/gateway:v1")).unwrap();
+    assert_eq!(client.resolve(&mirror).unwrap(), pushed.manifest_digest);
+    // By digest too, as a pinned mirror would copy it.
+    skopeo_copy(
+        &registry,
+        &certs,
+        &format!("fleet/gateway@{}", pushed.manifest_digest.oci()),
+        "pinned/gateway:v1",
+    );
+    let pinned = parse_reference(&reference(&registry.host(), "pinned/gateway:v1")).unwrap();
+    assert_eq!(client.resolve(&pinned).unwrap(), pushed.manifest_digest);
+
+    let into = dir.path().join("fetched");
+    let report = fetch(
+        &client,
+        &reference(&registry.host(), "mirror/gateway:v1"),
+        &into,
+    );
+    assert!(report.blobs_fetched > 0);
+    assert_fetched(&bundle, &into);
+}

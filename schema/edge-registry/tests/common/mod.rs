@@ -67,8 +67,11 @@ pub struct Spec {
 
 /// Builds a signed bundle from `spec` under `dir`; returns its path.
 pub fn build_bundle(dir: &Path, spec: &Spec) -> PathBuf {
-    let pair = generate_keypair().unwrap();
-    let signer = FileSigner::from_pem(&pair.private_pem).unwrap();
+    // One key per test process: ed25519 is deterministic, so the same inputs give the same
+    // bundle bytes.
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| generate_keypair().unwrap().private_pem.to_string());
+    let signer = FileSigner::from_pem(key).unwrap();
     let mut builder = BundleBuilder::new(BundleHeader {
         deployment: spec.deployment.to_owned(),
         compatible: "edgec,test-device".to_owned(),
