@@ -835,8 +835,10 @@ fn read_bundle(path: &Path) -> Result<BundleContents, RegistryError> {
         what: path.display().to_string(),
         source,
     };
-    let read_error = |error| RegistryError::io("read", path, error);
-    let file = File::open(path).map_err(read_error)?;
+    let file = File::open(path).map_err(|error| RegistryError::io("read", path, error))?;
+    // Once the file is open, what cannot be read is the bundle's own fault: not a tar, or cut
+    // short.
+    let read_error = |error| malformed(edge_bundle::BundleError::Read(error));
     let mut archive = tar::Archive::new(TarGuard::new(io::BufReader::new(file)));
     let mut entries = archive.entries().map_err(read_error)?;
     let mut head = Vec::new();
