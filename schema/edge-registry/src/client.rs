@@ -875,7 +875,7 @@ fn read_bundle(path: &Path) -> Result<BundleContents, RegistryError> {
     let manifest = BundleManifest::from_canonical_bytes(&bundle_json).map_err(malformed)?;
     SignatureFile::parse(&signatures).map_err(malformed)?;
     let mut offsets = BTreeMap::new();
-    let mut seen = 0;
+    let mut seen = std::collections::BTreeSet::new();
     for entry in entries {
         let entry = entry.map_err(read_error)?;
         let entry_path = entry
@@ -896,12 +896,17 @@ fn read_bundle(path: &Path) -> Result<BundleContents, RegistryError> {
         let digest =
             Sha256Digest::from_hex(&listed.sha256).expect("a parsed bundle.json lists hex digests");
         offsets.entry(digest).or_insert(entry.raw_file_position());
-        seen += 1;
+        if !seen.insert(entry_path.clone()) {
+            return Err(malformed(edge_bundle::BundleError::DuplicateEntry(
+                entry_path,
+            )));
+        }
     }
-    if seen != manifest.payload.len() {
+    if seen.len() != manifest.payload.len() {
         return Err(malformed(edge_bundle::BundleError::MalformedManifest(
             format!(
-                "the bundle holds {seen} of the {} listed payload files",
+                "the bundle holds {} of the {} listed payload files",
+                seen.len(),
                 manifest.payload.len()
             ),
         )));

@@ -557,6 +557,30 @@ fn a_bundle_file_that_is_not_a_bundle_is_refused_before_anything_is_sent() {
         .push_bundle(&dir.path().join("missing.edgebundle"), &target)
         .unwrap_err();
     assert_eq!(error.step(), Step::Io, "{error}");
+
+    // A tar whose head is fine but that repeats one payload file in place of another.
+    let bundle = build_bundle(dir.path(), &spec(1, 2));
+    let entries = entries(&bundle);
+    let listing = manifest(&bundle).payload;
+    let forged = dir.path().join("forged.edgebundle");
+    let mut builder = tar::Builder::new(fs::File::create(&forged).unwrap());
+    let mut append = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, path, bytes).unwrap();
+    };
+    append("bundle.json", &entries["bundle.json"]);
+    append("bundle.sig.json", &entries["bundle.sig.json"]);
+    for _ in &listing {
+        append(&listing[0].path, &entries[&listing[0].path]);
+    }
+    builder.finish().unwrap();
+    drop(builder);
+    let error = client.push_bundle(&forged, &target).unwrap_err();
+    assert_eq!(error.step(), Step::Bundle, "{error}");
+    assert_eq!(registry.requests().len(), before);
 }
 
 /// The copy command `schema/BUNDLE.md` documents for mirroring a bundle.
