@@ -374,6 +374,100 @@ fn a_partial_blob_left_by_an_interrupted_call_is_resumed_by_the_next() {
     assert!(report.bytes_fetched <= rootfs.size - kept + 2 * (1 << 20));
 }
 
+/// The environment variable that turns [`child_fetch`] on: the reference to fetch, then the CA
+/// file and the target directory, separated by newlines.
+const CHILD_FETCH: &str = "EDGE_REGISTRY_TEST_CHILD_FETCH";
+
+/// Not a test of its own: the process `a_partial_blob_left_by_a_killed_process_is_resumed`
+/// starts and kills in the middle of a fetch.
+#[test]
+#[ignore = "run by a_partial_blob_left_by_a_killed_process_is_resumed"]
+fn child_fetch() {
+    let Ok(arguments) = std::env::var(CHILD_FETCH) else {
+        return;
+    };
+    let [reference, ca, into] = arguments.split('\n').collect::<Vec<_>>()[..] else {
+        panic!("{CHILD_FETCH} holds the reference, the CA file and the directory");
+    };
+    let client = RegistryClient::new(RegistryOptions {
+        ca_pem: Some(fs::read(ca).unwrap()),
+        credentials: Some(Credentials {
+            user: test_registry::USER.to_owned(),
+            password: test_registry::PASSWORD.to_owned(),
+        }),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    fetch(&client, reference, Path::new(into));
+}
+
+#[test]
+fn a_partial_blob_left_by_a_killed_process_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = registry(dir.path(), "partial of a killed process") else {
+        return;
+    };
+    let bundle = build_bundle(dir.path(), &spec(1, 2));
+    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
+    RegistryClient::new(options(&registry))
+        .unwrap()
+        .push_bundle(&bundle, &target)
+        .unwrap();
+    let proxy = Proxy::start(registry.port());
+    proxy.set_fault(Fault::Throttle(512 << 10));
+    let into = dir.path().join("fetched");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_fetch", "--exact", "--ignored", "--nocapture"])
+        .env(
+            CHILD_FETCH,
+            format!(
+                "{}\n{}\n{}",
+                reference(&proxy.host(), "fleet/gateway:v1"),
+                registry.ca_path().display(),
+                into.display()
+            ),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rootfs = os_digest(&bundle);
+    let partial = into.join(format!("blobs/sha256/{}.partial", rootfs.sha256));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&partial).map_or(0, |metadata| metadata.len()) < 1 << 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the fetch ended before it was killed"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the fetch did not get 1 MiB into the OS image"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: nothing of the fetch gets to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = fs::metadata(&partial).unwrap().len();
+    assert!(kept < rootfs.size);
+
+    proxy.set_fault(Fault::None);
+    let before = registry.requests().len();
+    let client = RegistryClient::new(options(&registry)).unwrap();
+    let head = client
+        .fetch_head(&parse_reference(&reference(&proxy.host(), "fleet/gateway:v1")).unwrap())
+        .unwrap();
+    let report = client
+        .fetch_payload(&head, &nothing, &into, &mut |_| {})
+        .unwrap();
+    assert_fetched(&bundle, &into);
+    let gets = blob_gets(&registry, "fleet/gateway", before);
+    assert!(gets.contains(&(rootfs.sha256.clone(), 206)), "{gets:?}");
+    assert!(
+        report.bytes_fetched < rootfs.size,
+        "only the rest of the OS image came again: {report:?}"
+    );
+}
+
 #[test]
 fn a_corrupted_blob_in_the_registry_is_refused_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,4 +738,30 @@ fn skopeo_copies_a_bundle_between_repositories_keeping_its_manifest_digest() {
     );
     assert!(report.blobs_fetched > 0);
     assert_fetched(&bundle, &into);
+}
+
+#[test]
+fn a_very_slow_registry_fails_a_fetch_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(registry) = registry(dir.path(), "slow registry") else {
+        return;
+    };
+    let (_, proxy, head) = pushed_through_proxy(dir.path(), &registry);
+    // Slow enough that the 3 MiB OS image would take minutes, fast enough for every read timeout.
+    proxy.set_fault(Fault::Throttle(32 << 10));
+    let client = RegistryClient::new(RegistryOptions {
+        deadline: Some(Duration::from_secs(3)),
+        ..options(&registry)
+    })
+    .unwrap();
+    let started = Instant::now();
+    let error = client
+        .fetch_payload(&head, &nothing, &dir.path().join("fetched"), &mut |_| {})
+        .unwrap_err();
+    assert_eq!(error.step(), Step::Timeout, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
