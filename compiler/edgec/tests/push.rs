@@ -307,16 +307,14 @@ fn push_failures_exit_non_zero_with_what_to_fix() {
         "cannot reach registry",
     );
     failure(
-        fixture.registry_args(
-            edgec()
-                .arg("push")
-                .arg(&bundle)
-                .arg(&good)
-                .arg("--registry-ca")
-                .arg(&bundle),
-        ),
+        edgec()
+            .arg("push")
+            .arg(&bundle)
+            .arg(&good)
+            .arg("--registry-ca")
+            .arg(&bundle),
         2,
-        "error",
+        "holds no PEM certificate",
     );
     let junk = fixture.path().join("junk.edgebundle");
     std::fs::write(&junk, b"not a bundle").unwrap();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge_bundle::display::escaped;
+use edge_bundle::display::{escaped, escaped_message};
 use edge_bundle::{BundleManifest, Sha256Digest, SignatureFile, TarGuard};
 use futures_util::StreamExt as _;
 use image_reference::Reference;
@@ -184,10 +184,8 @@ impl RegistryClient {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|error| RegistryError::Registry {
-                registry: String::new(),
+            .map_err(|error| RegistryError::Setup {
                 detail: format!("cannot start the I/O runtime: {error}"),
-                transient: false,
             })?;
         let mut config = ClientConfig {
             read_timeout: Some(options.read_timeout),
@@ -209,12 +207,17 @@ impl RegistryClient {
             }
             None => RegistryAuth::Anonymous,
         };
-        // Building the HTTP client only fails on a CA file it cannot read; that happens at the
-        // first request in oci-client, so check the PEM here where the error can name it.
+        // A PEM file without a certificate would leave no trusted root at all, and every
+        // connection would fail as an unknown issuer; say so here instead.
         if let Some(pem) = &options.ca_pem {
             check_ca_pem(pem)?;
         }
-        let client = oci_client::Client::new(config);
+        // Not `Client::new`: on a configuration it cannot use, that logs a warning and returns
+        // a client with the default configuration, without the CA and the timeouts.
+        let client =
+            oci_client::Client::try_from(config).map_err(|error| RegistryError::Setup {
+                detail: escaped_message(&error.to_string()),
+            })?;
         Ok(Self {
             runtime,
             client,
@@ -1216,7 +1219,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = current.source();
     }
-    edge_bundle::display::escaped_message(&parts.join(": "))
+    escaped_message(&parts.join(": "))
 }
 
 /// The CA file must hold at least one certificate.
@@ -1225,8 +1228,7 @@ fn check_ca_pem(pem: &[u8]) -> Result<(), RegistryError> {
     if text.contains("-----BEGIN CERTIFICATE-----") {
         Ok(())
     } else {
-        Err(RegistryError::Tls {
-            registry: String::new(),
+        Err(RegistryError::Setup {
             detail: "the CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
         })
     }

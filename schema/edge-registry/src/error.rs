@@ -12,6 +12,8 @@ use crate::artifact::LayoutError;
 /// The step a registry operation failed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// The client could not be set up: an unusable CA file, no I/O runtime.
+    Setup,
     /// The reference does not parse or names no tag or digest.
     Reference,
     /// The registry refused the credentials (or asked for some and none were given).
@@ -41,6 +43,12 @@ pub enum Step {
 /// A failed registry operation.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The client could not be set up.
+    #[error("cannot set up the registry client: {detail}")]
+    Setup {
+        /// Why.
+        detail: String,
+    },
     /// The reference is not `host[:port]/repository:tag` (or `@sha256:…`).
     #[error("invalid registry reference {reference}: {reason}")]
     InvalidReference {
@@ -154,6 +162,7 @@ impl RegistryError {
     /// The step that failed.
     pub fn step(&self) -> Step {
         match self {
+            RegistryError::Setup { .. } => Step::Setup,
             RegistryError::InvalidReference { .. } => Step::Reference,
             RegistryError::Auth { .. } => Step::Auth,
             RegistryError::Tls { .. } => Step::Tls,

@@ -264,6 +264,14 @@ fn wrong_password_unknown_tag_and_unknown_ca_are_told_apart() {
     .unwrap_err();
     assert_eq!(error.step(), Step::Tls, "{error}");
 
+    let error = RegistryClient::new(RegistryOptions {
+        ca_pem: Some(b"not a certificate".to_vec()),
+        ..options(&registry)
+    })
+    .err()
+    .expect("a CA file without a certificate is refused");
+    assert_eq!(error.step(), Step::Setup, "{error}");
+
     let closed = parse_reference(&format!(
         "localhost:{}/fleet/gateway:v1",
         test_registry::free_port()
