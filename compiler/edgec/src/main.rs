@@ -62,6 +62,28 @@ enum Command {
         emit: commands::build::ManifestForm,
         #[command(flatten)]
         signing: commands::signing::SigningOptions,
+        /// After a successful build, push each bundle to `HOST/REPOSITORY:DEPLOYMENT` (or to
+        /// `HOST/REPOSITORY:TAG` as given, when one deployment is built).
+        #[arg(long, value_name = "HOST/REPOSITORY[:TAG]")]
+        push: Option<String>,
+        /// Pin module images given by tag only to the digest their registry has now.
+        #[arg(long)]
+        resolve_digests: bool,
+        /// Build bundles that leave tag-only module images unpinned, for development: devices
+        /// then run whatever the tag names when they pull.
+        #[arg(long, conflicts_with = "resolve_digests")]
+        allow_unpinned: bool,
+        #[command(flatten)]
+        registry: commands::registry::RegistryArgs,
+    },
+    /// Push a bundle to an OCI registry as an artifact (`schema/BUNDLE.md`, "In an OCI registry").
+    Push {
+        bundle: PathBuf,
+        /// Where to: `HOST[:PORT]/REPOSITORY:TAG`.
+        #[arg(value_name = "HOST/REPOSITORY:TAG")]
+        reference: String,
+        #[command(flatten)]
+        registry: commands::registry::RegistryArgs,
     },
     /// Generate an ed25519 signing key: `KEY` (PKCS#8 PEM, mode 0600) and `KEY.pub`.
     Keygen {
@@ -204,6 +226,10 @@ fn main() -> ExitCode {
             overrides,
             emit,
             signing,
+            push,
+            resolve_digests,
+            allow_unpinned,
+            registry,
         } => commands::build::run(&commands::build::BuildOptions {
             paths,
             deployment,
@@ -211,7 +237,21 @@ fn main() -> ExitCode {
             overrides,
             form: emit,
             signing,
+            push,
+            unpinned: if resolve_digests {
+                commands::build::Unpinned::Resolve
+            } else if allow_unpinned {
+                commands::build::Unpinned::Allow
+            } else {
+                commands::build::Unpinned::Refuse
+            },
+            registry,
         }),
+        Command::Push {
+            bundle,
+            reference,
+            registry,
+        } => commands::registry::push(&bundle, &reference, &registry),
         Command::Keygen { output } => commands::keys::keygen(&output),
         Command::Verify {
             bundle,

@@ -15,7 +15,13 @@ use edgec_core::diagnostic::has_errors;
 use edgec_core::emit::manifest::{EmitError, at_scale, deployment_manifest, local_image_name};
 use edgec_core::emit::route_table::route_table;
 
+use std::collections::BTreeMap;
+
+use edgec_core::emit::pin::{pin_images, unpinned_images};
+use image_reference::Reference;
+
 use super::check::check_program;
+use super::registry::{self, RegistryArgs};
 use super::signing::{SigningOptions, open_signers};
 use super::source_date_epoch;
 use crate::atomic_file::{AtomicFile, Existing, StagedFile};
@@ -38,6 +44,22 @@ pub struct BuildOptions {
     pub overrides: Vec<String>,
     pub form: ManifestForm,
     pub signing: SigningOptions,
+    /// Push each bundle after the build: `HOST/REPOSITORY` (tag = deployment name) or, for one
+    /// deployment, `HOST/REPOSITORY:TAG`.
+    pub push: Option<String>,
+    pub unpinned: Unpinned,
+    pub registry: RegistryArgs,
+}
+
+/// What a bundle build does with module images given by tag only (W0214).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unpinned {
+    /// Refuse: the bundle would let the device run whatever the tag names later.
+    Refuse,
+    /// `--resolve-digests`: ask each image's registry for the tag's digest now and pin it.
+    Resolve,
+    /// `--allow-unpinned`: leave them out of the signed registry images, for development.
+    Allow,
 }
 
 /// A build failure that is not a diagnostic in the sources, with whose problem it is.
@@ -99,7 +121,8 @@ impl BuildFailure {
 }
 
 pub fn run(options: &BuildOptions) -> Status {
-    let (loaded, program, diagnostics) = match check_program(&options.paths, &options.overrides) {
+    let (loaded, mut program, diagnostics) = match check_program(&options.paths, &options.overrides)
+    {
         Ok(checked) => checked,
         Err(message) => {
             usage_error(&message);
@@ -131,6 +154,22 @@ pub fn run(options: &BuildOptions) -> Status {
         usage_error("the sources define no deployment to build");
         return Status::Failure;
     }
+    let names: Vec<String> = deployments
+        .iter()
+        .map(|deployment| deployment.name.clone())
+        .collect();
+    let push_targets = match options
+        .push
+        .as_deref()
+        .map(|push| push_targets(push, &names))
+        .transpose()
+    {
+        Ok(targets) => targets,
+        Err(message) => {
+            usage_error(&message);
+            return Status::Failure;
+        }
+    };
     let signers = match open_signers(&options.signing) {
         Ok(signers) => signers,
         Err(message) => {
@@ -138,6 +177,52 @@ pub fn run(options: &BuildOptions) -> Status {
             return Status::Failure;
         }
     };
+    if push_targets.is_some() && signers.is_empty() {
+        usage_error(
+            "--push pushes bundles, and without a signing key (--key or --pkcs11) none are built",
+        );
+        return Status::Failure;
+    }
+    let unpinned: Vec<(String, String)> = deployments
+        .iter()
+        .flat_map(|deployment| {
+            unpinned_images(&program, deployment)
+                .into_iter()
+                .map(|reference| (deployment.name.clone(), reference))
+        })
+        .collect();
+    let mut client = None;
+    if !unpinned.is_empty() {
+        match options.unpinned {
+            Unpinned::Resolve => {
+                let resolved = match resolve_digests(&options.registry, &unpinned, &mut client) {
+                    Ok(resolved) => resolved,
+                    Err((message, status)) => {
+                        usage_error(&message);
+                        return status;
+                    }
+                };
+                pin_images(&mut program.modules, &resolved);
+            }
+            Unpinned::Refuse if !signers.is_empty() => {
+                for (deployment, reference) in &unpinned {
+                    usage_error(&format!(
+                        "deployment `{deployment}` names the image `{reference}` by tag only, and a bundle must pin every registry image to a digest (a device must not run bytes nobody signed): build with --resolve-digests to pin it to the digest its registry has now, or write `{reference}@sha256:…`"
+                    ));
+                }
+                err!("nothing was built");
+                return Status::Errors;
+            }
+            Unpinned::Refuse => {}
+            Unpinned::Allow => {
+                for (deployment, reference) in &unpinned {
+                    err!(
+                        "warning: deployment `{deployment}`: the bundle leaves `{reference}` unpinned (--allow-unpinned); devices run whatever the tag names when they pull"
+                    );
+                }
+            }
+        }
+    }
     match build_all(options, &program, &deployments, &signers) {
         Ok(written) => {
             for path in written {
@@ -146,13 +231,98 @@ pub fn run(options: &BuildOptions) -> Status {
             if signers.is_empty() {
                 err!("note: no signing key given (--key or --pkcs11), so no bundles were built");
             }
-            Status::Clean
         }
         Err(failure) => {
             usage_error(&failure.message);
-            failure.status()
+            return failure.status();
         }
     }
+    let Some(targets) = push_targets else {
+        return Status::Clean;
+    };
+    let client = match client.map_or_else(|| registry::client(&options.registry), Ok) {
+        Ok(client) => client,
+        Err(message) => {
+            usage_error(&message);
+            return Status::Failure;
+        }
+    };
+    for (name, target) in names.iter().zip(&targets) {
+        let bundle = options.output.join(format!("{name}.edgebundle"));
+        if let Err(status) = registry::push_one(&client, &bundle, target) {
+            err!("the bundles were built; push them again with `edgec push`");
+            return status;
+        }
+    }
+    Status::Clean
+}
+
+/// Where `--push` sends each deployment's bundle: `REFERENCE:DEPLOYMENT` when the reference has
+/// no tag (deployment names are valid tags), the reference itself when it has one and a single
+/// deployment is built.
+fn push_targets(push: &str, deployments: &[String]) -> Result<Vec<Reference>, String> {
+    let parsed = Reference::parse(push)
+        .map_err(|error| format!("invalid --push reference `{push}`: {error}"))?;
+    if parsed.digest().is_some() {
+        return Err(format!(
+            "--push takes HOST/REPOSITORY or HOST/REPOSITORY:TAG, not a digest (`{push}`)"
+        ));
+    }
+    if parsed.tag().is_some() {
+        if deployments.len() > 1 {
+            return Err(format!(
+                "--push `{push}` names one tag for {} deployments; give HOST/REPOSITORY and each is tagged with its deployment name",
+                deployments.len()
+            ));
+        }
+        return Ok(vec![
+            edge_registry::parse_reference(push).map_err(|error| error.to_string())?,
+        ]);
+    }
+    deployments
+        .iter()
+        .map(|name| {
+            edge_registry::parse_reference(&format!("{push}:{name}"))
+                .map_err(|error| format!("invalid --push reference: {error}"))
+        })
+        .collect()
+}
+
+/// Asks each tag-only image's registry for its digest; the client is kept for the push.
+fn resolve_digests(
+    args: &RegistryArgs,
+    unpinned: &[(String, String)],
+    client: &mut Option<edge_registry::RegistryClient>,
+) -> Result<BTreeMap<String, String>, (String, Status)> {
+    let client = match client {
+        Some(client) => client,
+        None => {
+            client.insert(registry::client(args).map_err(|message| (message, Status::Failure))?)
+        }
+    };
+    let mut resolved = BTreeMap::new();
+    for (deployment, text) in unpinned {
+        if resolved.contains_key(text) {
+            continue;
+        }
+        let reference = Reference::parse(text).map_err(|error| {
+            (
+                format!("deployment `{deployment}`: image `{text}`: {error}"),
+                Status::Errors,
+            )
+        })?;
+        let digest = client.resolve(&reference).map_err(|error| {
+            (
+                format!(
+                    "cannot resolve the digest of `{text}` (deployment `{deployment}`): {error}"
+                ),
+                registry::status_of(&error),
+            )
+        })?;
+        out!("resolved {text} to {}", digest.oci());
+        resolved.insert(text.clone(), digest.oci());
+    }
+    Ok(resolved)
 }
 
 fn build_all(
@@ -309,7 +479,8 @@ pub fn deployment_bundle(
                     .add_registry_image(&module.name, reference)
                     .map_err(failure)?;
             }
-            // Unpinned registry images were warned about (W0214); the device pulls them by tag.
+            // Only with --allow-unpinned (`run` refuses them otherwise): the device pulls them
+            // by tag.
             ImageSource::Registry { digest: None, .. } => {}
             ImageSource::Local {
                 path: image_path,

@@ -98,6 +98,9 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         overrides: Vec::new(),
         form: ManifestForm::Manifest,
         signing: options.signing.clone(),
+        push: None,
+        unpinned: crate::commands::build::Unpinned::Refuse,
+        registry: Default::default(),
     });
     if bundle_status != Status::Clean {
         return Ok(bundle_status);

@@ -7,6 +7,7 @@ pub mod fmt;
 pub mod image;
 pub mod import;
 pub mod keys;
+pub mod registry;
 pub mod route;
 pub mod signing;
 pub mod source_date_epoch;

@@ -203,8 +203,10 @@ pub fn device_trusting_edgec_key(dir: &Path, extra_config: &str) -> (TestDevice,
 }
 
 /// Writes `source` as `PROJECT/plant.edge`, builds and signs it with
-/// `edgec build --key KEY` (`SOURCE_DATE_EPOCH=0`) and returns the bundle of
-/// its deployment `plant`.
+/// `edgec build --key KEY --allow-unpinned` (`SOURCE_DATE_EPOCH=0`) and
+/// returns the bundle of its deployment `plant`. The tests name module images
+/// by tag only (images built into the local Docker, or none at all with the
+/// fake runtime), which a bundle build refuses unless told to allow it.
 pub fn build_plant(project: &Path, source: &str, key: &Path) -> PathBuf {
     let file = project.join("plant.edge");
     fs::write(&file, source).unwrap();
@@ -217,6 +219,7 @@ pub fn build_plant(project: &Path, source: &str, key: &Path) -> PathBuf {
             .arg(&output)
             .arg("--key")
             .arg(key)
+            .arg("--allow-unpinned")
             .env("SOURCE_DATE_EPOCH", "0")
             .output()
             .unwrap(),
