@@ -60,6 +60,11 @@ enum Command {
         /// The form of `deployment.json`.
         #[arg(long, value_enum, default_value = "manifest")]
         emit: commands::build::ManifestForm,
+        /// Sign an expiry into the bundles: devices refuse them after this time. An RFC 3339 UTC
+        /// time (`2030-01-31T00:00:00Z`) or a lifetime counted from SOURCE_DATE_EPOCH (`90days`),
+        /// which must then be set.
+        #[arg(long, value_name = "DURATION|RFC3339", value_parser = commands::expiry::parse)]
+        expires: Option<commands::expiry::Expiry>,
         #[command(flatten)]
         signing: commands::signing::SigningOptions,
     },
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
             output,
             overrides,
             emit,
+            expires,
             signing,
         } => commands::build::run(&commands::build::BuildOptions {
             paths,
@@ -211,6 +217,7 @@ fn main() -> ExitCode {
             overrides,
             form: emit,
             signing,
+            expires,
         }),
         Command::Keygen { output } => commands::keys::keygen(&output),
         Command::Verify {

@@ -90,10 +90,11 @@ pub fn utc_time_seconds(text: &str) -> Option<u64> {
     }
     let number = |range: std::ops::Range<usize>| -> Option<u64> {
         let digits = &bytes[range];
-        digits
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| digits.iter().fold(0, |value, digit| value * 10 + u64::from(digit - b'0')))
+        digits.iter().all(u8::is_ascii_digit).then(|| {
+            digits
+                .iter()
+                .fold(0, |value, digit| value * 10 + u64::from(digit - b'0'))
+        })
     };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
@@ -105,8 +106,7 @@ pub fn utc_time_seconds(text: &str) -> Option<u64> {
         2 => 28,
         _ => return None,
     };
-    if year < 1970 || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59
-    {
+    if year < 1970 || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     Some(days_since_1970(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
@@ -356,10 +356,19 @@ mod tests {
     #[test]
     fn utc_times_have_one_spelling_and_count_seconds_from_1970() {
         assert_eq!(utc_time_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(utc_time_seconds("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(
+            utc_time_seconds("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000)
+        );
         assert_eq!(utc_time_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
-        assert_eq!(utc_time_seconds("2106-02-07T06:28:15Z"), Some(u64::from(u32::MAX)));
-        assert_eq!(utc_time_seconds("9999-12-31T23:59:59Z"), Some(253_402_300_799));
+        assert_eq!(
+            utc_time_seconds("2106-02-07T06:28:15Z"),
+            Some(u64::from(u32::MAX))
+        );
+        assert_eq!(
+            utc_time_seconds("9999-12-31T23:59:59Z"),
+            Some(253_402_300_799)
+        );
         for other in [
             "2023-11-14T22:13:20+00:00",
             "2023-11-14T22:13:20.0Z",
@@ -385,10 +394,26 @@ mod tests {
     fn an_expiry_is_a_utc_time_after_the_creation() {
         assert!(check_expires("2024-01-01T00:00:00Z", "2023-11-14T22:13:20Z").is_ok());
         for (expires, created, expected) in [
-            ("2023-11-14T22:13:20Z", "2023-11-14T22:13:20Z", "not after created"),
-            ("2020-01-01T00:00:00Z", "2023-11-14T22:13:20Z", "not after created"),
-            ("2030-01-01", "2023-11-14T22:13:20Z", "not an RFC 3339 UTC time"),
-            ("2030-01-01T00:00:00+01:00", "2023-11-14T22:13:20Z", "not an RFC 3339"),
+            (
+                "2023-11-14T22:13:20Z",
+                "2023-11-14T22:13:20Z",
+                "not after created",
+            ),
+            (
+                "2020-01-01T00:00:00Z",
+                "2023-11-14T22:13:20Z",
+                "not after created",
+            ),
+            (
+                "2030-01-01",
+                "2023-11-14T22:13:20Z",
+                "not an RFC 3339 UTC time",
+            ),
+            (
+                "2030-01-01T00:00:00+01:00",
+                "2023-11-14T22:13:20Z",
+                "not an RFC 3339",
+            ),
         ] {
             let error = check_expires(expires, created).unwrap_err().to_string();
             assert!(error.contains(expected), "{expires}: {error}");

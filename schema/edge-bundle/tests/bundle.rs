@@ -741,9 +741,15 @@ fn an_expiry_is_signed_reproducibly_and_refused_when_malformed() {
     let second = build(&builder, &[&signer]);
     assert!(first == second, "the same expiry gave different bytes");
     let verified = verify_bundle(first.as_slice(), &[public], 1).unwrap();
-    assert_eq!(verified.manifest.expires.as_deref(), Some("2023-11-15T22:13:20Z"));
+    assert_eq!(
+        verified.manifest.expires.as_deref(),
+        Some("2023-11-15T22:13:20Z")
+    );
     assert_eq!(verified.manifest.expires_at(), Some(1_700_086_400));
-    let without = build(&builder_with_image(dir.path(), LayerCompression::None), &[&signer]);
+    let without = build(
+        &builder_with_image(dir.path(), LayerCompression::None),
+        &[&signer],
+    );
     assert!(first != without, "the expiry is not in the signed bytes");
 
     // A manifest whose expiry is not in the one form, or not after its creation, does not parse,

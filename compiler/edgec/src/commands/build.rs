@@ -16,6 +16,7 @@ use edgec_core::emit::manifest::{EmitError, at_scale, deployment_manifest, local
 use edgec_core::emit::route_table::route_table;
 
 use super::check::check_program;
+use super::expiry::{self, Expiry};
 use super::signing::{SigningOptions, open_signers};
 use super::source_date_epoch;
 use crate::atomic_file::{AtomicFile, Existing, StagedFile};
@@ -38,6 +39,8 @@ pub struct BuildOptions {
     pub overrides: Vec<String>,
     pub form: ManifestForm,
     pub signing: SigningOptions,
+    /// `--expires`: signed into every bundle built.
+    pub expires: Option<Expiry>,
 }
 
 /// A build failure that is not a diagnostic in the sources, with whose problem it is.
@@ -85,7 +88,8 @@ impl BuildFailure {
             | BundleError::Signer(_)
             | BundleError::NoSigners
             | BundleError::DuplicateSigner(_)
-            | BundleError::InvalidEpoch(_) => BuildFailure::environment(message),
+            | BundleError::InvalidEpoch(_)
+            | BundleError::ExpiryNotAfterCreation { .. } => BuildFailure::environment(message),
             _ => BuildFailure::program(message),
         }
     }
@@ -188,6 +192,14 @@ fn stage_all(
     let environment = |variable: &str| std::env::var(variable).ok();
     let source_date_epoch =
         source_date_epoch::from_environment().map_err(BuildFailure::environment)?;
+    let expires = match &options.expires {
+        Some(expiry) => {
+            let set =
+                source_date_epoch::from_environment_if_set().map_err(BuildFailure::environment)?;
+            Some(expiry::resolve(expiry, set).map_err(BuildFailure::environment)?)
+        }
+        None => None,
+    };
     let mut staged = Vec::new();
     for deployment in deployments {
         let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
@@ -228,7 +240,7 @@ fn stage_all(
             program,
             deployment,
             manifest,
-            source_date_epoch,
+            (source_date_epoch, expires),
             signers,
             stage(&options.output, &bundle_path)?,
         )?);
@@ -247,21 +259,34 @@ fn stage(directory: &Path, target: &Path) -> Result<AtomicFile, BuildFailure> {
     })
 }
 
+/// Builds one deployment's bundle, created at `times.0` (`SOURCE_DATE_EPOCH`) and expiring at
+/// `times.1` (`--expires`), if given; both in seconds since 1970.
 fn build_bundle(
     program: &Program,
     deployment: &Deployment,
     manifest: serde_json::Value,
-    source_date_epoch: u64,
+    times: (u64, Option<u64>),
     signers: &[Box<dyn Signer>],
     file: AtomicFile,
 ) -> Result<StagedFile, BuildFailure> {
+    let (source_date_epoch, expires) = times;
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
         BuildFailure::program(format!(
             "deployment `{}` has no checked hardware profile",
             deployment.name
         ))
     })?;
-    let builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
+    let mut builder =
+        deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
+    if let Some(expires) = expires {
+        builder.expires_at(expires).map_err(|error| {
+            let message = format!(
+                "cannot build the bundle of deployment `{}`: {error}",
+                deployment.name
+            );
+            BuildFailure::from_bundle_error(&error, message)
+        })?;
+    }
     write_bundle(&builder, signers, file)
 }
 

@@ -98,6 +98,9 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         overrides: Vec::new(),
         form: ManifestForm::Manifest,
         signing: options.signing.clone(),
+        // The bundle an image starts from is installed with it, not taken in later, so it
+        // carries no expiry.
+        expires: None,
     });
     if bundle_status != Status::Clean {
         return Ok(bundle_status);
