@@ -111,6 +111,12 @@ pub enum Command {
     Apply {
         /// The `.edgebundle` file.
         bundle: PathBuf,
+        /// Take BUNDLE as a directory a registry fetch wrote (`bundle.json`,
+        /// `bundle.sig.json`, `blobs/sha256/…`) rather than a bundle file.
+        /// Internal: the registry poller applies such directories itself; the
+        /// flag lets the crash tests interrupt that path.
+        #[arg(long, hide = true)]
+        fetched: bool,
     },
     /// Show the deployment and its modules.
     Status {
@@ -404,7 +410,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         tracing::warn!(phase = "recover", "recovered an interrupted update: {what}");
     }
     match &cli.command {
-        Command::Apply { bundle } => apply(&mut device, bundle),
+        Command::Apply { bundle, fetched } => apply(&mut device, bundle, *fetched),
         Command::Rollback => {
             let previous = device.rollback()?;
             output::line(&format!(
@@ -518,8 +524,14 @@ fn open_runtime(
     })
 }
 
-fn apply(device: &mut Device, bundle: &Path) -> Result<()> {
-    let applied = logging::apply_span(bundle).in_scope(|| device.apply(bundle))?;
+fn apply(device: &mut Device, bundle: &Path, fetched: bool) -> Result<()> {
+    let applied = logging::apply_span(bundle).in_scope(|| {
+        if fetched {
+            device.apply_fetched(bundle)
+        } else {
+            device.apply(bundle)
+        }
+    })?;
     let from = applied.previous_version.map_or_else(
         || "no deployment".to_owned(),
         |version| format!("version {version}"),

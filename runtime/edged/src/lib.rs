@@ -21,6 +21,7 @@ pub mod durable;
 pub mod duration;
 pub mod error;
 pub mod failpoint;
+pub mod fetched;
 pub mod hub;
 pub mod hub_server;
 pub mod inbox;
@@ -40,6 +41,6 @@ pub mod view;
 pub mod writer;
 
 pub use config::DeviceConfig;
-pub use device::{Applied, Device};
+pub use device::{Applied, Device, Verdict};
 pub use error::{Error, Result};
 pub use state::{Slot, State};
