@@ -170,6 +170,14 @@ pub struct DeploymentReport {
     /// listed; a newer bundle replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unusable: Option<String>,
+    /// The active deployment's signed expiry (RFC 3339 UTC), if its bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Whether that expiry has passed by the device's clock. A committed deployment keeps
+    /// running past it (the expiry only stops bundles being taken in), but a registry still
+    /// serving it as the latest is stale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 /// How far a transaction in progress got.

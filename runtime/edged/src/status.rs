@@ -40,6 +40,14 @@ pub fn report(
             committed_version: state.committed_version,
             transaction: state.transaction.as_ref().map(transaction_report),
             unusable,
+            expires: active.and_then(|loaded| loaded.manifest.expires.clone()),
+            expired: active
+                .and_then(|loaded| loaded.manifest.expires_at())
+                .is_some_and(|expires| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|now| now.as_secs() >= expires)
+                }),
         },
         modules: modules
             .iter()
@@ -106,6 +114,16 @@ pub fn human(report: &StatusReport) -> String {
             "the active deployment is unusable: {}\n",
             escaped_message(why)
         ));
+    }
+    if let Some(expires) = &deployment.expires {
+        if deployment.expired {
+            text.push_str(&format!(
+                "signed expiry {} has passed: it keeps running, but a newer bundle must replace it\n",
+                escaped_message(expires)
+            ));
+        } else {
+            text.push_str(&format!("signed expiry {}\n", escaped_message(expires)));
+        }
     }
     if let Some(transaction) = &deployment.transaction {
         text.push_str(&format!(
