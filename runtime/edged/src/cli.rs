@@ -306,9 +306,13 @@ pub fn run(cli: &Cli) -> Result<()> {
                 .hub
                 .enabled
                 .then(|| hub_report(&RemoteHub::new(&hub::hub_dir(&cli.state_dir))));
+            let update = config
+                .update
+                .as_ref()
+                .map(|settings| update_report(&cli.state_dir, &settings.reference));
             let runtime = open_runtime(cli, &config, None)?;
             let mut view = DeviceView::open(&cli.state_dir, config, runtime)?;
-            return show_status(&mut view, *json, hub);
+            return show_status(&mut view, *json, hub, update);
         }
         Command::Twin {
             action: TwinAction::Show { module },
@@ -548,7 +552,25 @@ fn apply(device: &mut Device, bundle: &Path, fetched: bool) -> Result<()> {
     Ok(())
 }
 
-fn show_status(device: &mut DeviceView, json: bool, hub: Option<HubReport>) -> Result<()> {
+/// The poller's record for `edged status`; before the first poll (or when the record cannot be
+/// read, which is logged) only the reference.
+fn update_report(state_dir: &Path, reference: &str) -> edge_init::status::UpdateReport {
+    match crate::update::load(state_dir) {
+        Ok(Some(record)) => record,
+        Ok(None) => crate::update::never_polled(reference),
+        Err(error) => {
+            tracing::warn!("{error}; it is replaced at the next poll");
+            crate::update::never_polled(reference)
+        }
+    }
+}
+
+fn show_status(
+    device: &mut DeviceView,
+    json: bool,
+    hub: Option<HubReport>,
+    update: Option<edge_init::status::UpdateReport>,
+) -> Result<()> {
     let state = device.state()?;
     // A damaged active deployment is reported, not a reason to report
     // nothing: the operator needs the record, the floor and the daemon's
@@ -567,6 +589,7 @@ fn show_status(device: &mut DeviceView, json: bool, hub: Option<HubReport>) -> R
     };
     let mut report = status::report(&state, shown_active, &modules, supervision);
     report.hub = hub;
+    report.update = update;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|error| Error::CorruptState(format!("cannot encode the status: {error}")))?;

@@ -290,9 +290,10 @@ impl Device {
         let active_slot = state.active.as_ref().map(|active| active.slot);
         let slots = [Slot::A, Slot::B];
         // The active slot first: it is the deployment the record vouches for.
-        let ordered = slots.iter().filter(|slot| Some(**slot) == active_slot).chain(
-            slots.iter().filter(|slot| Some(**slot) != active_slot),
-        );
+        let ordered = slots
+            .iter()
+            .filter(|slot| Some(**slot) == active_slot)
+            .chain(slots.iter().filter(|slot| Some(**slot) != active_slot));
         for &slot in ordered {
             let dir = self.deployment_dir(slot);
             let Ok(bytes) = std::fs::read(dir.join(MANIFEST_PATH)) else {
@@ -307,7 +308,11 @@ impl Device {
             let Ok(manifest) = edge_bundle::BundleManifest::from_canonical_bytes(&bytes) else {
                 continue;
             };
-            for listed in manifest.payload.iter().filter(|listed| listed.sha256 == hex) {
+            for listed in manifest
+                .payload
+                .iter()
+                .filter(|listed| listed.sha256 == hex)
+            {
                 let path = dir.join(&listed.path);
                 let intact = std::fs::File::open(&path)
                     .and_then(|mut file| crate::fetched::hash(&mut file))

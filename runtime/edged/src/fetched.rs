@@ -26,9 +26,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use edge_bundle::PayloadFile;
 use edge_bundle::display::escaped;
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use edge_bundle::PayloadFile;
 
 use crate::config::DeviceConfig;
 use crate::durable;
@@ -73,10 +73,7 @@ fn read_small(path: &Path) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .map_err(|error| refused(format!("cannot read {}: {error}", path.display())))?;
     if bytes.len() as u64 > MAX_HEAD_FILE {
-        return Err(refused(format!(
-            "{} is larger than 16 MiB",
-            path.display()
-        )));
+        return Err(refused(format!("{} is larger than 16 MiB", path.display())));
     }
     Ok(bytes)
 }
@@ -147,7 +144,10 @@ fn stage_into(
         .filter(|listed| fs::symlink_metadata(blob_path(dir, &listed.sha256)).is_err())
         .collect();
     if let Some(first) = missing.first() {
-        let digests: HashSet<&str> = missing.iter().map(|listed| listed.sha256.as_str()).collect();
+        let digests: HashSet<&str> = missing
+            .iter()
+            .map(|listed| listed.sha256.as_str())
+            .collect();
         return Err(Error::Refused(format!(
             "fetched bundle: {} of its {} payload blobs are missing, the first sha256:{} for {}",
             digests.len(),
@@ -213,7 +213,8 @@ fn verify_blob(blob: &Path, listed: &PayloadFile) -> Result<File> {
             escaped(&listed.path)
         ))
     };
-    let mut file = open_regular(blob).map_err(|error| refused(format!("cannot open it: {error}")))?;
+    let mut file =
+        open_regular(blob).map_err(|error| refused(format!("cannot open it: {error}")))?;
     let (digest, size) =
         hash(&mut file).map_err(|error| refused(format!("cannot read it: {error}")))?;
     if size != listed.size || digest != listed.sha256 {
@@ -293,7 +294,9 @@ fn place(
             }
             Ok(())
         }
-        Err(error) if error.raw_os_error() == Some(libc::EXDEV) => copy_blob(verified, target, listed),
+        Err(error) if error.raw_os_error() == Some(libc::EXDEV) => {
+            copy_blob(verified, target, listed)
+        }
         Err(error) => Err(Error::state("stage", target)(error)),
     }
 }
@@ -312,11 +315,14 @@ fn copy_blob(verified: &File, target: &Path, listed: &PayloadFile) -> Result<()>
     let mut buffer = vec![0_u8; BUFFER];
     let mut size = 0_u64;
     loop {
-        let count = source.read(&mut buffer).map_err(Error::state("read", target))?;
+        let count = source
+            .read(&mut buffer)
+            .map_err(Error::state("read", target))?;
         if count == 0 {
             break;
         }
-        io::Write::write_all(&mut output, &buffer[..count]).map_err(Error::state("write", target))?;
+        io::Write::write_all(&mut output, &buffer[..count])
+            .map_err(Error::state("write", target))?;
         if size == 0 {
             failpoint::hit(Failpoint::StageWrite);
         }

@@ -358,7 +358,10 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The bundle must be built for exactly this kind of device.
-fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> std::result::Result<(), String> {
+fn check_device(
+    manifest: &BundleManifest,
+    config: &DeviceConfig,
+) -> std::result::Result<(), String> {
     if manifest.compatible != config.compatible {
         return Err(format!(
             "bundle is for devices compatible with {}, this device is {}",

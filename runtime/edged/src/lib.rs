@@ -37,6 +37,7 @@ pub mod status;
 pub mod stop;
 pub mod supervision;
 pub mod trust;
+pub mod update;
 pub mod view;
 pub mod writer;
 

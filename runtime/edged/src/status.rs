@@ -5,7 +5,8 @@
 use edge_bundle::display::escaped_message;
 use edge_init::status::{
     DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, SCHEMA_VERSION,
-    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport, UpstreamReport,
+    StatusReport, SupervisionFailure, TransactionPhase, TransactionReport, UpdateReport,
+    UpdateResult, UpstreamReport,
 };
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -72,6 +73,7 @@ pub fn report(
             .collect(),
         supervision,
         hub: None,
+        update: None,
     }
 }
 
@@ -156,6 +158,36 @@ pub fn human(report: &StatusReport) -> String {
     }
     if let Some(hub) = &report.hub {
         text.push_str(&hub_human(hub));
+    }
+    if let Some(update) = &report.update {
+        text.push_str(&update_human(update));
+    }
+    text
+}
+
+/// The registry poller's record for people: what it polls, the last poll's outcome and when
+/// the next one is due.
+fn update_human(update: &UpdateReport) -> String {
+    let mut text = format!("update: {}\n", escaped_message(&update.reference));
+    let Some(checked) = &update.last_check else {
+        text.push_str("  not polled yet\n");
+        return text;
+    };
+    let result = match &update.last_result {
+        Some(UpdateResult::UpToDate { version }) => format!("up to date (version {version})"),
+        Some(UpdateResult::Fetched { version }) => format!("fetched version {version}"),
+        Some(UpdateResult::Refused { reason }) => format!("refused: {}", escaped_message(reason)),
+        Some(UpdateResult::Failed { step, error }) => {
+            format!("failed at {}: {}", step.as_str(), escaped_message(error))
+        }
+        None => "no result".to_owned(),
+    };
+    text.push_str(&format!("  last check {checked}: {result}\n"));
+    if let Some(digest) = &update.last_manifest_digest {
+        text.push_str(&format!("  last seen {}\n", escaped_message(digest)));
+    }
+    if let Some(next) = &update.next_check {
+        text.push_str(&format!("  next check {next}\n"));
     }
     text
 }

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 /// Version `version` with a file listed under two paths, so one blob serves both.
 fn shared_files(version: u64) -> BTreeMap<String, Vec<u8>> {
     let mut payload = files(&format!("v{version}"));
-    let shared = format!("shared layer of version {version}\n").repeat(500).into_bytes();
+    let shared = format!("shared layer of version {version}\n")
+        .repeat(500)
+        .into_bytes();
     payload.insert("payload/images/a/layer.tar".to_owned(), shared.clone());
     payload.insert("payload/images/b/layer.tar".to_owned(), shared);
     payload
@@ -57,10 +59,18 @@ fn a_fetched_directory_installs_what_the_bundle_file_installs() {
     let bytes = signed(&manifest(1, &payload), &payload, &key);
 
     let from_file = TestDevice::new(&[&key], "");
-    common::succeeded(&from_file.edged(
-        "none",
-        &["apply", from_file.write_bundle("v1.edgebundle", &bytes).to_str().unwrap()],
-    ));
+    common::succeeded(
+        &from_file.edged(
+            "none",
+            &[
+                "apply",
+                from_file
+                    .write_bundle("v1.edgebundle", &bytes)
+                    .to_str()
+                    .unwrap(),
+            ],
+        ),
+    );
     let from_registry = TestDevice::new(&[&key], "");
     let fetched = fetched_dir(&from_registry.root.path().join("fetched"), &bytes);
     // Four listed files, three distinct contents.
@@ -74,7 +84,10 @@ fn a_fetched_directory_installs_what_the_bundle_file_installs() {
     let slot = from_registry.state().active.unwrap().slot;
     assert_eq!(
         common::tree_hash(&deployment_dir(&from_registry, slot)),
-        common::tree_hash(&deployment_dir(&from_file, from_file.state().active.unwrap().slot)),
+        common::tree_hash(&deployment_dir(
+            &from_file,
+            from_file.state().active.unwrap().slot
+        )),
         "the fetched path staged other files than the tar extraction"
     );
     // Every blob moved into the slot (the shared one linked, then renamed).
@@ -88,14 +101,23 @@ fn a_blob_that_does_not_match_is_refused_deleted_and_the_verified_ones_kept() {
     let device = TestDevice::new(&[&key], "");
     let mut handle = device.open(Box::new(NoEngine { healthy: true }));
     let v1 = shared_files(1);
-    let v1_dir = fetched_dir(&device.root.path().join("v1"), &signed(&manifest(1, &v1), &v1, &key));
+    let v1_dir = fetched_dir(
+        &device.root.path().join("v1"),
+        &signed(&manifest(1, &v1), &v1, &key),
+    );
     handle.apply_fetched(&v1_dir).unwrap();
     let before = common::tree_hash(&device.state);
 
     let mut v2 = shared_files(2);
     // The last path in the listing, so that the blobs before it are already staged.
-    v2.insert("payload/zz/last.bin".to_owned(), b"the real content".to_vec());
-    let dir = fetched_dir(&device.root.path().join("v2"), &signed(&manifest(2, &v2), &v2, &key));
+    v2.insert(
+        "payload/zz/last.bin".to_owned(),
+        b"the real content".to_vec(),
+    );
+    let dir = fetched_dir(
+        &device.root.path().join("v2"),
+        &signed(&manifest(2, &v2), &v2, &key),
+    );
     let good = blobs_in(&dir);
     let bad = hex::encode(Sha256::digest(b"the real content"));
     fs::write(dir.join("blobs/sha256").join(&bad), b"the fake content").unwrap();
@@ -110,9 +132,17 @@ fn a_blob_that_does_not_match_is_refused_deleted_and_the_verified_ones_kept() {
         )),
         "{message}"
     );
-    assert_eq!(common::tree_hash(&device.state), before, "a refusal changed the device");
+    assert_eq!(
+        common::tree_hash(&device.state),
+        before,
+        "a refusal changed the device"
+    );
     let kept: Vec<String> = good.iter().filter(|name| **name != bad).cloned().collect();
-    assert_eq!(blobs_in(&dir), kept, "verified blobs were not kept for the next attempt");
+    assert_eq!(
+        blobs_in(&dir),
+        kept,
+        "verified blobs were not kept for the next attempt"
+    );
 
     // The next attempt fetches only the deleted blob, and applies.
     fs::write(dir.join("blobs/sha256").join(&bad), b"the real content").unwrap();
@@ -128,7 +158,10 @@ fn missing_blobs_and_a_bad_head_are_refused_before_anything_is_written() {
     let device = TestDevice::new(&[&key], "");
     let mut handle = device.open(Box::new(NoEngine { healthy: true }));
     let payload = shared_files(1);
-    let dir = fetched_dir(&device.root.path().join("v1"), &signed(&manifest(1, &payload), &payload, &key));
+    let dir = fetched_dir(
+        &device.root.path().join("v1"),
+        &signed(&manifest(1, &payload), &payload, &key),
+    );
     let before = common::tree_hash(&device.state);
     let missing = hex::encode(Sha256::digest(&payload["payload/images/a/layer.tar"]));
     fs::remove_file(dir.join("blobs/sha256").join(&missing)).unwrap();
@@ -149,7 +182,10 @@ fn missing_blobs_and_a_bad_head_are_refused_before_anything_is_written() {
         &signed(&manifest(1, &payload), &payload, &stranger),
     );
     let message = handle.apply_fetched(&other).unwrap_err().to_string();
-    assert!(message.contains("signed by 0 trusted key(s), 1 required"), "{message}");
+    assert!(
+        message.contains("signed by 0 trusted key(s), 1 required"),
+        "{message}"
+    );
     fs::remove_file(other.join("bundle.json")).unwrap();
     std::os::unix::fs::symlink(dir.join("bundle.json"), other.join("bundle.json")).unwrap();
     let message = handle.apply_fetched(&other).unwrap_err().to_string();
@@ -173,23 +209,46 @@ fn heads_get_a_typed_verdict_before_any_payload_is_fetched() {
     let device = TestDevice::new(&[&key], "");
     let mut handle = device.open(Box::new(NoEngine { healthy: true }));
     let versions: Vec<BTreeMap<String, Vec<u8>>> = (0..=3).map(shared_files).collect();
-    let bytes = |version: u64| signed(&manifest(version, &versions[version as usize]), &versions[version as usize], &key);
+    let bytes = |version: u64| {
+        signed(
+            &manifest(version, &versions[version as usize]),
+            &versions[version as usize],
+            &key,
+        )
+    };
 
     let (v1_json, v1_sig) = head(&bytes(1));
     match handle.check_head(&v1_json, &v1_sig).unwrap() {
-        Verdict::Fetch { deployment, version, manifest_digest } => {
+        Verdict::Fetch {
+            deployment,
+            version,
+            manifest_digest,
+        } => {
             assert_eq!((deployment.as_str(), version), ("plant", 1));
             assert_eq!(manifest_digest, Sha256Digest::of(&v1_json));
         }
         other => panic!("{other:?}"),
     }
-    handle.apply_fetched(&fetched_dir(&device.root.path().join("v1"), &bytes(1))).unwrap();
-    handle.apply_fetched(&fetched_dir(&device.root.path().join("v2"), &bytes(2))).unwrap();
+    handle
+        .apply_fetched(&fetched_dir(&device.root.path().join("v1"), &bytes(1)))
+        .unwrap();
+    handle
+        .apply_fetched(&fetched_dir(&device.root.path().join("v2"), &bytes(2)))
+        .unwrap();
     let (v2_json, v2_sig) = head(&bytes(2));
-    assert_eq!(handle.check_head(&v2_json, &v2_sig).unwrap(), Verdict::UpToDate { version: 2 });
+    assert_eq!(
+        handle.check_head(&v2_json, &v2_sig).unwrap(),
+        Verdict::UpToDate { version: 2 }
+    );
 
     let older = refusal_of(&handle, &v1_json, &v1_sig);
-    assert_eq!(older, Refusal::Older { offered: 1, committed: 2 });
+    assert_eq!(
+        older,
+        Refusal::Older {
+            offered: 1,
+            committed: 2
+        }
+    );
     assert_eq!(
         older.to_string(),
         "the registry serves version 1, older than the committed 2: refused (anti-rollback)"
@@ -198,31 +257,55 @@ fn heads_get_a_typed_verdict_before_any_payload_is_fetched() {
     let (json, sig) = head(&signed(&manifest(2, &changed), &changed, &key));
     let same = refusal_of(&handle, &json, &sig);
     assert_eq!(same, Refusal::SameVersionOtherContents { version: 2 });
-    assert!(same.to_string().contains("same version, other contents: refused"), "{same}");
+    assert!(
+        same.to_string()
+            .contains("same version, other contents: refused"),
+        "{same}"
+    );
 
-    let (json, sig) = head(&signed(&expiring(3, &versions[3], "2000-01-01T00:00:00Z"), &versions[3], &key));
+    let (json, sig) = head(&signed(
+        &expiring(3, &versions[3], "2000-01-01T00:00:00Z"),
+        &versions[3],
+        &key,
+    ));
     let expired = refusal_of(&handle, &json, &sig);
-    assert!(matches!(&expired, Refusal::Expired { version: 3, expires, .. } if expires == "2000-01-01T00:00:00Z"), "{expired:?}");
+    assert!(
+        matches!(&expired, Refusal::Expired { version: 3, expires, .. } if expires == "2000-01-01T00:00:00Z"),
+        "{expired:?}"
+    );
     assert!(
         expired.to_string().starts_with("deployment \"plant\" version 3 expired at 2000-01-01T00:00:00Z; this device's clock says 20"),
         "{expired}"
     );
     let (json, sig) = head(&signed(&manifest(3, &versions[3]), &versions[3], &stranger));
-    assert!(matches!(refusal_of(&handle, &json, &sig), Refusal::Untrusted(why) if why.contains("signed by 0 trusted key(s)")));
+    assert!(
+        matches!(refusal_of(&handle, &json, &sig), Refusal::Untrusted(why) if why.contains("signed by 0 trusted key(s)"))
+    );
     let mut foreign = manifest(3, &versions[3]);
     foreign.compatible = "fabrikam,other".to_owned();
     let (json, sig) = head(&signed(&foreign, &versions[3], &key));
-    assert!(matches!(refusal_of(&handle, &json, &sig), Refusal::Incompatible(why) if why.contains("fabrikam,other")));
+    assert!(
+        matches!(refusal_of(&handle, &json, &sig), Refusal::Incompatible(why) if why.contains("fabrikam,other"))
+    );
     let mut broken = json.clone();
     broken.push(b' ');
-    assert!(matches!(refusal_of(&handle, &broken, &sig), Refusal::Malformed(_)));
+    assert!(matches!(
+        refusal_of(&handle, &broken, &sig),
+        Refusal::Malformed(_)
+    ));
     let (v3_json, v3_sig) = head(&bytes(3));
-    assert!(matches!(handle.check_head(&v3_json, &v3_sig).unwrap(), Verdict::Fetch { version: 3, .. }));
+    assert!(matches!(
+        handle.check_head(&v3_json, &v3_sig).unwrap(),
+        Verdict::Fetch { version: 3, .. }
+    ));
 
     // An operator's rollback leaves version 2 in the inactive slot: the registry still serving
     // it is not news, and not a changed release either.
     handle.rollback().unwrap();
-    assert_eq!(refusal_of(&handle, &v2_json, &v2_sig), Refusal::AlreadyLeft { version: 2 });
+    assert_eq!(
+        refusal_of(&handle, &v2_json, &v2_sig),
+        Refusal::AlreadyLeft { version: 2 }
+    );
     drop(handle);
 
     // A version that was tried and rolled back as unhealthy is not fetched again and again.
@@ -230,8 +313,14 @@ fn heads_get_a_typed_verdict_before_any_payload_is_fetched() {
     let error = failing
         .apply_fetched(&fetched_dir(&device.root.path().join("v3"), &bytes(3)))
         .unwrap_err();
-    assert!(matches!(error, Error::RolledBack { version: 3, .. }), "{error}");
-    assert_eq!(refusal_of(&failing, &v3_json, &v3_sig), Refusal::RolledBack { version: 3 });
+    assert!(
+        matches!(error, Error::RolledBack { version: 3, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        refusal_of(&failing, &v3_json, &v3_sig),
+        Refusal::RolledBack { version: 3 }
+    );
 }
 
 fn refusal_of(device: &edged::Device, json: &[u8], sig: &[u8]) -> Refusal {
@@ -247,13 +336,24 @@ fn an_expired_fetched_bundle_is_refused_with_the_expiry_error() {
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
     let payload = shared_files(1);
-    let bytes = signed(&expiring(1, &payload, "1999-12-31T23:59:59Z"), &payload, &key);
+    let bytes = signed(
+        &expiring(1, &payload, "1999-12-31T23:59:59Z"),
+        &payload,
+        &key,
+    );
     let dir = fetched_dir(&device.root.path().join("v1"), &bytes);
     let mut handle = device.open(Box::new(NoEngine { healthy: true }));
     let error = handle.apply_fetched(&dir).unwrap_err();
-    assert!(matches!(error, Error::Expired { version: 1, .. }), "{error}");
+    assert!(
+        matches!(error, Error::Expired { version: 1, .. }),
+        "{error}"
+    );
     assert_eq!(error.exit_code(), 12);
-    assert_eq!(blobs_in(&dir).len(), 3, "an expired bundle's blobs were touched");
+    assert_eq!(
+        blobs_in(&dir).len(),
+        3,
+        "an expired bundle's blobs were touched"
+    );
     assert!(handle.state().unwrap().active.is_none());
 }
 
@@ -267,34 +367,62 @@ fn local_blobs_come_only_from_deployments_something_vouches_for() {
     let v2 = shared_files(2);
     for (version, payload) in [(1, &v1), (2, &v2)] {
         let bytes = signed(&manifest(version, payload), payload, &key);
-        handle.apply_fetched(&fetched_dir(&device.root.path().join(format!("v{version}")), &bytes)).unwrap();
+        handle
+            .apply_fetched(&fetched_dir(
+                &device.root.path().join(format!("v{version}")),
+                &bytes,
+            ))
+            .unwrap();
     }
     let active = handle.state().unwrap().active.unwrap().slot;
     let inactive = active.other();
     let v2_layer = digest_of(&v2["payload/images/a/layer.tar"]);
     let found = handle.local_blob(&v2_layer).unwrap();
-    assert!(found.starts_with(deployment_dir(&device, active)), "{}", found.display());
+    assert!(
+        found.starts_with(deployment_dir(&device, active)),
+        "{}",
+        found.display()
+    );
     assert_eq!(fs::read(&found).unwrap(), v2["payload/images/a/layer.tar"]);
     // The rollback target's files count too.
     let v1_config = digest_of(&v1["payload/config/app.json"]);
     let found = handle.local_blob(&v1_config).unwrap();
-    assert_eq!(found, deployment_dir(&device, inactive).join("payload/config/app.json"));
+    assert_eq!(
+        found,
+        deployment_dir(&device, inactive).join("payload/config/app.json")
+    );
     assert_eq!(handle.local_blob(&digest_of(b"nobody has this")), None);
 
     // Never from staging, even with a listing beside it.
-    let staging = device.state.join("slots").join(inactive.name()).join("staging");
+    let staging = device
+        .state
+        .join("slots")
+        .join(inactive.name())
+        .join("staging");
     fs::create_dir_all(staging.join("payload")).unwrap();
     fs::write(staging.join("payload/x"), b"staged only").unwrap();
-    fs::copy(deployment_dir(&device, inactive).join("bundle.json"), staging.join("bundle.json")).unwrap();
+    fs::copy(
+        deployment_dir(&device, inactive).join("bundle.json"),
+        staging.join("bundle.json"),
+    )
+    .unwrap();
     assert_eq!(handle.local_blob(&digest_of(b"staged only")), None);
     fs::remove_dir_all(&staging).unwrap();
 
     // A damaged copy is not offered.
-    fs::write(deployment_dir(&device, inactive).join("payload/config/app.json"), b"damaged").unwrap();
+    fs::write(
+        deployment_dir(&device, inactive).join("payload/config/app.json"),
+        b"damaged",
+    )
+    .unwrap();
     assert_eq!(handle.local_blob(&v1_config), None);
     // The active slot counts only while its manifest is the one the record names.
     let bundle_json = deployment_dir(&device, active).join("bundle.json");
-    fs::copy(deployment_dir(&device, inactive).join("bundle.json"), &bundle_json).unwrap();
+    fs::copy(
+        deployment_dir(&device, inactive).join("bundle.json"),
+        &bundle_json,
+    )
+    .unwrap();
     assert_eq!(handle.local_blob(&v2_layer), None);
 }
 
@@ -308,7 +436,15 @@ fn edged_apply_and_the_inbox_refuse_an_expired_bundle_and_a_committed_one_runs_o
     let key = Key::new(keys.path(), "fleet");
     let device = TestDevice::new(&[&key], "");
     let payload = files("v1");
-    let expired = write(&device, "old.edgebundle", &signed(&expiring(1, &payload, "2000-01-01T00:00:00Z"), &payload, &key));
+    let expired = write(
+        &device,
+        "old.edgebundle",
+        &signed(
+            &expiring(1, &payload, "2000-01-01T00:00:00Z"),
+            &payload,
+            &key,
+        ),
+    );
     let output = device.edged("none", &["apply", expired.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(12), "{stderr}");
@@ -316,7 +452,12 @@ fn edged_apply_and_the_inbox_refuse_an_expired_bundle_and_a_committed_one_runs_o
         stderr.contains("bundle refused: deployment \"plant\" version 1 expired at 2000-01-01T00:00:00Z; this device's clock says 20"),
         "{stderr}"
     );
-    assert!(stderr.contains("hint: the device is unchanged; ask for the release re-signed with a later expiry"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "hint: the device is unchanged; ask for the release re-signed with a later expiry"
+        ),
+        "{stderr}"
+    );
     assert!(device.state().active.is_none());
 
     let inbox = device.state.join("inbox");
@@ -328,23 +469,48 @@ fn edged_apply_and_the_inbox_refuse_an_expired_bundle_and_a_committed_one_runs_o
 
     // An expiry far ahead applies; one that passes after the commit does not stop the
     // deployment, and status says it has passed.
-    let later = write(&device, "later.edgebundle", &signed(&expiring(2, &payload, "9999-12-31T23:59:59Z"), &payload, &key));
+    let later = write(
+        &device,
+        "later.edgebundle",
+        &signed(
+            &expiring(2, &payload, "9999-12-31T23:59:59Z"),
+            &payload,
+            &key,
+        ),
+    );
     common::succeeded(&device.edged("none", &["apply", later.to_str().unwrap()]));
-    let soon = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + std::time::Duration::from_secs(3)).to_string();
-    let soon_bundle = write(&device, "soon.edgebundle", &signed(&expiring(3, &payload, &soon), &payload, &key));
+    let soon = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3),
+    )
+    .to_string();
+    let soon_bundle = write(
+        &device,
+        "soon.edgebundle",
+        &signed(&expiring(3, &payload, &soon), &payload, &key),
+    );
     common::succeeded(&device.edged("none", &["apply", soon_bundle.to_str().unwrap()]));
-    let status = common::succeeded(&device.edged("none", &["status"])).stdout.clone();
-    assert!(String::from_utf8_lossy(&status).contains(&format!("signed expiry {soon}\n")), "{}", String::from_utf8_lossy(&status));
+    let status = common::succeeded(&device.edged("none", &["status"]))
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&status).contains(&format!("signed expiry {soon}\n")),
+        "{}",
+        String::from_utf8_lossy(&status)
+    );
     std::thread::sleep(std::time::Duration::from_secs(4));
     common::succeeded(&device.edged("none", &["run", "--once"]));
     assert_eq!(device.state().active.unwrap().version, 3);
-    let status = common::succeeded(&device.edged("none", &["status"])).stdout.clone();
+    let status = common::succeeded(&device.edged("none", &["status"]))
+        .stdout
+        .clone();
     let status = String::from_utf8_lossy(&status);
     assert!(
         status.contains(&format!("signed expiry {soon} has passed: it keeps running, but a newer bundle must replace it\n")),
         "{status}"
     );
-    let json = common::succeeded(&device.edged("none", &["status", "--json"])).stdout.clone();
+    let json = common::succeeded(&device.edged("none", &["status", "--json"]))
+        .stdout
+        .clone();
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["deployment"]["expires"], soon.as_str());
     assert_eq!(json["deployment"]["expired"], true);
@@ -383,8 +549,74 @@ fn an_edgec_bundle_built_long_ago_with_a_lifetime_is_expired_and_one_far_ahead_a
     let output = device.edged("none", &["apply", old.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(12), "{stderr}");
-    assert!(stderr.contains("expired at 2001-10-09T01:46:40Z"), "{stderr}");
+    assert!(
+        stderr.contains("expired at 2001-10-09T01:46:40Z"),
+        "{stderr}"
+    );
     let ahead = build(2, "2999-01-01T00:00:00Z", "1000000000");
     common::succeeded(&device.edged("none", &["apply", ahead.to_str().unwrap()]));
     assert_eq!(device.state().active.unwrap().version, 2);
+}
+
+#[test]
+fn status_shows_the_update_record_when_update_is_configured() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "fleet");
+    let plain = TestDevice::new(&[&key], "");
+    let json = common::succeeded(&plain.edged("none", &["status", "--json"]))
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert!(json.get("update").is_none(), "{json}");
+
+    let reference = "registry.example.com/edge/plant:stable";
+    let device = TestDevice::new(&[&key], &format!("[update]\nreference = \"{reference}\"\n"));
+    let text = common::succeeded(&device.edged("none", &["status"]))
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&text)
+            .contains(&format!("update: {reference}\n  not polled yet\n")),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let record = edged::update::polled(
+        None,
+        reference,
+        at,
+        edged::update::UpdateResult::Refused {
+            reason: Refusal::Older {
+                offered: 1,
+                committed: 2,
+            }
+            .to_string(),
+        },
+        Some(format!("sha256:{}", "d".repeat(64))),
+        at + std::time::Duration::from_secs(900),
+    );
+    fs::create_dir_all(&device.state).unwrap();
+    edged::update::store(&device.state, &record).unwrap();
+    let text = common::succeeded(&device.edged("none", &["status"]))
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("  last check 2023-11-14T22:13:20Z: refused: the registry serves version 1, older than the committed 2: refused (anti-rollback)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  next check 2023-11-14T22:28:20Z\n"),
+        "{text}"
+    );
+    let json = common::succeeded(&device.edged("none", &["status", "--json"]))
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["update"]["reference"], reference);
+    assert_eq!(json["update"]["lastResult"]["result"], "refused");
+    assert_eq!(
+        json["update"]["lastManifestDigest"],
+        format!("sha256:{}", "d".repeat(64))
+    );
 }
