@@ -54,8 +54,8 @@ impl Schedule {
     pub fn next_after(&self, now: SystemTime, random: &mut Jitter) -> SystemTime {
         let jitter_millis = u64::try_from(self.jitter.as_millis()).unwrap_or(u64::MAX);
         let delay = match jitter_millis.checked_add(1) {
-            Some(span) => Duration::from_millis(random.next() % span),
-            None => Duration::from_millis(random.next()),
+            Some(span) => Duration::from_millis(random.draw() % span),
+            None => Duration::from_millis(random.draw()),
         };
         now + self.interval + delay
     }
@@ -79,7 +79,7 @@ impl Jitter {
     }
 
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut mixed = self.0;
         mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
