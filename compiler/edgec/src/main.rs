@@ -60,6 +60,11 @@ enum Command {
         /// The form of `deployment.json`.
         #[arg(long, value_enum, default_value = "manifest")]
         emit: commands::build::ManifestForm,
+        /// Sign an expiry into the bundles: devices refuse them after this time. An RFC 3339 UTC
+        /// time (`2030-01-31T00:00:00Z`) or a lifetime counted from SOURCE_DATE_EPOCH (`90days`),
+        /// which must then be set.
+        #[arg(long, value_name = "DURATION|RFC3339", value_parser = commands::expiry::parse)]
+        expires: Option<commands::expiry::Expiry>,
         #[command(flatten)]
         signing: commands::signing::SigningOptions,
         /// After a successful build, push each bundle to `HOST/REPOSITORY:DEPLOYMENT` (or to
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
             output,
             overrides,
             emit,
+            expires,
             signing,
             push,
             resolve_digests,
@@ -246,6 +252,7 @@ fn main() -> ExitCode {
                 commands::build::Unpinned::Refuse
             },
             registry,
+            expires,
         }),
         Command::Push {
             bundle,

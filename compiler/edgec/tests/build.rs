@@ -708,3 +708,109 @@ fn a_malformed_source_date_epoch_is_refused_with_nothing_written() {
         assert_eq!(files_below(&output_dir), Vec::<PathBuf>::new());
     }
 }
+
+#[test]
+fn an_expiry_is_signed_reproducibly_shown_by_inspect_and_bad_ones_write_nothing() {
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let key = keygen(work.path());
+    let project = work.path().join("project");
+    write_project(&project);
+    let build = |output: &Path, expires: &str| {
+        run(edgec()
+            .current_dir(&project)
+            .args(["build", "plant.edge", "-o"])
+            .arg(output)
+            .arg("--key")
+            .arg(&key)
+            .args(["--expires", expires])
+            .env("EDGEC_TEST_REGISTRY_PASSWORD", "hunter2")
+            .env("SOURCE_DATE_EPOCH", "1700000000"))
+    };
+    // A lifetime counts from SOURCE_DATE_EPOCH, so two builds give the same bytes, and the
+    // same instant written as a time gives them too.
+    let first = build(&work.path().join("first"), "30days");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let second = build(&work.path().join("second"), "2023-12-14T22:13:20Z");
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let first_bytes = std::fs::read(work.path().join("first/plant.edgebundle")).expect("bundle");
+    let second_bytes = std::fs::read(work.path().join("second/plant.edgebundle")).expect("bundle");
+    assert!(
+        first_bytes == second_bytes,
+        "the same expiry gave different bytes"
+    );
+    let without = build_project(&project, &work.path().join("without"), &key);
+    assert!(without.status.success(), "{}", text(&without.stderr));
+    let without_bytes =
+        std::fs::read(work.path().join("without/plant.edgebundle")).expect("bundle");
+    assert!(
+        first_bytes != without_bytes,
+        "the expiry is not in the bundle"
+    );
+
+    let bundle = work.path().join("first/plant.edgebundle");
+    let inspected = run(edgec().arg("inspect").arg(&bundle));
+    assert!(inspected.status.success(), "{}", text(&inspected.stderr));
+    assert!(
+        text(&inspected.stdout).contains("expires       2023-12-14T22:13:20Z\n"),
+        "{}",
+        text(&inspected.stdout)
+    );
+    let inspected = run(edgec().arg("inspect").arg("--json").arg(&bundle));
+    let document: Value = serde_json::from_slice(&inspected.stdout).expect("JSON");
+    assert_eq!(document["manifest"]["expires"], "2023-12-14T22:13:20Z");
+    let inspected = run(edgec()
+        .arg("inspect")
+        .arg(work.path().join("without/plant.edgebundle")));
+    assert!(text(&inspected.stdout).contains("expires       never\n"));
+    let verified = run(edgec()
+        .arg("verify")
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(format!("{}.pub", key.display())));
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    let output_dir = work.path().join("refused");
+    for (expires, message) in [
+        ("soon", "neither a duration"),
+        ("0s", "a lifetime of 0"),
+        ("2030-01-31T00:00:00+01:00", "neither a duration"),
+        ("2030-02-30T00:00:00Z", "not an RFC 3339 UTC time"),
+        (
+            "2023-11-14T22:13:20Z",
+            "--expires 2023-11-14T22:13:20Z is not after the bundle's creation time 2023-11-14T22:13:20Z",
+        ),
+        (
+            "2001-01-01T00:00:00Z",
+            "is not after the bundle's creation time",
+        ),
+    ] {
+        assert_fails_without_output(
+            edgec()
+                .current_dir(&project)
+                .args(["build", "plant.edge", "-o"])
+                .arg(&output_dir)
+                .arg("--key")
+                .arg(&key)
+                .args(["--expires", expires])
+                .env("EDGEC_TEST_REGISTRY_PASSWORD", "hunter2")
+                .env("SOURCE_DATE_EPOCH", "1700000000"),
+            &output_dir,
+            2,
+            message,
+        );
+    }
+    // Without SOURCE_DATE_EPOCH a lifetime has nothing reproducible to count from.
+    assert_fails_without_output(
+        edgec()
+            .current_dir(&project)
+            .args(["build", "plant.edge", "-o"])
+            .arg(&output_dir)
+            .arg("--key")
+            .arg(&key)
+            .args(["--expires", "90days"])
+            .env("EDGEC_TEST_REGISTRY_PASSWORD", "hunter2"),
+        &output_dir,
+        2,
+        "--expires 90days counts from the bundle's creation time, SOURCE_DATE_EPOCH, which is not set",
+    );
+}

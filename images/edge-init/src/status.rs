@@ -35,6 +35,85 @@ pub struct StatusReport {
     /// The module images being pulled from registries, while a pull runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullReport>,
+    /// The registry poller's record (`STATE/update.json`); absent where `[update]` is not
+    /// configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateReport>,
+}
+
+/// What the registry poller last did, kept in `STATE/update.json` (replaced atomically) and
+/// shown by `edged status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateReport {
+    /// The reference polled, `host[:port]/repository:tag`.
+    pub reference: String,
+    /// When the registry was last asked, RFC 3339 UTC; absent before the first poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// What that poll came to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<UpdateResult>,
+    /// The manifest digest (`sha256:…`) the reference last resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manifest_digest: Option<String>,
+    /// When the next poll is due, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<String>,
+}
+
+/// The outcome of one poll.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum UpdateResult {
+    /// The registry serves the running deployment.
+    UpToDate {
+        /// Its version.
+        version: u64,
+    },
+    /// A newer version was fetched and applied (committed).
+    Fetched {
+        /// The version.
+        version: u64,
+    },
+    /// The registry serves a bundle this device refuses; nothing was fetched or changed.
+    Refused {
+        /// Why, in a sentence.
+        reason: String,
+    },
+    /// A step failed (the registry unreachable, a fetch cut off, an apply that rolled back).
+    Failed {
+        /// Which step.
+        step: UpdateStep,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The steps of one poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateStep {
+    /// Resolving the reference and fetching `bundle.json` and `bundle.sig.json`.
+    FetchHead,
+    /// Judging the head against the device.
+    Check,
+    /// Fetching the payload blobs the device lacks.
+    FetchPayload,
+    /// Applying the fetched bundle.
+    Apply,
+}
+
+impl UpdateStep {
+    /// The name `edged status` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FetchHead => "fetch-head",
+            Self::Check => "check",
+            Self::FetchPayload => "fetch-payload",
+            Self::Apply => "apply",
+        }
+    }
 }
 
 /// A pull of a deployment's module images in progress, as the puller last
@@ -205,6 +284,14 @@ pub struct DeploymentReport {
     /// listed; a newer bundle replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unusable: Option<String>,
+    /// The active deployment's signed expiry (RFC 3339 UTC), if its bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Whether that expiry has passed by the device's clock. A committed deployment keeps
+    /// running past it (the expiry only stops bundles being taken in), but a registry still
+    /// serving it as the latest is stale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 /// How far a transaction in progress got.

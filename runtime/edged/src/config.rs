@@ -50,6 +50,154 @@ pub struct DeviceConfig {
     /// registries").
     #[serde(default)]
     pub registry_credentials: Vec<RegistryCredentialSettings>,
+    /// The registry this device polls for new bundles, if any.
+    #[serde(default)]
+    pub update: Option<UpdateSettings>,
+}
+
+/// The `[update]` table: where `edged run` polls for new bundles and how often. The password is
+/// named by file and read at every poll, never written here or logged.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// `host[:port]/repository:tag`: a tag (or channel, like `stable`) the release process moves.
+    pub reference: String,
+    /// The time between polls.
+    #[serde(
+        default = "fifteen_minutes",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub interval: Duration,
+    /// The most a poll is delayed past `interval`, chosen at random per poll so a fleet does not
+    /// poll in step; 10% of `interval` when not given.
+    #[serde(default, deserialize_with = "duration::deserialize_some")]
+    pub jitter: Option<Duration>,
+    /// PEM certificates the registry's certificate must chain to; the system roots when not
+    /// given.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The registry user name, with `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the registry password, read at every poll.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The longest one fetch (head and payload) may take.
+    #[serde(default = "ten_minutes", deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+}
+
+fn fifteen_minutes() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+/// The ranges of the `[update]` durations.
+const UPDATE_INTERVAL: Bounds = Bounds {
+    name: "update.interval",
+    min: Duration::from_secs(10),
+    max: Duration::from_secs(7 * 24 * 3600),
+};
+const UPDATE_TIMEOUT: Bounds = Bounds {
+    name: "update.timeout",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 3600),
+};
+
+/// A parsed `[update] reference`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateReference {
+    /// `host[:port]`.
+    pub registry: String,
+    /// The repository path.
+    pub repository: String,
+    /// The tag or channel.
+    pub tag: String,
+}
+
+impl std::fmt::Display for UpdateReference {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{}/{}:{}",
+            self.registry, self.repository, self.tag
+        )
+    }
+}
+
+impl UpdateSettings {
+    /// The reference, which must name its registry host and a tag, and no digest: a device
+    /// follows a tag, and a digest would pin it to one release forever.
+    pub fn reference(&self) -> std::result::Result<UpdateReference, String> {
+        let text = &self.reference;
+        let invalid = |why: &str| {
+            format!(
+                "update.reference {text:?} {why}; write host[:port]/repository:tag, like \"registry.example.com/edge/plant:stable\""
+            )
+        };
+        let parsed = image_reference::Reference::parse(text)
+            .map_err(|error| invalid(&format!("is not an image reference ({error})")))?;
+        if parsed.digest().is_some() {
+            return Err(invalid("pins a digest; a device follows a tag"));
+        }
+        let tag = parsed.tag().ok_or_else(|| invalid("names no tag"))?;
+        let written_host = text.split_once('/').map(|(host, _)| host);
+        if written_host != Some(parsed.registry()) {
+            return Err(invalid("names no registry host"));
+        }
+        Ok(UpdateReference {
+            registry: parsed.registry().to_owned(),
+            repository: parsed.repository(),
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// The jitter: as given, or 10% of the interval.
+    pub fn jitter(&self) -> Duration {
+        self.jitter.unwrap_or(self.interval / 10)
+    }
+
+    /// Checks every value, so that a bad one is refused when the configuration is read.
+    fn check(&self) -> std::result::Result<(), String> {
+        self.reference()?;
+        UPDATE_INTERVAL.check(self.interval)?;
+        Bounds {
+            name: "update.jitter",
+            min: Duration::ZERO,
+            max: self.interval,
+        }
+        .check(self.jitter())
+        .map_err(|error| format!("{error} (at most update.interval)"))?;
+        UPDATE_TIMEOUT.check(self.timeout)?;
+        for (name, path) in [
+            ("update.ca", &self.ca),
+            ("update.password_file", &self.password_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_absolute()
+            {
+                return Err(format!(
+                    "{name} = {:?} must be an absolute path (edged runs from /)",
+                    path.display().to_string()
+                ));
+            }
+        }
+        if let Some(username) = &self.username
+            && (username.is_empty() || username.chars().any(|c| c.is_control() || c == ':'))
+        {
+            return Err(format!(
+                "update.username {username:?} must be non-empty, without control characters or ':'"
+            ));
+        }
+        match (&self.username, &self.password_file) {
+            (Some(_), None) => Err("update.username needs update.password_file".to_owned()),
+            (None, Some(_)) => Err("update.password_file needs update.username".to_owned()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One `[[registry_credentials]]` entry. The password is named by file and
@@ -905,6 +1053,9 @@ impl DeviceConfig {
         }
         config.hub.check()?;
         check_registry_credentials(&config.registry_credentials)?;
+        if let Some(update) = &config.update {
+            update.check()?;
+        }
         Ok(config)
     }
 }
@@ -976,6 +1127,94 @@ mod tests {
             ),
         ] {
             let error = with(section).unwrap_err();
+            assert!(error.contains(expected), "{section}: {error}");
+        }
+    }
+
+    #[test]
+    fn update_settings_default_and_refuse_bad_values() {
+        let config =
+            with("[update]\nreference = \"registry.example.com:5000/edge/plant:stable\"").unwrap();
+        let update = config.update.as_ref().expect("update");
+        assert_eq!(update.interval, Duration::from_secs(900));
+        assert_eq!(update.jitter(), Duration::from_secs(90));
+        assert_eq!(update.timeout, Duration::from_secs(600));
+        assert_eq!(
+            update.reference().unwrap(),
+            UpdateReference {
+                registry: "registry.example.com:5000".to_owned(),
+                repository: "edge/plant".to_owned(),
+                tag: "stable".to_owned(),
+            }
+        );
+        let config = with("[update]\nreference = \"localhost:5000/plant:v7\"\ninterval = \"10s\"\njitter = \"0s\"\nca = \"/etc/edged/registry-ca.pem\"\nusername = \"device\"\npassword_file = \"/etc/edged/registry-password\"\ntimeout = \"30s\"").unwrap();
+        let update = config.update.as_ref().expect("update");
+        assert_eq!(update.jitter(), Duration::ZERO);
+        assert_eq!(
+            update.reference().unwrap().to_string(),
+            "localhost:5000/plant:v7"
+        );
+        assert!(with("").unwrap().update.is_none());
+        let base = "[update]\nreference = \"registry.example.com/plant:stable\"\n";
+        for (section, expected) in [
+            (
+                "[update]\ninterval = \"1m\"".to_owned(),
+                "missing field `reference`",
+            ),
+            (
+                "[update]\nreference = \"plant:stable\"".to_owned(),
+                "names no registry host",
+            ),
+            (
+                "[update]\nreference = \"registry.example.com/plant\"".to_owned(),
+                "names no tag",
+            ),
+            (
+                format!(
+                    "[update]\nreference = \"registry.example.com/plant:1@sha256:{}\"",
+                    "a".repeat(64)
+                ),
+                "pins a digest",
+            ),
+            (
+                "[update]\nreference = \"registry.example.com/Plant:1\"".to_owned(),
+                "is not an image reference",
+            ),
+            (
+                format!("{base}interval = \"5s\""),
+                "update.interval must be between 10s and 7days",
+            ),
+            (format!("{base}interval = \"soon\""), "is not a duration"),
+            (
+                format!("{base}interval = \"1m\"\njitter = \"2m\""),
+                "update.jitter must be between 0s and 1m",
+            ),
+            (
+                format!("{base}timeout = \"0s\""),
+                "update.timeout must be between",
+            ),
+            (
+                format!("{base}ca = \"registry-ca.pem\""),
+                "update.ca = \"registry-ca.pem\" must be an absolute path",
+            ),
+            (
+                format!("{base}username = \"device\""),
+                "update.username needs update.password_file",
+            ),
+            (
+                format!("{base}password_file = \"/p\""),
+                "update.password_file needs update.username",
+            ),
+            (
+                format!("{base}username = \"a:b\"\npassword_file = \"/p\""),
+                "without control characters or ':'",
+            ),
+            (
+                format!("{base}password = \"hunter2\""),
+                "unknown field `password`",
+            ),
+        ] {
+            let error = with(&section).unwrap_err();
             assert!(error.contains(expected), "{section}: {error}");
         }
     }

@@ -26,11 +26,43 @@ use crate::deployment;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Failpoint};
-use crate::intake;
+use crate::fetched;
+use crate::intake::{self, Refusal};
 use crate::runtime::{Loaded, ModuleRuntime};
 use crate::state::{DesiredStatus, Installed, Phase, Slot, State, Transaction};
 use crate::supervision::SupervisionRecord;
 use crate::trust::TrustStore;
+
+/// Where the bundle being applied comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A bundle file (`NAME.edgebundle`).
+    Bundle(&'a Path),
+    /// A directory a registry fetch wrote (see [`crate::fetched`]).
+    Fetched(&'a Path),
+}
+
+/// What the head of a bundle a registry serves means for this device
+/// ([`Device::check_head`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Newer than anything the device has, and acceptable: fetch its payload.
+    Fetch {
+        /// The deployment name.
+        deployment: String,
+        /// Its version.
+        version: u64,
+        /// The digest of its manifest.
+        manifest_digest: edge_bundle::Sha256Digest,
+    },
+    /// The running deployment, byte for byte: nothing to do.
+    UpToDate {
+        /// Its version.
+        version: u64,
+    },
+    /// Refused; nothing is fetched.
+    Refused(Refusal),
+}
 
 const DEPLOYMENT: &str = "deployment";
 const STAGING: &str = "staging";
@@ -177,25 +209,160 @@ impl Device {
     /// deployment the new one replaced may still be being deleted when this
     /// returns (see [`Self::wait_for_cleanup`]).
     pub fn apply(&mut self, bundle: &Path) -> Result<Applied> {
-        self.apply_bundle(bundle).inspect_err(log_refusal)
+        self.apply_from(Source::Bundle(bundle))
+            .inspect_err(log_refusal)
     }
 
-    /// [`Self::apply`], without the refusal's log event.
-    fn apply_bundle(&mut self, bundle: &Path) -> Result<Applied> {
+    /// [`Self::apply`] for a bundle fetched from a registry into a directory
+    /// (`bundle.json`, `bundle.sig.json`, `blobs/sha256/<hex>`; see
+    /// [`crate::fetched`]): the same checks and the same transaction. On
+    /// success the blobs have moved into the slot and the caller removes what
+    /// is left of the directory; on a refusal or failure the verified blobs
+    /// are back in it for the next attempt, and blobs that did not match the
+    /// signed listing are deleted.
+    pub fn apply_fetched(&mut self, dir: &Path) -> Result<Applied> {
+        self.apply_from(Source::Fetched(dir))
+            .inspect_err(log_refusal)
+    }
+
+    /// Judges the head of a bundle a registry serves, before any payload is
+    /// fetched: the checks of [`Self::apply_fetched`] without the payload,
+    /// and whether it is news. The error is the device's own failure (state
+    /// or trust anchors unreadable); a refused bundle is a verdict.
+    pub fn check_head(&self, bundle_json: &[u8], signatures: &[u8]) -> Result<Verdict> {
+        let state = self.state()?;
+        let judged = intake::judge_head(
+            bundle_json.to_vec(),
+            signatures.to_vec(),
+            &self.config,
+            &self.trust,
+            std::time::SystemTime::now(),
+        )?;
+        let accepted = match judged {
+            Ok(accepted) => accepted,
+            Err(refusal) => return Ok(Verdict::Refused(refusal)),
+        };
+        let digest = accepted.digest.hex();
+        let version = accepted.manifest.version;
+        let floor = self.floor(&state);
+        let active = state.active.as_ref();
+        if active.is_some_and(|active| active.manifest_digest == digest) {
+            return Ok(Verdict::UpToDate { version });
+        }
+        if state.rolled_back.as_ref() == Some(&digest) {
+            return Ok(Verdict::Refused(Refusal::RolledBack { version }));
+        }
+        if version > floor {
+            return Ok(Verdict::Fetch {
+                deployment: accepted.manifest.deployment,
+                version,
+                manifest_digest: accepted.digest,
+            });
+        }
+        if version < floor {
+            return Ok(Verdict::Refused(Refusal::Older {
+                offered: version,
+                committed: floor,
+            }));
+        }
+        let in_a_slot = [Slot::A, Slot::B].into_iter().any(|slot| {
+            std::fs::read(self.deployment_dir(slot).join(MANIFEST_PATH))
+                .is_ok_and(|bytes| edge_bundle::Sha256Digest::of(&bytes).hex() == digest)
+        });
+        Ok(Verdict::Refused(if in_a_slot {
+            Refusal::AlreadyLeft { version }
+        } else {
+            Refusal::SameVersionOtherContents { version }
+        }))
+    }
+
+    /// A file of a complete deployment in either slot whose signed listing
+    /// gives it `digest`, for the fetcher to hard-link instead of download.
+    /// Only deployments something vouches for count: the active slot's when
+    /// its manifest is the one the state record names, the other slot's (the
+    /// rollback target) when its manifest parses; staging, retired and
+    /// discarded trees never do. The file itself is hashed before it is
+    /// offered, so a damaged copy is never handed on (reading it costs less
+    /// than downloading it, and the staging checks it again anyway).
+    pub fn local_blob(&self, digest: &edge_bundle::Sha256Digest) -> Option<PathBuf> {
+        let state = self.state().ok()?;
+        let hex = digest.hex();
+        let active_slot = state.active.as_ref().map(|active| active.slot);
+        let slots = [Slot::A, Slot::B];
+        // The active slot first: it is the deployment the record vouches for.
+        let ordered = slots
+            .iter()
+            .filter(|slot| Some(**slot) == active_slot)
+            .chain(slots.iter().filter(|slot| Some(**slot) != active_slot));
+        for &slot in ordered {
+            let dir = self.deployment_dir(slot);
+            let Ok(bytes) = std::fs::read(dir.join(MANIFEST_PATH)) else {
+                continue;
+            };
+            if let Some(active) = &state.active
+                && active.slot == slot
+                && edge_bundle::Sha256Digest::of(&bytes).hex() != active.manifest_digest
+            {
+                continue;
+            }
+            let Ok(manifest) = edge_bundle::BundleManifest::from_canonical_bytes(&bytes) else {
+                continue;
+            };
+            for listed in manifest
+                .payload
+                .iter()
+                .filter(|listed| listed.sha256 == hex)
+            {
+                let path = dir.join(&listed.path);
+                let intact = std::fs::File::open(&path)
+                    .and_then(|mut file| crate::fetched::hash(&mut file))
+                    .is_ok_and(|(sha256, size)| sha256 == hex && size == listed.size);
+                if intact {
+                    return Some(path);
+                }
+            }
+        }
+        None
+    }
+
+    /// Accepts and stages a bundle from `source`, then installs, switches to
+    /// and tries it: the one transaction every way in shares.
+    fn apply_from(&mut self, source: Source<'_>) -> Result<Applied> {
         // The slot about to be retired may be the one still being deleted
         // (after a rollback the same slot is the target again).
         self.wait_for_cleanup();
         let state = self.state()?;
-        let accepted = intake::accept(bundle, &self.config, &self.trust, self.floor(&state))?;
+        let floor = self.floor(&state);
+        let accepted = match source {
+            Source::Bundle(bundle) => intake::accept(bundle, &self.config, &self.trust, floor)?,
+            Source::Fetched(dir) => fetched::accept(dir, &self.config, &self.trust, floor)?,
+        };
         let target = state
             .active
             .as_ref()
             .map_or(Slot::A, |active| active.slot.other());
         let staging = self.slot_dir(target).join(STAGING);
-        intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
-        self.fetch_images(&state, &accepted, &staging)?;
-        let os_slot = self.write_os(&staging, &accepted).inspect_err(|_| {
-            let _ = durable::remove_tree(&staging);
+        match source {
+            Source::Bundle(bundle) => {
+                intake::extract(bundle, &accepted, self.trust.threshold(), &staging)?;
+            }
+            Source::Fetched(dir) => fetched::stage(dir, &accepted, &staging)?,
+        }
+        self.install_staged(&state, target, &staging, &accepted)
+    }
+
+    /// The part of an apply after staging, whatever the bundle came from:
+    /// the OS payload, the install into the slot, the switch and the trial.
+    fn install_staged(
+        &mut self,
+        state: &State,
+        target: Slot,
+        staging: &Path,
+        accepted: &intake::Accepted,
+    ) -> Result<Applied> {
+        self.fetch_images(state, accepted, staging)?;
+        let os_slot = self.write_os(staging, accepted).inspect_err(|_| {
+            let _ = durable::remove_tree(staging);
         })?;
         // Only once everything that can refuse the bundle has passed is the
         // inactive slot's old deployment (the rollback target) renamed aside;
@@ -204,8 +371,8 @@ impl Device {
         // withdrawn it already; withdrawing again changes nothing, and covers
         // the failures before a rollback could run).
         let applied = self
-            .install(target, &staging)
-            .and_then(|retired| self.switch_to(target, &state, &accepted, retired))
+            .install(target, staging)
+            .and_then(|retired| self.switch_to(target, state, accepted, retired))
             .inspect_err(|_| self.withdraw_if_written(os_slot, accepted.manifest.version))?;
         Ok(Applied { os_slot, ..applied })
     }
@@ -819,8 +986,12 @@ impl Device {
 
 /// Logs a refused bundle as one event with its reason, in the apply's span.
 fn log_refusal(error: &Error) {
-    if let Error::Refused(reason) = error {
-        tracing::warn!(phase = "verify", reason, "bundle refused");
+    match error {
+        Error::Refused(reason) => tracing::warn!(phase = "verify", reason, "bundle refused"),
+        Error::Expired { .. } => {
+            tracing::warn!(phase = "verify", reason = %error, "bundle refused: expired");
+        }
+        _ => {}
     }
 }
 

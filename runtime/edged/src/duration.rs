@@ -69,6 +69,14 @@ where
     deserializer.deserialize_str(Visitor)
 }
 
+/// [`deserialize`] for an optional setting (with `#[serde(default)]`, absent is `None`).
+pub fn deserialize_some<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

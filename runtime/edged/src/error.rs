@@ -15,6 +15,22 @@ pub enum Error {
     /// The bundle was refused; nothing on the device changed.
     #[error("bundle refused: {0}")]
     Refused(String),
+    /// The bundle's signed expiry has passed by this device's clock; nothing
+    /// on the device changed.
+    #[error(
+        "bundle refused: deployment {} version {version} expired at {expires}; this device's clock says {now}",
+        edge_bundle::display::escaped(deployment)
+    )]
+    Expired {
+        /// The deployment name.
+        deployment: String,
+        /// Its version.
+        version: u64,
+        /// The signed expiry, RFC 3339 UTC.
+        expires: String,
+        /// The device's clock, RFC 3339 UTC.
+        now: String,
+    },
     /// The new deployment was installed but unhealthy, and the device went
     /// back to the previous one.
     #[error("deployment version {version} was unhealthy and has been rolled back: {reason}")]
@@ -108,6 +124,7 @@ impl Error {
             Self::Hub(_) => 10,
             Self::HubNotRunning(_) => 11,
             Self::Pull { .. } => 12,
+            Self::Expired { .. } => 13,
             Self::Output(_) => 1,
         }
     }
@@ -118,6 +135,9 @@ impl Error {
             Self::Config(_) => "fix the command line or the device configuration file and retry",
             Self::Refused(_) => {
                 "the device is unchanged; obtain a correctly signed, newer bundle built for this device"
+            }
+            Self::Expired { .. } => {
+                "the device is unchanged; ask for the release re-signed with a later expiry (edgec build --expires), or check this device's clock (date -u) if the expiry cannot have passed"
             }
             Self::RolledBack { .. } => {
                 "the device runs the previous deployment again; check the module logs (`docker logs`) and ship a fixed bundle with a higher version"

@@ -24,7 +24,8 @@ edge_failpoint::failpoints! {
     pub enum Failpoint {
         StageCreate => "stage-create": "Before the staging directory is created in the inactive slot.",
         StageWrite => "stage-write": "In the middle of writing a payload file into staging.",
-        StageFsyncFile => "stage-fsync-file": "Before a staged payload file is fsynced.",
+        StageFsyncFile => "stage-fsync-file": "Before a staged payload file (or a fetched bundle's verified blob) is fsynced.",
+        StageBlobPlace => "stage-blob-place": "Before a verified blob of a fetched bundle is renamed or hard-linked into staging.",
         StageFsyncDirs => "stage-fsync-dirs": "Before the staged directories are fsynced.",
         SlotRetire => "slot-retire": "Before the inactive slot's old deployment is renamed aside, once the bundle is verified, staged and flushed and its OS payload written.",
         SlotInstall => "slot-install": "Before staging is renamed into the slot.",

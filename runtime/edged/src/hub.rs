@@ -312,6 +312,7 @@ mod tests {
             architecture: edge_bundle::Architecture::Amd64,
             version: 1,
             created: "1970-01-01T00:00:00Z".to_owned(),
+            expires: None,
             iot_edge_manifest,
             route_table: json!([]),
             images: Vec::new(),

@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edge_bundle::display::{escaped, escaped_message};
 use edge_bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
@@ -39,9 +40,119 @@ pub struct Accepted {
     pub keys: Vec<edge_bundle::VerifyingKey>,
 }
 
+/// Why the head of a bundle (`bundle.json` and `bundle.sig.json`) is refused, typed so that a
+/// caller (the registry poller, which checks a head before it fetches any payload) can report
+/// and count each kind apart. Every refusal leaves the device as it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a manifest of this format: not canonical, outside the grammar, a signature file
+    /// that does not parse, or an IoT Edge manifest edged could not run.
+    Malformed(String),
+    /// Not signed by enough trusted keys.
+    Untrusted(String),
+    /// Built for another kind of device (compatible string, architecture, OS slots).
+    Incompatible(String),
+    /// Larger than the device's `[limits]`.
+    TooLarge(String),
+    /// Its signed expiry has passed by this device's clock.
+    Expired {
+        /// The deployment name.
+        deployment: String,
+        /// Its version.
+        version: u64,
+        /// The signed expiry, RFC 3339 UTC.
+        expires: String,
+        /// The device's clock when it was judged, RFC 3339 UTC.
+        now: String,
+    },
+    /// Older than the anti-rollback floor.
+    Older {
+        /// The version offered.
+        offered: u64,
+        /// The committed version (the floor).
+        committed: u64,
+    },
+    /// The committed version again, with other bytes: a release changed without a new
+    /// version, which the device cannot tell from an attack.
+    SameVersionOtherContents {
+        /// The version.
+        version: u64,
+    },
+    /// Exactly the deployment the device left for an older one at an operator's request
+    /// (`edged rollback`): it is in the inactive slot still, and only a newer version replaces
+    /// the running one.
+    AlreadyLeft {
+        /// The version.
+        version: u64,
+    },
+    /// Exactly the deployment that was tried and rolled back as unhealthy; fetching it again
+    /// would only fail again, so only a newer version is taken.
+    RolledBack {
+        /// The version.
+        version: u64,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Malformed(why)
+            | Self::Untrusted(why)
+            | Self::Incompatible(why)
+            | Self::TooLarge(why) => formatter.write_str(why),
+            Self::Expired {
+                deployment,
+                version,
+                expires,
+                now,
+            } => write!(
+                formatter,
+                "deployment {} version {version} expired at {expires}; this device's clock says {now}",
+                escaped(deployment)
+            ),
+            Self::Older { offered, committed } => write!(
+                formatter,
+                "the registry serves version {offered}, older than the committed {committed}: refused (anti-rollback)"
+            ),
+            Self::SameVersionOtherContents { version } => write!(
+                formatter,
+                "the registry serves version {version}, the committed version: same version, other contents: refused; a changed release needs a higher version"
+            ),
+            Self::AlreadyLeft { version } => write!(
+                formatter,
+                "the registry serves version {version}, which this device was rolled back from by request; only a newer version replaces the running one"
+            ),
+            Self::RolledBack { version } => write!(
+                formatter,
+                "the registry serves version {version}, which was tried and rolled back as unhealthy; only a newer version is fetched"
+            ),
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Expired {
+                deployment,
+                version,
+                expires,
+                now,
+            } => Error::Expired {
+                deployment,
+                version,
+                expires,
+                now,
+            },
+            other => Error::Refused(other.to_string()),
+        }
+    }
+}
+
 /// Checks the head of the bundle at `path`: signatures against the trust
-/// anchors, the device's compatible string and architecture, the
-/// anti-rollback floor and the size limits.
+/// anchors, the device's compatible string and architecture, the signed
+/// expiry against the device's clock, the anti-rollback floor and the size
+/// limits.
 pub fn accept(
     path: &Path,
     config: &DeviceConfig,
@@ -50,38 +161,125 @@ pub fn accept(
 ) -> Result<Accepted> {
     let file = open_bundle(path)?;
     let (manifest_bytes, signature_bytes) = read_head(file)?;
-    let manifest = BundleManifest::from_canonical_bytes(&manifest_bytes)
-        .map_err(|error| Error::Refused(error.to_string()))?;
+    accept_head(
+        manifest_bytes,
+        signature_bytes,
+        config,
+        trust,
+        committed_version,
+    )
+}
+
+/// [`accept`] for a head already read (`bundle.json` and `bundle.sig.json` of a fetched
+/// bundle), judged by the device's clock now.
+pub fn accept_head(
+    manifest_bytes: Vec<u8>,
+    signature_bytes: Vec<u8>,
+    config: &DeviceConfig,
+    trust: &TrustStore,
+    committed_version: u64,
+) -> Result<Accepted> {
+    let accepted = judge_head(
+        manifest_bytes,
+        signature_bytes,
+        config,
+        trust,
+        SystemTime::now(),
+    )??;
+    if accepted.manifest.version <= committed_version {
+        return Err(Error::Refused(format!(
+            "deployment {} version {} is not newer than the committed version {committed_version} (anti-rollback)",
+            escaped(&accepted.manifest.deployment),
+            accepted.manifest.version
+        )));
+    }
+    Ok(accepted)
+}
+
+/// Every check of a bundle's head except the anti-rollback floor, whose verdict depends on
+/// what the caller does with it: the outer error is the device's own failure (a trust token
+/// that cannot be read), the inner one the bundle's refusal. The expiry is judged by `now`,
+/// after the signatures, so that only a signed expiry counts; a clock before 1970 counts as
+/// 1970.
+pub fn judge_head(
+    manifest_bytes: Vec<u8>,
+    signature_bytes: Vec<u8>,
+    config: &DeviceConfig,
+    trust: &TrustStore,
+    now: SystemTime,
+) -> Result<std::result::Result<Accepted, Refusal>> {
+    let manifest = match BundleManifest::from_canonical_bytes(&manifest_bytes) {
+        Ok(manifest) => manifest,
+        Err(error) => return Ok(Err(Refusal::Malformed(error.to_string()))),
+    };
     // The log names what the bundle claims to be, verified or not yet (the manifest's grammar
     // has already been checked, so the names are printable).
     tracing::Span::current()
         .record("deployment", manifest.deployment.as_str())
         .record("version", manifest.version);
-    let signatures = SignatureFile::parse(&signature_bytes)
-        .map_err(|error| Error::Refused(error.to_string()))?;
-    let keys = trust.verify(&manifest_bytes, &signatures)?;
-    check_device(&manifest, config)?;
+    let signatures = match SignatureFile::parse(&signature_bytes) {
+        Ok(signatures) => signatures,
+        Err(error) => return Ok(Err(Refusal::Malformed(error.to_string()))),
+    };
+    let keys = match trust.verify(&manifest_bytes, &signatures) {
+        Ok(keys) => keys,
+        Err(Error::Refused(why)) => return Ok(Err(Refusal::Untrusted(why))),
+        Err(error) => return Err(error),
+    };
+    if let Err(why) = check_device(&manifest, config) {
+        return Ok(Err(Refusal::Incompatible(why)));
+    }
     // The modules are read now so that a deployment edged could not run is refused before
     // anything is installed, instead of failing its trial.
-    crate::deployment::modules(&manifest)?;
-    if manifest.version <= committed_version {
-        return Err(Error::Refused(format!(
-            "deployment {} version {} is not newer than the committed version {committed_version} (anti-rollback)",
-            escaped(&manifest.deployment),
-            manifest.version
-        )));
+    if let Err(error) = crate::deployment::modules(&manifest) {
+        return Ok(Err(Refusal::Malformed(refusal_reason(error)?)));
     }
-    check_limits(&manifest, &config.limits)?;
-    if let Some(os) = &manifest.os {
-        crate::os_update::check(config.os.as_ref(), os)?;
+    if let Err(why) = check_limits(&manifest, &config.limits) {
+        return Ok(Err(Refusal::TooLarge(why)));
     }
-    Ok(Accepted {
+    if let Some(os) = &manifest.os
+        && let Err(error) = crate::os_update::check(config.os.as_ref(), os)
+    {
+        return Ok(Err(Refusal::Incompatible(refusal_reason(error)?)));
+    }
+    if let Some(refusal) = check_expiry(&manifest, now) {
+        return Ok(Err(refusal));
+    }
+    Ok(Ok(Accepted {
         digest: Sha256Digest::of(&manifest_bytes),
         manifest,
         manifest_bytes,
         signature_bytes,
         keys,
+    }))
+}
+
+/// The reason of a refusal, or the error itself when it is the device's.
+fn refusal_reason(error: Error) -> Result<String> {
+    match error {
+        Error::Refused(why) => Ok(why),
+        other => Err(other),
+    }
+}
+
+/// A bundle whose signed expiry is at or before `now` is refused.
+fn check_expiry(manifest: &BundleManifest, now: SystemTime) -> Option<Refusal> {
+    let expires = manifest.expires_at()?;
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    (now >= expires).then(|| Refusal::Expired {
+        deployment: manifest.deployment.clone(),
+        version: manifest.version,
+        expires: manifest.expires.clone().unwrap_or_default(),
+        now: utc_time(now),
     })
+}
+
+/// Seconds since 1970 as RFC 3339 UTC to the second.
+pub fn utc_time(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
 }
 
 /// Opens the bundle file, refusing anything but a regular file. The path is
@@ -160,20 +358,23 @@ fn read_head(file: File) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The bundle must be built for exactly this kind of device.
-fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> Result<()> {
+fn check_device(
+    manifest: &BundleManifest,
+    config: &DeviceConfig,
+) -> std::result::Result<(), String> {
     if manifest.compatible != config.compatible {
-        return Err(Error::Refused(format!(
+        return Err(format!(
             "bundle is for devices compatible with {}, this device is {}",
             escaped(&manifest.compatible),
             escaped(&config.compatible)
-        )));
+        ));
     }
     if manifest.architecture != config.architecture {
-        return Err(Error::Refused(format!(
+        return Err(format!(
             "bundle is built for {}, this device is {}",
             manifest.architecture.as_str(),
             config.architecture.as_str()
-        )));
+        ));
     }
     Ok(())
 }
@@ -181,39 +382,39 @@ fn check_device(manifest: &BundleManifest, config: &DeviceConfig) -> Result<()> 
 /// Entry count and size limits, checked on the signed listing before any
 /// byte is written; the streaming pass then holds every entry to its
 /// listed size.
-fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
+fn check_limits(manifest: &BundleManifest, limits: &Limits) -> std::result::Result<(), String> {
     if manifest.payload.len() > limits.max_entries {
-        return Err(Error::Refused(format!(
+        return Err(format!(
             "bundle lists {} payload entries, the device accepts at most {}",
             manifest.payload.len(),
             limits.max_entries
-        )));
+        ));
     }
     let mut total: u64 = 0;
     for file in &manifest.payload {
         if file.size > limits.max_entry_bytes {
-            return Err(Error::Refused(format!(
+            return Err(format!(
                 "payload {} is {} bytes, the device accepts at most {} per entry",
                 escaped(&file.path),
                 file.size,
                 limits.max_entry_bytes
-            )));
+            ));
         }
         total = total.saturating_add(file.size);
     }
     if total > limits.max_total_bytes {
-        return Err(Error::Refused(format!(
+        return Err(format!(
             "bundle payload totals {total} bytes, the device accepts at most {}",
             limits.max_total_bytes
-        )));
+        ));
     }
     for pair in manifest.payload.windows(2) {
         let prefix = format!("{}/", pair[0].path);
         if pair[1].path.starts_with(&prefix) {
-            return Err(Error::Refused(format!(
+            return Err(format!(
                 "payload {} is both a file and a directory",
                 escaped(&pair[0].path)
-            )));
+            ));
         }
     }
     for image in &manifest.images {
@@ -228,11 +429,11 @@ fn check_limits(manifest: &BundleManifest, limits: &Limits) -> Result<()> {
             .get(first)
             .is_some_and(|file| file.path.starts_with(&inside));
         if !image.path.starts_with("payload/images/") || !holds_payload {
-            return Err(Error::Refused(format!(
+            return Err(format!(
                 "image of module {} points at {}, which holds no payload",
                 escaped(&image.module),
                 escaped(&image.path)
-            )));
+            ));
         }
     }
     Ok(())
@@ -308,7 +509,7 @@ fn check_verified(
 /// remembers each, so that all of them are fsynced once staging is complete.
 /// The set makes each lookup constant time: a bundle may hold a hundred
 /// thousand files, each in a directory of its own.
-fn create_parents(
+pub(crate) fn create_parents(
     staging: &Path,
     target: &Path,
     directories: &mut HashSet<PathBuf>,

@@ -6,7 +6,7 @@ use edge_bundle::display::escaped_message;
 use edge_init::status::{
     DeploymentReport, HubReport, InstalledReport, ModuleReport, ModuleSettings, PullReport,
     SCHEMA_VERSION, StatusReport, SupervisionFailure, TransactionPhase, TransactionReport,
-    UpstreamReport,
+    UpdateReport, UpdateResult, UpstreamReport,
 };
 
 use crate::runtime::{Loaded, ModuleStatus};
@@ -41,6 +41,14 @@ pub fn report(
             committed_version: state.committed_version,
             transaction: state.transaction.as_ref().map(transaction_report),
             unusable,
+            expires: active.and_then(|loaded| loaded.manifest.expires.clone()),
+            expired: active
+                .and_then(|loaded| loaded.manifest.expires_at())
+                .is_some_and(|expires| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|now| now.as_secs() >= expires)
+                }),
         },
         modules: modules
             .iter()
@@ -66,6 +74,7 @@ pub fn report(
         supervision,
         hub: None,
         pull: None,
+        update: None,
     }
 }
 
@@ -109,6 +118,16 @@ pub fn human(report: &StatusReport) -> String {
             escaped_message(why)
         ));
     }
+    if let Some(expires) = &deployment.expires {
+        if deployment.expired {
+            text.push_str(&format!(
+                "signed expiry {} has passed: it keeps running, but a newer bundle must replace it\n",
+                escaped_message(expires)
+            ));
+        } else {
+            text.push_str(&format!("signed expiry {}\n", escaped_message(expires)));
+        }
+    }
     if let Some(transaction) = &deployment.transaction {
         text.push_str(&format!(
             "transaction: {} of version {} in progress\n",
@@ -143,6 +162,36 @@ pub fn human(report: &StatusReport) -> String {
     }
     if let Some(hub) = &report.hub {
         text.push_str(&hub_human(hub));
+    }
+    if let Some(update) = &report.update {
+        text.push_str(&update_human(update));
+    }
+    text
+}
+
+/// The registry poller's record for people: what it polls, the last poll's outcome and when
+/// the next one is due.
+fn update_human(update: &UpdateReport) -> String {
+    let mut text = format!("update: {}\n", escaped_message(&update.reference));
+    let Some(checked) = &update.last_check else {
+        text.push_str("  not polled yet\n");
+        return text;
+    };
+    let result = match &update.last_result {
+        Some(UpdateResult::UpToDate { version }) => format!("up to date (version {version})"),
+        Some(UpdateResult::Fetched { version }) => format!("fetched version {version}"),
+        Some(UpdateResult::Refused { reason }) => format!("refused: {}", escaped_message(reason)),
+        Some(UpdateResult::Failed { step, error }) => {
+            format!("failed at {}: {}", step.as_str(), escaped_message(error))
+        }
+        None => "no result".to_owned(),
+    };
+    text.push_str(&format!("  last check {checked}: {result}\n"));
+    if let Some(digest) = &update.last_manifest_digest {
+        text.push_str(&format!("  last seen {}\n", escaped_message(digest)));
+    }
+    if let Some(next) = &update.next_check {
+        text.push_str(&format!("  next check {next}\n"));
     }
     text
 }

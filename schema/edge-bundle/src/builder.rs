@@ -71,6 +71,7 @@ pub struct BuiltBundle<W> {
 pub struct BundleBuilder {
     header: BundleHeader,
     created: String,
+    expires: Option<String>,
     iot_edge_manifest: Value,
     route_table: Value,
     images: BTreeMap<String, PreparedImage>,
@@ -88,12 +89,34 @@ impl BundleBuilder {
         Ok(Self {
             header,
             created,
+            expires: None,
             iot_edge_manifest: Value::Object(serde_json::Map::new()),
             route_table: Value::Object(serde_json::Map::new()),
             images: BTreeMap::new(),
             registry_images: BTreeMap::new(),
             os: None,
         })
+    }
+
+    /// Signs an expiry into the bundle: devices refuse to take it in after `epoch` (seconds
+    /// since 1970) by their clock. It must be later than the creation time
+    /// (`source_date_epoch`), so that the bundle is ever usable.
+    pub fn expires_at(&mut self, epoch: u64) -> Result<&mut Self, BundleError> {
+        if epoch <= self.header.source_date_epoch {
+            return Err(BundleError::ExpiryNotAfterCreation {
+                expires: rfc3339(epoch).unwrap_or_else(|_| epoch.to_string()),
+                created: self.created.clone(),
+            });
+        }
+        let beyond = || {
+            BundleError::MalformedManifest(format!(
+                "the expiry {epoch} (seconds since 1970) is after the year 9999"
+            ))
+        };
+        let expires = rfc3339(epoch).map_err(|_| beyond())?;
+        crate::grammar::check_expires(&expires, &self.created).map_err(|_| beyond())?;
+        self.expires = Some(expires);
+        Ok(self)
     }
 
     /// Sets the IoT Edge deployment manifest (opaque to the bundle).
@@ -199,6 +222,7 @@ impl BundleBuilder {
             architecture: self.header.architecture,
             version: self.header.version,
             created: self.created.clone(),
+            expires: self.expires.clone(),
             iot_edge_manifest: self.iot_edge_manifest.clone(),
             route_table: self.route_table.clone(),
             images: self
@@ -294,5 +318,25 @@ mod tests {
             rfc3339(u64::MAX),
             Err(BundleError::InvalidEpoch(_))
         ));
+    }
+
+    #[test]
+    fn an_expiry_must_come_after_the_creation() {
+        let header = BundleHeader {
+            deployment: "line-7".to_owned(),
+            compatible: "contoso,gateway".to_owned(),
+            architecture: Architecture::Amd64,
+            version: 1,
+            source_date_epoch: 1_700_000_000,
+        };
+        let mut builder = BundleBuilder::new(header).unwrap();
+        for too_early in [0, 1_700_000_000] {
+            let error = builder.expires_at(too_early).unwrap_err().to_string();
+            assert!(error.contains("not after its creation"), "{error}");
+        }
+        builder.expires_at(1_700_000_001).unwrap();
+        assert_eq!(builder.expires.as_deref(), Some("2023-11-14T22:13:21Z"));
+        // Beyond 9999 a time no longer has the one four-digit-year form.
+        assert!(builder.expires_at(253_402_300_800).is_err());
     }
 }

@@ -179,6 +179,16 @@ pub enum BundleError {
         /// What went wrong.
         reason: String,
     },
+    /// The expiry given to the builder is not after the creation time.
+    #[error(
+        "the expiry {expires} is not after its creation at {created} (SOURCE_DATE_EPOCH); a bundle must expire later than it is made"
+    )]
+    ExpiryNotAfterCreation {
+        /// The expiry asked for.
+        expires: String,
+        /// The creation time.
+        created: String,
+    },
     /// The source date epoch cannot be expressed as a date.
     #[error("SOURCE_DATE_EPOCH {0} is out of range")]
     InvalidEpoch(u64),

@@ -68,6 +68,81 @@ pub fn check_version(version: u64) -> Result<(), BundleError> {
     }
 }
 
+/// The length of a time in the one form bundles write, `YYYY-MM-DDTHH:MM:SSZ`.
+pub const UTC_TIME_BYTES: usize = 20;
+
+/// Reads a time in the one form `edgec build` writes, RFC 3339 in UTC to the second
+/// (`2023-11-14T22:13:20Z`, exactly [`UTC_TIME_BYTES`] characters, from 1970 to 9999), as
+/// seconds since 1970. Every other spelling of the same instant (an offset, a fraction, lower
+/// case) is refused, so a signed time has one byte string and every reader, however small its
+/// date library, agrees on the instant.
+pub fn utc_time_seconds(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != UTC_TIME_BYTES
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || bytes[10] != b'T'
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+        || bytes[19] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = &bytes[range];
+        digits.iter().all(u8::is_ascii_digit).then(|| {
+            digits
+                .iter()
+                .fold(0, |value, digit| value * 10 + u64::from(digit - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if year < 1970 || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    Some(days_since_1970(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// The days from 1970-01-01 to a date of the proleptic Gregorian calendar from 1970 on
+/// (Howard Hinnant's `days_from_civil`, with years counted from March so that the leap day
+/// ends the year).
+fn days_since_1970(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year % 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    // 719468 is the day count from 0000-03-01 to 1970-01-01.
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The optional `expires` of a manifest: a time in the one form [`utc_time_seconds`] reads,
+/// later than `created` (when `created` is in that form too, as every bundle `edgec build`
+/// writes has it), since a bundle that expires before it was made can never be applied.
+pub fn check_expires(expires: &str, created: &str) -> Result<(), BundleError> {
+    let Some(at) = utc_time_seconds(expires) else {
+        return Err(BundleError::MalformedManifest(format!(
+            "expires {} is not an RFC 3339 UTC time of the form 2030-01-31T00:00:00Z",
+            escaped(expires)
+        )));
+    };
+    if utc_time_seconds(created).is_some_and(|created| at <= created) {
+        return Err(BundleError::MalformedManifest(format!(
+            "expires {expires} is not after created {created}"
+        )));
+    }
+    Ok(())
+}
+
 /// `text` is exactly `digits` lower-case hex digits.
 pub fn is_lower_hex(text: &str, digits: usize) -> bool {
     text.len() == digits
@@ -275,6 +350,73 @@ mod tests {
             format!("agent@sha512:{}", "a".repeat(128)),
         ] {
             assert!(check_registry_reference(&invalid).is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn utc_times_have_one_spelling_and_count_seconds_from_1970() {
+        assert_eq!(utc_time_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            utc_time_seconds("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(utc_time_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(
+            utc_time_seconds("2106-02-07T06:28:15Z"),
+            Some(u64::from(u32::MAX))
+        );
+        assert_eq!(
+            utc_time_seconds("9999-12-31T23:59:59Z"),
+            Some(253_402_300_799)
+        );
+        for other in [
+            "2023-11-14T22:13:20+00:00",
+            "2023-11-14T22:13:20.0Z",
+            "2023-11-14t22:13:20z",
+            "2023-11-14 22:13:20Z",
+            "1969-12-31T23:59:59Z",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2023-13-01T00:00:00Z",
+            "2023-00-01T00:00:00Z",
+            "2023-04-31T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T23:60:00Z",
+            "2023-11-14T23:59:60Z",
+            "+023-11-14T22:13:20Z",
+            "",
+        ] {
+            assert_eq!(utc_time_seconds(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn an_expiry_is_a_utc_time_after_the_creation() {
+        assert!(check_expires("2024-01-01T00:00:00Z", "2023-11-14T22:13:20Z").is_ok());
+        for (expires, created, expected) in [
+            (
+                "2023-11-14T22:13:20Z",
+                "2023-11-14T22:13:20Z",
+                "not after created",
+            ),
+            (
+                "2020-01-01T00:00:00Z",
+                "2023-11-14T22:13:20Z",
+                "not after created",
+            ),
+            (
+                "2030-01-01",
+                "2023-11-14T22:13:20Z",
+                "not an RFC 3339 UTC time",
+            ),
+            (
+                "2030-01-01T00:00:00+01:00",
+                "2023-11-14T22:13:20Z",
+                "not an RFC 3339",
+            ),
+        ] {
+            let error = check_expires(expires, created).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expires}: {error}");
         }
     }
 

@@ -7,7 +7,7 @@ use crate::digest::Sha256Digest;
 use crate::display::escaped;
 use crate::error::BundleError;
 use crate::grammar::{
-    check_compatible, check_name, check_payload_path, check_registry_reference,
+    check_compatible, check_expires, check_name, check_payload_path, check_registry_reference,
     check_tagged_reference, check_version, is_lower_hex,
 };
 use canonical_json::to_canonical_bytes;
@@ -150,6 +150,12 @@ pub struct BundleManifest {
     pub version: u64,
     /// Creation time in RFC 3339 UTC, derived from `SOURCE_DATE_EPOCH`.
     pub created: String,
+    /// The time after which devices refuse to take the bundle in, RFC 3339 UTC to the second
+    /// (`2030-01-31T00:00:00Z`), later than `created`; absent, the bundle never expires. It
+    /// bounds how long a registry or an attacker can keep serving this release as the latest
+    /// (`schema/BUNDLE.md`, "Expiry").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// The IoT Edge deployment manifest, as the compiler produced it.
     pub iot_edge_manifest: Value,
     /// The compiled route table, as the compiler produced it.
@@ -209,6 +215,9 @@ impl BundleManifest {
                 "created {} is not an RFC 3339 UTC time",
                 escaped(&self.created)
             )));
+        }
+        if let Some(expires) = &self.expires {
+            check_expires(expires, &self.created)?;
         }
         self.check_images()?;
         self.check_listing()?;
@@ -304,6 +313,14 @@ impl BundleManifest {
             }
         }
         Ok(())
+    }
+
+    /// The signed expiry as seconds since 1970, if the bundle has one. Parsing checked its
+    /// form, so a manifest that was parsed or checked always yields it.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires
+            .as_deref()
+            .and_then(crate::grammar::utc_time_seconds)
     }
 
     /// Finds the listing of a payload path.

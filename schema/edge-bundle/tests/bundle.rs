@@ -705,6 +705,69 @@ fn built_manifests_match_the_published_json_schema() {
     broken["payload"][0]["path"] = json!("payload/../etc/passwd");
     broken["architecture"] = json!("mips");
     assert!(!validator.is_valid(&broken));
+
+    // A signed expiry is part of the published schema, in its one spelling.
+    builder.expires_at(1_800_000_000).unwrap();
+    let bundle = build(&builder, &[&signer]);
+    let manifest = inspect_bundle(bundle.as_slice()).unwrap().manifest;
+    assert_eq!(manifest.expires.as_deref(), Some("2027-01-15T08:00:00Z"));
+    let value = serde_json::to_value(&manifest).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|error| error.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    for bad in [
+        json!("2027-01-15T08:00:00+00:00"),
+        json!("2027-01-15T08:00:00.5Z"),
+        json!("2027-13-15T08:00:00Z"),
+        json!("soon"),
+        json!(1_800_000_000),
+    ] {
+        let mut broken = value.clone();
+        broken["expires"] = bad.clone();
+        assert!(!validator.is_valid(&broken), "{bad}");
+    }
+}
+
+#[test]
+fn an_expiry_is_signed_reproducibly_and_refused_when_malformed() {
+    let dir = TempDir::new().unwrap();
+    make_rootfs(dir.path(), false);
+    let (signer, public) = key();
+    let mut builder = builder_with_image(dir.path(), LayerCompression::None);
+    builder.expires_at(1_700_086_400).unwrap();
+    let first = build(&builder, &[&signer]);
+    let second = build(&builder, &[&signer]);
+    assert!(first == second, "the same expiry gave different bytes");
+    let verified = verify_bundle(first.as_slice(), &[public], 1).unwrap();
+    assert_eq!(
+        verified.manifest.expires.as_deref(),
+        Some("2023-11-15T22:13:20Z")
+    );
+    assert_eq!(verified.manifest.expires_at(), Some(1_700_086_400));
+    let without = build(
+        &builder_with_image(dir.path(), LayerCompression::None),
+        &[&signer],
+    );
+    assert!(first != without, "the expiry is not in the signed bytes");
+
+    // A manifest whose expiry is not in the one form, or not after its creation, does not parse,
+    // whoever signed it.
+    let manifest = verified.manifest;
+    for (expires, expected) in [
+        ("2023-11-15T22:13:20+00:00", "not an RFC 3339 UTC time"),
+        ("2023-11-14T22:13:20Z", "not after created"),
+        ("2001-01-01T00:00:00Z", "not after created"),
+    ] {
+        let mut changed = manifest.clone();
+        changed.expires = Some(expires.to_owned());
+        let bytes = to_canonical_bytes(&serde_json::to_value(&changed).unwrap());
+        let error = edge_bundle::BundleManifest::from_canonical_bytes(&bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{expires}: {error}");
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ use image_reference::Reference;
 
 use super::check::check_program;
 use super::registry::{self, RegistryArgs};
+use super::expiry::{self, Expiry};
 use super::signing::{SigningOptions, open_signers};
 use super::source_date_epoch;
 use crate::atomic_file::{AtomicFile, Existing, StagedFile};
@@ -49,6 +50,8 @@ pub struct BuildOptions {
     pub push: Option<String>,
     pub unpinned: Unpinned,
     pub registry: RegistryArgs,
+    /// `--expires`: signed into every bundle built.
+    pub expires: Option<Expiry>,
 }
 
 /// What a bundle build does with module images given by tag only (W0214).
@@ -107,7 +110,8 @@ impl BuildFailure {
             | BundleError::Signer(_)
             | BundleError::NoSigners
             | BundleError::DuplicateSigner(_)
-            | BundleError::InvalidEpoch(_) => BuildFailure::environment(message),
+            | BundleError::InvalidEpoch(_)
+            | BundleError::ExpiryNotAfterCreation { .. } => BuildFailure::environment(message),
             _ => BuildFailure::program(message),
         }
     }
@@ -358,6 +362,14 @@ fn stage_all(
     let environment = |variable: &str| std::env::var(variable).ok();
     let source_date_epoch =
         source_date_epoch::from_environment().map_err(BuildFailure::environment)?;
+    let expires = match &options.expires {
+        Some(expiry) => {
+            let set =
+                source_date_epoch::from_environment_if_set().map_err(BuildFailure::environment)?;
+            Some(expiry::resolve(expiry, set).map_err(BuildFailure::environment)?)
+        }
+        None => None,
+    };
     let mut staged = Vec::new();
     for deployment in deployments {
         let manifest = deployment_manifest(program, deployment, &environment).map_err(|error| match error {
@@ -398,7 +410,7 @@ fn stage_all(
             program,
             deployment,
             manifest,
-            source_date_epoch,
+            (source_date_epoch, expires),
             signers,
             stage(&options.output, &bundle_path)?,
         )?);
@@ -417,21 +429,34 @@ fn stage(directory: &Path, target: &Path) -> Result<AtomicFile, BuildFailure> {
     })
 }
 
+/// Builds one deployment's bundle, created at `times.0` (`SOURCE_DATE_EPOCH`) and expiring at
+/// `times.1` (`--expires`), if given; both in seconds since 1970.
 fn build_bundle(
     program: &Program,
     deployment: &Deployment,
     manifest: serde_json::Value,
-    source_date_epoch: u64,
+    times: (u64, Option<u64>),
     signers: &[Box<dyn Signer>],
     file: AtomicFile,
 ) -> Result<StagedFile, BuildFailure> {
+    let (source_date_epoch, expires) = times;
     let hardware = program.hardware.get(&deployment.target).ok_or_else(|| {
         BuildFailure::program(format!(
             "deployment `{}` has no checked hardware profile",
             deployment.name
         ))
     })?;
-    let builder = deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
+    let mut builder =
+        deployment_bundle(program, deployment, hardware, manifest, source_date_epoch)?;
+    if let Some(expires) = expires {
+        builder.expires_at(expires).map_err(|error| {
+            let message = format!(
+                "cannot build the bundle of deployment `{}`: {error}",
+                deployment.name
+            );
+            BuildFailure::from_bundle_error(&error, message)
+        })?;
+    }
     write_bundle(&builder, signers, file)
 }
 

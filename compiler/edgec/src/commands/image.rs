@@ -101,6 +101,9 @@ fn build_image(options: &ImageBuildOptions) -> Result<Status, String> {
         push: None,
         unpinned: crate::commands::build::Unpinned::Refuse,
         registry: Default::default(),
+        // The bundle an image starts from is installed with it, not taken in later, so it
+        // carries no expiry.
+        expires: None,
     });
     if bundle_status != Status::Clean {
         return Ok(bundle_status);

@@ -130,6 +130,10 @@ pub fn inspect(bundle: &Path, json: bool) -> Status {
         manifest.architecture.as_str()
     );
     out!("created       {}", manifest.created);
+    out!(
+        "expires       {}",
+        manifest.expires.as_deref().unwrap_or("never")
+    );
     out!("digest        sha256:{}", inspection.manifest_digest);
     out!("signatures    {}", inspection.signature_key_ids.join(", "));
     for image in &manifest.images {

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod check;
+pub mod expiry;
 pub mod explain;
 pub mod fmt;
 pub mod image;

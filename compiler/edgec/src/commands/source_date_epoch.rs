@@ -11,6 +11,13 @@ pub fn from_environment() -> Result<u64, String> {
     parse(std::env::var_os(VARIABLE).as_deref())
 }
 
+/// The build time from the environment, or `None` when the variable is unset, for what must not
+/// silently count from 1970 (a relative `--expires`).
+pub fn from_environment_if_set() -> Result<Option<u64>, String> {
+    let value = std::env::var_os(VARIABLE);
+    value.as_deref().map(|value| parse(Some(value))).transpose()
+}
+
 /// Parses the variable's value: decimal digits, surrounding white space allowed. Anything else
 /// (a sign, a fraction, an empty or non-UTF-8 value) is refused rather than read as 0, as the
 /// specification asks. The largest time is 2106-02-07, because the squashfs, cpio and FAT

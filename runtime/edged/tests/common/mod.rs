@@ -247,6 +247,7 @@ pub fn manifest(version: u64, files: &BTreeMap<String, Vec<u8>>) -> BundleManife
         architecture: Architecture::Amd64,
         version,
         created: "1970-01-01T00:00:00Z".to_owned(),
+        expires: None,
         iot_edge_manifest: empty_iot_edge_manifest(),
         route_table: json!([]),
         images: Vec::new(),
@@ -465,4 +466,36 @@ pub fn os_bundle(key: &Key, root_hash: Option<&str>, signed: bool) -> Vec<u8> {
         root_hash_signature: signed.then(|| "ab".repeat(64)),
     });
     bundle(&signed_manifest, &payload, &[key])
+}
+
+/// Writes what a registry fetch writes for a bundle (`DIR/bundle.json`, `DIR/bundle.sig.json`,
+/// `DIR/blobs/sha256/<hex>` once per distinct content) from a bundle file's bytes, and returns
+/// `DIR`.
+pub fn fetched_dir(dir: &Path, bundle: &[u8]) -> PathBuf {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let mut archive = tar::Archive::new(bundle);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        let target = if path == "bundle.json" || path == "bundle.sig.json" {
+            dir.join(&path)
+        } else {
+            blobs.join(hex::encode(Sha256::digest(&content)))
+        };
+        fs::write(target, content).unwrap();
+    }
+    dir.to_owned()
+}
+
+/// The blob files left in a fetched directory, by name.
+pub fn blobs_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
