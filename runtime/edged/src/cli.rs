@@ -430,7 +430,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             let inbox = inbox.clone().unwrap_or_else(|| cli.state_dir.join("inbox"));
             // The daemon takes the lock for each pass and sleeps without it.
             drop(lock);
-            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval).run(*once, stop.as_ref())
+            let poller = device
+                .config()
+                .update
+                .as_ref()
+                .map(|settings| crate::poll::Poller::new(settings, &cli.state_dir));
+            Daemon::new(&mut device, &cli.state_dir, &inbox, *interval)
+                .with_poller(poller)
+                .run(*once, stop.as_ref())
         }
         Command::Recover
         | Command::Status { .. }

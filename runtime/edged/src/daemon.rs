@@ -1,5 +1,5 @@
-//! `edged run`: apply the bundles arriving in the inbox, supervise the
-//! modules, sleep, again.
+//! `edged run`: apply the bundles arriving in the inbox or from the
+//! registry `[update]` polls (`poll.rs`), supervise the modules, sleep, again.
 //!
 //! Each pass holds the state directory's lock, waiting for it while a
 //! command from the shell holds it, and first finishes whatever a writer
@@ -18,6 +18,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::inbox::{Inbox, Taken};
 use crate::lock::{StateLock, Wait};
+use crate::poll::Poller;
 use crate::stop::StopSignals;
 use crate::supervision::{FailureRecord, SupervisionFailure};
 
@@ -39,6 +40,8 @@ pub struct Daemon<'device> {
     interval: Duration,
     /// The passes failing in a row, if the last one failed.
     streak: FailureStreak,
+    /// The registry poller, when `[update]` names a registry.
+    poller: Option<Poller>,
 }
 
 /// The back-off after the first failed pass …
@@ -61,7 +64,14 @@ impl<'device> Daemon<'device> {
             inbox: Inbox::new(inbox),
             interval,
             streak: FailureStreak::new(state_dir),
+            poller: None,
         }
+    }
+
+    /// Polls the registry `[update]` names, as well as the inbox.
+    pub fn with_poller(mut self, poller: Option<Poller>) -> Self {
+        self.poller = poller;
+        self
     }
 
     /// Passes until an OS update asks for a reboot. With `once`, passes
@@ -121,6 +131,12 @@ impl<'device> Daemon<'device> {
                 // before the next bundle is tried against it.
                 Taken::Panicked => self.recover()?,
             }
+        }
+        if let Some(poller) = &mut self.poller
+            && let Some(applied) = poller.step(self.device)
+            && let Some(slot) = applied.os_slot
+        {
+            return Ok(Next::Reboot(slot));
         }
         self.device.supervise()?;
         // What the last apply replaced is deleted before another writer may

@@ -31,6 +31,7 @@ pub mod lock;
 pub mod logging;
 pub mod os_update;
 pub mod output;
+pub mod poll;
 pub mod pull;
 pub mod runtime;
 pub mod state;

@@ -348,7 +348,7 @@ fn an_expired_fetched_bundle_is_refused_with_the_expiry_error() {
         matches!(error, Error::Expired { version: 1, .. }),
         "{error}"
     );
-    assert_eq!(error.exit_code(), 12);
+    assert_eq!(error.exit_code(), 13);
     assert_eq!(
         blobs_in(&dir).len(),
         3,

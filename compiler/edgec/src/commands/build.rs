@@ -21,8 +21,8 @@ use edgec_core::emit::pin::{pin_images, unpinned_images};
 use image_reference::Reference;
 
 use super::check::check_program;
-use super::registry::{self, RegistryArgs};
 use super::expiry::{self, Expiry};
+use super::registry::{self, RegistryArgs};
 use super::signing::{SigningOptions, open_signers};
 use super::source_date_epoch;
 use crate::atomic_file::{AtomicFile, Existing, StagedFile};
