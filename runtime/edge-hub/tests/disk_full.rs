@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_tmpfs::Tmpfs;
 
 use edge_hub::{FileKeys, Hub, HubConfig, HubDeployment, HubMessage, Qos, WhenFull};
 use edge_route::RouteTableEntry;
@@ -25,50 +25,6 @@ const STORE_LIMIT: u64 = 128 * 1024 * 1024;
 const MESSAGE_BYTES: usize = 4096;
 /// The log line the store writes when the disk fills up.
 const DISK_FULL_LOG: &str = "the disk holding the hub store is full";
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Mount {
-    path: PathBuf,
-}
-
-impl Mount {
-    /// Mounts a tmpfs of `bytes` at `path`, or says why it cannot.
-    fn tmpfs(path: &Path, bytes: u64) -> Result<Self, String> {
-        if !rustix_is_root() {
-            return Err("not root".to_owned());
-        }
-        std::fs::create_dir_all(path).map_err(|error| error.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .map_err(|error| format!("mount: {error}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(Self {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-fn rustix_is_root() -> bool {
-    // The effective user id, without a dependency: `id -u` prints it.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
-}
 
 /// Log output, shared with the test.
 #[derive(Clone, Default)]
@@ -183,7 +139,7 @@ async fn a_full_disk_keeps_local_routing_and_recovers_by_itself() {
         .with_ansi(false)
         .init();
     let temporary = tempfile::tempdir().expect("temporary directory");
-    let mount = match Mount::tmpfs(&temporary.path().join("disk"), FILE_SYSTEM_BYTES) {
+    let mount = match Tmpfs::mount(&temporary.path().join("disk"), FILE_SYSTEM_BYTES) {
         Ok(mount) => mount,
         Err(why) => {
             eprintln!(
@@ -192,7 +148,7 @@ async fn a_full_disk_keeps_local_routing_and_recovers_by_itself() {
             return;
         }
     };
-    let dir = mount.path.clone();
+    let dir = mount.path().to_owned();
     let reserve = dir.join("hub/store.reserve");
     let hub = open(&dir);
     deploy(&hub).await;

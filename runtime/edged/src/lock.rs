@@ -123,8 +123,12 @@ impl StateLock {
             }
         }
         let mut lock = Self { file };
-        lock.name_holder(command)
-            .map_err(|error| Refused::Failed(Error::state("write", &path)(error)))?;
+        // The name is for whoever waits, nothing depends on it: a full disk, which makes the
+        // write fail, must not keep the daemon from the pass that frees space or from
+        // supervising its modules.
+        if let Err(error) = lock.name_holder(command) {
+            tracing::debug!(lock = %path.display(), "cannot name the holder of the lock: {error}");
+        }
         Ok(lock)
     }
 

@@ -291,7 +291,23 @@ impl Poller {
         let report = match fetched {
             Ok(report) => report,
             Err(error) => {
-                // The partial blobs stay for the next attempt to resume.
+                // The partial blobs stay for the next attempt to resume, unless the disk is
+                // full: then they are what would starve the deployment and the hub's store,
+                // and the next attempt starts again from nothing.
+                if is_disk_full(&error) {
+                    tracing::warn!(
+                        phase = "update",
+                        "the disk is full; deleting the partly fetched bundle {}",
+                        dir.display()
+                    );
+                    if let Err(delete) = crate::durable::remove_tree(dir) {
+                        tracing::warn!(
+                            phase = "update",
+                            "cannot delete {}: {delete}",
+                            dir.display()
+                        );
+                    }
+                }
                 self.finish(
                     started,
                     update::failed(UpdateStep::FetchPayload, &error),
@@ -406,4 +422,10 @@ impl Poller {
         }
         Ok(downloads.join(keep))
     }
+}
+
+/// Whether a fetch failed because the disk it writes to is full.
+fn is_disk_full(error: &RegistryError) -> bool {
+    matches!(error, RegistryError::Io { source, .. }
+        if source.raw_os_error() == Some(libc::ENOSPC))
 }

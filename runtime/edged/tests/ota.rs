@@ -101,9 +101,25 @@ impl Fleet {
 
     /// A device that polls `host` (the registry, or a proxy in front of it) every 10 s.
     fn device(&self, key: &Key, host: &str, timeout: &str) -> TestDevice {
+        self.device_on(tempfile::tempdir().unwrap(), key, host, timeout)
+    }
+
+    /// [`Self::device`] polling the registry, in `root`.
+    fn device_in(&self, root: tempfile::TempDir, key: &Key, timeout: &str) -> TestDevice {
+        self.device_on(root, key, &self.registry.host(), timeout)
+    }
+
+    fn device_on(
+        &self,
+        root: tempfile::TempDir,
+        key: &Key,
+        host: &str,
+        timeout: &str,
+    ) -> TestDevice {
         let password = self.work.join(format!("password-{host}"));
         std::fs::write(&password, PASSWORD).unwrap();
-        TestDevice::new(
+        TestDevice::new_in(
+            root,
             &[key],
             &format!(
                 "[update]\nreference = \"{host}/{REPOSITORY}:stable\"\ninterval = \"10s\"\njitter = \"0s\"\nca = \"{}\"\nusername = \"{USER}\"\npassword_file = \"{}\"\ntimeout = \"{timeout}\"\n",
@@ -375,4 +391,41 @@ impl Fleet {
             .join(hex)
             .join("data")
     }
+}
+
+#[test]
+fn a_disk_that_fills_during_a_fetch_fails_the_poll_cleanly_and_keeps_the_deployment() {
+    let Some(fleet) = Fleet::start() else {
+        return;
+    };
+    let disk = match test_tmpfs::Tmpfs::mount(&fleet.work.join("disk"), 4 << 20) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED: a full disk needs a tmpfs mount ({why})");
+            return;
+        }
+    };
+    let key = Key::new(&fleet.work, "fleet");
+    // The device's state, configuration and trust on the small disk, polling the registry.
+    let device = fleet.device_in(tempfile::tempdir_in(disk.path()).unwrap(), &key, "2m");
+
+    // Version 1 (2.5 MiB) fits; version 2 changes every module and does not fit beside it.
+    let v1 = write_bundle(&fleet.work, "v1.edgebundle", 1, &modules(|_| 1), &key);
+    fleet.publish(&v1);
+    let _daemon = Daemon::start(&device);
+    until_update(&device, "version 1", |result| {
+        is_result(result, "fetched") && result["version"] == 1
+    });
+    let v2 = write_bundle(&fleet.work, "v2.edgebundle", 2, &modules(|_| 2), &key);
+    fleet.publish(&v2);
+    let report = until_update(&device, "a fetch that filled the disk", |result| {
+        is_result(result, "failed") && result["step"] == "fetch-payload"
+    });
+    let error = report["update"]["lastResult"]["error"].as_str().unwrap();
+    assert!(error.contains("No space left"), "{error}");
+    assert_eq!(report["deployment"]["version"], 1);
+    assert_eq!(device.state().committed_version, 1);
+    // What was fetched of version 2 is deleted, so the disk is not left full.
+    let downloads = device.state.join("downloads");
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0);
 }
