@@ -390,14 +390,7 @@ impl Device {
         if accepted.manifest.registry_images.is_empty() {
             return Ok(());
         }
-        let fetched =
-            crate::pull::ImagePull::new(&accepted.manifest, &self.config.registry_credentials)
-                .and_then(|pull| {
-                    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                    let mut progress = crate::pull::Progress::new(&self.state_dir, &pull, terminal);
-                    self.runtime.fetch_images(&pull, &mut progress)
-                });
-        let Err(error) = fetched else {
+        let Err(error) = self.pull_images(&accepted.manifest) else {
             return Ok(());
         };
         let _ = durable::remove_tree(staging);
@@ -417,6 +410,15 @@ impl Device {
             );
         }
         Err(error)
+    }
+
+    /// Makes the images `manifest` pins present in the engine: those it
+    /// has with the pinned digest are left alone, the others pulled.
+    fn pull_images(&mut self, manifest: &edge_bundle::BundleManifest) -> Result<()> {
+        let pull = crate::pull::ImagePull::new(manifest, &self.config.registry_credentials)?;
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = crate::pull::Progress::new(&self.state_dir, &pull, terminal);
+        self.runtime.fetch_images(&pull, &mut progress)
     }
 
     /// Records the outcome of a change that did not switch anything (a
@@ -936,7 +938,20 @@ impl Device {
         };
         let loaded = self.load(&installed)?;
         self.follow_deployment_change(&installed, &loaded);
-        self.runtime.supervise(Some(&loaded))?;
+        if let Err(error) = self.runtime.supervise(Some(&loaded)) {
+            // An image the deployment pins may have gone from the engine since it was pulled
+            // (`docker image prune -a`, an engine whose storage was reset): it is pulled again
+            // and the pass retried once. Only a failed pass pays for the check.
+            if loaded.manifest.registry_images.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!(
+                phase = "supervise",
+                "supervision failed ({error}); making sure the pinned images are present"
+            );
+            self.pull_images(&loaded.manifest)?;
+            self.runtime.supervise(Some(&loaded))?;
+        }
         let record = SupervisionRecord {
             manifest_digest: installed.manifest_digest,
             restart_counts: self.runtime.restart_counts(),

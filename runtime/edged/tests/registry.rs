@@ -356,6 +356,22 @@ fn images_are_pulled_by_digest_before_the_switch_and_failures_keep_the_deploymen
             other
         );
 
+        // The image removed from the engine behind edged's back (`docker
+        // image prune -a`): the next supervision pass pulls it again and
+        // the module runs.
+        docker(&["rm", "-f", &format!("{instance}.sensor")]);
+        docker(&["rmi", "-f", &other]);
+        succeeded(&device.edged("docker", &["run", "--once"]));
+        assert_eq!(
+            docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Running}} {{.Config.Image}}",
+                &format!("{instance}.sensor")
+            ]),
+            format!("true {other}")
+        );
+
         // A registry serving other bytes under the pinned digest: the
         // manifest blob is changed in the registry's storage.
         let hex = digest.strip_prefix("sha256:").unwrap();
