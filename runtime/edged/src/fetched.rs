@@ -193,13 +193,7 @@ fn stage_into(
         }
     }
     write_head(staging, accepted)?;
-    failpoint::hit(Failpoint::StageFsyncDirs);
-    let mut directories: Vec<PathBuf> = directories.into_iter().collect();
-    directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
-    for directory in &directories {
-        durable::fsync_dir(directory).map_err(Error::state("fsync", directory))?;
-    }
-    Ok(())
+    crate::intake::fsync_staged_dirs(directories)
 }
 
 /// Hashes a blob and checks it against the signed listing, then fsyncs it (the fetcher may not

@@ -479,6 +479,13 @@ fn extract_into(path: &Path, accepted: &Accepted, threshold: usize, staging: &Pa
         written.map_err(|(path, error)| Error::state("write", &path)(error))?;
         checked
     })?;
+    fsync_staged_dirs(directories)
+}
+
+/// Fsyncs every directory a staging pass created, deepest first, so that each directory's
+/// entries are on disk before the entry naming it in its parent is: the last step of staging,
+/// shared by a bundle read from the inbox and one fetched from a registry.
+pub(crate) fn fsync_staged_dirs(directories: HashSet<PathBuf>) -> Result<()> {
     failpoint::hit(Failpoint::StageFsyncDirs);
     let mut directories: Vec<PathBuf> = directories.into_iter().collect();
     directories.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));

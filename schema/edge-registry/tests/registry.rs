@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use common::{Spec, assert_fetched, blob_gets, build_bundle, entries, manifest, options, registry};
 use edge_bundle::Sha256Digest;
 use edge_registry::{
-    BundleLayout, Credentials, FetchReport, RegistryClient, RegistryOptions, Step, parse_reference,
+    BundleLayout, Credentials, FetchReport, FetchedHead, PushReport, RegistryClient,
+    RegistryOptions, Step, parse_reference,
 };
+use image_reference::Reference;
 use test_registry::{Fault, Proxy, Registry};
 
 fn spec(version: u64, second_seed: u64) -> Spec {
@@ -29,10 +31,8 @@ fn nothing(_: &Sha256Digest) -> Option<PathBuf> {
     None
 }
 
-fn fetch(client: &RegistryClient, reference: &str, into: &Path) -> FetchReport {
-    let head = client
-        .fetch_head(&parse_reference(reference).unwrap())
-        .unwrap();
+fn fetch(client: &RegistryClient, reference: &Reference, into: &Path) -> FetchReport {
+    let head = client.fetch_head(reference).unwrap();
     client
         .fetch_payload(&head, &nothing, into, &mut |_| {})
         .unwrap()
@@ -42,17 +42,56 @@ fn reference(registry_host: &str, repository_and_tag: &str) -> String {
     format!("{registry_host}/{repository_and_tag}")
 }
 
+/// The parsed reference to `repository_and_tag` in the registry (or proxy) at `host`.
+fn at(host: &str, repository_and_tag: &str) -> Reference {
+    parse_reference(&reference(host, repository_and_tag)).unwrap()
+}
+
+/// A started registry and a client for it with the test CA and user, or `None` when the test
+/// is skipped because the registry is not installed.
+fn started(dir: &Path, test: &str) -> Option<(Registry, RegistryClient)> {
+    let registry = registry(dir, test)?;
+    let client = RegistryClient::new(options(&registry)).unwrap();
+    Some((registry, client))
+}
+
+/// What most tests start from: the gateway bundle at version 1, pushed as `fleet/gateway:v1`.
+struct Pushed {
+    registry: Registry,
+    client: RegistryClient,
+    bundle: PathBuf,
+    target: Reference,
+    report: PushReport,
+}
+
+/// Starts a registry and pushes the version 1 bundle to it, or `None` when the test is skipped.
+fn pushed(dir: &Path, test: &str) -> Option<Pushed> {
+    let (registry, client) = started(dir, test)?;
+    let bundle = build_bundle(dir, &spec(1, 2));
+    let target = at(&registry.host(), "fleet/gateway:v1");
+    let report = client.push_bundle(&bundle, &target).unwrap();
+    Some(Pushed {
+        registry,
+        client,
+        bundle,
+        target,
+        report,
+    })
+}
+
 #[test]
 fn a_pushed_bundle_fetches_back_byte_for_byte_and_pushes_again_for_free() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "push and fetch") else {
+    let Some(Pushed {
+        registry,
+        client,
+        bundle,
+        target,
+        report: first,
+    }) = pushed(dir.path(), "push and fetch")
+    else {
         return;
     };
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-
-    let first = client.push_bundle(&bundle, &target).unwrap();
     let manifest = manifest(&bundle);
     let mut digests: Vec<&str> = manifest
         .payload
@@ -133,20 +172,19 @@ fn duplicate_bytes(manifest: &edge_bundle::BundleManifest) -> u64 {
 #[test]
 fn a_bundle_that_changes_one_module_uploads_and_fetches_only_that_module() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "one module changed") else {
+    let Some(Pushed {
+        registry,
+        client,
+        bundle: first,
+        target: v1,
+        ..
+    }) = pushed(dir.path(), "one module changed")
+    else {
         return;
     };
-    let first = build_bundle(dir.path(), &spec(1, 2));
     let second = build_bundle(dir.path(), &spec(2, 3));
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let v1 = reference(&registry.host(), "fleet/gateway:v1");
-    let v2 = reference(&registry.host(), "fleet/gateway:v2");
-    client
-        .push_bundle(&first, &parse_reference(&v1).unwrap())
-        .unwrap();
-    let pushed = client
-        .push_bundle(&second, &parse_reference(&v2).unwrap())
-        .unwrap();
+    let v2 = at(&registry.host(), "fleet/gateway:v2");
+    let pushed = client.push_bundle(&second, &v2).unwrap();
 
     let old = manifest(&first);
     let new = manifest(&second);
@@ -184,7 +222,7 @@ fn a_bundle_that_changes_one_module_uploads_and_fetches_only_that_module() {
     let old_dir = dir.path().join("v1");
     fetch(&client, &v1, &old_dir);
     let before = registry.requests().len();
-    let head = client.fetch_head(&parse_reference(&v2).unwrap()).unwrap();
+    let head = client.fetch_head(&v2).unwrap();
     let blobs = old_dir.join("blobs/sha256");
     let have =
         move |digest: &Sha256Digest| Some(blobs.join(digest.hex())).filter(|path| path.exists());
@@ -217,15 +255,16 @@ fn a_bundle_that_changes_one_module_uploads_and_fetches_only_that_module() {
 #[test]
 fn wrong_password_unknown_tag_and_unknown_ca_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "auth, not found, TLS") else {
+    let Some(Pushed {
+        registry,
+        client,
+        bundle,
+        target,
+        ..
+    }) = pushed(dir.path(), "auth, not found, TLS")
+    else {
         return;
     };
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-    RegistryClient::new(options(&registry))
-        .unwrap()
-        .push_bundle(&bundle, &target)
-        .unwrap();
 
     let mut wrong = options(&registry);
     wrong.credentials = Some(Credentials {
@@ -247,8 +286,7 @@ fn wrong_password_unknown_tag_and_unknown_ca_are_told_apart() {
     .unwrap_err();
     assert_eq!(error.step(), Step::Auth, "{error}");
 
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let unknown = parse_reference(&reference(&registry.host(), "fleet/gateway:v9")).unwrap();
+    let unknown = at(&registry.host(), "fleet/gateway:v9");
     let error = client.fetch_head(&unknown).unwrap_err();
     assert_eq!(error.step(), Step::NotFound, "{error}");
     assert!(error.to_string().contains("gateway:v9"), "{error}");
@@ -282,24 +320,15 @@ fn wrong_password_unknown_tag_and_unknown_ca_are_told_apart() {
 }
 
 /// Pushes a bundle, then fetches its head through a proxy that works, so the payload can then
-/// be fetched through the same proxy with a fault.
-fn pushed_through_proxy(
-    dir: &Path,
-    registry: &Registry,
-) -> (PathBuf, Proxy, edge_registry::FetchedHead) {
-    let bundle = build_bundle(dir, &spec(1, 2));
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-    RegistryClient::new(options(registry))
-        .unwrap()
-        .push_bundle(&bundle, &target)
+/// be fetched through the same proxy with a fault; `None` when the test is skipped.
+fn pushed_through_proxy(dir: &Path, test: &str) -> Option<(Pushed, Proxy, FetchedHead)> {
+    let pushed = pushed(dir, test)?;
+    let proxy = Proxy::start(pushed.registry.port());
+    let head = pushed
+        .client
+        .fetch_head(&at(&proxy.host(), "fleet/gateway:v1"))
         .unwrap();
-    let proxy = Proxy::start(registry.port());
-    let through = parse_reference(&reference(&proxy.host(), "fleet/gateway:v1")).unwrap();
-    let head = RegistryClient::new(options(registry))
-        .unwrap()
-        .fetch_head(&through)
-        .unwrap();
-    (bundle, proxy, head)
+    Some((pushed, proxy, head))
 }
 
 fn os_digest(bundle: &Path) -> edge_bundle::PayloadFile {
@@ -313,10 +342,16 @@ fn os_digest(bundle: &Path) -> edge_bundle::PayloadFile {
 #[test]
 fn a_transfer_cut_in_the_middle_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "cut transfer") else {
+    let Some((
+        Pushed {
+            registry, bundle, ..
+        },
+        proxy,
+        head,
+    )) = pushed_through_proxy(dir.path(), "cut transfer")
+    else {
         return;
     };
-    let (bundle, proxy, head) = pushed_through_proxy(dir.path(), &registry);
     proxy.set_fault(Fault::CutAfter(1 << 20));
     // A new client: the connections of the last one were accepted before the fault.
     let client = RegistryClient::new(RegistryOptions {
@@ -345,10 +380,16 @@ fn a_transfer_cut_in_the_middle_resumes_with_a_range_request() {
 #[test]
 fn a_partial_blob_left_by_an_interrupted_call_is_resumed_by_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "partial across calls") else {
+    let Some((
+        Pushed {
+            registry, bundle, ..
+        },
+        proxy,
+        head,
+    )) = pushed_through_proxy(dir.path(), "partial across calls")
+    else {
         return;
     };
-    let (bundle, proxy, head) = pushed_through_proxy(dir.path(), &registry);
     proxy.set_fault(Fault::CutAfter(1 << 20));
     let into = dir.path().join("fetched");
     let interrupted = RegistryClient::new(RegistryOptions {
@@ -406,21 +447,25 @@ fn child_fetch() {
         ..RegistryOptions::default()
     })
     .unwrap();
-    fetch(&client, reference, Path::new(into));
+    fetch(
+        &client,
+        &parse_reference(reference).unwrap(),
+        Path::new(into),
+    );
 }
 
 #[test]
 fn a_partial_blob_left_by_a_killed_process_is_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "partial of a killed process") else {
+    let Some(Pushed {
+        registry,
+        client,
+        bundle,
+        ..
+    }) = pushed(dir.path(), "partial of a killed process")
+    else {
         return;
     };
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-    RegistryClient::new(options(&registry))
-        .unwrap()
-        .push_bundle(&bundle, &target)
-        .unwrap();
     let proxy = Proxy::start(registry.port());
     proxy.set_fault(Fault::Throttle(512 << 10));
     let into = dir.path().join("fetched");
@@ -460,9 +505,8 @@ fn a_partial_blob_left_by_a_killed_process_is_resumed() {
 
     proxy.set_fault(Fault::None);
     let before = registry.requests().len();
-    let client = RegistryClient::new(options(&registry)).unwrap();
     let head = client
-        .fetch_head(&parse_reference(&reference(&proxy.host(), "fleet/gateway:v1")).unwrap())
+        .fetch_head(&at(&proxy.host(), "fleet/gateway:v1"))
         .unwrap();
     let report = client
         .fetch_payload(&head, &nothing, &into, &mut |_| {})
@@ -479,13 +523,18 @@ fn a_partial_blob_left_by_a_killed_process_is_resumed() {
 #[test]
 fn a_corrupted_blob_in_the_registry_is_refused_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "corrupted blob") else {
+    // The registry is bound, not left to `..`: a field left out would be dropped, and a dropped
+    // registry stops.
+    let Some(Pushed {
+        registry: _registry,
+        client,
+        bundle,
+        target,
+        ..
+    }) = pushed(dir.path(), "corrupted blob")
+    else {
         return;
     };
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    client.push_bundle(&bundle, &target).unwrap();
     let rootfs = os_digest(&bundle);
     let stored = dir.path().join(format!(
         "registry/data/docker/registry/v2/blobs/sha256/{}/{}/data",
@@ -515,17 +564,15 @@ fn a_corrupted_blob_in_the_registry_is_refused_and_deleted() {
 #[test]
 fn a_registry_manifest_whose_layers_differ_from_the_signed_listing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "layers not the listing") else {
+    let Some(Pushed {
+        registry,
+        client,
+        bundle,
+        ..
+    }) = pushed(dir.path(), "layers not the listing")
+    else {
         return;
     };
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    client
-        .push_bundle(
-            &bundle,
-            &parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap(),
-        )
-        .unwrap();
     let entries = entries(&bundle);
     let manifest = manifest(&bundle);
     let mut layout = BundleLayout::of_bundle(
@@ -560,7 +607,7 @@ fn a_registry_manifest_whose_layers_differ_from_the_signed_listing_is_refused() 
         .unwrap();
     assert!(status.success(), "curl put the forged manifest");
     let error = client
-        .fetch_head(&parse_reference(&reference(&registry.host(), "fleet/gateway:forged")).unwrap())
+        .fetch_head(&at(&registry.host(), "fleet/gateway:forged"))
         .unwrap_err();
     assert_eq!(error.step(), Step::Layout, "{error}");
     assert!(
@@ -586,7 +633,7 @@ fn a_stalled_registry_fails_the_call_within_its_deadline() {
     .unwrap();
     let started = Instant::now();
     let error = client
-        .fetch_head(&parse_reference(&reference(&proxy.host(), "fleet/gateway:v1")).unwrap())
+        .fetch_head(&at(&proxy.host(), "fleet/gateway:v1"))
         .unwrap_err();
     assert_eq!(error.step(), Step::Timeout, "{error}");
     assert!(
@@ -605,7 +652,7 @@ fn a_stalled_registry_fails_the_call_within_its_deadline() {
     .unwrap();
     let started = Instant::now();
     let error = client
-        .fetch_head(&parse_reference(&reference(&proxy.host(), "fleet/gateway:v1")).unwrap())
+        .fetch_head(&at(&proxy.host(), "fleet/gateway:v1"))
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(
@@ -618,7 +665,7 @@ fn a_stalled_registry_fails_the_call_within_its_deadline() {
 #[test]
 fn an_image_layout_pushes_as_an_ordinary_image_that_resolves_to_its_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "image layout") else {
+    let Some((registry, client)) = started(dir.path(), "image layout") else {
         return;
     };
     let bundle = build_bundle(dir.path(), &spec(1, 2));
@@ -630,8 +677,7 @@ fn an_image_layout_pushes_as_an_ordinary_image_that_resolves_to_its_digest() {
             fs::write(file, bytes).unwrap();
         }
     }
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let target = parse_reference(&reference(&registry.host(), "modules/alpha:1.0")).unwrap();
+    let target = at(&registry.host(), "modules/alpha:1.0");
     let report = client.push_image_layout(&layout, &target).unwrap();
     let listed = manifest(&bundle).images[0].manifest_digest.clone();
     assert_eq!(report.manifest_digest.oci(), listed);
@@ -644,11 +690,10 @@ fn an_image_layout_pushes_as_an_ordinary_image_that_resolves_to_its_digest() {
 #[test]
 fn a_bundle_file_that_is_not_a_bundle_is_refused_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "not a bundle") else {
+    let Some((registry, client)) = started(dir.path(), "not a bundle") else {
         return;
     };
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let target = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
+    let target = at(&registry.host(), "fleet/gateway:v1");
     let file = dir.path().join("junk.edgebundle");
     fs::write(&file, b"not a tar at all").unwrap();
     let before = registry.requests().len();
@@ -709,24 +754,27 @@ fn skopeo_copy(registry: &Registry, certs: &Path, from: &str, to: &str) {
 #[test]
 fn skopeo_copies_a_bundle_between_repositories_keeping_its_manifest_digest() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "skopeo copy") else {
-        return;
-    };
     if Command::new("skopeo").arg("--version").output().is_err() {
         println!("SKIPPED: skopeo copy: skopeo is not installed");
         return;
     }
-    let bundle = build_bundle(dir.path(), &spec(1, 2));
-    let client = RegistryClient::new(options(&registry)).unwrap();
-    let source = parse_reference(&reference(&registry.host(), "fleet/gateway:v1")).unwrap();
-    let pushed = client.push_bundle(&bundle, &source).unwrap();
+    let Some(Pushed {
+        registry,
+        client,
+        bundle,
+        report: pushed,
+        ..
+    }) = pushed(dir.path(), "skopeo copy")
+    else {
+        return;
+    };
     // skopeo reads a registry's CA from a directory of `*.crt` files.
     let certs = dir.path().join("certs");
     fs::create_dir_all(&certs).unwrap();
     fs::copy(registry.ca_path(), certs.join("ca.crt")).unwrap();
 
     skopeo_copy(&registry, &certs, "fleet/gateway:v1", "mirror/gateway:v1");
-    let mirror = parse_reference(&reference(&registry.host(), "mirror/gateway:v1")).unwrap();
+    let mirror = at(&registry.host(), "mirror/gateway:v1");
     assert_eq!(client.resolve(&mirror).unwrap(), pushed.manifest_digest);
     // By digest too, as a pinned mirror would copy it.
     skopeo_copy(
@@ -735,15 +783,11 @@ fn skopeo_copies_a_bundle_between_repositories_keeping_its_manifest_digest() {
         &format!("fleet/gateway@{}", pushed.manifest_digest.oci()),
         "pinned/gateway:v1",
     );
-    let pinned = parse_reference(&reference(&registry.host(), "pinned/gateway:v1")).unwrap();
+    let pinned = at(&registry.host(), "pinned/gateway:v1");
     assert_eq!(client.resolve(&pinned).unwrap(), pushed.manifest_digest);
 
     let into = dir.path().join("fetched");
-    let report = fetch(
-        &client,
-        &reference(&registry.host(), "mirror/gateway:v1"),
-        &into,
-    );
+    let report = fetch(&client, &mirror, &into);
     assert!(report.blobs_fetched > 0);
     assert_fetched(&bundle, &into);
 }
@@ -751,10 +795,11 @@ fn skopeo_copies_a_bundle_between_repositories_keeping_its_manifest_digest() {
 #[test]
 fn a_very_slow_registry_fails_a_fetch_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(registry) = registry(dir.path(), "slow registry") else {
+    let Some((Pushed { registry, .. }, proxy, head)) =
+        pushed_through_proxy(dir.path(), "slow registry")
+    else {
         return;
     };
-    let (_, proxy, head) = pushed_through_proxy(dir.path(), &registry);
     // Slow enough that the 3 MiB OS image would take minutes, fast enough for every read timeout.
     proxy.set_fault(Fault::Throttle(32 << 10));
     let client = RegistryClient::new(RegistryOptions {
